@@ -1,0 +1,78 @@
+//! Where keys live: a small trait, with PKCS#11 as its implementation.
+//!
+//! The CSR logic in [`crate::issue`] only ever sees bytes: a DER
+//! SubjectPublicKeyInfo out of [`KeyBackend::generate`], a DER
+//! CertificationRequestInfo into [`KeyBackend::sign`]. No method returns
+//! private key material, and none can be asked to.
+
+pub mod pkcs11;
+
+#[cfg(test)]
+pub(crate) mod mock;
+
+use crate::csr::SignatureAlgorithm;
+use crate::error::Result;
+
+/// What key to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    /// RSA modulus size in bits.
+    pub bits: u32,
+    /// CKA_LABEL for both objects of the pair.
+    pub label: String,
+}
+
+/// Backend-specific object handles of a key pair. Meaningful only to the
+/// backend that returned them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyHandles {
+    /// The private key object.
+    pub private: u64,
+    /// The public key object.
+    pub public: u64,
+}
+
+/// A key pair the backend just made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedKey {
+    /// Object handles, for `sign` and `destroy`.
+    pub handles: KeyHandles,
+    /// DER SubjectPublicKeyInfo of the public key.
+    pub spki_der: Vec<u8>,
+    /// CKA_ID shared by both objects.
+    pub id: Vec<u8>,
+    /// CKA_LABEL shared by both objects.
+    pub label: String,
+    /// RFC 7512 URI of the private key.
+    pub uri: String,
+}
+
+/// A store that can make a key pair, sign with it, and remove it.
+///
+/// Issuing a CSR is:
+/// 1. `generate` a key pair (the backend removes anything it made if this
+///    step itself fails half-way);
+/// 2. build the CertificationRequestInfo over the returned public key;
+/// 3. `sign` its DER with the private key;
+/// 4. if anything after step 1 fails, `destroy` the pair before returning
+///    the error.
+pub trait KeyBackend {
+    /// Makes an RSA key pair as `spec` says and returns its public half.
+    ///
+    /// # Errors
+    /// `Internal.KeyError` when the token cannot make the key,
+    /// `Internal.EncodeKeyError` when its public key cannot be read.
+    fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey>;
+
+    /// Signs `data` with the private key of `key`.
+    ///
+    /// # Errors
+    /// `Internal.CreateCSRError` when the token refuses.
+    fn sign(&mut self, key: &GeneratedKey, alg: SignatureAlgorithm, data: &[u8]) -> Result<Vec<u8>>;
+
+    /// Removes both objects of `key`.
+    ///
+    /// # Errors
+    /// A token error when an object cannot be destroyed.
+    fn destroy(&mut self, key: &GeneratedKey) -> Result<()>;
+}

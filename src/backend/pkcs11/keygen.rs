@@ -1,0 +1,196 @@
+//! C_GenerateKeyPair with every security attribute stated, never left to the
+//! token's defaults (openCryptoki and NSS default CKA_EXTRACTABLE to TRUE).
+//!
+//! Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN = TRUE,
+//! CKA_EXTRACTABLE = FALSE. Public key: CKA_TOKEN, CKA_VERIFY = TRUE,
+//! CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT = 65537. Both: the same CKA_ID
+//! (16 bytes from the token's RNG) and CKA_LABEL.
+
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki::types::Ulong;
+
+use super::{Pkcs11Backend, describe, uri};
+use crate::backend::{GeneratedKey, KeyHandles, KeySpec};
+use crate::error::{Error, Result};
+use crate::spki;
+
+/// F4, the exponent everyone uses (and the only one some HSMs accept).
+const PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
+const ID_LEN: usize = 16;
+
+pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<GeneratedKey> {
+    backend.require(MechanismType::RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN")?;
+    check_key_size(backend, spec.bits)?;
+    // Checked before keygen so that a token without the signing mechanism
+    // never costs a key generation and a rollback.
+    backend.require(MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS")?;
+
+    let token = backend.token_label().to_owned();
+    let serial = backend.token_serial().to_owned();
+    let session = backend.session()?;
+    let mut id = vec![0u8; ID_LEN];
+    session
+        .generate_random_slice(&mut id)
+        .map_err(|e| Error::KeyGen(format!("CKA_ID from the token RNG: {}", describe(&e))))?;
+
+    let label = spec.label.as_bytes().to_vec();
+    let public = [
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::ModulusBits(Ulong::from(u64::from(spec.bits))),
+        Attribute::PublicExponent(PUBLIC_EXPONENT.to_vec()),
+        Attribute::Id(id.clone()),
+        Attribute::Label(label.clone()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Id(id.clone()),
+        Attribute::Label(label),
+    ];
+    let (pub_h, priv_h) = session
+        .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+        .map_err(|e| Error::KeyGen(describe(&e)))?;
+    let handles = KeyHandles {
+        private: priv_h.handle(),
+        public: pub_h.handle(),
+    };
+    let pair = Pair {
+        private: priv_h,
+        public: pub_h,
+    };
+
+    let finish = || -> Result<Vec<u8>> {
+        check_private_attributes(session, priv_h)?;
+        let spki_der = read_public_key(session, pub_h)?;
+        let bits = spki::rsa_modulus_bits(&spki_der)?;
+        if bits != spec.bits {
+            return Err(Error::EncodeKey(format!(
+                "asked for RSA-{} but the token made RSA-{bits}",
+                spec.bits
+            )));
+        }
+        Ok(spki_der)
+    };
+    match finish() {
+        Ok(spki_der) => {
+            backend.made.push(pair);
+            Ok(GeneratedKey {
+            handles,
+            spki_der,
+            uri: uri::private_key_uri(&token, &serial, &spec.label, &id),
+            id,
+            label: spec.label.clone(),
+        })
+        }
+        Err(e) => Err(match destroy_pair(session, pair) {
+            Ok(()) => e,
+            Err(rollback) => Error::RollbackFailed {
+                original: Box::new(e),
+                rollback,
+                key_uri: uri::private_key_uri(&token, &serial, &spec.label, &id),
+            },
+        }),
+    }
+}
+
+/// Refuses sizes outside the range the token reports for
+/// CKM_RSA_PKCS_KEY_PAIR_GEN (TPMs stop at 3072), before any key is made.
+fn check_key_size(backend: &Pkcs11Backend, bits: u32) -> Result<()> {
+    let info = backend
+        .ctx
+        .get_mechanism_info(backend.slot, MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+        .map_err(|e| Error::Token {
+            op: "C_GetMechanismInfo(CKM_RSA_PKCS_KEY_PAIR_GEN)",
+            token: backend.token_label().to_owned(),
+            detail: describe(&e),
+        })?;
+    let (min, max) = (info.min_key_size(), info.max_key_size());
+    let bits = bits as usize;
+    // Some tokens report 0 for "no stated limit".
+    if (min != 0 && bits < min) || (max != 0 && bits > max) {
+        return Err(Error::Unsupported {
+            token: backend.token_label().to_owned(),
+            what: format!("RSA-{bits} key generation (it offers {min} to {max} bits)"),
+        });
+    }
+    Ok(())
+}
+
+/// Reads back what the token made: a token that silently ignored
+/// CKA_SENSITIVE or CKA_EXTRACTABLE must not get its key used.
+fn check_private_attributes(session: &Session, key: ObjectHandle) -> Result<()> {
+    let attrs = session
+        .get_attributes(
+            key,
+            &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Token],
+        )
+        .map_err(|e| Error::KeyGen(format!("reading the new private key's attributes: {}", describe(&e))))?;
+    let (mut sensitive, mut extractable, mut token) = (false, true, false);
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(v) => sensitive = v,
+            Attribute::Extractable(v) => extractable = v,
+            Attribute::Token(v) => token = v,
+            _ => {}
+        }
+    }
+    if sensitive && !extractable && token {
+        Ok(())
+    } else {
+        Err(Error::KeyGen(format!(
+            "the token made a private key with CKA_SENSITIVE={sensitive}, CKA_EXTRACTABLE={extractable}, \
+             CKA_TOKEN={token}; refusing to use it"
+        )))
+    }
+}
+
+/// CKA_MODULUS and CKA_PUBLIC_EXPONENT of the public object, as a DER
+/// SubjectPublicKeyInfo. Public material is read from the public object,
+/// since some tokens expose none on the private one.
+fn read_public_key(session: &Session, key: ObjectHandle) -> Result<Vec<u8>> {
+    let attrs = session
+        .get_attributes(key, &[AttributeType::Modulus, AttributeType::PublicExponent])
+        .map_err(|e| Error::EncodeKey(format!("reading the public key: {}", describe(&e))))?;
+    let (mut modulus, mut exponent) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::Modulus(m) => modulus = Some(m),
+            Attribute::PublicExponent(e) => exponent = Some(e),
+            _ => {}
+        }
+    }
+    match (modulus, exponent) {
+        (Some(m), Some(e)) => spki::rsa_spki_der(&m, &e),
+        _ => Err(Error::EncodeKey(
+            "the token returned no CKA_MODULUS / CKA_PUBLIC_EXPONENT for the public key".into(),
+        )),
+    }
+}
+
+/// The two objects of a key pair this process made.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pair {
+    pub(super) private: ObjectHandle,
+    pub(super) public: ObjectHandle,
+}
+
+/// Destroys both objects, trying the second even if the first fails.
+pub(super) fn destroy_pair(session: &Session, pair: Pair) -> std::result::Result<(), String> {
+    let mut failures = Vec::new();
+    for (what, handle) in [("private", pair.private), ("public", pair.public)] {
+        if let Err(e) = session.destroy_object(handle) {
+            failures.push(format!("{what} key: {}", describe(&e)));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}

@@ -1,0 +1,91 @@
+//! Command-line arguments. clap types live here and nowhere else; `create`
+//! turns them, with the config file, into library calls.
+
+pub mod create;
+pub mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Make certificate signing requests whose RSA key is generated inside a
+/// PKCS#11 token (HSM) and never leaves it.
+#[derive(Debug, Parser)]
+#[command(name = "hsm-csr", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a key pair on the token and print a CSR signed by it
+    /// (CreateCdnCertificateSigningRequest on your own HSM).
+    Create(CreateArgs),
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The API's JSON response: RequestId, PubMd5, Csr, CommonName, KeyUri.
+    #[default]
+    Json,
+    /// The CSR alone, as PEM.
+    Pem,
+}
+
+/// `hsm-csr create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Common name of the certificate (the API's CommonName; required).
+    #[arg(long, value_name = "CN")]
+    pub common_name: Option<String>,
+    /// Subject alternative names, comma-separated: DNS names, IP addresses,
+    /// email addresses. Default: the common name, when it is a DNS name.
+    #[arg(long, value_name = "LIST")]
+    pub sans: Option<String>,
+    /// organizationName [default: Alibaba Inc, or the config's].
+    #[arg(long, value_name = "O")]
+    pub organization: Option<String>,
+    /// organizationalUnitName [default: Aliyun CDN, or the config's].
+    #[arg(long, value_name = "OU")]
+    pub organization_unit: Option<String>,
+    /// countryName, two letters [default: CN, or the config's].
+    #[arg(long, value_name = "C")]
+    pub country: Option<String>,
+    /// stateOrProvinceName [default: Zhejiang, or the config's].
+    #[arg(long, value_name = "ST")]
+    pub state: Option<String>,
+    /// localityName [default: Hangzhou, or the config's].
+    #[arg(long, value_name = "L")]
+    pub city: Option<String>,
+    /// emailAddress in the subject (optional).
+    #[arg(long, value_name = "E")]
+    pub email: Option<String>,
+    /// RSA key size [default: 2048, or the config's].
+    #[arg(long, value_name = "BITS", value_parser = ["2048", "3072", "4096"])]
+    pub key_size: Option<String>,
+    /// Output on stdout.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Also write the CSR (PEM) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE", env = "HSM_CSR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PKCS#11 module (overrides [token] module).
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// Token label (overrides [token] label).
+    #[arg(long, value_name = "LABEL")]
+    pub token: Option<String>,
+    /// File holding the user PIN (after HSM_CSR_PIN; overrides [token] pin_file).
+    #[arg(long, value_name = "PATH")]
+    pub pin_file: Option<PathBuf>,
+    /// Print how long each phase took, on stderr.
+    #[arg(long)]
+    pub timings: bool,
+}

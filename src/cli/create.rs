@@ -1,0 +1,158 @@
+//! `hsm-csr create`: flags + config -> one CSR from the token.
+//!
+//! Order matters: everything that can be checked without the token (config,
+//! request fields, output path) is checked first; the token is opened and
+//! logged in once; the key pair is kept only after the response has been
+//! written.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hsm_csr::backend::pkcs11::Pkcs11Backend;
+use hsm_csr::config::Config;
+use hsm_csr::{CsrRequest, Error, Result, pin, prepare_csr};
+
+use super::{CreateArgs, output};
+
+/// Runs `create`; the error is reported by the caller.
+pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
+    let started = Instant::now();
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+
+    let request = CsrRequest {
+        common_name: args.common_name.clone(),
+        sans: args.sans.clone(),
+        organization: args.organization.clone(),
+        organization_unit: args.organization_unit.clone(),
+        country: args.country.clone(),
+        state: args.state.clone(),
+        city: args.city.clone(),
+        email: args.email.clone(),
+    }
+    .validate(&config.subject.defaults)?;
+
+    let mut key_options = config.key.options();
+    if let Some(bits) = &args.key_size {
+        key_options.bits = bits
+            .parse()
+            .map_err(|_| Error::Config(format!("--key-size {bits} is not a number")))?;
+    }
+    key_options.validate()?;
+
+    let module = args.module.clone().or(config.token.module.clone()).ok_or_else(|| {
+        Error::Config("no PKCS#11 module: pass --module PATH or set [token] module in --config.".into())
+    })?;
+    let token = args.token.clone().or(config.token.label.clone()).ok_or_else(|| {
+        Error::Config("no token: pass --token LABEL or set [token] label in --config.".into())
+    })?;
+    let out_file = args.out.as_deref().map(OutFile::create).transpose()?;
+
+    let t = Instant::now();
+    let mut backend = Pkcs11Backend::open(&module, &token)?;
+    let init = t.elapsed();
+
+    let t = Instant::now();
+    if backend.login_required() {
+        if backend.has_protected_authentication_path() && std::env::var_os(pin::PIN_ENV).is_none() && args.pin_file.is_none() && config.token.pin_file.is_none() {
+            eprintln!("Enter the PIN on the token's own keypad or reader.");
+            backend.login(None)?;
+        } else {
+            let pin_file = args.pin_file.as_deref().or(config.token.pin_file.as_deref());
+            let pin = pin::resolve(pin_file, backend.token_label())?;
+            backend.login(Some(&pin))?;
+        }
+    }
+    let login = t.elapsed();
+
+    let pending = prepare_csr(&mut backend, &request, &key_options, request_id.to_owned())?;
+
+    let delivered = (|| -> std::io::Result<()> {
+        if let Some(f) = &out_file {
+            f.write(pending.response().csr.as_bytes())?;
+        }
+        output::response(&mut std::io::stdout().lock(), args.format, pending.response())?;
+        if let Some(f) = &out_file {
+            f.persist()?;
+        }
+        Ok(())
+    })();
+    let timings = pending.timings();
+    if let Err(e) = delivered {
+        return Err(match pending.rollback() {
+            Ok(()) => Error::Output(e.to_string()),
+            Err(rollback) => Error::RollbackFailed {
+                original: Box::new(Error::Output(e.to_string())),
+                rollback: rollback.to_string(),
+                key_uri: "the key pair labelled with this common name".into(),
+            },
+        });
+    }
+    let _ = pending.commit();
+    drop(backend);
+
+    if args.timings {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        eprintln!(
+            "timings: init_ms={:.3} login_ms={:.3} keygen_ms={:.3} sign_ms={:.3} encode_ms={:.3} total_ms={:.3}",
+            ms(init),
+            ms(login),
+            ms(timings.keygen),
+            ms(timings.sign),
+            ms(timings.encode),
+            ms(started.elapsed())
+        );
+    }
+    Ok(())
+}
+
+/// `--out FILE`, written to a temporary file beside it and renamed into
+/// place only once the whole response has been delivered, so a failed run
+/// never truncates an existing file.
+struct OutFile {
+    tmp: PathBuf,
+    target: PathBuf,
+    file: File,
+}
+
+impl OutFile {
+    fn create(target: &Path) -> Result<OutFile> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::Config(format!("--out {} is not a file path", target.display())))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = target.with_file_name(tmp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::Config(format!("cannot write --out {}: {e}", target.display())))?;
+        Ok(OutFile {
+            tmp,
+            target: target.to_owned(),
+            file,
+        })
+    }
+
+    fn write(&self, data: &[u8]) -> std::io::Result<()> {
+        (&self.file).write_all(data)?;
+        self.file.sync_all()
+    }
+
+    fn persist(&self) -> std::io::Result<()> {
+        std::fs::rename(&self.tmp, &self.target)
+    }
+}
+
+impl Drop for OutFile {
+    fn drop(&mut self) {
+        // After a successful rename there is nothing left to remove.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}

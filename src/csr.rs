@@ -1,0 +1,170 @@
+//! PKCS#10 assembly, in two phases so that only bytes reach the token:
+//! [`certification_request_info`] gives the DER to sign, [`assemble`] wraps
+//! the token's signature into the final request.
+//!
+//! RFC 2986 section 4:
+//!
+//! ```text
+//! CertificationRequestInfo ::= SEQUENCE {
+//!      version       INTEGER { v1(0) } (v1,...),
+//!      subject       Name,
+//!      subjectPKInfo SubjectPublicKeyInfo{{ PKInfoAlgorithms }},
+//!      attributes    [0] Attributes{{ CRIAttributes }}
+//! }
+//!
+//! CertificationRequest ::= SEQUENCE {
+//!      certificationRequestInfo CertificationRequestInfo,
+//!      signatureAlgorithm AlgorithmIdentifier{{ SignatureAlgorithms }},
+//!      signature          BIT STRING
+//! }
+//! ```
+//!
+//! The subjectAltNames travel in a PKCS#9 extensionRequest attribute
+//! (RFC 2985 section 5.4.2) holding one non-critical subjectAltName extension.
+
+use const_oid::AssociatedOid;
+use const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION;
+use der::asn1::{Any, BitString, Ia5String, OctetString, SetOfVec};
+use der::{Decode, Encode};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::attr::Attribute;
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
+
+use crate::error::Result;
+use crate::request::ValidRequest;
+use crate::san::San;
+
+/// The signature algorithms this crate asks the token for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (`CKM_SHA256_RSA_PKCS`), RFC 4055
+    /// `sha256WithRSAEncryption` with NULL parameters.
+    Sha256WithRsa,
+}
+
+impl SignatureAlgorithm {
+    /// The AlgorithmIdentifier that goes into the CSR.
+    pub fn identifier(self) -> AlgorithmIdentifierOwned {
+        match self {
+            SignatureAlgorithm::Sha256WithRsa => AlgorithmIdentifierOwned {
+                oid: SHA_256_WITH_RSA_ENCRYPTION,
+                parameters: Some(Any::null()),
+            },
+        }
+    }
+}
+
+/// Builds the `CertificationRequestInfo` for `request` and the public key
+/// `spki_der`, and returns it with its DER (the bytes to sign).
+pub fn certification_request_info(
+    request: &ValidRequest,
+    spki_der: &[u8],
+) -> Result<(CertReqInfo, Vec<u8>)> {
+    let mut attributes = SetOfVec::new();
+    if !request.sans.is_empty() {
+        let names = request
+            .sans
+            .iter()
+            .map(general_name)
+            .collect::<der::Result<Vec<_>>>()?;
+        let san = Extension {
+            extn_id: SubjectAltName::OID,
+            critical: false,
+            extn_value: OctetString::new(SubjectAltName(names).to_der()?)?,
+        };
+        attributes.insert(Attribute::try_from(ExtensionReq(vec![san]))?)?;
+    }
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject: request.subject.to_name()?,
+        public_key: SubjectPublicKeyInfoOwned::from_der(spki_der)?,
+        attributes,
+    };
+    let der = info.to_der()?;
+    Ok((info, der))
+}
+
+fn general_name(san: &San) -> der::Result<GeneralName> {
+    Ok(match san {
+        San::Dns(name) => GeneralName::DnsName(Ia5String::new(name)?),
+        San::Email(addr) => GeneralName::Rfc822Name(Ia5String::new(addr)?),
+        San::Ip(ip) => GeneralName::from(*ip),
+    })
+}
+
+/// Wraps the token's `signature` over `info` into a `CertificationRequest`
+/// and returns its DER.
+pub fn assemble(info: CertReqInfo, alg: SignatureAlgorithm, signature: &[u8]) -> Result<Vec<u8>> {
+    let req = CertReq {
+        info,
+        algorithm: alg.identifier(),
+        signature: BitString::from_bytes(signature)?,
+    };
+    Ok(req.to_der()?)
+}
+
+/// PEM (RFC 7468 `CERTIFICATE REQUEST`), 64-column base64, `\n` line ends.
+pub fn to_pem(der: &[u8]) -> String {
+    let pem = pem::Pem::new("CERTIFICATE REQUEST", der);
+    pem::encode_config(&pem, pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{CsrRequest, SubjectDefaults};
+
+    fn valid(sans: &str) -> ValidRequest {
+        CsrRequest {
+            common_name: Some("example.com".into()),
+            sans: Some(sans.into()),
+            ..Default::default()
+        }
+        .validate(&SubjectDefaults::default())
+        .unwrap()
+    }
+
+    #[test]
+    fn extension_request_carries_typed_sans() {
+        let spki = include_bytes!("../tests/fixtures/rsa2048-spki.der");
+        let (info, der) = certification_request_info(&valid("a.example,10.1.2.3,x@a.example"), spki).unwrap();
+        assert_eq!(CertReqInfo::from_der(&der).unwrap(), info);
+        assert_eq!(info.attributes.len(), 1);
+        let attr = info.attributes.iter().next().unwrap();
+        assert_eq!(attr.oid, ExtensionReq::OID);
+        let exts: Vec<Extension> = attr.values.iter().next().unwrap().decode_as().unwrap();
+        assert_eq!(exts.len(), 1);
+        assert_eq!(exts[0].extn_id, SubjectAltName::OID);
+        assert!(!exts[0].critical);
+        let san = SubjectAltName::from_der(exts[0].extn_value.as_bytes()).unwrap();
+        assert_eq!(
+            san.0,
+            vec![
+                GeneralName::DnsName(Ia5String::new("a.example").unwrap()),
+                GeneralName::IpAddress(OctetString::new([10, 1, 2, 3]).unwrap()),
+                GeneralName::Rfc822Name(Ia5String::new("x@a.example").unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_sans_means_no_attribute() {
+        let mut v = valid("");
+        v.sans.clear();
+        let spki = include_bytes!("../tests/fixtures/rsa2048-spki.der");
+        let (info, _) = certification_request_info(&v, spki).unwrap();
+        assert!(info.attributes.is_empty());
+    }
+
+    #[test]
+    fn pem_has_lf_line_ends_and_64_columns() {
+        let pem = to_pem(&[0u8; 100]);
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"));
+        assert!(pem.ends_with("-----END CERTIFICATE REQUEST-----\n"));
+        assert!(!pem.contains('\r'));
+        assert!(pem.lines().all(|l| l.len() <= 64));
+    }
+}

@@ -1,0 +1,207 @@
+//! One error type for the library, and the one place where each error is
+//! given its API code (the seed's table) and its class.
+//!
+//! Front ends map [`ErrorClass`] to what they speak: the CLI to exit codes
+//! (`src/main.rs`), the HTTP service to statuses. Messages never contain a
+//! PIN or key material.
+
+use std::fmt;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who has to act to fix an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request itself is wrong (the API's HTTP 400 errors).
+    Request,
+    /// The token, module, PIN or configuration needs attention.
+    Token,
+    /// Something failed while making the key or CSR (the API's HTTP 500 errors).
+    Internal,
+}
+
+/// Everything that can go wrong while issuing a CSR.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `CommonName` was missing or empty.
+    #[error("CommonName is required and must not be empty.")]
+    MissingCommonName,
+
+    /// A request field failed validation; the message names the field.
+    #[error("{0}")]
+    Malformed(String),
+
+    /// The PKCS#11 module could not be loaded or initialised.
+    #[error("cannot load PKCS#11 module {path}: {reason}. Check [token] module / --module.")]
+    ModuleLoad {
+        /// Path of the module that was tried.
+        path: String,
+        /// What the loader or C_Initialize said.
+        reason: String,
+    },
+
+    /// No token with the requested label is present.
+    #[error("no token labelled {label:?} in {module}; tokens present: {}. Check [token] label / --token.", list_or_none(.available))]
+    TokenNotFound {
+        /// The label that was asked for.
+        label: String,
+        /// The module searched.
+        module: String,
+        /// Labels of the tokens that are present.
+        available: Vec<String>,
+    },
+
+    /// C_Login said CKR_PIN_INCORRECT. Never retried: HSMs lock after a few tries.
+    #[error("PIN incorrect for token {token:?}; not retried, since tokens lock after repeated failures. Check HSM_CSR_PIN / the PIN file.")]
+    PinIncorrect {
+        /// Token label.
+        token: String,
+    },
+
+    /// The user PIN is locked on the token.
+    #[error("the user PIN of token {token:?} is locked; the security officer must unlock or reset it.")]
+    PinLocked {
+        /// Token label.
+        token: String,
+    },
+
+    /// No PIN could be obtained from any source.
+    #[error("no PIN for token {token:?}: set HSM_CSR_PIN, pass --pin-file, set [token] pin_file, or run on a terminal to be prompted.")]
+    PinRequired {
+        /// Token label.
+        token: String,
+    },
+
+    /// The token does not offer a mechanism the operation needs.
+    #[error("token {token:?} does not support {what}.")]
+    Unsupported {
+        /// Token label.
+        token: String,
+        /// What is missing, e.g. `CKM_SHA256_RSA_PKCS`.
+        what: String,
+    },
+
+    /// The configuration (file, flags or environment) is unusable.
+    #[error("{0}")]
+    Config(String),
+
+    /// A token call outside key generation and signing failed.
+    #[error("{op} failed on token {token:?}: {detail}")]
+    Token {
+        /// What was being done.
+        op: &'static str,
+        /// Token label.
+        token: String,
+        /// The PKCS#11 function and return value, e.g. `C_Sign: CKR_DEVICE_ERROR`.
+        detail: String,
+    },
+
+    /// An operation failed after the key pair was made, and removing the
+    /// pair failed too. Code and class are those of the first failure.
+    #[error("{original} Removing the new key pair also failed ({rollback}); delete {key_uri} by hand.")]
+    RollbackFailed {
+        /// The failure that triggered the rollback.
+        original: Box<Error>,
+        /// Why the rollback failed.
+        rollback: String,
+        /// URI of the key pair left on the token.
+        key_uri: String,
+    },
+
+    /// C_GenerateKeyPair failed.
+    #[error("Failed to generate rsa key. ({0})")]
+    KeyGen(String),
+
+    /// The public key could not be read from the token or encoded. The
+    /// message keeps the seed's wording ("private key"), which the API
+    /// contract fixes; the detail says what really failed.
+    #[error("Failed to encode private key. ({0})")]
+    EncodeKey(String),
+
+    /// Signing the CertificationRequestInfo failed.
+    #[error("Failed to create CSR. ({0})")]
+    CreateCsr(String),
+
+    /// DER or PEM encoding of the CSR failed.
+    #[error("Failed to encode CSR. ({0})")]
+    EncodeCsr(String),
+
+    /// Writing the response failed; the key pair was rolled back.
+    #[error("could not write the response ({0}); the new key pair was removed from the token.")]
+    Output(String),
+
+    /// Anything else.
+    #[error("The request processing has failed due to backend service exception. ({0})")]
+    Internal(String),
+}
+
+fn list_or_none(labels: &[String]) -> String {
+    if labels.is_empty() {
+        "none".to_owned()
+    } else {
+        labels
+            .iter()
+            .map(|l| format!("{l:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Error {
+    /// The API error code, as the seed's error table names it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MissingCommonName => "MissingCommonName",
+            Error::Malformed(_) => "InvalidValue.Malformed",
+            Error::ModuleLoad { .. } => "Token.ModuleNotLoadable",
+            Error::TokenNotFound { .. } => "Token.NotFound",
+            Error::PinIncorrect { .. } => "Token.PinIncorrect",
+            Error::PinLocked { .. } => "Token.PinLocked",
+            Error::PinRequired { .. } => "Token.PinRequired",
+            Error::Unsupported { .. } => "Token.MechanismUnsupported",
+            Error::Config(_) => "Config.Invalid",
+            Error::Token { .. } => "Token.Error",
+            Error::KeyGen(_) => "Internal.KeyError",
+            Error::EncodeKey(_) => "Internal.EncodeKeyError",
+            Error::CreateCsr(_) => "Internal.CreateCSRError",
+            Error::EncodeCsr(_) => "Internal.EncodeCSRError",
+            Error::Output(_) | Error::Internal(_) => "Internal.Error",
+            Error::RollbackFailed { original, .. } => original.code(),
+        }
+    }
+
+    /// Who has to act: the caller, the operator of the token, or us.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::MissingCommonName | Error::Malformed(_) => ErrorClass::Request,
+            Error::ModuleLoad { .. }
+            | Error::TokenNotFound { .. }
+            | Error::PinIncorrect { .. }
+            | Error::PinLocked { .. }
+            | Error::PinRequired { .. }
+            | Error::Unsupported { .. }
+            | Error::Config(_)
+            | Error::Token { .. } => ErrorClass::Token,
+            Error::KeyGen(_)
+            | Error::EncodeKey(_)
+            | Error::CreateCsr(_)
+            | Error::EncodeCsr(_)
+            | Error::Output(_)
+            | Error::Internal(_) => ErrorClass::Internal,
+            Error::RollbackFailed { original, .. } => original.class(),
+        }
+    }
+
+    /// Shorthand for an `InvalidValue.Malformed` error.
+    pub(crate) fn malformed(message: impl fmt::Display) -> Self {
+        Error::Malformed(message.to_string())
+    }
+}
+
+impl From<der::Error> for Error {
+    fn from(e: der::Error) -> Self {
+        Error::EncodeCsr(e.to_string())
+    }
+}

@@ -1,0 +1,315 @@
+//! The one operation: validate, make a key pair on the token, sign the
+//! CertificationRequestInfo there, return the API's response.
+//!
+//! Atomic: once the key pair exists, any failure removes it before the
+//! error is returned, and a [`PendingCsr`] that is dropped without
+//! [`PendingCsr::commit`] removes it too, so a response that could not be
+//! delivered leaves nothing behind on the token.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
+use crate::csr::{self, SignatureAlgorithm};
+use crate::error::{Error, Result};
+use crate::fingerprint;
+use crate::request::ValidRequest;
+
+/// RSA modulus sizes this crate makes.
+pub const RSA_SIZES: [u32; 3] = [2048, 3072, 4096];
+
+/// How keys are made and named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyOptions {
+    /// RSA modulus size: 2048 (default), 3072 or 4096.
+    pub bits: u32,
+    /// CKA_LABEL is this prefix followed by the common name.
+    pub label_prefix: String,
+}
+
+impl Default for KeyOptions {
+    fn default() -> Self {
+        KeyOptions {
+            bits: 2048,
+            label_prefix: "hsm-csr:".into(),
+        }
+    }
+}
+
+impl KeyOptions {
+    /// Checks the key size.
+    ///
+    /// # Errors
+    /// `Config.Invalid` for a size other than 2048, 3072 or 4096.
+    pub fn validate(&self) -> Result<()> {
+        if RSA_SIZES.contains(&self.bits) {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "key size {} is not supported; use 2048, 3072 or 4096.",
+                self.bits
+            )))
+        }
+    }
+}
+
+/// The API response, field names as the API spells them, plus `KeyUri`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CsrResponse {
+    /// Uppercase UUID of this request.
+    pub request_id: String,
+    /// Lowercase hex MD5 of the DER SubjectPublicKeyInfo (see [`crate::fingerprint`]).
+    pub pub_md5: String,
+    /// The CSR as PEM with `\n` line ends.
+    pub csr: String,
+    /// The common name, as it went into the subject.
+    pub common_name: String,
+    /// RFC 7512 URI of the new private key.
+    pub key_uri: String,
+}
+
+/// Where the time went, for `--timings` and the benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// C_GenerateKeyPair plus reading the public key back.
+    pub keygen: Duration,
+    /// C_Sign.
+    pub sign: Duration,
+    /// Building the CertificationRequestInfo, the CSR, its PEM and PubMd5.
+    pub encode: Duration,
+}
+
+/// A fresh uppercase UUID, as the API's `RequestId`.
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase()
+}
+
+/// A CSR whose key pair exists on the token but whose response has not been
+/// delivered yet. Dropping it removes the key pair; [`Self::commit`] keeps it.
+#[must_use = "dropping a PendingCsr removes its key pair; call commit() once the response is delivered"]
+pub struct PendingCsr<'b> {
+    backend: &'b mut dyn KeyBackend,
+    key: Option<GeneratedKey>,
+    response: CsrResponse,
+    timings: Timings,
+}
+
+impl std::fmt::Debug for PendingCsr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCsr")
+            .field("response", &self.response)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingCsr<'_> {
+    /// The response to deliver.
+    pub fn response(&self) -> &CsrResponse {
+        &self.response
+    }
+
+    /// Phase durations.
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+
+    /// The response was delivered: keep the key pair.
+    pub fn commit(mut self) -> CsrResponse {
+        self.key = None;
+        std::mem::take(&mut self.response)
+    }
+
+    /// The response could not be delivered: remove the key pair, reporting
+    /// whether that worked.
+    ///
+    /// # Errors
+    /// The backend's error when the pair cannot be removed.
+    pub fn rollback(mut self) -> Result<()> {
+        match self.key.take() {
+            Some(key) => self.backend.destroy(&key),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PendingCsr<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            if let Err(e) = self.backend.destroy(&key) {
+                log::error!("could not remove undelivered key pair {}: {e}", key.uri);
+            }
+        }
+    }
+}
+
+/// Makes the key pair and the CSR, but leaves the decision to keep the key
+/// to the caller (see [`PendingCsr`]).
+///
+/// # Errors
+/// `Internal.KeyError`, `Internal.EncodeKeyError`, `Internal.CreateCSRError`,
+/// `Internal.EncodeCSRError` or a token error; the key pair, if one was
+/// made, has been removed.
+pub fn prepare_csr<'b>(
+    backend: &'b mut dyn KeyBackend,
+    request: &ValidRequest,
+    key_options: &KeyOptions,
+    request_id: String,
+) -> Result<PendingCsr<'b>> {
+    key_options.validate()?;
+    let alg = SignatureAlgorithm::Sha256WithRsa;
+    let spec = KeySpec {
+        bits: key_options.bits,
+        label: format!("{}{}", key_options.label_prefix, request.subject.common_name),
+    };
+
+    let t = Instant::now();
+    let key = backend.generate(&spec)?;
+    let mut timings = Timings {
+        keygen: t.elapsed(),
+        ..Timings::default()
+    };
+
+    let build = |backend: &mut dyn KeyBackend, timings: &mut Timings| -> Result<CsrResponse> {
+        let t = Instant::now();
+        let (info, tbs) = csr::certification_request_info(request, &key.spki_der)?;
+        let encode_before = t.elapsed();
+
+        let t = Instant::now();
+        let signature = backend.sign(&key, alg, &tbs)?;
+        timings.sign = t.elapsed();
+
+        let t = Instant::now();
+        let der = csr::assemble(info, alg, &signature)?;
+        let response = CsrResponse {
+            request_id,
+            pub_md5: fingerprint::pub_md5(&key.spki_der),
+            csr: csr::to_pem(&der),
+            common_name: request.subject.common_name.clone(),
+            key_uri: key.uri.clone(),
+        };
+        timings.encode = encode_before + t.elapsed();
+        Ok(response)
+    };
+    match build(backend, &mut timings) {
+        Ok(response) => Ok(PendingCsr {
+            backend,
+            key: Some(key),
+            response,
+            timings,
+        }),
+        Err(e) => Err(match backend.destroy(&key) {
+            Ok(()) => e,
+            Err(rollback) => Error::RollbackFailed {
+                original: Box::new(e),
+                rollback: rollback.to_string(),
+                key_uri: key.uri,
+            },
+        }),
+    }
+}
+
+/// Makes the key pair and the CSR and keeps the key: [`prepare_csr`]
+/// followed by [`PendingCsr::commit`].
+///
+/// # Errors
+/// As [`prepare_csr`].
+pub fn issue_csr(
+    backend: &mut dyn KeyBackend,
+    request: &ValidRequest,
+    key_options: &KeyOptions,
+    request_id: String,
+) -> Result<CsrResponse> {
+    prepare_csr(backend, request, key_options, request_id).map(PendingCsr::commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mock::MockBackend;
+    use crate::request::{CsrRequest, SubjectDefaults};
+
+    fn valid() -> ValidRequest {
+        CsrRequest {
+            common_name: Some("example.com".into()),
+            ..Default::default()
+        }
+        .validate(&SubjectDefaults::default())
+        .unwrap()
+    }
+
+    #[test]
+    fn success_keeps_the_key_and_fills_the_response() {
+        let mut b = MockBackend::default();
+        let r = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        assert_eq!(b.live.len(), 1);
+        assert_eq!(r.request_id, "ID");
+        assert_eq!(r.common_name, "example.com");
+        assert_eq!(r.pub_md5, include_str!("../tests/fixtures/rsa2048-spki.pubmd5").trim());
+        assert_eq!(r.key_uri, "pkcs11:object=hsm-csr:example.com");
+        assert!(r.csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"));
+        let json = serde_json::to_value(&r).unwrap();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 5);
+        for k in ["RequestId", "PubMd5", "Csr", "CommonName", "KeyUri"] {
+            assert!(keys.contains(&k), "{k}");
+        }
+    }
+
+    #[test]
+    fn sign_failure_rolls_back() {
+        let mut b = MockBackend {
+            fail_sign: true,
+            ..Default::default()
+        };
+        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        assert_eq!(e.code(), "Internal.CreateCSRError");
+        assert_eq!(b.generated, 1);
+        assert!(b.live.is_empty());
+    }
+
+    #[test]
+    fn failed_rollback_keeps_the_first_code_and_names_the_key() {
+        let mut b = MockBackend {
+            fail_sign: true,
+            fail_destroy: true,
+            ..Default::default()
+        };
+        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        assert_eq!(e.code(), "Internal.CreateCSRError");
+        assert!(e.to_string().contains("pkcs11:object=hsm-csr:example.com"), "{e}");
+    }
+
+    #[test]
+    fn undelivered_response_rolls_back() {
+        let mut b = MockBackend::default();
+        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        drop(pending);
+        assert!(b.live.is_empty());
+        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        pending.rollback().unwrap();
+        assert!(b.live.is_empty());
+        assert_eq!(b.generated, 2);
+    }
+
+    #[test]
+    fn bad_key_size_is_refused_before_keygen() {
+        let mut b = MockBackend::default();
+        let opts = KeyOptions {
+            bits: 1024,
+            ..Default::default()
+        };
+        let e = issue_csr(&mut b, &valid(), &opts, "ID".into()).unwrap_err();
+        assert_eq!(e.code(), "Config.Invalid");
+        assert_eq!(b.generated, 0);
+    }
+
+    #[test]
+    fn request_ids_are_uppercase_uuids() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id, id.to_uppercase());
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+    }
+}

@@ -1,0 +1,40 @@
+//! `hsm-csr`: certificate signing requests whose RSA key pair is generated
+//! inside a PKCS#11 token and never leaves it.
+//!
+//! It answers like the cloud operations CreateCdnCertificateSigningRequest
+//! and CreateDcdnCertificateSigningRequest (`RequestId`, `PubMd5`, `Csr`,
+//! `CommonName`), plus the `KeyUri` of the new key on the token.
+//!
+//! ```no_run
+//! use hsm_csr::{CsrRequest, KeyOptions, SubjectDefaults, issue_csr, new_request_id};
+//! use hsm_csr::backend::pkcs11::Pkcs11Backend;
+//! use cryptoki::types::AuthPin;
+//!
+//! # fn main() -> hsm_csr::Result<()> {
+//! let request = CsrRequest { common_name: Some("www.example.com".into()), ..Default::default() }
+//!     .validate(&SubjectDefaults::default())?;
+//! let mut token = Pkcs11Backend::open("/usr/lib/softhsm/libsofthsm2.so".as_ref(), "demo")?;
+//! token.login(Some(&AuthPin::from("1234")))?;
+//! let response = issue_csr(&mut token, &request, &KeyOptions::default(), new_request_id())?;
+//! println!("{}", response.csr);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod config;
+pub mod csr;
+pub mod error;
+pub mod fingerprint;
+pub mod issue;
+pub mod pin;
+pub mod request;
+pub mod san;
+pub mod spki;
+pub mod subject;
+
+pub use error::{Error, ErrorClass, Result};
+pub use issue::{CsrResponse, KeyOptions, PendingCsr, Timings, issue_csr, new_request_id, prepare_csr};
+pub use request::{CsrRequest, SubjectDefaults, ValidRequest};

@@ -1,0 +1,110 @@
+//! Where the user PIN comes from: the `HSM_CSR_PIN` environment variable, a
+//! PIN file, or a prompt on the terminal, in that order. Never a
+//! command-line value (argv is visible to every user of the machine).
+//!
+//! The PIN is an [`AuthPin`] (`secrecy::SecretString`) from the moment it is
+//! read; intermediate buffers are zeroized.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use cryptoki::types::AuthPin;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// Environment variable holding the PIN.
+pub const PIN_ENV: &str = "HSM_CSR_PIN";
+
+/// Gets the PIN for `token` from the first source that has one.
+///
+/// # Errors
+/// `Config.Invalid` for an empty or unreadable source, `Token.PinRequired`
+/// when there is no source at all.
+pub fn resolve(pin_file: Option<&Path>, token: &str) -> Result<AuthPin> {
+    if let Some(value) = std::env::var_os(PIN_ENV) {
+        let value = Zeroizing::new(value.into_string().map_err(|_| {
+            Error::Config(format!("{PIN_ENV} is not valid UTF-8."))
+        })?);
+        return non_empty(&value, PIN_ENV);
+    }
+    if let Some(path) = pin_file {
+        return from_file(path);
+    }
+    if std::io::stdin().is_terminal() {
+        let value = Zeroizing::new(
+            rpassword::prompt_password(format!("PIN for token {token:?}: "))
+                .map_err(|e| Error::Config(format!("cannot read the PIN from the terminal: {e}")))?,
+        );
+        return non_empty(&value, "the terminal");
+    }
+    Err(Error::PinRequired {
+        token: token.to_owned(),
+    })
+}
+
+/// Reads a PIN file: its whole content less one trailing line end.
+///
+/// # Errors
+/// `Config.Invalid` when the file cannot be read, is not UTF-8 or is empty.
+pub fn from_file(path: &Path) -> Result<AuthPin> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read PIN file {}: {e}", path.display())))?,
+    );
+    warn_if_readable_by_others(path);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::Config(format!("PIN file {} is not valid UTF-8.", path.display())))?;
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    non_empty(text, &format!("PIN file {}", path.display()))
+}
+
+/// An empty PIN is refused rather than sent: a failed C_Login counts
+/// towards the token's lockout.
+fn non_empty(value: &str, source: &str) -> Result<AuthPin> {
+    if value.is_empty() {
+        return Err(Error::Config(format!("the PIN from {source} is empty.")));
+    }
+    Ok(AuthPin::from(value))
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            log::warn!(
+                "PIN file {} is accessible by group or others; chmod 600 it",
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn file_loses_one_line_end_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for (content, want) in [("1234\n", "1234"), ("1234\r\n", "1234"), ("12 34", "12 34"), ("1234\n\n", "1234\n")] {
+            let p = dir.path().join("pin");
+            std::fs::write(&p, content).unwrap();
+            assert_eq!(from_file(&p).unwrap().expose_secret(), want);
+        }
+    }
+
+    #[test]
+    fn empty_or_missing_file_is_an_error_without_the_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pin");
+        std::fs::write(&p, "\n").unwrap();
+        assert_eq!(from_file(&p).unwrap_err().code(), "Config.Invalid");
+        let e = from_file(&dir.path().join("absent")).unwrap_err();
+        assert!(e.to_string().contains("cannot read PIN file"), "{e}");
+    }
+}

@@ -1,0 +1,179 @@
+//! The `SANs` parameter: a comma-separated list, typed entry by entry.
+//!
+//! RFC 5280 section 4.2.1.6:
+//!
+//! ```text
+//! GeneralName ::= CHOICE {
+//!      rfc822Name                      [1]     IA5String,
+//!      dNSName                         [2]     IA5String,
+//!      iPAddress                       [7]     OCTET STRING,
+//!      ... }
+//! ```
+//!
+//! An IPv4 or IPv6 literal becomes an `iPAddress`, an entry containing `@`
+//! an `rfc822Name`, anything else a `dNSName`. dNSNames are "preferred name
+//! syntax" (RFC 1034 section 3.5: letters, digits, hyphen, labels of at most
+//! 63 octets, 253 in all), optionally with a leading `*.` wildcard label;
+//! a non-ASCII name is converted to its IDNA A-label (RFC 5890), as RFC 5280
+//! section 7.2 requires.
+
+use std::net::IpAddr;
+
+use crate::error::{Error, Result};
+
+/// One typed subjectAltName entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum San {
+    /// `dNSName`, already in A-label form.
+    Dns(String),
+    /// `iPAddress`.
+    Ip(IpAddr),
+    /// `rfc822Name`, domain part in A-label form.
+    Email(String),
+}
+
+/// Parses the `SANs` parameter: entries are trimmed, empty entries are
+/// skipped, duplicates are removed and the first occurrence's order is kept.
+pub fn parse_sans(list: &str) -> Result<Vec<San>> {
+    let mut out: Vec<San> = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let san = parse_one(entry)?;
+        if !out.contains(&san) {
+            out.push(san);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_one(entry: &str) -> Result<San> {
+    // `[::1]` is a common way to write an IPv6 literal; accept it.
+    let bare = entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .unwrap_or(entry);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(San::Ip(ip));
+    }
+    if entry.contains('@') {
+        return email(entry)
+            .map(San::Email)
+            .ok_or_else(|| Error::malformed(format!("SANs entry {entry:?} is not a valid email address.")));
+    }
+    dns_name(entry)
+        .map(San::Dns)
+        .ok_or_else(|| Error::malformed(format!("SANs entry {entry:?} is not a valid DNS name, IP address or email address.")))
+}
+
+/// Validates a DNS name (optionally `*.`-prefixed) and returns its A-label form.
+pub fn dns_name(name: &str) -> Option<String> {
+    let (wildcard, rest) = match name.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, name),
+    };
+    if rest.is_empty() || rest.ends_with('.') || rest.contains('*') {
+        return None;
+    }
+    let ascii = idna::domain_to_ascii_strict(rest).ok()?;
+    // domain_to_ascii_strict checks STD3 characters and lengths; keep the
+    // explicit limits too so the rule is visible where it is enforced.
+    let labels_ok = ascii.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    // A wildcard needs at least two labels under it (`*.com` is refused by CAs).
+    if !labels_ok || (wildcard && !ascii.contains('.')) {
+        return None;
+    }
+    let full = if wildcard { format!("*.{ascii}") } else { ascii };
+    (full.len() <= 253).then_some(full)
+}
+
+/// Validates `local@domain` (RFC 5321 dot-atom local part, DNS domain) and
+/// returns it with the domain in A-label form.
+pub fn email(address: &str) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local.split('.').all(|part| !part.is_empty() && part.bytes().all(atext));
+    if !local_ok || domain.starts_with("*.") {
+        return None;
+    }
+    let domain = dns_name(domain)?;
+    let full = format!("{local}@{domain}");
+    (full.len() <= 255).then_some(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_each_entry() {
+        let sans = parse_sans(" a.example.com, 10.0.0.1 ,::1, [2001:db8::2], ops@example.com").unwrap();
+        assert_eq!(
+            sans,
+            vec![
+                San::Dns("a.example.com".into()),
+                San::Ip("10.0.0.1".parse().unwrap()),
+                San::Ip("::1".parse().unwrap()),
+                San::Ip("2001:db8::2".parse().unwrap()),
+                San::Email("ops@example.com".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn dedups_keeping_first_order_and_skips_empty_entries() {
+        let sans = parse_sans("b.example,a.example,,B.example, a.example ,").unwrap();
+        assert_eq!(sans, vec![San::Dns("b.example".into()), San::Dns("a.example".into())]);
+    }
+
+    #[test]
+    fn idn_becomes_a_label_and_wildcards_are_kept() {
+        assert_eq!(dns_name("bücher.example").as_deref(), Some("xn--bcher-kva.example"));
+        assert_eq!(dns_name("*.Example.COM").as_deref(), Some("*.example.com"));
+        assert_eq!(email("José@bücher.example"), None, "non-ASCII local part");
+        assert_eq!(email("ops@bücher.example").as_deref(), Some("ops@xn--bcher-kva.example"));
+    }
+
+    #[test]
+    fn rejects_malformed_entries() {
+        for bad in [
+            "exa mple.com",
+            "-a.example",
+            "a-.example",
+            "a..example",
+            "under_score.example",
+            "a.*.example",
+            "*",
+            "*.com",
+            "**.example",
+            "example.com.",
+            &format!("{}.example", "a".repeat(64)),
+            &format!("{}.com", vec!["a".repeat(60); 5].join(".")),
+            "@example.com",
+            "a@",
+            "a b@example.com",
+            "a..b@example.com",
+            "a@*.example.com",
+            "a@b@c",
+        ] {
+            let err = parse_sans(bad).expect_err(bad);
+            assert_eq!(err.code(), "InvalidValue.Malformed", "{bad}");
+            assert!(err.to_string().contains("SANs"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn longest_legal_name_is_accepted() {
+        // 3 * (62 + 1) + 60 + ".com" = 253, the RFC 1034 limit.
+        let name = format!("{}.{}.{}.{}.com", "a".repeat(62), "b".repeat(62), "c".repeat(62), "d".repeat(60));
+        assert_eq!(name.len(), 253);
+        assert!(dns_name(&name).is_some());
+        assert!(dns_name(&format!("e{name}")).is_none());
+    }
+}
