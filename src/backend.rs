@@ -68,7 +68,8 @@ pub trait KeyBackend {
     ///
     /// # Errors
     /// `Internal.CreateCSRError` when the token refuses.
-    fn sign(&mut self, key: &GeneratedKey, alg: SignatureAlgorithm, data: &[u8]) -> Result<Vec<u8>>;
+    fn sign(&mut self, key: &GeneratedKey, alg: SignatureAlgorithm, data: &[u8])
+    -> Result<Vec<u8>>;
 
     /// Removes both objects of `key`.
     ///

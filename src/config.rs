@@ -82,8 +82,9 @@ impl Config {
     /// # Errors
     /// `Config.Invalid` naming the file and, for TOML errors, the line.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
         let mut config = Config::parse(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         if let Some(pin_file) = &config.token.pin_file {
@@ -100,8 +101,23 @@ impl Config {
     /// # Errors
     /// A message naming what is wrong.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.key.options().validate().map_err(|e| format!("[key] bits: {e}"))?;
+        // toml's own Display quotes the offending line, which could be a
+        // misplaced PIN: report the line number and the message only.
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end_matches('\n').replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {message}")
+                }
+                None => message,
+            }
+        })?;
+        config
+            .key
+            .options()
+            .validate()
+            .map_err(|e| format!("[key] bits: {e}"))?;
         Ok(config)
     }
 }
@@ -132,8 +148,9 @@ mod tests {
     fn unknown_keys_and_bad_sizes_are_errors() {
         let e = Config::parse("[token]\nlabl = \"x\"\n").unwrap_err();
         assert!(e.contains("labl"), "{e}");
-        let e = Config::parse("[token]\npin = \"1234\"\n").unwrap_err();
-        assert!(e.contains("pin"), "{e}");
+        let e = Config::parse("[token]\npin = \"5678\"\n").unwrap_err();
+        assert!(e.starts_with("line 2: unknown field `pin`"), "{e}");
+        assert!(!e.contains("5678"), "the value must not be echoed: {e}");
         let e = Config::parse("[key]\nbits = 1024\n").unwrap_err();
         assert!(e.contains("1024"), "{e}");
         let e = Config::parse("[subject.defaults]\ncountri = \"US\"\n").unwrap_err();

@@ -109,7 +109,10 @@ pub fn assemble(info: CertReqInfo, alg: SignatureAlgorithm, signature: &[u8]) ->
 /// PEM (RFC 7468 `CERTIFICATE REQUEST`), 64-column base64, `\n` line ends.
 pub fn to_pem(der: &[u8]) -> String {
     let pem = pem::Pem::new("CERTIFICATE REQUEST", der);
-    pem::encode_config(&pem, pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+    pem::encode_config(
+        &pem,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 #[cfg(test)]
@@ -130,7 +133,8 @@ mod tests {
     #[test]
     fn extension_request_carries_typed_sans() {
         let spki = include_bytes!("../tests/fixtures/rsa2048-spki.der");
-        let (info, der) = certification_request_info(&valid("a.example,10.1.2.3,x@a.example"), spki).unwrap();
+        let (info, der) =
+            certification_request_info(&valid("a.example,10.1.2.3,x@a.example"), spki).unwrap();
         assert_eq!(CertReqInfo::from_der(&der).unwrap(), info);
         assert_eq!(info.attributes.len(), 1);
         let attr = info.attributes.iter().next().unwrap();

@@ -54,21 +54,27 @@ pub enum Error {
     },
 
     /// C_Login said CKR_PIN_INCORRECT. Never retried: HSMs lock after a few tries.
-    #[error("PIN incorrect for token {token:?}; not retried, since tokens lock after repeated failures. Check HSM_CSR_PIN / the PIN file.")]
+    #[error(
+        "PIN incorrect for token {token:?}; not retried, since tokens lock after repeated failures. Check HSM_CSR_PIN / the PIN file."
+    )]
     PinIncorrect {
         /// Token label.
         token: String,
     },
 
     /// The user PIN is locked on the token.
-    #[error("the user PIN of token {token:?} is locked; the security officer must unlock or reset it.")]
+    #[error(
+        "the user PIN of token {token:?} is locked; the security officer must unlock or reset it."
+    )]
     PinLocked {
         /// Token label.
         token: String,
     },
 
     /// No PIN could be obtained from any source.
-    #[error("no PIN for token {token:?}: set HSM_CSR_PIN, pass --pin-file, set [token] pin_file, or run on a terminal to be prompted.")]
+    #[error(
+        "no PIN for token {token:?}: set HSM_CSR_PIN, pass --pin-file, set [token] pin_file, or run on a terminal to be prompted."
+    )]
     PinRequired {
         /// Token label.
         token: String,
@@ -100,7 +106,9 @@ pub enum Error {
 
     /// An operation failed after the key pair was made, and removing the
     /// pair failed too. Code and class are those of the first failure.
-    #[error("{original} Removing the new key pair also failed ({rollback}); delete {key_uri} by hand.")]
+    #[error(
+        "{original} Removing the new key pair also failed ({rollback}); delete {key_uri} by hand."
+    )]
     RollbackFailed {
         /// The failure that triggered the rollback.
         original: Box<Error>,

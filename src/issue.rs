@@ -161,7 +161,10 @@ pub fn prepare_csr<'b>(
     let alg = SignatureAlgorithm::Sha256WithRsa;
     let spec = KeySpec {
         bits: key_options.bits,
-        label: format!("{}{}", key_options.label_prefix, request.subject.common_name),
+        label: format!(
+            "{}{}",
+            key_options.label_prefix, request.subject.common_name
+        ),
     };
 
     let t = Instant::now();
@@ -246,11 +249,19 @@ mod tests {
         assert_eq!(b.live.len(), 1);
         assert_eq!(r.request_id, "ID");
         assert_eq!(r.common_name, "example.com");
-        assert_eq!(r.pub_md5, include_str!("../tests/fixtures/rsa2048-spki.pubmd5").trim());
+        assert_eq!(
+            r.pub_md5,
+            include_str!("../tests/fixtures/rsa2048-spki.pubmd5").trim()
+        );
         assert_eq!(r.key_uri, "pkcs11:object=hsm-csr:example.com");
         assert!(r.csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"));
         let json = serde_json::to_value(&r).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys.len(), 5);
         for k in ["RequestId", "PubMd5", "Csr", "CommonName", "KeyUri"] {
             assert!(keys.contains(&k), "{k}");
@@ -278,7 +289,10 @@ mod tests {
         };
         let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
-        assert!(e.to_string().contains("pkcs11:object=hsm-csr:example.com"), "{e}");
+        assert!(
+            e.to_string().contains("pkcs11:object=hsm-csr:example.com"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -36,5 +36,7 @@ pub mod spki;
 pub mod subject;
 
 pub use error::{Error, ErrorClass, Result};
-pub use issue::{CsrResponse, KeyOptions, PendingCsr, Timings, issue_csr, new_request_id, prepare_csr};
+pub use issue::{
+    CsrResponse, KeyOptions, PendingCsr, Timings, issue_csr, new_request_id, prepare_csr,
+};
 pub use request::{CsrRequest, SubjectDefaults, ValidRequest};

@@ -23,9 +23,11 @@ pub const PIN_ENV: &str = "HSM_CSR_PIN";
 /// when there is no source at all.
 pub fn resolve(pin_file: Option<&Path>, token: &str) -> Result<AuthPin> {
     if let Some(value) = std::env::var_os(PIN_ENV) {
-        let value = Zeroizing::new(value.into_string().map_err(|_| {
-            Error::Config(format!("{PIN_ENV} is not valid UTF-8."))
-        })?);
+        let value = Zeroizing::new(
+            value
+                .into_string()
+                .map_err(|_| Error::Config(format!("{PIN_ENV} is not valid UTF-8.")))?,
+        );
         return non_empty(&value, PIN_ENV);
     }
     if let Some(path) = pin_file {
@@ -33,8 +35,9 @@ pub fn resolve(pin_file: Option<&Path>, token: &str) -> Result<AuthPin> {
     }
     if std::io::stdin().is_terminal() {
         let value = Zeroizing::new(
-            rpassword::prompt_password(format!("PIN for token {token:?}: "))
-                .map_err(|e| Error::Config(format!("cannot read the PIN from the terminal: {e}")))?,
+            rpassword::prompt_password(format!("PIN for token {token:?}: ")).map_err(|e| {
+                Error::Config(format!("cannot read the PIN from the terminal: {e}"))
+            })?,
         );
         return non_empty(&value, "the terminal");
     }
@@ -91,7 +94,12 @@ mod tests {
     #[test]
     fn file_loses_one_line_end_only() {
         let dir = tempfile::tempdir().unwrap();
-        for (content, want) in [("1234\n", "1234"), ("1234\r\n", "1234"), ("12 34", "12 34"), ("1234\n\n", "1234\n")] {
+        for (content, want) in [
+            ("1234\n", "1234"),
+            ("1234\r\n", "1234"),
+            ("12 34", "12 34"),
+            ("1234\n\n", "1234\n"),
+        ] {
             let p = dir.path().join("pin");
             std::fs::write(&p, content).unwrap();
             assert_eq!(from_file(&p).unwrap().expose_secret(), want);

@@ -185,19 +185,33 @@ mod tests {
 
     #[test]
     fn defaults_are_the_apis() {
-        let v = req("example.com").validate(&SubjectDefaults::default()).unwrap();
+        let v = req("example.com")
+            .validate(&SubjectDefaults::default())
+            .unwrap();
         let s = v.subject;
         assert_eq!(
-            (s.country.as_str(), s.state.as_str(), s.city.as_str(), s.organization.as_str(), s.organization_unit.as_str()),
+            (
+                s.country.as_str(),
+                s.state.as_str(),
+                s.city.as_str(),
+                s.organization.as_str(),
+                s.organization_unit.as_str()
+            ),
             ("CN", "Zhejiang", "Hangzhou", "Alibaba Inc", "Aliyun CDN")
         );
         assert_eq!(s.email, None);
-        assert_eq!(v.sans, vec![San::Dns("example.com".into())], "CN doubles as the SAN");
+        assert_eq!(
+            v.sans,
+            vec![San::Dns("example.com".into())],
+            "CN doubles as the SAN"
+        );
     }
 
     #[test]
     fn common_name_that_is_not_a_dns_name_gives_no_san() {
-        let v = req("My Service").validate(&SubjectDefaults::default()).unwrap();
+        let v = req("My Service")
+            .validate(&SubjectDefaults::default())
+            .unwrap();
         assert!(v.sans.is_empty());
     }
 
@@ -215,24 +229,78 @@ mod tests {
         type Case = (fn(&mut CsrRequest), &'static str, &'static str);
         let cases: Vec<Case> = vec![
             (|r| r.common_name = None, "MissingCommonName", "CommonName"),
-            (|r| r.common_name = Some("  ".into()), "MissingCommonName", "CommonName"),
-            (|r| r.common_name = Some("a".repeat(65)), "InvalidValue.Malformed", "CommonName must be at most 64"),
-            (|r| r.country = Some("CHN".into()), "InvalidValue.Malformed", "Country must be 2 characters."),
-            (|r| r.country = Some("C".into()), "InvalidValue.Malformed", "Country must be 2 characters."),
-            (|r| r.country = Some("C1".into()), "InvalidValue.Malformed", "ISO 3166"),
-            (|r| r.organization = Some("o".repeat(65)), "InvalidValue.Malformed", "Organization must be at most 64"),
-            (|r| r.organization_unit = Some("o".repeat(65)), "InvalidValue.Malformed", "OrganizationUnit must be at most 64"),
-            (|r| r.state = Some("s".repeat(129)), "InvalidValue.Malformed", "State must be at most 128"),
-            (|r| r.city = Some("c".repeat(129)), "InvalidValue.Malformed", "City must be at most 128"),
-            (|r| r.city = Some("Hang\nzhou".into()), "InvalidValue.Malformed", "City must not contain control"),
-            (|r| r.email = Some("not-an-email".into()), "InvalidValue.Malformed", "Email"),
-            (|r| r.email = Some("a@b@c.com".into()), "InvalidValue.Malformed", "Email"),
-            (|r| r.sans = Some("ok.example,bad name".into()), "InvalidValue.Malformed", "SANs entry \"bad name\""),
+            (
+                |r| r.common_name = Some("  ".into()),
+                "MissingCommonName",
+                "CommonName",
+            ),
+            (
+                |r| r.common_name = Some("a".repeat(65)),
+                "InvalidValue.Malformed",
+                "CommonName must be at most 64",
+            ),
+            (
+                |r| r.country = Some("CHN".into()),
+                "InvalidValue.Malformed",
+                "Country must be 2 characters.",
+            ),
+            (
+                |r| r.country = Some("C".into()),
+                "InvalidValue.Malformed",
+                "Country must be 2 characters.",
+            ),
+            (
+                |r| r.country = Some("C1".into()),
+                "InvalidValue.Malformed",
+                "ISO 3166",
+            ),
+            (
+                |r| r.organization = Some("o".repeat(65)),
+                "InvalidValue.Malformed",
+                "Organization must be at most 64",
+            ),
+            (
+                |r| r.organization_unit = Some("o".repeat(65)),
+                "InvalidValue.Malformed",
+                "OrganizationUnit must be at most 64",
+            ),
+            (
+                |r| r.state = Some("s".repeat(129)),
+                "InvalidValue.Malformed",
+                "State must be at most 128",
+            ),
+            (
+                |r| r.city = Some("c".repeat(129)),
+                "InvalidValue.Malformed",
+                "City must be at most 128",
+            ),
+            (
+                |r| r.city = Some("Hang\nzhou".into()),
+                "InvalidValue.Malformed",
+                "City must not contain control",
+            ),
+            (
+                |r| r.email = Some("not-an-email".into()),
+                "InvalidValue.Malformed",
+                "Email",
+            ),
+            (
+                |r| r.email = Some("a@b@c.com".into()),
+                "InvalidValue.Malformed",
+                "Email",
+            ),
+            (
+                |r| r.sans = Some("ok.example,bad name".into()),
+                "InvalidValue.Malformed",
+                "SANs entry \"bad name\"",
+            ),
         ];
         for (i, (set, code, msg)) in cases.into_iter().enumerate() {
             let mut r = req("example.com");
             set(&mut r);
-            let err = r.validate(&SubjectDefaults::default()).expect_err(&format!("case {i}"));
+            let err = r
+                .validate(&SubjectDefaults::default())
+                .expect_err(&format!("case {i}"));
             assert_eq!(err.code(), code, "case {i}: {err}");
             assert!(err.to_string().contains(msg), "case {i}: {err}");
         }
@@ -245,12 +313,20 @@ mod tests {
         let err = r.validate(&SubjectDefaults::default()).unwrap_err();
         assert_eq!(err.to_string(), "Country must be 2 characters.");
         r.country = Some("us".into());
-        assert_eq!(r.validate(&SubjectDefaults::default()).unwrap().subject.country, "US");
+        assert_eq!(
+            r.validate(&SubjectDefaults::default())
+                .unwrap()
+                .subject
+                .country,
+            "US"
+        );
     }
 
     #[test]
     fn limits_count_characters_not_bytes() {
-        let v = req(&"杭".repeat(64)).validate(&SubjectDefaults::default()).unwrap();
+        let v = req(&"杭".repeat(64))
+            .validate(&SubjectDefaults::default())
+            .unwrap();
         assert_eq!(v.subject.common_name.chars().count(), 64);
     }
 
@@ -265,7 +341,10 @@ mod tests {
         let mut r = req("example.com");
         r.organization = Some(" ".into());
         let s = r.validate(&d).unwrap().subject;
-        assert_eq!((s.organization.as_str(), s.country.as_str()), ("Example Ltd", "DE"));
+        assert_eq!(
+            (s.organization.as_str(), s.country.as_str()),
+            ("Example Ltd", "DE")
+        );
         assert_eq!(s.email.as_deref(), Some("pki@example.org"));
     }
 

@@ -55,13 +55,17 @@ fn parse_one(entry: &str) -> Result<San> {
         return Ok(San::Ip(ip));
     }
     if entry.contains('@') {
-        return email(entry)
-            .map(San::Email)
-            .ok_or_else(|| Error::malformed(format!("SANs entry {entry:?} is not a valid email address.")));
+        return email(entry).map(San::Email).ok_or_else(|| {
+            Error::malformed(format!(
+                "SANs entry {entry:?} is not a valid email address."
+            ))
+        });
     }
-    dns_name(entry)
-        .map(San::Dns)
-        .ok_or_else(|| Error::malformed(format!("SANs entry {entry:?} is not a valid DNS name, IP address or email address.")))
+    dns_name(entry).map(San::Dns).ok_or_else(|| {
+        Error::malformed(format!(
+            "SANs entry {entry:?} is not a valid DNS name, IP address or email address."
+        ))
+    })
 }
 
 /// Validates a DNS name (optionally `*.`-prefixed) and returns its A-label form.
@@ -87,7 +91,11 @@ pub fn dns_name(name: &str) -> Option<String> {
     if !labels_ok || (wildcard && !ascii.contains('.')) {
         return None;
     }
-    let full = if wildcard { format!("*.{ascii}") } else { ascii };
+    let full = if wildcard {
+        format!("*.{ascii}")
+    } else {
+        ascii
+    };
     (full.len() <= 253).then_some(full)
 }
 
@@ -98,7 +106,9 @@ pub fn email(address: &str) -> Option<String> {
     let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
     let local_ok = !local.is_empty()
         && local.len() <= 64
-        && local.split('.').all(|part| !part.is_empty() && part.bytes().all(atext));
+        && local
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(atext));
     if !local_ok || domain.starts_with("*.") {
         return None;
     }
@@ -113,7 +123,8 @@ mod tests {
 
     #[test]
     fn types_each_entry() {
-        let sans = parse_sans(" a.example.com, 10.0.0.1 ,::1, [2001:db8::2], ops@example.com").unwrap();
+        let sans =
+            parse_sans(" a.example.com, 10.0.0.1 ,::1, [2001:db8::2], ops@example.com").unwrap();
         assert_eq!(
             sans,
             vec![
@@ -129,15 +140,24 @@ mod tests {
     #[test]
     fn dedups_keeping_first_order_and_skips_empty_entries() {
         let sans = parse_sans("b.example,a.example,,B.example, a.example ,").unwrap();
-        assert_eq!(sans, vec![San::Dns("b.example".into()), San::Dns("a.example".into())]);
+        assert_eq!(
+            sans,
+            vec![San::Dns("b.example".into()), San::Dns("a.example".into())]
+        );
     }
 
     #[test]
     fn idn_becomes_a_label_and_wildcards_are_kept() {
-        assert_eq!(dns_name("bücher.example").as_deref(), Some("xn--bcher-kva.example"));
+        assert_eq!(
+            dns_name("bücher.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
         assert_eq!(dns_name("*.Example.COM").as_deref(), Some("*.example.com"));
         assert_eq!(email("José@bücher.example"), None, "non-ASCII local part");
-        assert_eq!(email("ops@bücher.example").as_deref(), Some("ops@xn--bcher-kva.example"));
+        assert_eq!(
+            email("ops@bücher.example").as_deref(),
+            Some("ops@xn--bcher-kva.example")
+        );
     }
 
     #[test]
@@ -171,7 +191,13 @@ mod tests {
     #[test]
     fn longest_legal_name_is_accepted() {
         // 3 * (62 + 1) + 60 + ".com" = 253, the RFC 1034 limit.
-        let name = format!("{}.{}.{}.{}.com", "a".repeat(62), "b".repeat(62), "c".repeat(62), "d".repeat(60));
+        let name = format!(
+            "{}.{}.{}.{}.com",
+            "a".repeat(62),
+            "b".repeat(62),
+            "c".repeat(62),
+            "d".repeat(60)
+        );
         assert_eq!(name.len(), 253);
         assert!(dns_name(&name).is_some());
         assert!(dns_name(&format!("e{name}")).is_none());

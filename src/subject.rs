@@ -21,8 +21,8 @@
 //! an IA5String.
 
 use const_oid::ObjectIdentifier;
-use const_oid::db::rfc4519::{COMMON_NAME, COUNTRY_NAME, L, O, OU, ST};
 use const_oid::db::rfc2985::PKCS_9_AT_EMAIL_ADDRESS;
+use const_oid::db::rfc4519::{COMMON_NAME, COUNTRY_NAME, L, O, OU, ST};
 use der::asn1::{Any, Ia5StringRef, PrintableStringRef, SetOfVec, Utf8StringRef};
 use der::{Decode, Encode};
 use x509_cert::attr::AttributeTypeAndValue;
@@ -122,7 +122,11 @@ mod tests {
             .map(|rdn| {
                 assert_eq!(rdn.len(), 1, "one attribute per RDN");
                 let atv = rdn.iter().next().unwrap();
-                (atv.oid.to_string(), atv.value.tag(), atv.value.value().to_vec())
+                (
+                    atv.oid.to_string(),
+                    atv.value.tag(),
+                    atv.value.value().to_vec(),
+                )
             })
             .collect();
         let want = [
@@ -137,7 +141,10 @@ mod tests {
         ];
         assert_eq!(got.len(), want.len());
         for ((oid, tag, value), (woid, wtag, wvalue)) in got.iter().zip(want) {
-            assert_eq!((oid.as_str(), *tag, value.as_slice()), (woid, wtag, wvalue.as_bytes()));
+            assert_eq!(
+                (oid.as_str(), *tag, value.as_slice()),
+                (woid, wtag, wvalue.as_bytes())
+            );
         }
     }
 

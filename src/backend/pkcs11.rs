@@ -63,13 +63,20 @@ impl Pkcs11Backend {
         if !module.exists() {
             return Err(module_load("no such file".into()));
         }
+        let t = std::time::Instant::now();
         let ctx = Pkcs11::new(module).map_err(|e| module_load(e.to_string()))?;
-        let owns_init = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        log::debug!("loaded {} in {:?}", module.display(), t.elapsed());
+        let t = std::time::Instant::now();
+        let owns_init = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
             Ok(()) => true,
             Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
             Err(e) => return Err(module_load(format!("C_Initialize: {}", describe(&e)))),
         };
+        log::debug!("C_Initialize took {:?}", t.elapsed());
+        let t = std::time::Instant::now();
         let (slot, token) = find_token(&ctx, module, token_label)?;
+        log::debug!("found token {token_label:?} in {:?}", t.elapsed());
         let session = ctx.open_rw_session(slot).map_err(|e| Error::Token {
             op: "opening a read-write session",
             token: token_label.to_owned(),
@@ -130,14 +137,18 @@ impl Pkcs11Backend {
     }
 
     fn session(&self) -> Result<&Session> {
-        self.session.as_ref().ok_or_else(|| Error::Internal("session already closed".into()))
+        self.session
+            .as_ref()
+            .ok_or_else(|| Error::Internal("session already closed".into()))
     }
 
     /// The objects behind `key`, which must have been made by this backend.
     fn pair(&self, key: &GeneratedKey) -> Result<keygen::Pair> {
         self.made
             .iter()
-            .find(|p| p.private.handle() == key.handles.private && p.public.handle() == key.handles.public)
+            .find(|p| {
+                p.private.handle() == key.handles.private && p.public.handle() == key.handles.public
+            })
             .copied()
             .ok_or_else(|| Error::Internal("key pair was not made by this session".into()))
     }
@@ -145,11 +156,14 @@ impl Pkcs11Backend {
     /// The token's mechanism list, read once.
     fn mechanisms(&mut self) -> Result<&[MechanismType]> {
         if self.mechanisms.is_none() {
-            let list = self.ctx.get_mechanism_list(self.slot).map_err(|e| Error::Token {
-                op: "C_GetMechanismList",
-                token: self.token_label().to_owned(),
-                detail: describe(&e),
-            })?;
+            let list = self
+                .ctx
+                .get_mechanism_list(self.slot)
+                .map_err(|e| Error::Token {
+                    op: "C_GetMechanismList",
+                    token: self.token_label().to_owned(),
+                    detail: describe(&e),
+                })?;
             self.mechanisms = Some(list);
         }
         Ok(self.mechanisms.as_deref().unwrap_or_default())
@@ -173,7 +187,12 @@ impl KeyBackend for Pkcs11Backend {
         keygen::generate_rsa(self, spec)
     }
 
-    fn sign(&mut self, key: &GeneratedKey, alg: SignatureAlgorithm, data: &[u8]) -> Result<Vec<u8>> {
+    fn sign(
+        &mut self,
+        key: &GeneratedKey,
+        alg: SignatureAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
         sign::sign(self, key, alg, data)
     }
 
@@ -209,10 +228,16 @@ fn find_token(ctx: &Pkcs11, module: &Path, label: &str) -> Result<(Slot, TokenIn
     let mut available = Vec::new();
     for slot in slots {
         match ctx.get_token_info(slot) {
-            Ok(info) if info.token_initialized() && info.label() == label => return Ok((slot, info)),
+            Ok(info) if info.token_initialized() && info.label() == label => {
+                return Ok((slot, info));
+            }
             Ok(info) if info.token_initialized() => available.push(info.label().to_owned()),
             Ok(_) => {}
-            Err(e) => log::warn!("skipping slot {}: C_GetTokenInfo failed: {}", slot.id(), describe(&e)),
+            Err(e) => log::warn!(
+                "skipping slot {}: C_GetTokenInfo failed: {}",
+                slot.id(),
+                describe(&e)
+            ),
         }
     }
     Err(Error::TokenNotFound {

@@ -44,12 +44,22 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     }
     key_options.validate()?;
 
-    let module = args.module.clone().or(config.token.module.clone()).ok_or_else(|| {
-        Error::Config("no PKCS#11 module: pass --module PATH or set [token] module in --config.".into())
-    })?;
-    let token = args.token.clone().or(config.token.label.clone()).ok_or_else(|| {
-        Error::Config("no token: pass --token LABEL or set [token] label in --config.".into())
-    })?;
+    let module = args
+        .module
+        .clone()
+        .or(config.token.module.clone())
+        .ok_or_else(|| {
+            Error::Config(
+                "no PKCS#11 module: pass --module PATH or set [token] module in --config.".into(),
+            )
+        })?;
+    let token = args
+        .token
+        .clone()
+        .or(config.token.label.clone())
+        .ok_or_else(|| {
+            Error::Config("no token: pass --token LABEL or set [token] label in --config.".into())
+        })?;
     let out_file = args.out.as_deref().map(OutFile::create).transpose()?;
 
     let t = Instant::now();
@@ -58,11 +68,18 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
 
     let t = Instant::now();
     if backend.login_required() {
-        if backend.has_protected_authentication_path() && std::env::var_os(pin::PIN_ENV).is_none() && args.pin_file.is_none() && config.token.pin_file.is_none() {
+        if backend.has_protected_authentication_path()
+            && std::env::var_os(pin::PIN_ENV).is_none()
+            && args.pin_file.is_none()
+            && config.token.pin_file.is_none()
+        {
             eprintln!("Enter the PIN on the token's own keypad or reader.");
             backend.login(None)?;
         } else {
-            let pin_file = args.pin_file.as_deref().or(config.token.pin_file.as_deref());
+            let pin_file = args
+                .pin_file
+                .as_deref()
+                .or(config.token.pin_file.as_deref());
             let pin = pin::resolve(pin_file, backend.token_label())?;
             backend.login(Some(&pin))?;
         }
@@ -75,7 +92,11 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         if let Some(f) = &out_file {
             f.write(pending.response().csr.as_bytes())?;
         }
-        output::response(&mut std::io::stdout().lock(), args.format, pending.response())?;
+        output::response(
+            &mut std::io::stdout().lock(),
+            args.format,
+            pending.response(),
+        )?;
         if let Some(f) = &out_file {
             f.persist()?;
         }
@@ -121,9 +142,9 @@ struct OutFile {
 
 impl OutFile {
     fn create(target: &Path) -> Result<OutFile> {
-        let name = target
-            .file_name()
-            .ok_or_else(|| Error::Config(format!("--out {} is not a file path", target.display())))?;
+        let name = target.file_name().ok_or_else(|| {
+            Error::Config(format!("--out {} is not a file path", target.display()))
+        })?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(format!(".{}.tmp", std::process::id()));

@@ -21,7 +21,10 @@ const PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 const ID_LEN: usize = 16;
 
 pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<GeneratedKey> {
-    backend.require(MechanismType::RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN")?;
+    backend.require(
+        MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+        "CKM_RSA_PKCS_KEY_PAIR_GEN",
+    )?;
     check_key_size(backend, spec.bits)?;
     // Checked before keygen so that a token without the signing mechanism
     // never costs a key generation and a rollback.
@@ -81,12 +84,12 @@ pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Resul
         Ok(spki_der) => {
             backend.made.push(pair);
             Ok(GeneratedKey {
-            handles,
-            spki_der,
-            uri: uri::private_key_uri(&token, &serial, &spec.label, &id),
-            id,
-            label: spec.label.clone(),
-        })
+                handles,
+                spki_der,
+                uri: uri::private_key_uri(&token, &serial, &spec.label, &id),
+                id,
+                label: spec.label.clone(),
+            })
         }
         Err(e) => Err(match destroy_pair(session, pair) {
             Ok(()) => e,
@@ -128,9 +131,18 @@ fn check_private_attributes(session: &Session, key: ObjectHandle) -> Result<()> 
     let attrs = session
         .get_attributes(
             key,
-            &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Token],
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Token,
+            ],
         )
-        .map_err(|e| Error::KeyGen(format!("reading the new private key's attributes: {}", describe(&e))))?;
+        .map_err(|e| {
+            Error::KeyGen(format!(
+                "reading the new private key's attributes: {}",
+                describe(&e)
+            ))
+        })?;
     let (mut sensitive, mut extractable, mut token) = (false, true, false);
     for a in attrs {
         match a {
@@ -155,7 +167,10 @@ fn check_private_attributes(session: &Session, key: ObjectHandle) -> Result<()> 
 /// since some tokens expose none on the private one.
 fn read_public_key(session: &Session, key: ObjectHandle) -> Result<Vec<u8>> {
     let attrs = session
-        .get_attributes(key, &[AttributeType::Modulus, AttributeType::PublicExponent])
+        .get_attributes(
+            key,
+            &[AttributeType::Modulus, AttributeType::PublicExponent],
+        )
         .map_err(|e| Error::EncodeKey(format!("reading the public key: {}", describe(&e))))?;
     let (mut modulus, mut exponent) = (None, None);
     for a in attrs {

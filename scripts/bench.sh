@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# usage: scripts/bench.sh            (BENCH_RUNS=N to change the run count; default 40)
+#
+# RSA-2048 CSRs on one private SoftHSM2 token, measured in one run:
+#  (a) `hsm-csr create`, whole process;
+#  (b) the peer pipeline on the same token, whole processes:
+#      `pkcs11-tool --keypairgen --key-type rsa:2048` then
+#      `openssl req -new -engine pkcs11 -keyform engine -key pkcs11:...`;
+#  (c) hsm-csr's own phases, from `--timings`.
+# (a) and (b) alternate run by run so that machine noise hits both alike;
+# each run's key pair is deleted (untimed) so the token stays the same size.
+# Prints medians and 10th/90th percentiles, and the ratios between them.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+cd "$REPO_ROOT"
+runs=${BENCH_RUNS:-40}
+
+need_packages softhsm2 opensc openssl libengine-pkcs11-openssl
+cargo build --release --quiet --locked
+bin=$REPO_ROOT/target/release/hsm-csr
+
+work=$(mktemp -d /tmp/hsm-csr-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+TOKEN_PIN=1234 bash scripts/make-softhsm-token.sh "$work/store" bench
+export SOFTHSM2_CONF=$work/store/softhsm2.conf HSM_CSR_PIN=1234
+engine=$(find /usr/lib -path '*engines-3/pkcs11.so' | head -n1)
+[ -n "$engine" ] || die "libengine-pkcs11-openssl's pkcs11.so not found"
+cat > "$work/openssl.cnf" <<EOC
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $engine
+MODULE_PATH = $SOFTHSM_MODULE
+init = 0
+[req]
+distinguished_name = dn
+string_mask = default
+[dn]
+EOC
+
+p11() { pkcs11-tool --module "$SOFTHSM_MODULE" --token-label bench --login --pin 1234 "$@"; }
+delete_pair() {  # id in hex
+  p11 --delete-object --type privkey --id "$1" >/dev/null 2>&1
+  p11 --delete-object --type pubkey --id "$1" >/dev/null 2>&1
+}
+ms_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
+
+run_ours() {
+  local t0=$EPOCHREALTIME
+  "$bin" create --module "$SOFTHSM_MODULE" --token bench --common-name bench.example.com \
+    --timings >"$work/out.json" 2>"$work/timings"
+  local wall; wall=$(ms_since "$t0")
+  local phases; phases=$(grep '^timings:' "$work/timings" | sed 's/^timings: //')
+  echo "ours wall_ms=$wall $phases" >>"$work/samples"
+  local id; id=$(sed -n 's/.*;id=\([^;]*\);.*/\1/p' "$work/out.json" | tr -d '%')
+  delete_pair "$id"
+}
+run_peer() {
+  local id=$1 t0 t1
+  t0=$EPOCHREALTIME
+  p11 --keypairgen --key-type rsa:2048 --id "$id" --label peer >/dev/null 2>&1
+  t1=$EPOCHREALTIME
+  OPENSSL_CONF=$work/openssl.cnf openssl req -new -engine pkcs11 -keyform engine \
+    -key "pkcs11:token=bench;id=%${id:0:2}%${id:2:2};type=private;pin-value=1234" \
+    -subj "/C=CN/ST=Zhejiang/L=Hangzhou/O=Alibaba Inc/OU=Aliyun CDN/CN=bench.example.com" \
+    -addext "subjectAltName=DNS:bench.example.com" -out "$work/peer.pem" >/dev/null 2>&1
+  echo "peer wall_ms=$(ms_since "$t0") keygen_proc_ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) * 1000 }') req_proc_ms=$(ms_since "$t1")" >>"$work/samples"
+  openssl req -in "$work/peer.pem" -verify -noout >/dev/null 2>&1 || die "peer pipeline made a bad CSR"
+  delete_pair "$id"
+}
+
+say "benchmarking: $runs runs of each, interleaved"
+: >"$work/samples"
+for i in $(seq "$runs"); do
+  if (( i % 2 )); then run_ours; run_peer 0b0b; else run_peer 0b0b; run_ours; fi
+done
+
+python3 - "$work/samples" "$runs" <<'EOP'
+import re, statistics, sys
+rows = [dict(re.findall(r"(\w+)=([\d.]+)", l)) | {"who": l.split()[0]} for l in open(sys.argv[1])]
+def col(who, key): return sorted(float(r[key]) for r in rows if r["who"] == who)
+def q(xs, p):  # nearest-rank percentile
+    return xs[min(len(xs) - 1, max(0, round(p * (len(xs) - 1))))]
+def line(name, xs): print(f"  {name:<44} {statistics.median(xs):8.1f} {q(xs, .1):8.1f} {q(xs, .9):8.1f}")
+ours = [r for r in rows if r["who"] == "ours"]
+beyond = sorted(float(r["wall_ms"]) - float(r["keygen_ms"]) for r in ours)
+print(f"RSA-2048 CSR on SoftHSM2, {sys.argv[2]} runs each, interleaved (ms)")
+print(f"  {'':<44} {'median':>8} {'p10':>8} {'p90':>8}")
+line("(a) hsm-csr create, whole process", col("ours", "wall_ms"))
+line("(b) pkcs11-tool keygen + openssl req", col("peer", "wall_ms"))
+line("      pkcs11-tool --keypairgen", col("peer", "keygen_proc_ms"))
+line("      openssl req -engine pkcs11", col("peer", "req_proc_ms"))
+print("  (c) hsm-csr phases (--timings)")
+for k in ["init", "login", "keygen", "sign", "encode"]:
+    line(f"      {k}", col("ours", f"{k}_ms"))
+line("      beyond C_GenerateKeyPair (a - keygen)", beyond)
+a, b = statistics.median(col("ours", "wall_ms")), statistics.median(col("peer", "wall_ms"))
+print(f"ratio (a)/(b) of medians: {a / b:.2f}")
+print(f"hsm-csr time beyond C_GenerateKeyPair, median: {statistics.median(beyond):.1f} ms")
+EOP

@@ -1,0 +1,232 @@
+//! Bad requests, bad tokens, bad PINs: exit code, API code and a message
+//! that says what to fix. Never a panic, never a PIN in the output.
+
+use crate::common::{MODULE, PIN, Run, Token};
+
+fn assert_error(run: &Run, exit: i32, code: &str, message: &str) {
+    assert_eq!(run.code, exit, "stderr: {}", run.stderr);
+    let first = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{code}: ")),
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(first.contains(message), "stderr: {}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let body = run.json();
+    assert_eq!(body["Code"], code);
+    assert!(body["Message"].as_str().unwrap().contains(message));
+    assert_eq!(body["RequestId"].as_str().unwrap().len(), 36);
+}
+
+#[test]
+fn bad_country_is_a_400_style_error_and_makes_no_key() {
+    let token = Token::new();
+    let run = token.create(&["--common-name", "a.example", "--country", "CHN"]);
+    assert_error(
+        &run,
+        2,
+        "InvalidValue.Malformed",
+        "Country must be 2 characters.",
+    );
+    assert!(token.keys().is_empty());
+}
+
+#[test]
+fn empty_or_missing_common_name() {
+    let token = Token::new();
+    assert_error(
+        &token.create(&["--common-name", " "]),
+        2,
+        "MissingCommonName",
+        "CommonName",
+    );
+    assert_error(&token.create(&[]), 2, "MissingCommonName", "CommonName");
+}
+
+#[test]
+fn malformed_fields_name_the_field() {
+    let token = Token::new();
+    let long = "x".repeat(65);
+    for (args, message) in [
+        (
+            vec!["--common-name", long.as_str()],
+            "CommonName must be at most 64 characters",
+        ),
+        (
+            vec!["--common-name", "a.example", "--sans", "a.example,bad name"],
+            "SANs entry \"bad name\"",
+        ),
+        (
+            vec!["--common-name", "a.example", "--email", "nobody"],
+            "Email \"nobody\"",
+        ),
+    ] {
+        assert_error(&token.create(&args), 2, "InvalidValue.Malformed", message);
+    }
+}
+
+#[test]
+fn wrong_pin_is_reported_once_and_not_echoed() {
+    let token = Token::new();
+    let mut cmd = token.hsm_csr();
+    cmd.env("HSM_CSR_PIN", "98765").args([
+        "create",
+        "--module",
+        MODULE,
+        "--token",
+        crate::common::LABEL,
+        "--common-name",
+        "a.example",
+    ]);
+    let run = Run::of(&mut cmd);
+    assert_error(&run, 3, "Token.PinIncorrect", "not retried");
+    assert!(!run.stderr.contains("98765") && !run.stdout.contains("98765"));
+    // The right PIN still works: one failed attempt did not lock the token.
+    token.create(&["--common-name", "a.example"]).ok();
+}
+
+#[test]
+fn missing_module() {
+    let token = Token::new();
+    let mut cmd = token.hsm_csr();
+    cmd.args([
+        "create",
+        "--module",
+        "/usr/lib/nope/libnothing.so",
+        "--token",
+        "x",
+        "--common-name",
+        "a.example",
+    ]);
+    assert_error(
+        &Run::of(&mut cmd),
+        3,
+        "Token.ModuleNotLoadable",
+        "/usr/lib/nope/libnothing.so",
+    );
+    // A file that is not a PKCS#11 module.
+    let mut cmd = token.hsm_csr();
+    cmd.args([
+        "create",
+        "--module",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "--token",
+        "x",
+        "--common-name",
+        "a.example",
+    ]);
+    assert_error(
+        &Run::of(&mut cmd),
+        3,
+        "Token.ModuleNotLoadable",
+        "libc.so.6",
+    );
+}
+
+#[test]
+fn unknown_token_lists_the_present_ones() {
+    let token = Token::new();
+    let mut cmd = token.hsm_csr();
+    cmd.args([
+        "create",
+        "--module",
+        MODULE,
+        "--token",
+        "no-such-token",
+        "--common-name",
+        "a.example",
+    ]);
+    assert_error(
+        &Run::of(&mut cmd),
+        3,
+        "Token.NotFound",
+        "tokens present: \"test-token\"",
+    );
+}
+
+#[test]
+fn no_pin_source_off_a_terminal() {
+    let token = Token::new();
+    let mut cmd = token.hsm_csr();
+    cmd.env_remove("HSM_CSR_PIN").args([
+        "create",
+        "--module",
+        MODULE,
+        "--token",
+        crate::common::LABEL,
+        "--common-name",
+        "a.example",
+    ]);
+    assert_error(&Run::of(&mut cmd), 3, "Token.PinRequired", "HSM_CSR_PIN");
+}
+
+#[test]
+fn pin_file_errors() {
+    let token = Token::new();
+    let empty = token.dir().join("empty-pin");
+    std::fs::write(&empty, "").unwrap();
+    let mut cmd = token.hsm_csr();
+    cmd.env_remove("HSM_CSR_PIN")
+        .args([
+            "create",
+            "--module",
+            MODULE,
+            "--token",
+            crate::common::LABEL,
+            "--common-name",
+            "a.example",
+        ])
+        .arg("--pin-file")
+        .arg(&empty);
+    assert_error(&Run::of(&mut cmd), 3, "Config.Invalid", "is empty");
+}
+
+#[test]
+fn config_errors() {
+    let token = Token::new();
+    let config = token.dir().join("bad.toml");
+    std::fs::write(&config, "[token]\npin = \"1234\"\n").unwrap();
+    let mut cmd = token.hsm_csr();
+    cmd.args(["create", "--common-name", "a.example", "--config"])
+        .arg(&config);
+    assert_error(
+        &Run::of(&mut cmd),
+        3,
+        "Config.Invalid",
+        "unknown field `pin`",
+    );
+
+    let mut cmd = token.hsm_csr();
+    cmd.args(["create", "--common-name", "a.example", "--token", "x"]);
+    assert_error(&Run::of(&mut cmd), 3, "Config.Invalid", "no PKCS#11 module");
+}
+
+#[test]
+fn pem_format_errors_go_to_stderr_only() {
+    let token = Token::new();
+    let run = token.create(&[
+        "--common-name",
+        "a.example",
+        "--country",
+        "C",
+        "--format",
+        "pem",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run.stdout.is_empty());
+    assert_eq!(
+        run.stderr.trim(),
+        "InvalidValue.Malformed: Country must be 2 characters."
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let token = Token::new();
+    let run = token.create(&["--common-name", "a.example", "--key-size", "1024"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let mut cmd = token.hsm_csr();
+    cmd.args(["create", "--pin", PIN]);
+    assert_eq!(Run::of(&mut cmd).code, 2, "there is no --pin flag");
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the `hsm-csr` binary against real SoftHSM2 tokens,
+//! each test on a private token, outputs checked with openssl, pkcs11-tool
+//! and PyKCS11. Run through `scripts/test.sh`, which installs those tools.
+
+mod common;
+
+mod create;
+mod errors;
+mod keys;

@@ -1,0 +1,121 @@
+//! What is left on the token: the key pair's attributes, and nothing at all
+//! after a failure.
+
+use std::process::Stdio;
+
+use crate::common::{LABEL, Run, Token};
+
+#[test]
+fn private_key_is_sensitive_and_never_extractable() {
+    let token = Token::new();
+    let v = token.create(&["--common-name", "sec.example"]).ok().json();
+    let keys = token.keys();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let private = keys.iter().find(|k| k["class"] == "private").unwrap();
+    let public = keys.iter().find(|k| k["class"] == "public").unwrap();
+    for attr in [
+        "sensitive",
+        "always_sensitive",
+        "never_extractable",
+        "token",
+        "private",
+        "sign",
+    ] {
+        assert_eq!(private[attr], true, "{attr}: {private}");
+    }
+    assert_eq!(private["extractable"], false, "{private}");
+    assert_eq!(
+        private["private_exponent"], "CKR_ATTRIBUTE_SENSITIVE",
+        "{private}"
+    );
+
+    // One pair: same 16-byte CKA_ID and label on both halves, as in the URI.
+    let id = private["id"].as_str().unwrap();
+    assert_eq!(id.len(), 32);
+    assert_eq!(public["id"], id);
+    assert_eq!(private["label"], "hsm-csr:sec.example");
+    assert_eq!(public["label"], "hsm-csr:sec.example");
+    let uri = v["KeyUri"].as_str().unwrap();
+    let uri_id: String = uri
+        .split(';')
+        .find_map(|p| p.strip_prefix("id="))
+        .unwrap()
+        .replace('%', "");
+    assert_eq!(uri_id, id);
+    assert!(uri.starts_with(&format!("pkcs11:token={LABEL};")), "{uri}");
+    assert!(uri.ends_with(";type=private"), "{uri}");
+
+    // OpenSC's view of the same key.
+    let listing = token.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    assert!(
+        listing.contains("sensitive, always sensitive, never extractable, local"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn each_request_makes_its_own_key_pair() {
+    let token = Token::new();
+    let a = token.create(&["--common-name", "same.example"]).ok().json();
+    let b = token.create(&["--common-name", "same.example"]).ok().json();
+    assert_ne!(a["PubMd5"], b["PubMd5"]);
+    assert_ne!(a["KeyUri"], b["KeyUri"]);
+    assert_eq!(token.keys().len(), 4);
+}
+
+#[test]
+fn failure_after_key_generation_leaves_no_key_behind() {
+    let token = Token::new();
+    assert!(token.keys().is_empty());
+    // The response cannot be delivered: stdout's reader is gone before the
+    // key pair exists (keygen takes far longer than this drop), so the
+    // write fails after C_GenerateKeyPair.
+    let mut child = token
+        .hsm_csr()
+        .args([
+            "create",
+            "--module",
+            crate::common::MODULE,
+            "--token",
+            LABEL,
+        ])
+        .args(["--common-name", "lost.example", "--format", "pem"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("Internal.Error: could not write the response"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("removed from the token"),
+        "{}",
+        run.stderr
+    );
+    assert!(token.keys().is_empty(), "keys left: {:?}", token.keys());
+}
+
+#[test]
+fn unwritable_out_file_is_refused_before_keygen() {
+    let token = Token::new();
+    let run = token.create(&[
+        "--common-name",
+        "x.example",
+        "--out",
+        "/nonexistent-dir/req.pem",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("Config.Invalid: cannot write --out /nonexistent-dir/req.pem"),
+        "{}",
+        run.stderr
+    );
+    assert!(token.keys().is_empty());
+}
