@@ -6,7 +6,12 @@
 #  (b) the peer pipeline on the same token, whole processes:
 #      `pkcs11-tool --keypairgen --key-type rsa:2048` then
 #      `openssl req -new -engine pkcs11 -keyform engine -key pkcs11:...`;
-#  (c) hsm-csr's own phases, from `--timings`.
+#  (c) hsm-csr's own phases, from `--timings`, and two fixed costs that are
+#      not hsm-csr's: a process that does nothing (`--version`), and one that
+#      only loads, initialises and finalises the module (unknown token);
+#  (d) the peer's fixed cost around its keygen: `pkcs11-tool --login
+#      --list-objects` (load, login, exit) plus the `openssl req` step, to
+#      compare what each side adds to C_GenerateKeyPair.
 # (a) and (b) alternate run by run so that machine noise hits both alike;
 # each run's key pair is deleted (untimed) so the token stays the same size.
 # Prints medians and 10th/90th percentiles, and the ratios between them.
@@ -73,10 +78,27 @@ run_peer() {
   delete_pair "$id"
 }
 
+run_fixed() {
+  local t0=$EPOCHREALTIME
+  "$bin" --version >/dev/null
+  echo "floor wall_ms=$(ms_since "$t0")" >>"$work/samples"
+  t0=$EPOCHREALTIME
+  "$bin" create --module "$SOFTHSM_MODULE" --token no-such-token --common-name x.example \
+    --format pem >/dev/null 2>&1 || true
+  echo "load wall_ms=$(ms_since "$t0")" >>"$work/samples"
+}
+run_peer_fixed() {
+  local t0=$EPOCHREALTIME
+  p11 --list-objects --type privkey >/dev/null 2>&1
+  echo "peerfixed wall_ms=$(ms_since "$t0")" >>"$work/samples"
+}
+
 say "benchmarking: $runs runs of each, interleaved"
 : >"$work/samples"
 for i in $(seq "$runs"); do
   if (( i % 2 )); then run_ours; run_peer 0b0b; else run_peer 0b0b; run_ours; fi
+  run_peer_fixed
+  run_fixed
 done
 
 python3 - "$work/samples" "$runs" <<'EOP'
@@ -98,7 +120,15 @@ print("  (c) hsm-csr phases (--timings)")
 for k in ["init", "login", "keygen", "sign", "encode"]:
     line(f"      {k}", col("ours", f"{k}_ms"))
 line("      beyond C_GenerateKeyPair (a - keygen)", beyond)
+line("      of which: empty process (--version)", col("floor", "wall_ms"))
+line("      of which: process + module load/init/exit", col("load", "wall_ms"))
+print("  (d) peer's cost around its keygen")
+line("      pkcs11-tool load + login + exit", col("peerfixed", "wall_ms"))
 a, b = statistics.median(col("ours", "wall_ms")), statistics.median(col("peer", "wall_ms"))
+ours_extra = statistics.median(beyond)
+peer_extra = statistics.median(col("peerfixed", "wall_ms")) + statistics.median(col("peer", "req_proc_ms"))
 print(f"ratio (a)/(b) of medians: {a / b:.2f}")
-print(f"hsm-csr time beyond C_GenerateKeyPair, median: {statistics.median(beyond):.1f} ms")
+print(f"hsm-csr time beyond C_GenerateKeyPair, median: {ours_extra:.1f} ms")
+print(f"peer time beyond C_GenerateKeyPair, median (d): {peer_extra:.1f} ms")
+print(f"ratio of time beyond keygen, hsm-csr/peer: {ours_extra / peer_extra:.2f}")
 EOP
