@@ -107,7 +107,8 @@ impl Config {
             let message = e.message().trim_end_matches('\n').replace('\n', " ");
             match e.span() {
                 Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    let before = text.get(..span.start).unwrap_or(text);
+                    let line = before.matches('\n').count() + 1;
                     format!("line {line}: {message}")
                 }
                 None => message,

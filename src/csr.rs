@@ -163,6 +163,57 @@ mod tests {
         assert!(info.attributes.is_empty());
     }
 
+    /// Arbitrary field contents never panic: they are refused with a code,
+    /// or they encode into a CertificationRequestInfo that parses back.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        const PIECES: &[&str] = &[
+            "a", "Z", "0", "-", ".", "*", "@", ",", " ", "\u{0}", "\n", "\t", "é", "杭", "😀",
+            "xn--", "[", "]", ":", "::1", "10.0.0.1", "'", "&", "\u{202e}", "\u{fffd}", "%",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let spki = include_bytes!("../tests/fixtures/rsa2048-spki.der");
+        let mut field = || -> Option<String> {
+            let n = next() % 90;
+            (n != 0).then(|| {
+                (0..n)
+                    .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                    .collect()
+            })
+        };
+        let mut encoded = 0;
+        for i in 0..3000 {
+            // Vary one field at a time so that many requests get past
+            // validation and reach the encoder.
+            let mut req = CsrRequest {
+                common_name: Some("example.com".into()),
+                ..Default::default()
+            };
+            match i % 8 {
+                0 => req.common_name = field(),
+                1 => req.sans = field(),
+                2 => req.organization = field(),
+                3 => req.organization_unit = field(),
+                4 => req.country = field(),
+                5 => req.state = field(),
+                6 => req.city = field(),
+                _ => req.email = field(),
+            }
+            if let Ok(valid) = req.validate(&SubjectDefaults::default()) {
+                let (info, der) = certification_request_info(&valid, spki).unwrap();
+                assert_eq!(CertReqInfo::from_der(&der).unwrap(), info);
+                encoded += 1;
+            }
+        }
+        assert!(encoded > 150, "only {encoded} requests reached the encoder");
+    }
+
     #[test]
     fn pem_has_lf_line_ends_and_64_columns() {
         let pem = to_pem(&[0u8; 100]);
