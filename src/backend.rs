@@ -10,14 +10,17 @@ pub mod pkcs11;
 #[cfg(test)]
 pub(crate) mod mock;
 
-use crate::csr::SignatureAlgorithm;
+use crate::algorithm::{KeyType, SignatureAlgorithm};
 use crate::error::Result;
 
-/// What key to make.
+/// What key to make, and how it will sign.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeySpec {
-    /// RSA modulus size in bits.
-    pub bits: u32,
+    /// Key type (and RSA size).
+    pub key_type: KeyType,
+    /// The signature the key will make; a backend that cannot make it must
+    /// refuse before generating anything.
+    pub signature: SignatureAlgorithm,
     /// CKA_LABEL for both objects of the pair.
     pub label: String,
 }
@@ -37,6 +40,8 @@ pub struct KeyHandles {
 pub struct GeneratedKey {
     /// Object handles, for `sign` and `destroy`.
     pub handles: KeyHandles,
+    /// Key type.
+    pub key_type: KeyType,
     /// DER SubjectPublicKeyInfo of the public key.
     pub spki_der: Vec<u8>,
     /// CKA_ID shared by both objects.
@@ -57,14 +62,17 @@ pub struct GeneratedKey {
 /// 4. if anything after step 1 fails, `destroy` the pair before returning
 ///    the error.
 pub trait KeyBackend {
-    /// Makes an RSA key pair as `spec` says and returns its public half.
+    /// Makes a key pair as `spec` says and returns its public half.
     ///
     /// # Errors
-    /// `Internal.KeyError` when the token cannot make the key,
-    /// `Internal.EncodeKeyError` when its public key cannot be read.
+    /// `Token.MechanismUnsupported` (before anything is made) when the
+    /// token cannot make this key or this signature, `Internal.KeyError` when
+    /// generation fails, `Internal.EncodeKeyError` when the public key cannot
+    /// be read.
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey>;
 
-    /// Signs `data` with the private key of `key`.
+    /// Signs `data` with the private key of `key` and returns the signature
+    /// as the token gives it (raw `r || s` for ECDSA).
     ///
     /// # Errors
     /// `Internal.CreateCSRError` when the token refuses.

@@ -64,9 +64,21 @@ pub struct CreateArgs {
     /// emailAddress in the subject (optional).
     #[arg(long, value_name = "E")]
     pub email: Option<String>,
+    /// Key type [default: rsa, or the config's].
+    #[arg(long, value_name = "TYPE", value_parser = ["rsa", "ec-p256", "ec-p384", "ed25519"])]
+    pub key_type: Option<String>,
     /// RSA key size [default: 2048, or the config's].
     #[arg(long, value_name = "BITS", value_parser = ["2048", "3072", "4096"])]
     pub key_size: Option<String>,
+    /// Signature hash [default: sha256; sha384 for ec-p384].
+    #[arg(long, value_name = "HASH", value_parser = ["sha256", "sha384", "sha512"])]
+    pub hash: Option<String>,
+    /// Sign with RSASSA-PSS (RSA keys; the token must offer PSS).
+    #[arg(long)]
+    pub pss: bool,
+    /// Prefix of the new key's CKA_LABEL [default: hsm-csr:, or the config's].
+    #[arg(long, value_name = "PREFIX")]
+    pub label_prefix: Option<String>,
     /// Output on stdout.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::algorithm::KeyType;
 use crate::error::{Error, Result};
 use crate::issue::KeyOptions;
 use crate::request::SubjectDefaults;
@@ -42,30 +43,62 @@ pub struct TokenConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyConfig {
+    /// `rsa`, `ec-p256`, `ec-p384` or `ed25519`.
+    #[serde(rename = "type")]
+    pub key_type: String,
     /// RSA modulus size: 2048, 3072 or 4096.
     pub bits: u32,
+    /// `sha256`, `sha384` or `sha512`; default by key type.
+    pub hash: Option<String>,
+    /// RSASSA-PSS instead of PKCS#1 v1.5 (RSA only).
+    pub pss: bool,
     /// Prefix of each key's CKA_LABEL; the common name follows it.
     pub label_prefix: String,
 }
 
 impl Default for KeyConfig {
     fn default() -> Self {
-        let d = KeyOptions::default();
         KeyConfig {
-            bits: d.bits,
-            label_prefix: d.label_prefix,
+            key_type: "rsa".into(),
+            bits: 2048,
+            hash: None,
+            pss: false,
+            label_prefix: KeyOptions::default().label_prefix,
         }
     }
 }
 
 impl KeyConfig {
     /// As [`KeyOptions`].
-    pub fn options(&self) -> KeyOptions {
-        KeyOptions {
-            bits: self.bits,
+    ///
+    /// # Errors
+    /// `Config.Invalid` for an unknown key type or hash.
+    pub fn options(&self) -> Result<KeyOptions> {
+        Ok(KeyOptions {
+            key_type: parse_key_type(&self.key_type, self.bits)?,
+            hash: self.hash.as_deref().map(str::parse).transpose()?,
+            pss: self.pss,
             label_prefix: self.label_prefix.clone(),
-        }
+        })
     }
+}
+
+/// `rsa` (with `bits`), `ec-p256`, `ec-p384` or `ed25519`.
+///
+/// # Errors
+/// `Config.Invalid` for anything else.
+pub fn parse_key_type(name: &str, bits: u32) -> Result<KeyType> {
+    Ok(match name {
+        "rsa" => KeyType::Rsa { bits },
+        "ec-p256" => KeyType::EcP256,
+        "ec-p384" => KeyType::EcP384,
+        "ed25519" => KeyType::Ed25519,
+        other => {
+            return Err(Error::Config(format!(
+                "unknown key type {other:?}: use rsa, ec-p256, ec-p384 or ed25519."
+            )));
+        }
+    })
 }
 
 /// `[subject]`.
@@ -117,8 +150,8 @@ impl Config {
         config
             .key
             .options()
-            .validate()
-            .map_err(|e| format!("[key] bits: {e}"))?;
+            .and_then(|o| o.signature())
+            .map_err(|e| format!("[key]: {e}"))?;
         Ok(config)
     }
 }

@@ -23,39 +23,19 @@
 //! (RFC 2985 section 5.4.2) holding one non-critical subjectAltName extension.
 
 use const_oid::AssociatedOid;
-use const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION;
-use der::asn1::{Any, BitString, Ia5String, OctetString, SetOfVec};
+use der::asn1::{BitString, Ia5String, OctetString, SetOfVec};
 use der::{Decode, Encode};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::attr::Attribute;
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
 
+use crate::algorithm::SignatureAlgorithm;
 use crate::error::Result;
 use crate::request::ValidRequest;
 use crate::san::San;
-
-/// The signature algorithms this crate asks the token for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignatureAlgorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (`CKM_SHA256_RSA_PKCS`), RFC 4055
-    /// `sha256WithRSAEncryption` with NULL parameters.
-    Sha256WithRsa,
-}
-
-impl SignatureAlgorithm {
-    /// The AlgorithmIdentifier that goes into the CSR.
-    pub fn identifier(self) -> AlgorithmIdentifierOwned {
-        match self {
-            SignatureAlgorithm::Sha256WithRsa => AlgorithmIdentifierOwned {
-                oid: SHA_256_WITH_RSA_ENCRYPTION,
-                parameters: Some(Any::null()),
-            },
-        }
-    }
-}
 
 /// Builds the `CertificationRequestInfo` for `request` and the public key
 /// `spki_der`, and returns it with its DER (the bytes to sign).
@@ -95,12 +75,13 @@ fn general_name(san: &San) -> der::Result<GeneralName> {
     })
 }
 
-/// Wraps the token's `signature` over `info` into a `CertificationRequest`
-/// and returns its DER.
+/// Wraps `signature` (already in X.509 form, see
+/// [`SignatureAlgorithm::encode_signature`]) over `info` into a
+/// `CertificationRequest` and returns its DER.
 pub fn assemble(info: CertReqInfo, alg: SignatureAlgorithm, signature: &[u8]) -> Result<Vec<u8>> {
     let req = CertReq {
         info,
-        algorithm: alg.identifier(),
+        algorithm: alg.identifier()?,
         signature: BitString::from_bytes(signature)?,
     };
     Ok(req.to_der()?)

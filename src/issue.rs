@@ -10,20 +10,23 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::algorithm::{Hash, KeyType, RSA_SIZES, SignatureAlgorithm};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
-use crate::csr::{self, SignatureAlgorithm};
+use crate::csr;
 use crate::error::{Error, Result};
 use crate::fingerprint;
 use crate::request::ValidRequest;
+use crate::verify;
 
-/// RSA modulus sizes this crate makes.
-pub const RSA_SIZES: [u32; 3] = [2048, 3072, 4096];
-
-/// How keys are made and named.
+/// How keys are made, how they sign, and how they are named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyOptions {
-    /// RSA modulus size: 2048 (default), 3072 or 4096.
-    pub bits: u32,
+    /// Key type; default RSA-2048 (the API's).
+    pub key_type: KeyType,
+    /// Signature hash; default SHA-256 (SHA-384 for P-384).
+    pub hash: Option<Hash>,
+    /// RSASSA-PSS instead of PKCS#1 v1.5 (RSA only).
+    pub pss: bool,
     /// CKA_LABEL is this prefix followed by the common name.
     pub label_prefix: String,
 }
@@ -31,26 +34,29 @@ pub struct KeyOptions {
 impl Default for KeyOptions {
     fn default() -> Self {
         KeyOptions {
-            bits: 2048,
+            key_type: KeyType::Rsa { bits: 2048 },
+            hash: None,
+            pss: false,
             label_prefix: "hsm-csr:".into(),
         }
     }
 }
 
 impl KeyOptions {
-    /// Checks the key size.
+    /// Checks the options and returns the signature algorithm they mean.
     ///
     /// # Errors
-    /// `Config.Invalid` for a size other than 2048, 3072 or 4096.
-    pub fn validate(&self) -> Result<()> {
-        if RSA_SIZES.contains(&self.bits) {
-            Ok(())
-        } else {
-            Err(Error::Config(format!(
-                "key size {} is not supported; use 2048, 3072 or 4096.",
-                self.bits
-            )))
+    /// `Config.Invalid` for an RSA size other than 2048, 3072 or 4096, or a
+    /// hash or `pss` that does not fit the key type.
+    pub fn signature(&self) -> Result<SignatureAlgorithm> {
+        if let KeyType::Rsa { bits } = self.key_type {
+            if !RSA_SIZES.contains(&bits) {
+                return Err(Error::Config(format!(
+                    "key size {bits} is not supported; use 2048, 3072 or 4096."
+                )));
+            }
         }
+        SignatureAlgorithm::for_key(self.key_type, self.hash, self.pss)
     }
 }
 
@@ -77,7 +83,8 @@ pub struct Timings {
     pub keygen: Duration,
     /// C_Sign.
     pub sign: Duration,
-    /// Building the CertificationRequestInfo, the CSR, its PEM and PubMd5.
+    /// Building the CertificationRequestInfo, verifying the signature on the
+    /// host, and building the CSR, its PEM and PubMd5.
     pub encode: Duration,
 }
 
@@ -157,10 +164,10 @@ pub fn prepare_csr<'b>(
     key_options: &KeyOptions,
     request_id: String,
 ) -> Result<PendingCsr<'b>> {
-    key_options.validate()?;
-    let alg = SignatureAlgorithm::Sha256WithRsa;
+    let alg = key_options.signature()?;
     let spec = KeySpec {
-        bits: key_options.bits,
+        key_type: key_options.key_type,
+        signature: alg,
         label: format!(
             "{}{}",
             key_options.label_prefix, request.subject.common_name
@@ -180,10 +187,12 @@ pub fn prepare_csr<'b>(
         let encode_before = t.elapsed();
 
         let t = Instant::now();
-        let signature = backend.sign(&key, alg, &tbs)?;
+        let raw = backend.sign(&key, alg, &tbs)?;
         timings.sign = t.elapsed();
 
         let t = Instant::now();
+        let signature = alg.encode_signature(&raw)?;
+        verify::verify(key.key_type, alg, &key.spki_der, &tbs, &signature)?;
         let der = csr::assemble(info, alg, &signature)?;
         let response = CsrResponse {
             request_id,
@@ -249,10 +258,7 @@ mod tests {
         assert_eq!(b.live.len(), 1);
         assert_eq!(r.request_id, "ID");
         assert_eq!(r.common_name, "example.com");
-        assert_eq!(
-            r.pub_md5,
-            include_str!("../tests/fixtures/rsa2048-spki.pubmd5").trim()
-        );
+        assert_eq!(r.pub_md5, fingerprint::pub_md5(crate::backend::mock::SPKI));
         assert_eq!(r.key_uri, "pkcs11:object=hsm-csr:example.com");
         assert!(r.csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"));
         let json = serde_json::to_value(&r).unwrap();
@@ -277,6 +283,18 @@ mod tests {
         let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert_eq!(b.generated, 1);
+        assert!(b.live.is_empty());
+    }
+
+    #[test]
+    fn a_signature_that_does_not_verify_rolls_back() {
+        let mut b = MockBackend {
+            corrupt_signature: true,
+            ..Default::default()
+        };
+        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        assert_eq!(e.code(), "Internal.CreateCSRError");
+        assert!(e.to_string().contains("does not verify"), "{e}");
         assert!(b.live.is_empty());
     }
 
@@ -311,7 +329,7 @@ mod tests {
     fn bad_key_size_is_refused_before_keygen() {
         let mut b = MockBackend::default();
         let opts = KeyOptions {
-            bits: 1024,
+            key_type: KeyType::Rsa { bits: 1024 },
             ..Default::default()
         };
         let e = issue_csr(&mut b, &valid(), &opts, "ID".into()).unwrap_err();

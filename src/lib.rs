@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod algorithm;
 pub mod backend;
 pub mod config;
 pub mod csr;
@@ -34,7 +35,9 @@ pub mod request;
 pub mod san;
 pub mod spki;
 pub mod subject;
+pub mod verify;
 
+pub use algorithm::{Hash, KeyType, SignatureAlgorithm};
 pub use error::{Error, ErrorClass, Result};
 pub use issue::{
     CsrResponse, KeyOptions, PendingCsr, Timings, issue_csr, new_request_id, prepare_csr,

@@ -1,6 +1,6 @@
-//! SubjectPublicKeyInfo for an RSA public key read from the token.
+//! SubjectPublicKeyInfo for the public keys read from the token.
 //!
-//! RFC 5280 section 4.1.2.7 and RFC 8017 appendix A.1.1:
+//! RFC 5280 section 4.1.2.7 and RFC 8017 appendix A.1.1 (RSA):
 //!
 //! ```text
 //! SubjectPublicKeyInfo  ::=  SEQUENCE  {
@@ -12,12 +12,20 @@
 //!     publicExponent    INTEGER   -- e
 //! }
 //! ```
+//!
+//! RFC 5480 section 2 (EC) and RFC 8410 section 4 (Ed25519):
+//!
+//! ```text
+//! AlgorithmIdentifier { id-ecPublicKey, namedCurve }, subjectPublicKey = ECPoint (uncompressed 04 || X || Y)
+//! AlgorithmIdentifier { id-Ed25519 },                 subjectPublicKey = the 32-byte public key
+//! ```
 
-use const_oid::db::rfc5912::RSA_ENCRYPTION;
-use der::asn1::{Any, BitString, UintRef};
+use const_oid::db::rfc5912::{ID_EC_PUBLIC_KEY, RSA_ENCRYPTION};
+use der::asn1::{Any, BitString, OctetStringRef, UintRef};
 use der::{Decode, Encode, Sequence};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
+use crate::algorithm::{ID_ED25519, KeyType};
 use crate::error::{Error, Result};
 
 /// `RSAPublicKey`, borrowing the big-endian magnitudes from the token.
@@ -47,6 +55,53 @@ pub fn rsa_spki_der(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>> {
     encode().map_err(|e| Error::EncodeKey(format!("RSA public key: {e}")))
 }
 
+/// The DER SubjectPublicKeyInfo of an EC or Ed25519 key from its
+/// CKA_EC_POINT. Tokens return the point DER-wrapped in an OCTET STRING (as
+/// PKCS #11 says) or raw (some Ed25519 implementations); both are accepted.
+pub fn ec_spki_der(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>> {
+    let n = key_type.coordinate_len();
+    let want = if key_type == KeyType::Ed25519 {
+        n
+    } else {
+        2 * n + 1
+    };
+    let point = if ec_point.len() == want {
+        ec_point
+    } else {
+        <&OctetStringRef>::from_der(ec_point)
+            .ok()
+            .map(OctetStringRef::as_bytes)
+            .filter(|p| p.len() == want)
+            .ok_or_else(|| {
+                Error::EncodeKey(format!(
+                    "CKA_EC_POINT of {} bytes is not a {key_type} public key",
+                    ec_point.len()
+                ))
+            })?
+    };
+    if key_type != KeyType::Ed25519 && point[0] != 0x04 {
+        return Err(Error::EncodeKey(
+            "CKA_EC_POINT is not an uncompressed point".into(),
+        ));
+    }
+    let algorithm = match key_type.curve() {
+        Some(curve) => AlgorithmIdentifierOwned {
+            oid: ID_EC_PUBLIC_KEY,
+            parameters: Some(Any::encode_from(&curve)?),
+        },
+        None => AlgorithmIdentifierOwned {
+            oid: ID_ED25519,
+            parameters: None,
+        },
+    };
+    SubjectPublicKeyInfoOwned {
+        algorithm,
+        subject_public_key: BitString::from_bytes(point)?,
+    }
+    .to_der()
+    .map_err(|e| Error::EncodeKey(format!("{key_type} public key: {e}")))
+}
+
 /// Size in bits of the modulus in an RSA SubjectPublicKeyInfo.
 pub fn rsa_modulus_bits(spki_der: &[u8]) -> Result<u32> {
     let parse = || -> der::Result<u32> {
@@ -54,6 +109,9 @@ pub fn rsa_modulus_bits(spki_der: &[u8]) -> Result<u32> {
         let key_der = spki.subject_public_key.raw_bytes();
         let key = RsaPublicKey::from_der(key_der)?;
         let m = key.modulus.as_bytes();
+        if spki.algorithm.oid != RSA_ENCRYPTION {
+            return Err(der::Tag::Sequence.value_error().into());
+        }
         let lead = m.first().map_or(0, |b| 8 - b.leading_zeros());
         Ok((m.len().saturating_sub(1) * 8) as u32 + lead)
     };
@@ -76,6 +134,14 @@ mod tests {
     }
 }
 
+/// The raw public key a verifier takes: the RSAPublicKey DER, the EC
+/// point, or the Ed25519 key (the SPKI's BIT STRING contents in each case).
+pub fn subject_public_key(spki_der: &[u8]) -> Result<Vec<u8>> {
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
+        .map_err(|e| Error::EncodeKey(format!("SubjectPublicKeyInfo: {e}")))?;
+    Ok(spki.subject_public_key.raw_bytes().to_vec())
+}
+
 #[cfg(test)]
 mod known_answer {
     use super::*;
@@ -92,5 +158,29 @@ mod known_answer {
         let spki = rsa_spki_der(&modulus, &[1, 0, 1]).unwrap();
         assert_eq!(spki, include_bytes!("../tests/fixtures/rsa2048-spki.der"));
         assert_eq!(rsa_modulus_bits(&spki).unwrap(), 2048);
+    }
+
+    #[test]
+    fn ec_points_wrapped_or_raw() {
+        let mut point = vec![0x04];
+        point.extend([7u8; 64]);
+        let mut wrapped = vec![0x04, 65];
+        wrapped.extend(&point);
+        let a = ec_spki_der(KeyType::EcP256, &point).unwrap();
+        assert_eq!(a, ec_spki_der(KeyType::EcP256, &wrapped).unwrap());
+        // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING }
+        assert_eq!(
+            crate::fingerprint::hex(&a[..26]),
+            "3059301306072a8648ce3d020106082a8648ce3d030107034200"
+        );
+        assert!(ec_spki_der(KeyType::EcP384, &point).is_err());
+        let ed = ec_spki_der(KeyType::Ed25519, &[9u8; 32]).unwrap();
+        assert_eq!(
+            crate::fingerprint::hex(&ed[..12]),
+            "302a300506032b6570032100"
+        );
+        let mut ed_wrapped = vec![0x04, 32];
+        ed_wrapped.extend([9u8; 32]);
+        assert_eq!(ed, ec_spki_der(KeyType::Ed25519, &ed_wrapped).unwrap());
     }
 }

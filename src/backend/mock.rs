@@ -1,13 +1,19 @@
-//! An in-memory backend for unit tests of the issuing logic. It signs
-//! nothing real: integration tests use real tokens.
+//! An in-memory backend for unit tests of the issuing logic. It signs with a
+//! fixed test key through `ring`; integration tests use real tokens.
 
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+
+use crate::algorithm::SignatureAlgorithm;
 use crate::backend::{GeneratedKey, KeyBackend, KeyHandles, KeySpec};
-use crate::csr::SignatureAlgorithm;
 use crate::error::{Error, Result};
+
+pub(crate) const SPKI: &[u8] = include_bytes!("../../tests/fixtures/mock-rsa2048-spki.der");
+const PKCS1: &[u8] = include_bytes!("../../tests/fixtures/mock-rsa2048.der");
 
 #[derive(Default)]
 pub(crate) struct MockBackend {
     pub fail_sign: bool,
+    pub corrupt_signature: bool,
     pub fail_destroy: bool,
     pub live: Vec<KeyHandles>,
     pub generated: u64,
@@ -23,18 +29,36 @@ impl KeyBackend for MockBackend {
         self.live.push(handles);
         Ok(GeneratedKey {
             handles,
-            spki_der: include_bytes!("../../tests/fixtures/rsa2048-spki.der").to_vec(),
+            key_type: spec.key_type,
+            spki_der: SPKI.to_vec(),
             id: vec![0xab; 16],
             label: spec.label.clone(),
             uri: format!("pkcs11:object={}", spec.label),
         })
     }
 
-    fn sign(&mut self, _: &GeneratedKey, _: SignatureAlgorithm, _: &[u8]) -> Result<Vec<u8>> {
+    fn sign(&mut self, _: &GeneratedKey, alg: SignatureAlgorithm, data: &[u8]) -> Result<Vec<u8>> {
         if self.fail_sign {
             return Err(Error::CreateCsr("mock: sign refused".into()));
         }
-        Ok(vec![0x5a; 256])
+        assert_eq!(
+            alg,
+            SignatureAlgorithm::RsaPkcs1(crate::Hash::Sha256),
+            "mock signs RSA/SHA-256 only"
+        );
+        let key = RsaKeyPair::from_der(PKCS1).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut sig = vec![0u8; key.public().modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            data,
+            &mut sig,
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        if self.corrupt_signature {
+            sig[10] ^= 1;
+        }
+        Ok(sig)
     }
 
     fn destroy(&mut self, key: &GeneratedKey) -> Result<()> {

@@ -17,8 +17,8 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::{Slot, TokenInfo};
 use cryptoki::types::AuthPin;
 
+use crate::algorithm::SignatureAlgorithm;
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
-use crate::csr::SignatureAlgorithm;
 use crate::error::{Error, Result};
 
 /// A logged-in session on one token.
@@ -184,7 +184,7 @@ impl Pkcs11Backend {
 
 impl KeyBackend for Pkcs11Backend {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
-        keygen::generate_rsa(self, spec)
+        keygen::generate(self, spec)
     }
 
     fn sign(

@@ -36,13 +36,24 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     }
     .validate(&config.subject.defaults)?;
 
-    let mut key_options = config.key.options();
+    let mut key_config = config.key.clone();
+    if let Some(t) = &args.key_type {
+        key_config.key_type = t.clone();
+    }
     if let Some(bits) = &args.key_size {
-        key_options.bits = bits
+        key_config.bits = bits
             .parse()
             .map_err(|_| Error::Config(format!("--key-size {bits} is not a number")))?;
     }
-    key_options.validate()?;
+    if let Some(h) = &args.hash {
+        key_config.hash = Some(h.clone());
+    }
+    key_config.pss |= args.pss;
+    if let Some(p) = &args.label_prefix {
+        key_config.label_prefix = p.clone();
+    }
+    let key_options = key_config.options()?;
+    key_options.signature()?;
 
     let module = args
         .module

@@ -2,16 +2,19 @@
 //! token's defaults (openCryptoki and NSS default CKA_EXTRACTABLE to TRUE).
 //!
 //! Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN = TRUE,
-//! CKA_EXTRACTABLE = FALSE. Public key: CKA_TOKEN, CKA_VERIFY = TRUE,
-//! CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT = 65537. Both: the same CKA_ID
-//! (16 bytes from the token's RNG) and CKA_LABEL.
+//! CKA_EXTRACTABLE = FALSE. Public key: CKA_TOKEN, CKA_VERIFY = TRUE, and
+//! CKA_MODULUS_BITS + CKA_PUBLIC_EXPONENT = 65537 (RSA) or CKA_EC_PARAMS
+//! (EC, Ed25519). Both: the same CKA_ID (16 bytes from the token's RNG) and
+//! CKA_LABEL.
 
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::Ulong;
+use der::Encode;
 
-use super::{Pkcs11Backend, describe, uri};
+use super::{Pkcs11Backend, describe, sign, uri};
+use crate::algorithm::{ID_ED25519, KeyType};
 use crate::backend::{GeneratedKey, KeyHandles, KeySpec};
 use crate::error::{Error, Result};
 use crate::spki;
@@ -20,15 +23,32 @@ use crate::spki;
 const PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 const ID_LEN: usize = 16;
 
-pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<GeneratedKey> {
-    backend.require(
-        MechanismType::RSA_PKCS_KEY_PAIR_GEN,
-        "CKM_RSA_PKCS_KEY_PAIR_GEN",
-    )?;
-    check_key_size(backend, spec.bits)?;
-    // Checked before keygen so that a token without the signing mechanism
-    // never costs a key generation and a rollback.
-    backend.require(MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS")?;
+pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<GeneratedKey> {
+    // Everything the token must offer is checked before a key exists, so a
+    // token that cannot finish the job never costs a key generation and a
+    // rollback.
+    let (keygen, size_bits, name) = match spec.key_type {
+        KeyType::Rsa { bits } => (
+            Mechanism::RsaPkcsKeyPairGen,
+            bits,
+            "CKM_RSA_PKCS_KEY_PAIR_GEN",
+        ),
+        KeyType::EcP256 => (Mechanism::EccKeyPairGen, 256, "CKM_EC_KEY_PAIR_GEN"),
+        KeyType::EcP384 => (Mechanism::EccKeyPairGen, 384, "CKM_EC_KEY_PAIR_GEN"),
+        KeyType::Ed25519 => (
+            Mechanism::EccEdwardsKeyPairGen,
+            255,
+            "CKM_EC_EDWARDS_KEY_PAIR_GEN",
+        ),
+    };
+    backend.require(keygen.mechanism_type(), name)?;
+    check_key_size(backend, keygen.mechanism_type(), spec.key_type, size_bits)?;
+    let plan = sign::plan(backend, spec.signature)?;
+    log::debug!(
+        "{} will sign with {}",
+        spec.signature,
+        plan.mechanism_name()
+    );
 
     let token = backend.token_label().to_owned();
     let serial = backend.token_serial().to_owned();
@@ -39,14 +59,22 @@ pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Resul
         .map_err(|e| Error::KeyGen(format!("CKA_ID from the token RNG: {}", describe(&e))))?;
 
     let label = spec.label.as_bytes().to_vec();
-    let public = [
+    let mut public = vec![
         Attribute::Token(true),
         Attribute::Verify(true),
-        Attribute::ModulusBits(Ulong::from(u64::from(spec.bits))),
-        Attribute::PublicExponent(PUBLIC_EXPONENT.to_vec()),
         Attribute::Id(id.clone()),
         Attribute::Label(label.clone()),
     ];
+    match spec.key_type {
+        KeyType::Rsa { bits } => {
+            public.push(Attribute::ModulusBits(Ulong::from(u64::from(bits))));
+            public.push(Attribute::PublicExponent(PUBLIC_EXPONENT.to_vec()));
+        }
+        KeyType::EcP256 | KeyType::EcP384 | KeyType::Ed25519 => {
+            let curve = spec.key_type.curve().unwrap_or(ID_ED25519);
+            public.push(Attribute::EcParams(curve.to_der()?));
+        }
+    }
     let private = [
         Attribute::Token(true),
         Attribute::Private(true),
@@ -57,7 +85,7 @@ pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Resul
         Attribute::Label(label),
     ];
     let (pub_h, priv_h) = session
-        .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+        .generate_key_pair(&keygen, &public, &private)
         .map_err(|e| Error::KeyGen(describe(&e)))?;
     let handles = KeyHandles {
         private: priv_h.handle(),
@@ -70,13 +98,14 @@ pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Resul
 
     let finish = || -> Result<Vec<u8>> {
         check_private_attributes(session, priv_h)?;
-        let spki_der = read_public_key(session, pub_h)?;
-        let bits = spki::rsa_modulus_bits(&spki_der)?;
-        if bits != spec.bits {
-            return Err(Error::EncodeKey(format!(
-                "asked for RSA-{} but the token made RSA-{bits}",
-                spec.bits
-            )));
+        let spki_der = read_public_key(session, pub_h, spec.key_type)?;
+        if let KeyType::Rsa { bits: want } = spec.key_type {
+            let bits = spki::rsa_modulus_bits(&spki_der)?;
+            if bits != want {
+                return Err(Error::EncodeKey(format!(
+                    "asked for RSA-{want} but the token made RSA-{bits}"
+                )));
+            }
         }
         Ok(spki_der)
     };
@@ -85,6 +114,7 @@ pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Resul
             backend.made.push(pair);
             Ok(GeneratedKey {
                 handles,
+                key_type: spec.key_type,
                 spki_der,
                 uri: uri::private_key_uri(&token, &serial, &spec.label, &id),
                 id,
@@ -102,24 +132,33 @@ pub(super) fn generate_rsa(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Resul
     }
 }
 
-/// Refuses sizes outside the range the token reports for
-/// CKM_RSA_PKCS_KEY_PAIR_GEN (TPMs stop at 3072), before any key is made.
-fn check_key_size(backend: &Pkcs11Backend, bits: u32) -> Result<()> {
+/// Refuses sizes outside the range the token reports for the key-pair
+/// mechanism (TPMs stop at RSA-3072), before any key is made.
+fn check_key_size(
+    backend: &Pkcs11Backend,
+    mech: MechanismType,
+    key_type: KeyType,
+    bits: u32,
+) -> Result<()> {
     let info = backend
         .ctx
-        .get_mechanism_info(backend.slot, MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+        .get_mechanism_info(backend.slot, mech)
         .map_err(|e| Error::Token {
-            op: "C_GetMechanismInfo(CKM_RSA_PKCS_KEY_PAIR_GEN)",
+            op: "C_GetMechanismInfo",
             token: backend.token_label().to_owned(),
-            detail: describe(&e),
+            detail: format!("{mech}: {}", describe(&e)),
         })?;
     let (min, max) = (info.min_key_size(), info.max_key_size());
     let bits = bits as usize;
-    // Some tokens report 0 for "no stated limit".
+    // Some tokens report 0 for "no stated limit"; Edwards ranges are
+    // reported inconsistently (255, 256 or 32), so only RSA and EC are checked.
+    if key_type == KeyType::Ed25519 {
+        return Ok(());
+    }
     if (min != 0 && bits < min) || (max != 0 && bits > max) {
         return Err(Error::Unsupported {
             token: backend.token_label().to_owned(),
-            what: format!("RSA-{bits} key generation (it offers {min} to {max} bits)"),
+            what: format!("{key_type} key generation (its {mech} offers {min} to {max} bits)"),
         });
     }
     Ok(())
@@ -162,28 +201,39 @@ fn check_private_attributes(session: &Session, key: ObjectHandle) -> Result<()> 
     }
 }
 
-/// CKA_MODULUS and CKA_PUBLIC_EXPONENT of the public object, as a DER
-/// SubjectPublicKeyInfo. Public material is read from the public object,
-/// since some tokens expose none on the private one.
-fn read_public_key(session: &Session, key: ObjectHandle) -> Result<Vec<u8>> {
+/// The public object's key as a DER SubjectPublicKeyInfo: CKA_MODULUS and
+/// CKA_PUBLIC_EXPONENT (RSA) or CKA_EC_POINT (EC, Ed25519). Public material
+/// is read from the public object, since some tokens expose none on the
+/// private one.
+pub(super) fn read_public_key(
+    session: &Session,
+    key: ObjectHandle,
+    key_type: KeyType,
+) -> Result<Vec<u8>> {
+    let wanted: &[AttributeType] = match key_type {
+        KeyType::Rsa { .. } => &[AttributeType::Modulus, AttributeType::PublicExponent],
+        _ => &[AttributeType::EcPoint],
+    };
     let attrs = session
-        .get_attributes(
-            key,
-            &[AttributeType::Modulus, AttributeType::PublicExponent],
-        )
+        .get_attributes(key, wanted)
         .map_err(|e| Error::EncodeKey(format!("reading the public key: {}", describe(&e))))?;
-    let (mut modulus, mut exponent) = (None, None);
+    let (mut modulus, mut exponent, mut point) = (None, None, None);
     for a in attrs {
         match a {
             Attribute::Modulus(m) => modulus = Some(m),
             Attribute::PublicExponent(e) => exponent = Some(e),
+            Attribute::EcPoint(p) => point = Some(p),
             _ => {}
         }
     }
-    match (modulus, exponent) {
-        (Some(m), Some(e)) => spki::rsa_spki_der(&m, &e),
-        _ => Err(Error::EncodeKey(
+    match (key_type, modulus, exponent, point) {
+        (KeyType::Rsa { .. }, Some(m), Some(e), _) => spki::rsa_spki_der(&m, &e),
+        (KeyType::Rsa { .. }, ..) => Err(Error::EncodeKey(
             "the token returned no CKA_MODULUS / CKA_PUBLIC_EXPONENT for the public key".into(),
+        )),
+        (_, _, _, Some(p)) => spki::ec_spki_der(key_type, &p),
+        _ => Err(Error::EncodeKey(
+            "the token returned no CKA_EC_POINT for the public key".into(),
         )),
     }
 }
