@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod output;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -24,6 +25,26 @@ pub enum Command {
     /// Generate a key pair on the token and print a CSR signed by it
     /// (CreateCdnCertificateSigningRequest on your own HSM).
     Create(CreateArgs),
+}
+
+/// The flags every token command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE", env = "HSM_CSR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PKCS#11 module (overrides the URI's module-path and [token] module).
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// Token label, or an RFC 7512 URI such as
+    /// `pkcs11:token=prod;serial=1234?module-path=/usr/lib/x.so&pin-source=file:/etc/pin`
+    /// (overrides [token] label, serial and slot_id).
+    #[arg(long, value_name = "LABEL|URI")]
+    pub token: Option<String>,
+    /// File holding the user PIN (after HSM_CSR_PIN; before the URI's
+    /// pin-source and [token] pin_file).
+    #[arg(long, value_name = "PATH")]
+    pub pin_file: Option<PathBuf>,
 }
 
 /// Output formats.
@@ -85,18 +106,9 @@ pub struct CreateArgs {
     /// Also write the CSR (PEM) to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// TOML configuration file.
-    #[arg(long, value_name = "FILE", env = "HSM_CSR_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// PKCS#11 module (overrides [token] module).
-    #[arg(long, value_name = "PATH")]
-    pub module: Option<PathBuf>,
-    /// Token label (overrides [token] label).
-    #[arg(long, value_name = "LABEL")]
-    pub token: Option<String>,
-    /// File holding the user PIN (after HSM_CSR_PIN; overrides [token] pin_file).
-    #[arg(long, value_name = "PATH")]
-    pub pin_file: Option<PathBuf>,
+    /// Which token, and how to log in.
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Print how long each phase took, on stderr.
     #[arg(long)]
     pub timings: bool,

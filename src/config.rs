@@ -34,6 +34,10 @@ pub struct TokenConfig {
     pub module: Option<PathBuf>,
     /// Label of the token to use.
     pub label: Option<String>,
+    /// Serial number of the token (with or instead of the label).
+    pub serial: Option<String>,
+    /// Slot id, only together with a label or serial.
+    pub slot_id: Option<u64>,
     /// File holding the user PIN; relative paths are relative to the
     /// configuration file.
     pub pin_file: Option<PathBuf>,

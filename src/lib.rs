@@ -7,13 +7,13 @@
 //!
 //! ```no_run
 //! use hsm_csr::{CsrRequest, KeyOptions, SubjectDefaults, issue_csr, new_request_id};
-//! use hsm_csr::backend::pkcs11::Pkcs11Backend;
+//! use hsm_csr::backend::pkcs11::{Pkcs11Backend, TokenSelector};
 //! use cryptoki::types::AuthPin;
 //!
 //! # fn main() -> hsm_csr::Result<()> {
 //! let request = CsrRequest { common_name: Some("www.example.com".into()), ..Default::default() }
 //!     .validate(&SubjectDefaults::default())?;
-//! let mut token = Pkcs11Backend::open("/usr/lib/softhsm/libsofthsm2.so".as_ref(), "demo")?;
+//! let mut token = Pkcs11Backend::open("/usr/lib/softhsm/libsofthsm2.so".as_ref(), &TokenSelector::label("demo"))?;
 //! token.login(Some(&AuthPin::from("1234")))?;
 //! let response = issue_csr(&mut token, &request, &KeyOptions::default(), new_request_id())?;
 //! println!("{}", response.csr);

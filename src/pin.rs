@@ -1,6 +1,14 @@
-//! Where the user PIN comes from: the `HSM_CSR_PIN` environment variable, a
-//! PIN file, or a prompt on the terminal, in that order. Never a
-//! command-line value (argv is visible to every user of the machine).
+//! Where the user PIN comes from, first match wins:
+//!
+//! 1. the `HSM_CSR_PIN` environment variable;
+//! 2. `--pin-file PATH`;
+//! 3. the token URI's `pin-source=` (`file:PATH`, a path, or `env:VAR`),
+//!    then its `pin-value=` (with a warning: it is visible in `ps`);
+//! 4. `[token] pin_file` in the config;
+//! 5. a prompt, when stdin is a terminal.
+//!
+//! Never a command-line flag value (argv is visible to every user of the
+//! machine).
 //!
 //! The PIN is an [`AuthPin`] (`secrecy::SecretString`) from the moment it is
 //! read; intermediate buffers are zeroized.
@@ -16,21 +24,59 @@ use crate::error::{Error, Result};
 /// Environment variable holding the PIN.
 pub const PIN_ENV: &str = "HSM_CSR_PIN";
 
+/// The PIN sources besides the environment and the terminal.
+#[derive(Debug, Default)]
+pub struct PinSources<'a> {
+    /// `--pin-file`.
+    pub flag_file: Option<&'a Path>,
+    /// The URI's `pin-source=`.
+    pub uri_source: Option<&'a str>,
+    /// The URI's `pin-value=`.
+    pub uri_value: Option<&'a AuthPin>,
+    /// `[token] pin_file`.
+    pub config_file: Option<&'a Path>,
+}
+
+impl PinSources<'_> {
+    /// Whether any source besides the environment and a prompt is given.
+    pub fn any(&self) -> bool {
+        self.flag_file.is_some()
+            || self.uri_source.is_some()
+            || self.uri_value.is_some()
+            || self.config_file.is_some()
+    }
+}
+
 /// Gets the PIN for `token` from the first source that has one.
 ///
 /// # Errors
 /// `Config.Invalid` for an empty or unreadable source, `Token.PinRequired`
 /// when there is no source at all.
-pub fn resolve(pin_file: Option<&Path>, token: &str) -> Result<AuthPin> {
-    if let Some(value) = std::env::var_os(PIN_ENV) {
-        let value = Zeroizing::new(
-            value
-                .into_string()
-                .map_err(|_| Error::Config(format!("{PIN_ENV} is not valid UTF-8.")))?,
-        );
-        return non_empty(&value, PIN_ENV);
+pub fn resolve(sources: &PinSources<'_>, token: &str) -> Result<AuthPin> {
+    if std::env::var_os(PIN_ENV).is_some() {
+        return from_env(PIN_ENV);
     }
-    if let Some(path) = pin_file {
+    if let Some(path) = sources.flag_file {
+        return from_file(path);
+    }
+    if let Some(source) = sources.uri_source {
+        return match source.strip_prefix("env:") {
+            Some(var) => from_env(var),
+            None => from_file(Path::new(
+                source
+                    .strip_prefix("file://")
+                    .or_else(|| source.strip_prefix("file:"))
+                    .unwrap_or(source),
+            )),
+        };
+    }
+    if let Some(pin) = sources.uri_value {
+        log::warn!(
+            "using pin-value= from the token URI; anyone who can run `ps` can read it, prefer pin-source="
+        );
+        return Ok(pin.clone());
+    }
+    if let Some(path) = sources.config_file {
         return from_file(path);
     }
     if std::io::stdin().is_terminal() {
@@ -44,6 +90,20 @@ pub fn resolve(pin_file: Option<&Path>, token: &str) -> Result<AuthPin> {
     Err(Error::PinRequired {
         token: token.to_owned(),
     })
+}
+
+/// Reads the PIN from the environment variable `var`.
+///
+/// # Errors
+/// `Config.Invalid` when it is unset, not UTF-8 or empty.
+pub fn from_env(var: &str) -> Result<AuthPin> {
+    let value = std::env::var_os(var).ok_or_else(|| Error::Config(format!("{var} is not set.")))?;
+    let value = Zeroizing::new(
+        value
+            .into_string()
+            .map_err(|_| Error::Config(format!("{var} is not valid UTF-8.")))?,
+    );
+    non_empty(&value, var)
 }
 
 /// Reads a PIN file: its whole content less one trailing line end.

@@ -1,16 +1,18 @@
 //! PKCS#11 (Cryptoki v2.40 / v3) implementation of [`KeyBackend`].
 //!
-//! One process, one context, one read-write session, one login. The token is
-//! found by label, never by slot number alone (SoftHSM renumbers slots on
-//! every initialisation).
+//! One context per module per process ([`context`]), one read-write
+//! session per backend, one login. The token is found by label or serial
+//! ([`select`]), never by slot number alone.
 
+mod context;
 mod keygen;
+pub mod select;
 mod sign;
 pub mod uri;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as P11Error, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
@@ -21,16 +23,19 @@ use crate::algorithm::SignatureAlgorithm;
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::error::{Error, Result};
 
+pub use select::TokenSelector;
+
 /// A logged-in session on one token.
 pub struct Pkcs11Backend {
-    // Field order matters: the session must close before the context is
-    // finalised in `Drop`.
+    // Field order matters: the session closes before the context may be
+    // finalised (fields drop in declaration order).
     session: Option<Session>,
-    ctx: Pkcs11,
-    /// Whether our C_Initialize did the initialising (so C_Finalize is ours).
-    owns_init: bool,
+    ctx: Arc<context::Context>,
     slot: Slot,
-    token: TokenInfo,
+    /// None when the module cannot report it (see [`select`]).
+    token: Option<TokenInfo>,
+    label: String,
+    serial: String,
     module: PathBuf,
     mechanisms: Option<Vec<MechanismType>>,
     /// Key pairs made through this backend and not destroyed, so that
@@ -42,52 +47,52 @@ impl std::fmt::Debug for Pkcs11Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Backend")
             .field("module", &self.module)
-            .field("token", &self.token.label())
+            .field("token", &self.label)
             .field("slot", &self.slot)
             .finish_non_exhaustive()
     }
 }
 
 impl Pkcs11Backend {
-    /// Loads `module`, initialises it and opens a read-write session on the
-    /// token labelled `token_label`. Call [`Self::login`] next.
+    /// Loads `module` (once per process), finds the token `selector` names
+    /// and opens a read-write session on it. Call [`Self::login`] next.
     ///
     /// # Errors
     /// `Token.ModuleNotLoadable` when the module cannot be loaded or
-    /// initialised, `Token.NotFound` when no token has that label.
-    pub fn open(module: &Path, token_label: &str) -> Result<Self> {
-        let module_load = |reason: String| Error::ModuleLoad {
-            path: module.display().to_string(),
-            reason,
-        };
+    /// initialised, `Token.NotFound` when no token matches.
+    pub fn open(module: &Path, selector: &TokenSelector) -> Result<Self> {
         if !module.exists() {
-            return Err(module_load("no such file".into()));
+            return Err(Error::ModuleLoad {
+                path: module.display().to_string(),
+                reason: "no such file".into(),
+            });
         }
+        let ctx = context::get(module)?;
         let t = std::time::Instant::now();
-        let ctx = Pkcs11::new(module).map_err(|e| module_load(e.to_string()))?;
-        log::debug!("loaded {} in {:?}", module.display(), t.elapsed());
-        let t = std::time::Instant::now();
-        let owns_init = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        {
-            Ok(()) => true,
-            Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
-            Err(e) => return Err(module_load(format!("C_Initialize: {}", describe(&e)))),
+        let found = select::find(&ctx.pkcs11, &module.display().to_string(), selector)?;
+        log::debug!("found token {} in {:?}", selector.describe(), t.elapsed());
+        let (label, serial) = match &found.info {
+            Some(info) => (info.label().to_owned(), info.serial_number().to_owned()),
+            None => (
+                selector.label.clone().unwrap_or_default(),
+                selector.serial.clone().unwrap_or_default(),
+            ),
         };
-        log::debug!("C_Initialize took {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let (slot, token) = find_token(&ctx, module, token_label)?;
-        log::debug!("found token {token_label:?} in {:?}", t.elapsed());
-        let session = ctx.open_rw_session(slot).map_err(|e| Error::Token {
-            op: "opening a read-write session",
-            token: token_label.to_owned(),
-            detail: describe(&e),
-        })?;
+        let session = ctx
+            .pkcs11
+            .open_rw_session(found.slot)
+            .map_err(|e| Error::Token {
+                op: "opening a read-write session",
+                token: label.clone(),
+                detail: describe(&e),
+            })?;
         Ok(Pkcs11Backend {
             session: Some(session),
             ctx,
-            owns_init,
-            slot,
-            token,
+            slot: found.slot,
+            token: found.info,
+            label,
+            serial,
             module: module.to_owned(),
             mechanisms: None,
             made: Vec::new(),
@@ -96,23 +101,26 @@ impl Pkcs11Backend {
 
     /// The token's label.
     pub fn token_label(&self) -> &str {
-        self.token.label()
+        &self.label
     }
 
-    /// The token's serial number.
+    /// The token's serial number (empty when the module cannot report it).
     pub fn token_serial(&self) -> &str {
-        self.token.serial_number()
+        &self.serial
     }
 
     /// Whether the token takes its PIN on its own keypad or reader
     /// (CKF_PROTECTED_AUTHENTICATION_PATH): then [`Self::login`] gets `None`.
     pub fn has_protected_authentication_path(&self) -> bool {
-        self.token.protected_authentication_path()
+        self.token
+            .as_ref()
+            .is_some_and(TokenInfo::protected_authentication_path)
     }
 
-    /// Whether the token needs a login at all (CKF_LOGIN_REQUIRED).
+    /// Whether the token needs a login (CKF_LOGIN_REQUIRED; assumed when
+    /// the module cannot say).
     pub fn login_required(&self) -> bool {
-        self.token.login_required()
+        self.token.as_ref().is_none_or(TokenInfo::login_required)
     }
 
     /// Logs the user in, once. A wrong PIN is reported, never retried.
@@ -121,7 +129,7 @@ impl Pkcs11Backend {
     /// `Token.PinIncorrect`, `Token.PinLocked`, or a token error.
     pub fn login(&mut self, pin: Option<&AuthPin>) -> Result<()> {
         let token = self.token_label().to_owned();
-        if self.token.user_pin_locked() {
+        if self.token.as_ref().is_some_and(TokenInfo::user_pin_locked) {
             return Err(Error::PinLocked { token });
         }
         match self.session()?.login(UserType::User, pin) {
@@ -158,6 +166,7 @@ impl Pkcs11Backend {
         if self.mechanisms.is_none() {
             let list = self
                 .ctx
+                .pkcs11
                 .get_mechanism_list(self.slot)
                 .map_err(|e| Error::Token {
                     op: "C_GetMechanismList",
@@ -206,45 +215,6 @@ impl KeyBackend for Pkcs11Backend {
         self.made.retain(|p| p.private != pair.private);
         Ok(())
     }
-}
-
-impl Drop for Pkcs11Backend {
-    fn drop(&mut self) {
-        // Closing the session logs out; then finalise only what we initialised.
-        drop(self.session.take());
-        if self.owns_init {
-            let _ = self.ctx.clone().finalize();
-        }
-    }
-}
-
-/// Finds the slot whose token has `label`. A slot whose C_GetTokenInfo fails
-/// is skipped with a warning: one broken slot must not hide the others.
-fn find_token(ctx: &Pkcs11, module: &Path, label: &str) -> Result<(Slot, TokenInfo)> {
-    let slots = ctx.get_slots_with_token().map_err(|e| Error::ModuleLoad {
-        path: module.display().to_string(),
-        reason: format!("C_GetSlotList: {}", describe(&e)),
-    })?;
-    let mut available = Vec::new();
-    for slot in slots {
-        match ctx.get_token_info(slot) {
-            Ok(info) if info.token_initialized() && info.label() == label => {
-                return Ok((slot, info));
-            }
-            Ok(info) if info.token_initialized() => available.push(info.label().to_owned()),
-            Ok(_) => {}
-            Err(e) => log::warn!(
-                "skipping slot {}: C_GetTokenInfo failed: {}",
-                slot.id(),
-                describe(&e)
-            ),
-        }
-    }
-    Err(Error::TokenNotFound {
-        label: label.to_owned(),
-        module: module.display().to_string(),
-        available,
-    })
 }
 
 /// A PKCS#11 error in the spec's own words: `C_Sign: CKR_KEY_TYPE_INCONSISTENT`.

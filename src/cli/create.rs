@@ -10,19 +10,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hsm_csr::backend::pkcs11::Pkcs11Backend;
-use hsm_csr::config::Config;
-use hsm_csr::{CsrRequest, Error, Result, pin, prepare_csr};
+use hsm_csr::{CsrRequest, Error, Result, prepare_csr};
 
-use super::{CreateArgs, output};
+use super::{CreateArgs, output, token};
 
 /// Runs `create`; the error is reported by the caller.
 pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     let started = Instant::now();
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = token::load_config(&args.token)?;
 
     let request = CsrRequest {
         common_name: args.common_name.clone(),
@@ -55,47 +50,13 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     let key_options = key_config.options()?;
     key_options.signature()?;
 
-    let module = args
-        .module
-        .clone()
-        .or(config.token.module.clone())
-        .ok_or_else(|| {
-            Error::Config(
-                "no PKCS#11 module: pass --module PATH or set [token] module in --config.".into(),
-            )
-        })?;
-    let token = args
-        .token
-        .clone()
-        .or(config.token.label.clone())
-        .ok_or_else(|| {
-            Error::Config("no token: pass --token LABEL or set [token] label in --config.".into())
-        })?;
+    let target = token::target(&args.token, &config)?;
     let out_file = args.out.as_deref().map(OutFile::create).transpose()?;
-
-    let t = Instant::now();
-    let mut backend = Pkcs11Backend::open(&module, &token)?;
-    let init = t.elapsed();
-
-    let t = Instant::now();
-    if backend.login_required() {
-        if backend.has_protected_authentication_path()
-            && std::env::var_os(pin::PIN_ENV).is_none()
-            && args.pin_file.is_none()
-            && config.token.pin_file.is_none()
-        {
-            eprintln!("Enter the PIN on the token's own keypad or reader.");
-            backend.login(None)?;
-        } else {
-            let pin_file = args
-                .pin_file
-                .as_deref()
-                .or(config.token.pin_file.as_deref());
-            let pin = pin::resolve(pin_file, backend.token_label())?;
-            backend.login(Some(&pin))?;
-        }
-    }
-    let login = t.elapsed();
+    let token::Opened {
+        mut backend,
+        init,
+        login,
+    } = token::open(&target, &args.token, &config)?;
 
     let pending = prepare_csr(&mut backend, &request, &key_options, request_id.to_owned())?;
 

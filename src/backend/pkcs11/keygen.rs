@@ -142,6 +142,7 @@ fn check_key_size(
 ) -> Result<()> {
     let info = backend
         .ctx
+        .pkcs11
         .get_mechanism_info(backend.slot, mech)
         .map_err(|e| Error::Token {
             op: "C_GetMechanismInfo",

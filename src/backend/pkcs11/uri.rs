@@ -8,8 +8,20 @@
 //!
 //! Values are percent-encoded except for RFC 3986 unreserved characters;
 //! `id` is always fully percent-encoded, as RFC 7512 section 2.3 recommends.
+//!
+//! [`parse`] reads the URIs operators give to `--token` and to the `keys`
+//! commands: path attributes `token`, `serial`, `slot-id`, `manufacturer`,
+//! `model`, `object`, `id`, `type`, and query attributes `module-path`,
+//! `pin-source` (`file:PATH`, a plain path, or `env:VAR`) and `pin-value`.
 
 use std::fmt::Write;
+use std::path::PathBuf;
+
+use cryptoki::types::AuthPin;
+use zeroize::Zeroizing;
+
+use super::select::TokenSelector;
+use crate::error::{Error, Result};
 
 /// The URI of a private key: `pkcs11:token=..;serial=..;object=..;id=..;type=private`.
 pub fn private_key_uri(token: &str, serial: &str, object: &str, id: &[u8]) -> String {
@@ -38,9 +50,162 @@ fn encode(bytes: &[u8], all: bool) -> String {
     out
 }
 
+/// A parsed `pkcs11:` URI.
+#[derive(Debug, Default)]
+pub struct Pkcs11Uri {
+    /// Which token.
+    pub token: TokenSelector,
+    /// `object=`: the object label.
+    pub object: Option<String>,
+    /// `id=`: the CKA_ID bytes.
+    pub id: Option<Vec<u8>>,
+    /// `type=`: private, public, cert, ...
+    pub object_type: Option<String>,
+    /// `module-path=`.
+    pub module_path: Option<PathBuf>,
+    /// `pin-source=`, as written.
+    pub pin_source: Option<String>,
+    /// `pin-value=`.
+    pub pin_value: Option<AuthPin>,
+}
+
+/// Parses an RFC 7512 URI.
+///
+/// # Errors
+/// `Config.Invalid` naming the attribute that is wrong.
+pub fn parse(uri: &str) -> Result<Pkcs11Uri> {
+    let bad = |what: String| Error::Config(format!("{what} in pkcs11 URI"));
+    let rest = uri
+        .strip_prefix("pkcs11:")
+        .ok_or_else(|| bad("no \"pkcs11:\" scheme".into()))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut out = Pkcs11Uri::default();
+    let text = |name: &str, v: &str| -> Result<String> {
+        String::from_utf8(decode(v)?).map_err(|_| bad(format!("{name}= is not UTF-8")))
+    };
+    for attr in path.split(';').filter(|a| !a.is_empty()) {
+        let (name, value) = attr
+            .split_once('=')
+            .ok_or_else(|| bad(format!("attribute {attr:?} has no '='")))?;
+        match name {
+            "token" => out.token.label = Some(text(name, value)?),
+            "serial" => out.token.serial = Some(text(name, value)?),
+            "manufacturer" => out.token.manufacturer = Some(text(name, value)?),
+            "model" => out.token.model = Some(text(name, value)?),
+            "slot-id" => {
+                out.token.slot_id = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad(format!("slot-id={value} is not a number")))?,
+                )
+            }
+            "object" => out.object = Some(text(name, value)?),
+            "id" => out.id = Some(decode(value)?),
+            "type" => out.object_type = Some(text(name, value)?),
+            "library-manufacturer"
+            | "library-description"
+            | "library-version"
+            | "slot-description"
+            | "slot-manufacturer" => {
+                log::debug!("ignoring {name}= in the pkcs11 URI");
+            }
+            other => return Err(bad(format!("unknown attribute {other:?}"))),
+        }
+    }
+    for attr in query.split('&').filter(|a| !a.is_empty()) {
+        let (name, value) = attr
+            .split_once('=')
+            .ok_or_else(|| bad(format!("query attribute {attr:?} has no '='")))?;
+        match name {
+            "module-path" => out.module_path = Some(PathBuf::from(text(name, value)?)),
+            "pin-source" => out.pin_source = Some(text(name, value)?),
+            "pin-value" => {
+                let raw = Zeroizing::new(decode(value)?);
+                let pin =
+                    std::str::from_utf8(&raw).map_err(|_| bad("pin-value= is not UTF-8".into()))?;
+                out.pin_value = Some(AuthPin::from(pin));
+            }
+            // RFC 7512 section 2.3: unknown query attributes may be ignored.
+            other => log::debug!("ignoring query attribute {other}= in the pkcs11 URI"),
+        }
+    }
+    Ok(out)
+}
+
+/// RFC 3986 percent-decoding.
+fn decode(value: &str) -> Result<Vec<u8>> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "bad percent-encoding in pkcs11 URI value {value:?}"
+                    ))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn parses_what_it_writes_and_what_p11tool_writes() {
+        let id = [0x01, 0xab, 0x3b];
+        let u = parse(&private_key_uri(
+            "My Token;1",
+            "12ab",
+            "hsm-csr:*.example.com",
+            &id,
+        ))
+        .unwrap();
+        assert_eq!(u.token.label.as_deref(), Some("My Token;1"));
+        assert_eq!(u.token.serial.as_deref(), Some("12ab"));
+        assert_eq!(u.object.as_deref(), Some("hsm-csr:*.example.com"));
+        assert_eq!(u.id.as_deref(), Some(&id[..]));
+        assert_eq!(u.object_type.as_deref(), Some("private"));
+
+        let u = parse(
+            "pkcs11:model=SoftHSM%20v2;manufacturer=SoftHSM%20project;serial=5a4262c2777696d4;\
+             token=demo;slot-id=17?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/pin&x-vendor=1",
+        )
+        .unwrap();
+        assert_eq!(u.token.model.as_deref(), Some("SoftHSM v2"));
+        assert_eq!(u.token.slot_id, Some(17));
+        assert_eq!(
+            u.module_path.unwrap(),
+            PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
+        );
+        assert_eq!(u.pin_source.as_deref(), Some("file:/etc/pin"));
+        let u = parse("pkcs11:token=t?pin-value=12%334").unwrap();
+        assert_eq!(u.pin_value.unwrap().expose_secret(), "1234");
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_understand() {
+        for bad in [
+            "token=x",
+            "pkcs11:colour=red",
+            "pkcs11:slot-id=x",
+            "pkcs11:id=%zz",
+            "pkcs11:token",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code(), "Config.Invalid", "{bad}");
+        }
+    }
 
     #[test]
     fn encodes_attribute_values() {

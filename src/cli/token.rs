@@ -1,0 +1,106 @@
+//! From flags and config to a logged-in token: module, token selector and
+//! PIN, resolved in one place for every command.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hsm_csr::backend::pkcs11::uri::{self, Pkcs11Uri};
+use hsm_csr::backend::pkcs11::{Pkcs11Backend, TokenSelector};
+use hsm_csr::config::Config;
+use hsm_csr::pin::{self, PinSources};
+use hsm_csr::{Error, Result};
+
+use super::TokenArgs;
+
+/// Reads `--config` (or `HSM_CSR_CONFIG`), or gives the defaults.
+pub fn load_config(args: &TokenArgs) -> Result<Config> {
+    match &args.config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    }
+}
+
+/// A logged-in backend, and how long getting there took.
+pub struct Opened {
+    pub backend: Pkcs11Backend,
+    pub init: Duration,
+    pub login: Duration,
+}
+
+/// What `--token` and the config say, before the token is touched.
+pub struct Target {
+    module: PathBuf,
+    selector: TokenSelector,
+    uri: Option<Pkcs11Uri>,
+}
+
+/// Resolves module and token without touching them, so that callers can
+/// finish their own checks first.
+pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
+    let uri = match &args.token {
+        Some(t) if t.starts_with("pkcs11:") => Some(uri::parse(t)?),
+        _ => None,
+    };
+    let selector = match (&uri, &args.token) {
+        (Some(u), _) => u.token.clone(),
+        (None, Some(label)) => TokenSelector::label(label),
+        (None, None) => TokenSelector {
+            label: config.token.label.clone(),
+            serial: config.token.serial.clone(),
+            slot_id: config.token.slot_id,
+            ..TokenSelector::default()
+        },
+    };
+    if selector == TokenSelector::default() {
+        return Err(Error::Config(
+            "no token: pass --token LABEL|URI or set [token] label in --config.".into(),
+        ));
+    }
+    let module = args
+        .module
+        .clone()
+        .or_else(|| uri.as_ref().and_then(|u| u.module_path.clone()))
+        .or_else(|| config.token.module.clone())
+        .ok_or_else(|| {
+            Error::Config(
+                "no PKCS#11 module: pass --module PATH, add ?module-path= to the token URI, \
+                 or set [token] module in --config."
+                    .into(),
+            )
+        })?;
+    Ok(Target {
+        module,
+        selector,
+        uri,
+    })
+}
+
+/// Opens the token and logs in once.
+pub fn open(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opened> {
+    let t = Instant::now();
+    let mut backend = Pkcs11Backend::open(&target.module, &target.selector)?;
+    let init = t.elapsed();
+
+    let t = Instant::now();
+    if backend.login_required() {
+        let sources = PinSources {
+            flag_file: args.pin_file.as_deref(),
+            uri_source: target.uri.as_ref().and_then(|u| u.pin_source.as_deref()),
+            uri_value: target.uri.as_ref().and_then(|u| u.pin_value.as_ref()),
+            config_file: config.token.pin_file.as_deref(),
+        };
+        let from_env = std::env::var_os(pin::PIN_ENV).is_some();
+        if backend.has_protected_authentication_path() && !from_env && !sources.any() {
+            eprintln!("Enter the PIN on the token's own keypad or reader.");
+            backend.login(None)?;
+        } else {
+            let pin = pin::resolve(&sources, backend.token_label())?;
+            backend.login(Some(&pin))?;
+        }
+    }
+    Ok(Opened {
+        backend,
+        init,
+        login: t.elapsed(),
+    })
+}
