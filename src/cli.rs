@@ -1,7 +1,9 @@
 //! Command-line arguments. clap types live here and nowhere else; `create`
 //! turns them, with the config file, into library calls.
 
+pub mod attach;
 pub mod create;
+pub mod keys;
 pub mod output;
 pub mod token;
 
@@ -25,6 +27,85 @@ pub enum Command {
     /// Generate a key pair on the token and print a CSR signed by it
     /// (CreateCdnCertificateSigningRequest on your own HSM).
     Create(CreateArgs),
+    /// List, show or delete the key pairs on the token.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Store a CA-issued certificate on the token next to its key, found by
+    /// public key (the on-token SetCdnDomainCSRCertificate).
+    AttachCert(AttachCertArgs),
+}
+
+/// `hsm-csr keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Every key pair: label, id, type, PubMd5, URI, certificate attached.
+    List(KeysListArgs),
+    /// One key pair.
+    Show(KeyArgs),
+    /// Destroy a key pair (private key, public key and attached certificates).
+    Delete(KeysDeleteArgs),
+}
+
+/// Formats for listings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// `keys list`.
+#[derive(Debug, clap::Args)]
+pub struct KeysListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+    /// Which token, and how to log in.
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+/// `keys show KEY`.
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    /// A pkcs11: URI, a CKA_ID in hex, a label, or a PubMd5.
+    pub key: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+    /// Which token, and how to log in.
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+/// `keys delete KEY --yes`.
+#[derive(Debug, clap::Args)]
+pub struct KeysDeleteArgs {
+    /// The key, as for `keys show`.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Really delete: there is no undo on an HSM.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `attach-cert`.
+#[derive(Debug, clap::Args)]
+pub struct AttachCertArgs {
+    /// The certificate, PEM or DER.
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Fail with Certificate.MissMatch unless the certificate covers this domain.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+    /// Which token, and how to log in.
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// The flags every token command shares.

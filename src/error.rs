@@ -136,9 +136,61 @@ pub enum Error {
     #[error("Failed to encode CSR. ({0})")]
     EncodeCsr(String),
 
-    /// Writing the response failed; the key pair was rolled back.
-    #[error("could not write the response ({0}); the new key pair was removed from the token.")]
-    Output(String),
+    /// Writing the response failed. For `create`, the key pair was rolled
+    /// back (`rolled_back`).
+    #[error("could not write the response ({detail}){}", if *.rolled_back { "; the new key pair was removed from the token." } else { "." })]
+    Output {
+        /// The I/O error.
+        detail: String,
+        /// Whether a new key pair was removed because of it.
+        rolled_back: bool,
+    },
+
+    /// The given file is not an X.509 certificate.
+    #[error("not an X.509 certificate (PEM or DER): {0}")]
+    CertificateFormat(String),
+
+    /// No key on the token has the certificate's public key.
+    #[error(
+        "The private key of the certificate does not exist on token {token:?} (no key with PubMd5 {pub_md5})."
+    )]
+    CertificateNoPrivateKey {
+        /// Token label.
+        token: String,
+        /// The certificate's PubMd5.
+        pub_md5: String,
+    },
+
+    /// The certificate does not cover the domain asked for.
+    #[error("The certificate does not match the domain {domain:?} (it covers: {covers}).")]
+    CertificateMismatch {
+        /// The `--domain` given.
+        domain: String,
+        /// The names the certificate covers.
+        covers: String,
+    },
+
+    /// No key matches the KEY argument.
+    #[error(
+        "no key on token {token:?} matches {key:?} (a pkcs11: URI, an id, a label or a PubMd5); see `hsm-csr keys list`."
+    )]
+    KeyNotFound {
+        /// Token label.
+        token: String,
+        /// What was asked for.
+        key: String,
+    },
+
+    /// More than one key matches the KEY argument.
+    #[error("{key:?} matches {count} keys: {uris}; name one by its pkcs11: URI.")]
+    KeyAmbiguous {
+        /// What was asked for.
+        key: String,
+        /// How many matched.
+        count: usize,
+        /// Their URIs.
+        uris: String,
+    },
 
     /// Anything else.
     #[error("The request processing has failed due to backend service exception. ({0})")]
@@ -175,7 +227,12 @@ impl Error {
             Error::EncodeKey(_) => "Internal.EncodeKeyError",
             Error::CreateCsr(_) => "Internal.CreateCSRError",
             Error::EncodeCsr(_) => "Internal.EncodeCSRError",
-            Error::Output(_) | Error::Internal(_) => "Internal.Error",
+            Error::Output { .. } | Error::Internal(_) => "Internal.Error",
+            Error::CertificateFormat(_) => "Certificate.FormatError",
+            Error::CertificateNoPrivateKey { .. } => "Certificate.NoPrivateKey",
+            Error::CertificateMismatch { .. } => "Certificate.MissMatch",
+            Error::KeyNotFound { .. } => "Key.NotFound",
+            Error::KeyAmbiguous { .. } => "Key.Ambiguous",
             Error::RollbackFailed { original, .. } => original.code(),
         }
     }
@@ -183,7 +240,13 @@ impl Error {
     /// Who has to act: the caller, the operator of the token, or us.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::MissingCommonName | Error::Malformed(_) => ErrorClass::Request,
+            Error::MissingCommonName
+            | Error::Malformed(_)
+            | Error::CertificateFormat(_)
+            | Error::CertificateNoPrivateKey { .. }
+            | Error::CertificateMismatch { .. }
+            | Error::KeyNotFound { .. }
+            | Error::KeyAmbiguous { .. } => ErrorClass::Request,
             Error::ModuleLoad { .. }
             | Error::TokenNotFound { .. }
             | Error::PinIncorrect { .. }
@@ -196,7 +259,7 @@ impl Error {
             | Error::EncodeKey(_)
             | Error::CreateCsr(_)
             | Error::EncodeCsr(_)
-            | Error::Output(_)
+            | Error::Output { .. }
             | Error::Internal(_) => ErrorClass::Internal,
             Error::RollbackFailed { original, .. } => original.class(),
         }

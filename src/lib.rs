@@ -25,6 +25,7 @@
 
 pub mod algorithm;
 pub mod backend;
+pub mod certificate;
 pub mod config;
 pub mod csr;
 pub mod error;

@@ -16,16 +16,26 @@ use cli::{Cli, Command};
 fn main() -> ExitCode {
     logger::init();
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Create(args) => {
-            let request_id = hsm_csr::new_request_id();
-            match cli::create::run(args, &request_id) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    cli::output::error(args.format, &request_id, &e);
-                    exit_code(&e)
-                }
-            }
+    let request_id = hsm_csr::new_request_id();
+    let (result, json) = match &cli.command {
+        Command::Create(args) => (
+            cli::create::run(args, &request_id),
+            args.format == cli::Format::Json,
+        ),
+        Command::Keys(command) => (
+            cli::keys::run(command),
+            cli::keys::parts(command).0 == cli::ListFormat::Json,
+        ),
+        Command::AttachCert(args) => (
+            cli::attach::run(args, &request_id),
+            args.format == cli::ListFormat::Json,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cli::output::error(json, &request_id, &e);
+            exit_code(&e)
         }
     }
 }

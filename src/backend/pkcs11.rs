@@ -5,6 +5,7 @@
 //! ([`select`]), never by slot number alone.
 
 mod context;
+pub mod inventory;
 mod keygen;
 pub mod select;
 mod sign;

@@ -77,9 +77,15 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     let timings = pending.timings();
     if let Err(e) = delivered {
         return Err(match pending.rollback() {
-            Ok(()) => Error::Output(e.to_string()),
+            Ok(()) => Error::Output {
+                detail: e.to_string(),
+                rolled_back: true,
+            },
             Err(rollback) => Error::RollbackFailed {
-                original: Box::new(Error::Output(e.to_string())),
+                original: Box::new(Error::Output {
+                    detail: e.to_string(),
+                    rolled_back: false,
+                }),
                 rollback: rollback.to_string(),
                 key_uri: "the key pair labelled with this common name".into(),
             },

@@ -30,10 +30,10 @@ pub fn response(out: &mut impl Write, format: Format, r: &CsrResponse) -> std::i
     out.flush()
 }
 
-/// Reports `e` on stderr, and on stdout as JSON when that is the format.
-pub fn error(format: Format, request_id: &str, e: &Error) {
+/// Reports `e` on stderr, and on stdout as JSON when `json`.
+pub fn error(json: bool, request_id: &str, e: &Error) {
     eprintln!("{}: {e}", e.code());
-    if format == Format::Json {
+    if json {
         let body = ErrorBody {
             request_id,
             code: e.code(),

@@ -2,7 +2,8 @@
 //! token's defaults (openCryptoki and NSS default CKA_EXTRACTABLE to TRUE).
 //!
 //! Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN = TRUE,
-//! CKA_EXTRACTABLE = FALSE. Public key: CKA_TOKEN, CKA_VERIFY = TRUE, and
+//! CKA_EXTRACTABLE, CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE = FALSE. Public key:
+//! CKA_TOKEN, CKA_VERIFY = TRUE, CKA_ENCRYPT, CKA_WRAP, CKA_DERIVE = FALSE, and
 //! CKA_MODULUS_BITS + CKA_PUBLIC_EXPONENT = 65537 (RSA) or CKA_EC_PARAMS
 //! (EC, Ed25519). Both: the same CKA_ID (16 bytes from the token's RNG) and
 //! CKA_LABEL.
@@ -62,6 +63,9 @@ pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<Ge
     let mut public = vec![
         Attribute::Token(true),
         Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Derive(false),
         Attribute::Id(id.clone()),
         Attribute::Label(label.clone()),
     ];
@@ -81,6 +85,10 @@ pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<Ge
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
+        // A CSR key signs and does nothing else.
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
         Attribute::Id(id.clone()),
         Attribute::Label(label),
     ];

@@ -1,0 +1,301 @@
+//! What is on the token: key pairs grouped by CKA_ID, with their PubMd5
+//! and attached certificates, read in one pass over the token's objects
+//! (one C_FindObjects, then attributes per object; no per-key searches,
+//! which cost seconds on tokens with hundreds of keys).
+
+use std::collections::BTreeMap;
+
+use cryptoki::object::{
+    Attribute, AttributeType, CertificateType, KeyType as P11KeyType, ObjectClass, ObjectHandle,
+};
+use der::{Decode, Encode};
+use serde::Serialize;
+use x509_cert::Certificate;
+
+use super::{Pkcs11Backend, describe, keygen, uri};
+use crate::algorithm::KeyType;
+use crate::error::{Error, Result};
+use crate::fingerprint;
+
+/// One key pair (or lone key) on the token.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyEntry {
+    /// CKA_LABEL (of the private key, else the public key).
+    pub label: String,
+    /// CKA_ID, lowercase hex.
+    pub id: String,
+    /// `rsa-2048`, `ec-p256`, ... or the raw CKK_ value.
+    pub key_type: String,
+    /// MD5 of the DER SubjectPublicKeyInfo, when the public key is readable.
+    pub pub_md5: Option<String>,
+    /// RFC 7512 URI of the private key.
+    pub key_uri: String,
+    /// Whether a private key object exists (a lone public key can be listed).
+    pub has_private_key: bool,
+    /// Whether a certificate with this CKA_ID is on the token.
+    pub certificate: bool,
+    #[serde(skip)]
+    pub(super) id_bytes: Vec<u8>,
+    #[serde(skip)]
+    pub(super) objects: Vec<ObjectHandle>,
+    #[serde(skip)]
+    pub(super) certificates: Vec<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Group {
+    label: Option<String>,
+    key_type: Option<String>,
+    spki: Option<Vec<u8>>,
+    private: bool,
+    objects: Vec<ObjectHandle>,
+    certificates: Vec<Vec<u8>>,
+}
+
+impl Pkcs11Backend {
+    /// Every key pair on the token, sorted by label.
+    ///
+    /// # Errors
+    /// A token error when the objects cannot be listed.
+    pub fn list_keys(&self) -> Result<Vec<KeyEntry>> {
+        let session = self.session()?;
+        let token_err = |op: &'static str, e: cryptoki::error::Error| Error::Token {
+            op,
+            token: self.label.clone(),
+            detail: describe(&e),
+        };
+        let handles = session
+            .find_objects(&[])
+            .map_err(|e| token_err("C_FindObjects", e))?;
+        let mut groups: BTreeMap<Vec<u8>, Group> = BTreeMap::new();
+        for h in handles {
+            let attrs = session
+                .get_attributes(
+                    h,
+                    &[
+                        AttributeType::Class,
+                        AttributeType::Id,
+                        AttributeType::Label,
+                    ],
+                )
+                .map_err(|e| token_err("C_GetAttributeValue", e))?;
+            let (mut class, mut id, mut label) = (None, Vec::new(), None);
+            for a in attrs {
+                match a {
+                    Attribute::Class(c) => class = Some(c),
+                    Attribute::Id(i) => id = i,
+                    Attribute::Label(l) => label = Some(String::from_utf8_lossy(&l).into_owned()),
+                    _ => {}
+                }
+            }
+            let Some(class) = class else { continue };
+            // Objects without CKA_ID cannot be paired; key them by label.
+            let key = if id.is_empty() {
+                [
+                    b"label:".as_slice(),
+                    label.as_deref().unwrap_or("").as_bytes(),
+                ]
+                .concat()
+            } else {
+                id
+            };
+            if class == ObjectClass::PRIVATE_KEY || class == ObjectClass::PUBLIC_KEY {
+                let g = groups.entry(key).or_default();
+                g.objects.push(h);
+                if class == ObjectClass::PRIVATE_KEY {
+                    g.private = true;
+                    g.label = label.or(g.label.take());
+                } else if g.label.is_none() {
+                    g.label = label;
+                }
+                if g.spki.is_none() {
+                    // RSA private keys expose their public half; EC private
+                    // keys do not, so the public object fills it in.
+                    if let Ok((kt, spki)) = public_key(session, h) {
+                        g.key_type = Some(kt);
+                        g.spki = Some(spki);
+                    }
+                }
+            } else if class == ObjectClass::CERTIFICATE {
+                let value = session
+                    .get_attributes(h, &[AttributeType::Value])
+                    .map_err(|e| token_err("C_GetAttributeValue", e))?;
+                let der = value.into_iter().find_map(|a| match a {
+                    Attribute::Value(v) => Some(v),
+                    _ => None,
+                });
+                let g = groups.entry(key).or_default();
+                g.objects.push(h);
+                g.certificates.extend(der);
+            }
+        }
+        let mut keys: Vec<KeyEntry> = groups
+            .into_iter()
+            .filter(|(_, g)| g.label.is_some() || g.spki.is_some())
+            .map(|(id, g)| {
+                let id_bytes = if id.starts_with(b"label:") {
+                    Vec::new()
+                } else {
+                    id
+                };
+                let label = g.label.unwrap_or_default();
+                KeyEntry {
+                    key_uri: uri::private_key_uri(&self.label, &self.serial, &label, &id_bytes),
+                    id: fingerprint::hex(&id_bytes),
+                    key_type: g.key_type.unwrap_or_else(|| "unknown".into()),
+                    pub_md5: g.spki.as_deref().map(fingerprint::pub_md5),
+                    has_private_key: g.private,
+                    certificate: !g.certificates.is_empty(),
+                    label,
+                    id_bytes,
+                    objects: g.objects,
+                    certificates: g.certificates,
+                }
+            })
+            .collect();
+        keys.sort_by(|a, b| a.label.cmp(&b.label).then(a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    /// Destroys every object of `key`: private key, public key and attached
+    /// certificates.
+    ///
+    /// # Errors
+    /// A token error naming the objects that could not be destroyed.
+    pub fn delete_key(&mut self, key: &KeyEntry) -> Result<()> {
+        let session = self.session()?;
+        let failures: Vec<String> = key
+            .objects
+            .iter()
+            .filter_map(|h| session.destroy_object(*h).err().map(|e| describe(&e)))
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Token {
+                op: "C_DestroyObject",
+                token: self.label.clone(),
+                detail: failures.join("; "),
+            })
+        }
+    }
+
+    /// Stores `cert_der` as a CKO_CERTIFICATE next to `key`, with the key's
+    /// CKA_ID and CKA_LABEL. Returns false, storing nothing, when that exact
+    /// certificate is already there.
+    ///
+    /// # Errors
+    /// `Certificate.FormatError` for bytes that are not a certificate; a
+    /// token error (naming the likely cause) when the token refuses.
+    pub fn attach_certificate(&mut self, key: &KeyEntry, cert_der: &[u8]) -> Result<bool> {
+        if key.certificates.iter().any(|c| c == cert_der) {
+            return Ok(false);
+        }
+        let cert =
+            Certificate::from_der(cert_der).map_err(|e| Error::CertificateFormat(e.to_string()))?;
+        let tbs = cert.tbs_certificate();
+        let template = [
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Value(cert_der.to_vec()),
+            Attribute::Subject(tbs.subject().to_der()?),
+            Attribute::Issuer(tbs.issuer().to_der()?),
+            Attribute::SerialNumber(tbs.serial_number().to_der()?),
+            Attribute::Id(key.id_bytes.clone()),
+            Attribute::Label(key.label.as_bytes().to_vec()),
+        ];
+        self.session()?
+            .create_object(&template)
+            .map_err(|e| Error::Token {
+                op: "storing the certificate (C_CreateObject)",
+                token: self.label.clone(),
+                detail: format!(
+                    "{}; some tokens (e.g. AWS CloudHSM) cannot store certificates",
+                    describe(&e)
+                ),
+            })?;
+        Ok(true)
+    }
+}
+
+/// Finds the one key `query` names: a `pkcs11:` URI (by `id` and/or
+/// `object`), a PubMd5, a CKA_ID in hex, or a label.
+///
+/// # Errors
+/// `Key.NotFound` or `Key.Ambiguous`.
+pub fn select<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
+    let matches: Vec<&KeyEntry> = if query.starts_with("pkcs11:") {
+        let u = uri::parse(query)?;
+        if u.id.is_none() && u.object.is_none() {
+            return Err(Error::Config(format!(
+                "{query:?} names no key: add id= or object="
+            )));
+        }
+        keys.iter()
+            .filter(|k| u.id.as_ref().is_none_or(|id| *id == k.id_bytes))
+            .filter(|k| u.object.as_ref().is_none_or(|o| *o == k.label))
+            .collect()
+    } else {
+        let q = query.to_ascii_lowercase();
+        keys.iter()
+            .filter(|k| k.pub_md5.as_deref() == Some(q.as_str()) || k.id == q || k.label == query)
+            .collect()
+    };
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::KeyNotFound {
+            token: token.to_owned(),
+            key: query.to_owned(),
+        }),
+        many => Err(Error::KeyAmbiguous {
+            key: query.to_owned(),
+            count: many.len(),
+            uris: many
+                .iter()
+                .map(|k| k.key_uri.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// The key type name and SPKI of a key object, from its public attributes.
+fn public_key(session: &cryptoki::session::Session, h: ObjectHandle) -> Result<(String, Vec<u8>)> {
+    let attrs = session
+        .get_attributes(h, &[AttributeType::KeyType, AttributeType::EcParams])
+        .map_err(|e| Error::EncodeKey(describe(&e)))?;
+    let (mut p11_type, mut params) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::KeyType(t) => p11_type = Some(t),
+            Attribute::EcParams(p) => params = Some(p),
+            _ => {}
+        }
+    }
+    let key_type = match p11_type {
+        Some(t) if t == P11KeyType::RSA => KeyType::Rsa { bits: 0 },
+        Some(t) if t == P11KeyType::EC => {
+            let curve = params
+                .as_deref()
+                .and_then(|p| const_oid::ObjectIdentifier::from_der(p).ok());
+            match curve {
+                Some(c) if Some(c) == KeyType::EcP256.curve() => KeyType::EcP256,
+                Some(c) if Some(c) == KeyType::EcP384.curve() => KeyType::EcP384,
+                _ => return Err(Error::EncodeKey("unsupported curve".into())),
+            }
+        }
+        Some(t) if t == P11KeyType::EC_EDWARDS => KeyType::Ed25519,
+        _ => return Err(Error::EncodeKey("unsupported key type".into())),
+    };
+    let spki = keygen::read_public_key(session, h, key_type)?;
+    let key_type = match key_type {
+        KeyType::Rsa { .. } => KeyType::Rsa {
+            bits: crate::spki::rsa_modulus_bits(&spki)?,
+        },
+        other => other,
+    };
+    Ok((key_type.name(), spki))
+}
