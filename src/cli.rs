@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Generate a key pair on the token and print a CSR signed by it
     /// (CreateCdnCertificateSigningRequest on your own HSM).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List, show or delete the key pairs on the token.
     #[command(subcommand)]
     Keys(KeysCommand),
