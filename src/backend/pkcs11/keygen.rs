@@ -2,11 +2,14 @@
 //! token's defaults (openCryptoki and NSS default CKA_EXTRACTABLE to TRUE).
 //!
 //! Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN = TRUE,
-//! CKA_EXTRACTABLE, CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE = FALSE. Public key:
-//! CKA_TOKEN, CKA_VERIFY = TRUE, CKA_ENCRYPT, CKA_WRAP, CKA_DERIVE = FALSE, and
+//! CKA_EXTRACTABLE = FALSE. Public key: CKA_TOKEN, CKA_VERIFY = TRUE, and
 //! CKA_MODULUS_BITS + CKA_PUBLIC_EXPONENT = 65537 (RSA) or CKA_EC_PARAMS
 //! (EC, Ed25519). Both: the same CKA_ID (16 bytes from the token's RNG) and
 //! CKA_LABEL.
+//!
+//! Other usages (CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE) are left to the token:
+//! setting them FALSE makes tpm2-pkcs11's C_GenerateKeyPair fail with
+//! CKR_GENERAL_ERROR ("User specified and TPM specified attr mismatch").
 
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
@@ -63,9 +66,6 @@ pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<Ge
     let mut public = vec![
         Attribute::Token(true),
         Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
-        Attribute::Derive(false),
         Attribute::Id(id.clone()),
         Attribute::Label(label.clone()),
     ];
@@ -85,10 +85,6 @@ pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<Ge
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
-        // A CSR key signs and does nothing else.
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
         Attribute::Id(id.clone()),
         Attribute::Label(label),
     ];
