@@ -2,9 +2,15 @@
 # usage: scripts/test.sh
 #
 # Exactly what CI runs (.ci/run calls this): installs what the tests need,
-# then cargo fmt --check, clippy -D warnings, every test (each integration
-# test makes its own private SoftHSM2 token), and a short benchmark run so
-# scripts/bench.sh is known to work.
+# then cargo fmt --check, clippy -D warnings, and every test:
+#  - unit tests, and the integration suite on private SoftHSM2 tokens (one
+#    per test, in parallel);
+#  - the same integration suite on openCryptoki, tpm2-pkcs11 (swtpm) and
+#    SoftHSM behind p11-kit remoting, one shared token each, one test at a
+#    time (scripts/tokens/setup.sh); cases a token cannot do are listed;
+# and a short benchmark run so scripts/bench.sh is known to work.
+# HSM_CSR_TOKENS="opencryptoki tpm2 p11kit" chooses the extra tokens
+# ("" for none).
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
@@ -24,8 +30,26 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
-say "cargo test"
+say "cargo test (private SoftHSM2 tokens)"
 cargo test --locked
+
+tokens=${HSM_CSR_TOKENS-opencryptoki tpm2 p11kit}
+if [ -n "$tokens" ]; then
+  tokdir=$(mktemp -d /tmp/hsm-csr-tok.XXXXXX)
+  trap 'bash scripts/tokens/stop.sh "$tokdir"; rm -rf "$tokdir"' EXIT
+  # shellcheck disable=SC2086
+  bash scripts/tokens/setup.sh "$tokdir" $tokens
+  for t in $tokens; do
+    say "integration suite on $t"
+    (
+      # shellcheck disable=SC1090
+      source "$tokdir/$t.env"
+      export HSM_CSR_TEST_SKIP_LOG=$tokdir/$t.skipped
+      cargo test --locked --test integration -- --test-threads=1
+      [ -s "$HSM_CSR_TEST_SKIP_LOG" ] && sed 's/^/    /' "$HSM_CSR_TEST_SKIP_LOG" >&2 || true
+    )
+  done
+fi
 say "scripts/bench.sh (short run)"
 BENCH_RUNS=3 bash scripts/bench.sh >/dev/null
 say "all checks passed"

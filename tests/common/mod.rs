@@ -8,14 +8,30 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const PIN: &str = "1234";
-pub const LABEL: &str = "test-token";
 
-/// A freshly initialised SoftHSM2 token in a temporary directory, made by
-/// the same script the quick start uses.
+/// The token a test runs against.
+///
+/// By default each test gets a private SoftHSM2 token, made by the script
+/// the quick start uses. When `HSM_CSR_TEST_MODULE` is set (scripts/test.sh
+/// sources a `scripts/tokens/*.env` file), every test shares that token and
+/// tells its keys apart by a label prefix of its own; such runs use one test
+/// thread, since several processes on one token trip up some modules.
 pub struct Token {
     dir: tempfile::TempDir,
+    /// Name for messages: `softhsm-private`, `opencryptoki`, ...
+    pub name: String,
+    pub module: String,
+    /// The CKA token label.
+    pub label: String,
+    /// What `--token` gets: the label, or a URI where the label alone
+    /// cannot be read back (openCryptoki).
+    pub token_arg: String,
+    /// Every key this test makes is labelled with this prefix.
+    pub prefix: String,
+    private: bool,
+    unsupported: Vec<String>,
 }
 
 impl Token {
@@ -24,10 +40,35 @@ impl Token {
             .prefix("hsm-csr-test-")
             .tempdir()
             .unwrap();
+        let prefix = format!(
+            "t{}:",
+            &dir.path().file_name().unwrap().to_string_lossy()[13..]
+        );
+        if let Ok(module) = std::env::var("HSM_CSR_TEST_MODULE") {
+            let label = std::env::var("HSM_CSR_TEST_LABEL").expect("HSM_CSR_TEST_LABEL");
+            let token_arg = match std::env::var("HSM_CSR_TEST_SLOT_ID") {
+                Ok(id) => format!("pkcs11:token={label};slot-id={id}"),
+                Err(_) => label.clone(),
+            };
+            return Token {
+                dir,
+                name: std::env::var("HSM_CSR_TEST_NAME").unwrap_or_else(|_| label.clone()),
+                module,
+                label,
+                token_arg,
+                prefix,
+                private: false,
+                unsupported: std::env::var("HSM_CSR_TEST_UNSUPPORTED")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
+            };
+        }
         let status = Command::new("bash")
             .arg(repo().join("scripts/make-softhsm-token.sh"))
             .arg(dir.path().join("store"))
-            .arg(LABEL)
+            .arg("test-token")
             .env("TOKEN_PIN", PIN)
             .status()
             .expect("bash");
@@ -35,76 +76,215 @@ impl Token {
             status.success(),
             "make-softhsm-token.sh failed: is softhsm2 installed? Run scripts/test.sh"
         );
-        Token { dir }
+        Token {
+            dir,
+            name: "softhsm-private".into(),
+            module: SOFTHSM.into(),
+            label: "test-token".into(),
+            token_arg: "test-token".into(),
+            prefix,
+            private: true,
+            unsupported: Vec::new(),
+        }
+    }
+
+    /// A private SoftHSM2 token, or None (with the reason printed) when the
+    /// suite runs against a shared token.
+    pub fn private_softhsm(why: &str) -> Option<Token> {
+        let token = Token::new();
+        if token.private {
+            Some(token)
+        } else {
+            skip(&token, &format!("needs a private SoftHSM2 token ({why})"));
+            None
+        }
+    }
+
+    pub fn is_private_softhsm(&self) -> bool {
+        self.private
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
+    /// The private SoftHSM token's config (private tokens only).
     pub fn conf(&self) -> PathBuf {
+        assert!(self.private);
         self.dir.path().join("store/softhsm2.conf")
     }
 
-    /// `hsm-csr` with this token's SoftHSM config and PIN in the environment,
-    /// no config file, and stdin not a terminal.
+    /// Appends `line` to the private SoftHSM token's config.
+    pub fn softhsm_conf_line(&self, line: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.conf())
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        if self.private {
+            cmd.env("SOFTHSM2_CONF", self.conf());
+        }
+    }
+
+    /// `hsm-csr` with this token's environment and PIN, no config file,
+    /// and stdin not a terminal.
     pub fn hsm_csr(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hsm-csr"));
-        cmd.env("SOFTHSM2_CONF", self.conf())
-            .env("HSM_CSR_PIN", PIN)
+        self.env(&mut cmd);
+        cmd.env("HSM_CSR_PIN", PIN)
             .env_remove("HSM_CSR_CONFIG")
             .stdin(Stdio::null());
         cmd
     }
 
-    /// `hsm-csr create --module M --token LABEL ARGS...`.
+    /// The flags that name this token.
+    pub fn token_flags(&self) -> Vec<String> {
+        vec![
+            "--module".into(),
+            self.module.clone(),
+            "--token".into(),
+            self.token_arg.clone(),
+        ]
+    }
+
+    /// `hsm-csr create --module M --token T --label-prefix P ARGS...`.
     pub fn create(&self, args: &[&str]) -> Run {
         let mut cmd = self.hsm_csr();
-        cmd.args(["create", "--module", MODULE, "--token", LABEL])
+        cmd.arg("create")
+            .args(self.token_flags())
+            .args(["--label-prefix", &self.prefix])
             .args(args);
         Run::of(&mut cmd)
     }
 
-    /// Key objects on the token, as PyKCS11 sees them.
+    /// `hsm-csr SUBCOMMAND... --module M --token T ARGS...`.
+    pub fn run(&self, subcommand: &[&str], args: &[&str]) -> Run {
+        let mut cmd = self.hsm_csr();
+        cmd.args(subcommand).args(self.token_flags()).args(args);
+        Run::of(&mut cmd)
+    }
+
+    /// Whether the token is known not to do `case` (e.g. `ed25519`).
+    pub fn lacks(&self, case: &str) -> bool {
+        self.unsupported.iter().any(|c| c == case)
+    }
+
+    /// `create` for a case the token may lack: on such a token, checks that
+    /// hsm-csr refuses it with Token.MechanismUnsupported before making a
+    /// key, prints the skip, and returns None.
+    pub fn create_case(&self, case: &str, args: &[&str]) -> Option<Run> {
+        let before = self.keys().len();
+        let run = self.create(args);
+        if !self.lacks(case) {
+            return Some(run.ok());
+        }
+        assert_eq!(run.code, 3, "{case} on {}: {}", self.name, run.stderr);
+        assert!(
+            run.stderr.contains("Token.MechanismUnsupported"),
+            "{case} on {}: {}",
+            self.name,
+            run.stderr
+        );
+        assert_eq!(
+            self.keys().len(),
+            before,
+            "a refused {case} left a key behind"
+        );
+        skip(
+            self,
+            &format!("{case} is not offered; hsm-csr refused it before keygen"),
+        );
+        None
+    }
+
+    /// This test's key objects on the token, as PyKCS11 sees them.
     pub fn keys(&self) -> Vec<Value> {
-        let out = Command::new(python())
-            .arg(repo().join("tests/tools/p11inspect.py"))
-            .args([MODULE, LABEL])
-            .env("SOFTHSM2_CONF", self.conf())
-            .env("HSM_CSR_PIN", PIN)
-            .output()
-            .unwrap();
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("tests/tools/p11inspect.py"))
+            .args([&self.module, &self.label])
+            .env("HSM_CSR_PIN", PIN);
+        self.env(&mut cmd);
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "p11inspect: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["keys"].as_array().unwrap().clone()
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["label"].as_str().unwrap_or("").starts_with(&self.prefix))
+            .cloned()
+            .collect()
     }
 
     /// `pkcs11-tool --module M --token-label LABEL --login ARGS...`.
     pub fn pkcs11_tool(&self, args: &[&str]) -> String {
-        let out = Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                MODULE,
-                "--token-label",
-                LABEL,
-                "--login",
-                "--pin",
-                PIN,
-            ])
-            .args(args)
-            .env("SOFTHSM2_CONF", self.conf())
-            .output()
-            .expect("pkcs11-tool (apt-get install opensc)");
+        let mut cmd = Command::new("pkcs11-tool");
+        cmd.args([
+            "--module",
+            &self.module,
+            "--token-label",
+            &self.label,
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args(args);
+        self.env(&mut cmd);
+        let out = cmd.output().expect("pkcs11-tool (apt-get install opensc)");
         assert!(
             out.status.success(),
             "pkcs11-tool: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A `[token]` table naming this token, with `pin_file`.
+    pub fn config_token_table(&self, pin_file: &str) -> String {
+        let mut t = format!(
+            "[token]\nmodule = \"{}\"\nlabel = \"{}\"\npin_file = \"{pin_file}\"\n",
+            self.module, self.label
+        );
+        if let Ok(id) = std::env::var("HSM_CSR_TEST_SLOT_ID") {
+            if !self.private {
+                t.push_str(&format!("slot_id = {id}\n"));
+            }
+        }
+        t
+    }
+
+    /// An `openssl` command that has this token's environment.
+    pub fn openssl(&self) -> Command {
+        let mut cmd = Command::new("openssl");
+        self.env(&mut cmd);
+        cmd
+    }
+}
+
+/// Reports why a test did not run its main part on `token`: on stderr, and
+/// in `HSM_CSR_TEST_SKIP_LOG`, which scripts/test.sh prints after each run
+/// (the test harness hides the output of tests that pass).
+pub fn skip(token: &Token, reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let line = format!("SKIPPED {test} on {}: {reason}", token.name);
+    eprintln!("{line}");
+    if let Some(log) = std::env::var_os("HSM_CSR_TEST_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{line}");
+        }
     }
 }
 
