@@ -4,6 +4,9 @@
 
 mod common;
 
+mod algorithms;
 mod create;
 mod errors;
 mod keys;
+mod lifecycle;
+mod selection;
