@@ -203,7 +203,13 @@ fn list_or_none(labels: &[String]) -> String {
     } else {
         labels
             .iter()
-            .map(|l| format!("{l:?}"))
+            .map(|l| {
+                if l.starts_with('<') {
+                    l.clone()
+                } else {
+                    format!("{l:?}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
