@@ -18,11 +18,17 @@ cd "$REPO_ROOT"
 need_packages softhsm2 opensc openssl libengine-pkcs11-openssl
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
 
-# PyKCS11 reads attributes the way any other PKCS#11 application would.
-if ! .venv-test/bin/python -c 'import PyKCS11' 2>/dev/null; then
-  say "creating .venv-test with PyKCS11"
-  python3 -m venv .venv-test 2>/dev/null || { need_packages python3-venv; python3 -m venv .venv-test; }
-  .venv-test/bin/pip install -q --disable-pip-version-check 'PyKCS11>=1.5.17,<2'
+# PyKCS11 reads attributes the way any other PKCS#11 application would; the
+# official Alibaba Cloud SDKs (both generations) call `hsm-csr serve`.
+python_packages=(
+  'PyKCS11>=1.5.17,<2'
+  'alibabacloud-cdn20180510==9.2.0' 'alibabacloud-dcdn20180115==3.1.0' 'alibabacloud-tea-openapi==0.4.6'
+  'aliyun-python-sdk-core==2.16.1' 'aliyun-python-sdk-cdn==3.8.8' 'aliyun-python-sdk-dcdn==2.2.19'
+)
+if ! .venv-test/bin/python -c 'import PyKCS11, alibabacloud_cdn20180510, alibabacloud_dcdn20180115, aliyunsdkcdn, aliyunsdkdcdn' 2>/dev/null; then
+  say "creating .venv-test with PyKCS11 and the Alibaba Cloud SDKs"
+  [ -x .venv-test/bin/python ] || python3 -m venv .venv-test 2>/dev/null || { need_packages python3-venv; python3 -m venv .venv-test; }
+  .venv-test/bin/pip install -q --disable-pip-version-check "${python_packages[@]}"
 fi
 export HSM_CSR_TEST_PYTHON=$REPO_ROOT/.venv-test/bin/python
 

@@ -5,6 +5,7 @@ pub mod attach;
 pub mod create;
 pub mod keys;
 pub mod output;
+pub mod serve;
 pub mod token;
 
 use std::path::PathBuf;
@@ -33,6 +34,20 @@ pub enum Command {
     /// Store a CA-issued certificate on the token next to its key, found by
     /// public key (the on-token SetCdnDomainCSRCertificate).
     AttachCert(AttachCertArgs),
+    /// Answer CreateCdnCertificateSigningRequest / CreateDcdnCertificateSigningRequest
+    /// over the cloud's RPC protocol, for the official SDKs ([service] in the config).
+    Serve(ServeArgs),
+}
+
+/// `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides [service] listen; default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Which token, and how to log in.
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// `hsm-csr keys ...`.

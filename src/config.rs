@@ -24,6 +24,8 @@ pub struct Config {
     pub key: KeyConfig,
     /// `[subject]`: subject defaults.
     pub subject: SubjectConfig,
+    /// `[service]`: `hsm-csr serve`.
+    pub service: crate::service::ServiceConfig,
 }
 
 /// `[token]`.

@@ -34,6 +34,7 @@ pub mod issue;
 pub mod pin;
 pub mod request;
 pub mod san;
+pub mod service;
 pub mod spki;
 pub mod subject;
 pub mod verify;

@@ -34,6 +34,9 @@ pub fn init() {
     let level = match std::env::var("HSM_CSR_LOG").as_deref() {
         Ok("debug") | Ok("trace") => LevelFilter::Debug,
         Ok("info") => LevelFilter::Info,
+        Ok("warn") => LevelFilter::Warn,
+        // `serve` logs a line per request at info level.
+        _ if std::env::args().nth(1).as_deref() == Some("serve") => LevelFilter::Info,
         _ => LevelFilter::Warn,
     };
     if log::set_logger(&Stderr).is_ok() {

@@ -10,3 +10,4 @@ mod errors;
 mod keys;
 mod lifecycle;
 mod selection;
+mod service;

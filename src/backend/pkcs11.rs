@@ -145,6 +145,25 @@ impl Pkcs11Backend {
         }
     }
 
+    /// Whether the session is still open and logged in (C_GetSessionInfo).
+    ///
+    /// # Errors
+    /// A token error when the token does not answer.
+    pub fn logged_in(&self) -> Result<bool> {
+        let info = self
+            .session()?
+            .get_session_info()
+            .map_err(|e| Error::Token {
+                op: "C_GetSessionInfo",
+                token: self.label.clone(),
+                detail: describe(&e),
+            })?;
+        Ok(matches!(
+            info.session_state(),
+            cryptoki::session::SessionState::RwUser | cryptoki::session::SessionState::RoUser
+        ))
+    }
+
     fn session(&self) -> Result<&Session> {
         self.session
             .as_ref()

@@ -1,0 +1,465 @@
+//! `hsm-csr serve`: the cloud's CreateCdnCertificateSigningRequest and
+//! CreateDcdnCertificateSigningRequest over its RPC protocol, so that the
+//! official SDKs work against it with only the endpoint changed.
+//!
+//! The HTTP layer only translates: authentication ([`auth`]), replay and
+//! flow control ([`limits`]), the wire format ([`api`]); the CSR itself is
+//! [`crate::prepare_csr`], unchanged. PKCS#11 calls run on blocking threads,
+//! never on the async runtime. A key pair is kept only when its response is
+//! handed to the connection; a request that times out has its key removed.
+
+pub mod api;
+pub mod auth;
+pub mod limits;
+pub mod signature;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, header};
+use axum::routing::{any, get};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::backend::pkcs11::Pkcs11Backend;
+use crate::error::{Error, Result};
+use crate::issue::{KeyOptions, new_request_id, prepare_csr};
+use crate::request::{CsrRequest, SubjectDefaults};
+use api::ApiError;
+
+/// `[service]` in the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// `HostId` in error bodies. Default `hsm-csr`.
+    pub host_id: String,
+    /// Calls per second per access key (the API's 100).
+    pub rate_limit: u32,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a request may take, keygen included, before it is answered
+    /// with an error and its key removed.
+    pub request_timeout_ms: u64,
+    /// Accepted clock difference for Timestamp / x-acs-date, in seconds,
+    /// and how long a SignatureNonce stays used.
+    pub timestamp_window_s: u64,
+    /// Who may call.
+    pub access_keys: Vec<AccessKeyConfig>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: "127.0.0.1:8080".into(),
+            host_id: "hsm-csr".into(),
+            rate_limit: 100,
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 120_000,
+            timestamp_window_s: 900,
+            access_keys: Vec::new(),
+        }
+    }
+}
+
+/// `[[service.access_keys]]`: one caller. The secret is never in the file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    /// The AccessKeyId callers sign with.
+    pub id: String,
+    /// Environment variable holding the AccessKeySecret.
+    pub secret_env: Option<String>,
+    /// File holding the AccessKeySecret (one line).
+    pub secret_file: Option<PathBuf>,
+    /// RAM-style actions it may call: `cdn:CreateCdnCertificateSigningRequest`,
+    /// `dcdn:CreateDcdnCertificateSigningRequest`, or `*`.
+    pub actions: Vec<String>,
+}
+
+struct AccessKey {
+    secret: SecretString,
+    actions: HashSet<String>,
+}
+
+/// Everything a request handler needs.
+pub struct Service {
+    backend: Mutex<Pkcs11Backend>,
+    keys: HashMap<String, AccessKey>,
+    key_options: KeyOptions,
+    defaults: SubjectDefaults,
+    config: ServiceConfig,
+    nonces: limits::Nonces,
+    rate: limits::RateLimit,
+}
+
+impl Service {
+    /// Loads the access key secrets and takes over the logged-in `backend`.
+    ///
+    /// # Errors
+    /// `Config.Invalid` when a secret cannot be read or no access key is configured.
+    pub fn new(
+        backend: Pkcs11Backend,
+        config: ServiceConfig,
+        key_options: KeyOptions,
+        defaults: SubjectDefaults,
+    ) -> Result<Service> {
+        if config.access_keys.is_empty() {
+            return Err(Error::Config(
+                "no [[service.access_keys]] configured: nobody could call the service.".into(),
+            ));
+        }
+        let mut keys = HashMap::new();
+        for k in &config.access_keys {
+            let secret = match (&k.secret_env, &k.secret_file) {
+                (Some(var), None) => Zeroizing::new(std::env::var(var).map_err(|_| {
+                    Error::Config(format!(
+                        "access key {}: environment variable {var} is not set.",
+                        k.id
+                    ))
+                })?),
+                (None, Some(path)) => {
+                    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                        Error::Config(format!(
+                            "access key {}: cannot read {}: {e}",
+                            k.id,
+                            path.display()
+                        ))
+                    })?);
+                    Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "access key {}: give exactly one of secret_env and secret_file.",
+                        k.id
+                    )));
+                }
+            };
+            if secret.is_empty() {
+                return Err(Error::Config(format!(
+                    "access key {}: the secret is empty.",
+                    k.id
+                )));
+            }
+            keys.insert(
+                k.id.clone(),
+                AccessKey {
+                    secret: SecretString::from(secret.as_str()),
+                    actions: k.actions.iter().cloned().collect(),
+                },
+            );
+        }
+        key_options.signature()?;
+        Ok(Service {
+            backend: Mutex::new(backend),
+            keys,
+            key_options,
+            defaults,
+            rate: limits::RateLimit::new(config.rate_limit),
+            config,
+            nonces: limits::Nonces::default(),
+        })
+    }
+
+    /// The router: the RPC endpoint at `/`, and `/healthz`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/", any(rpc))
+            .with_state(self)
+    }
+
+    /// Serves on the configured address until SIGINT or SIGTERM.
+    ///
+    /// # Errors
+    /// `Config.Invalid` when the address cannot be bound.
+    pub async fn serve(self: Arc<Self>) -> Result<()> {
+        let addr: SocketAddr = self.config.listen.parse().map_err(|e| {
+            Error::Config(format!("[service] listen {:?}: {e}", self.config.listen))
+        })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+        log::info!(
+            "listening on http://{}",
+            listener
+                .local_addr()
+                .map_err(|e| Error::Internal(e.to_string()))?
+        );
+        eprintln!("hsm-csr: listening on http://{addr}");
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    fn secret_of(&self, id: &str) -> Option<&str> {
+        self.keys.get(id).map(|k| k.secret.expose_secret())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn healthz(State(svc): State<Arc<Service>>) -> Response<Body> {
+    let status = tokio::task::spawn_blocking(move || match svc.backend.try_lock() {
+        // Busy making a key: the token is reachable and logged in.
+        Err(std::sync::TryLockError::WouldBlock) => Ok(true),
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().logged_in(),
+        Ok(b) => b.logged_in(),
+    })
+    .await;
+    let (code, body) = match status {
+        Ok(Ok(true)) => (
+            StatusCode::OK,
+            r#"{"Token":"reachable","LoggedIn":true}"#.to_owned(),
+        ),
+        Ok(Ok(false)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"Token":"reachable","LoggedIn":false}"#.to_owned(),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"Token": "unreachable", "LoggedIn": false, "Error": e.code()})
+                .to_string(),
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"Token":"unknown"}"#.to_owned(),
+        ),
+    };
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+async fn rpc(
+    State(svc): State<Arc<Service>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let query = uri.query().unwrap_or("").to_owned();
+    // The format for errors raised before the request is verified.
+    let early_format = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "Format")
+        .map(|(_, v)| v.to_ascii_uppercase())
+        .unwrap_or_else(|| "JSON".into());
+    let (outcome, format, action, key_id) =
+        match axum::body::to_bytes(body, svc.config.max_body_bytes).await {
+            Err(_) => (
+                Err(ApiError::TooLarge),
+                early_format,
+                String::new(),
+                String::new(),
+            ),
+            Ok(bytes) => {
+                handle(
+                    &svc,
+                    &method,
+                    &uri,
+                    &query,
+                    &headers,
+                    bytes,
+                    &request_id,
+                    early_format,
+                )
+                .await
+            }
+        };
+    let rendered = match &outcome {
+        Ok((action, response)) => api::success(action, &format, response),
+        Err(e) => api::error(&format, &request_id, &svc.config.host_id, e),
+    };
+    let code = match &outcome {
+        Ok(_) => "OK",
+        Err(e) => e.parts().1,
+    };
+    log::info!(
+        "request RequestId={request_id} action={} access_key={} code={code} status={} duration_ms={:.1}",
+        if action.is_empty() { "-" } else { &action },
+        if key_id.is_empty() { "-" } else { &key_id },
+        rendered.status,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Response::builder()
+        .status(rendered.status)
+        .header(header::CONTENT_TYPE, rendered.content_type)
+        .body(Body::from(rendered.body))
+        .unwrap_or_default()
+}
+
+type Outcome = (
+    std::result::Result<(String, crate::CsrResponse), ApiError>,
+    String,
+    String,
+    String,
+);
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    svc: &Arc<Service>,
+    method: &Method,
+    uri: &Uri,
+    query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    request_id: &str,
+    early_format: String,
+) -> Outcome {
+    let raw = auth::RawRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query,
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: &body,
+    };
+    let verified = match auth::verify(&raw, |id| svc.secret_of(id)) {
+        Ok(v) => v,
+        Err(e) => return (Err(e), early_format, String::new(), String::new()),
+    };
+    let format = if verified.format == "XML" {
+        "XML"
+    } else {
+        "JSON"
+    }
+    .to_owned();
+    let action = verified.action.clone();
+    let key_id = verified.access_key_id.clone();
+    let result = authorize_and_issue(svc, verified, request_id).await;
+    (result.map(|r| (action.clone(), r)), format, action, key_id)
+}
+
+async fn authorize_and_issue(
+    svc: &Arc<Service>,
+    v: auth::Verified,
+    request_id: &str,
+) -> std::result::Result<crate::CsrResponse, ApiError> {
+    let window = Duration::from_secs(svc.config.timestamp_window_s);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    if (now - v.timestamp).unsigned_abs() > window.as_secs() {
+        return Err(ApiError::InvalidTimeStampExpired);
+    }
+    if !svc.nonces.first_use(&v.access_key_id, &v.nonce, window * 2) {
+        return Err(ApiError::SignatureNonceUsed);
+    }
+    let (_, version, product) = api::ACTIONS
+        .iter()
+        .find(|(a, _, _)| *a == v.action)
+        .ok_or(ApiError::InvalidActionNotFound)?;
+    if *version != v.version {
+        return Err(ApiError::InvalidVersion);
+    }
+    let granted = svc.keys.get(&v.access_key_id).is_some_and(|k| {
+        k.actions.contains("*") || k.actions.contains(&format!("{product}:{}", v.action))
+    });
+    if !granted {
+        return Err(ApiError::Forbidden);
+    }
+    if !svc.rate.admit(&v.access_key_id) {
+        return Err(ApiError::Throttling);
+    }
+    let param = |name: &str| {
+        v.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, val)| val.clone())
+    };
+    let request = CsrRequest {
+        common_name: param("CommonName"),
+        sans: param("SANs"),
+        organization: param("Organization"),
+        organization_unit: param("OrganizationUnit"),
+        country: param("Country"),
+        state: param("State"),
+        city: param("City"),
+        email: param("Email"),
+    };
+    let valid = request
+        .validate(&svc.defaults)
+        .map_err(|e| ApiError::from(&e))?;
+    issue_on_token(svc, valid, request_id.to_owned()).await
+}
+
+/// Runs the CSR on a blocking thread and keeps its key only if the
+/// response is taken within the timeout.
+async fn issue_on_token(
+    svc: &Arc<Service>,
+    valid: crate::ValidRequest,
+    request_id: String,
+) -> std::result::Result<crate::CsrResponse, ApiError> {
+    let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+    let worker = Arc::clone(svc);
+    tokio::task::spawn_blocking(move || {
+        let mut backend = worker.backend.lock().unwrap_or_else(|p| p.into_inner());
+        match prepare_csr(&mut *backend, &valid, &worker.key_options, request_id) {
+            Err(e) => {
+                log::warn!("CSR failed: {} {e}", e.code());
+                let _ = resp_tx.send(Err(ApiError::from(&e)));
+            }
+            Ok(pending) => {
+                let response = pending.response().clone();
+                // Commit only once the handler has the response in hand; a
+                // handler that gave up drops the acknowledgement channel.
+                if resp_tx.send(Ok(response)).is_ok() && ack_rx.recv().is_ok() {
+                    let _ = pending.commit();
+                } else if let Err(e) = pending.rollback() {
+                    log::error!("could not remove an undelivered key pair: {e}");
+                } else {
+                    log::warn!("request timed out; its key pair was removed");
+                }
+            }
+        }
+    });
+    match tokio::time::timeout(
+        Duration::from_millis(svc.config.request_timeout_ms),
+        resp_rx,
+    )
+    .await
+    {
+        Ok(Ok(Ok(response))) => {
+            let _ = ack_tx.send(());
+            Ok(response)
+        }
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => Err(ApiError::from(&Error::Internal(
+            "worker ended without an answer".into(),
+        ))),
+        Err(_) => Err(ApiError::Timeout),
+    }
+}

@@ -1,0 +1,268 @@
+//! The wire format of the cloud's RPC API: actions, response bodies in
+//! JSON or XML, and every error as code, message and HTTP status. This is
+//! the one place library errors become HTTP statuses.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::error::{Error, ErrorClass};
+use crate::issue::CsrResponse;
+
+/// The two operations, with the API version each belongs to.
+pub const ACTIONS: [(&str, &str, &str); 2] = [
+    ("CreateCdnCertificateSigningRequest", "2018-05-10", "cdn"),
+    ("CreateDcdnCertificateSigningRequest", "2018-01-15", "dcdn"),
+];
+
+/// Errors of the protocol layer, with the cloud's codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// A required common parameter is absent.
+    MissingParameter(&'static str),
+    /// Signature parts missing or not in the expected form.
+    IncompleteSignature,
+    /// The signature does not match. For RPC signatures the message carries
+    /// the server's StringToSign, as the cloud's does: aliyun-python-sdk-core
+    /// compares it with its own and then reports InvalidAccessKeySecret.
+    SignatureDoesNotMatch(Option<String>),
+    /// Unknown access key id.
+    InvalidAccessKeyId,
+    /// Timestamp outside the accepted window.
+    InvalidTimeStampExpired,
+    /// Timestamp not `YYYY-MM-DDTHH:MM:SSZ`.
+    InvalidTimeStampFormat,
+    /// A SignatureNonce seen within the window.
+    SignatureNonceUsed,
+    /// No such action.
+    InvalidActionNotFound,
+    /// The action exists, the version does not.
+    InvalidVersion,
+    /// The access key may not call this action.
+    Forbidden,
+    /// Over the per-account rate.
+    Throttling,
+    /// The request took longer than the configured timeout.
+    Timeout,
+    /// Body or headers over the limits.
+    TooLarge,
+    /// An error from the library (validation, token, ...).
+    Issue {
+        /// API code.
+        code: &'static str,
+        /// Message.
+        message: String,
+        /// HTTP status.
+        status: u16,
+    },
+}
+
+impl ApiError {
+    /// (HTTP status, code, message).
+    pub fn parts(&self) -> (u16, &'static str, String) {
+        match self {
+            ApiError::MissingParameter(p) => (
+                400,
+                "MissingParameter",
+                format!("The input parameter \"{p}\" that is mandatory for processing this request is not supplied."),
+            ),
+            ApiError::IncompleteSignature => (400, "IncompleteSignature", "The request signature does not conform to Aliyun standards.".into()),
+            ApiError::SignatureDoesNotMatch(sts) => (
+                400,
+                "SignatureDoesNotMatch",
+                match sts {
+                    Some(sts) => format!("Specified signature is not matched with our calculation. server string to sign is:{sts}"),
+                    None => "Specified signature is not matched with our calculation.".into(),
+                },
+            ),
+            ApiError::InvalidAccessKeyId => (404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.".into()),
+            ApiError::InvalidTimeStampExpired => (400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.".into()),
+            ApiError::InvalidTimeStampFormat => (400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.".into()),
+            ApiError::SignatureNonceUsed => (400, "SignatureNonceUsed", "Specified signature nonce was used already.".into()),
+            ApiError::InvalidActionNotFound => (404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method.".into()),
+            ApiError::InvalidVersion => (400, "InvalidVersion", "Specified parameter Version is not valid.".into()),
+            ApiError::Forbidden => (
+                403,
+                "Forbidden.RAM",
+                "User not authorized to operate on the specified resource, or this API doesn't support RAM.".into(),
+            ),
+            ApiError::Throttling => (400, "Throttling.User", "Request was denied due to user flow control.".into()),
+            ApiError::Timeout => (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server: it timed out, and no key was kept.".into()),
+            ApiError::TooLarge => (413, "RequestTooLarge", "The request body or headers are larger than allowed.".into()),
+            ApiError::Issue { code, message, status } => (*status, code, message.clone()),
+        }
+    }
+}
+
+/// HTTP status of a library error: the API's 400 for bad requests, 500 for
+/// everything the caller cannot fix (the token's state is the operator's
+/// business, and its details stay in the server log).
+pub fn http_status(e: &Error) -> u16 {
+    match e.class() {
+        ErrorClass::Request => 400,
+        ErrorClass::Token | ErrorClass::Internal => 500,
+    }
+}
+
+impl From<&Error> for ApiError {
+    fn from(e: &Error) -> Self {
+        let (code, message) = match e.class() {
+            ErrorClass::Request | ErrorClass::Internal => (e.code(), e.to_string()),
+            // A caller cannot fix the token: it gets the API's generic 500.
+            ErrorClass::Token => (
+                "Internal.Error",
+                "The request processing has failed due to backend service exception.".to_owned(),
+            ),
+        };
+        ApiError::Issue {
+            code,
+            message,
+            status: http_status(e),
+        }
+    }
+}
+
+/// The error body: RequestId, HostId, Code, Message, Recommend.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorBody<'a> {
+    request_id: &'a str,
+    host_id: &'a str,
+    code: &'a str,
+    message: &'a str,
+    recommend: &'a str,
+}
+
+/// A rendered response: status, content type, body.
+pub struct Rendered {
+    /// HTTP status.
+    pub status: u16,
+    /// Content-Type.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: String,
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn xml(root: &str, fields: &[(&str, &str)]) -> String {
+    let mut out = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><{root}>");
+    for (k, v) in fields {
+        let _ = write!(out, "<{k}>{}</{k}>", xml_escape(v));
+    }
+    let _ = write!(out, "</{root}>");
+    out
+}
+
+/// Renders a successful response for `action` in `format`.
+pub fn success(action: &str, format: &str, r: &CsrResponse) -> Rendered {
+    if format == "XML" {
+        return Rendered {
+            status: 200,
+            content_type: "text/xml;charset=utf-8",
+            body: xml(
+                &format!("{action}Response"),
+                &[
+                    ("RequestId", &r.request_id),
+                    ("PubMd5", &r.pub_md5),
+                    ("Csr", &r.csr),
+                    ("CommonName", &r.common_name),
+                    ("KeyUri", &r.key_uri),
+                ],
+            ),
+        };
+    }
+    Rendered {
+        status: 200,
+        content_type: "application/json;charset=utf-8",
+        body: serde_json::to_string(r).unwrap_or_default(),
+    }
+}
+
+/// Renders an error in `format`.
+pub fn error(format: &str, request_id: &str, host_id: &str, e: &ApiError) -> Rendered {
+    let (status, code, message) = e.parts();
+    let recommend = "";
+    if format == "XML" {
+        return Rendered {
+            status,
+            content_type: "text/xml;charset=utf-8",
+            body: xml(
+                "Error",
+                &[
+                    ("RequestId", request_id),
+                    ("HostId", host_id),
+                    ("Code", code),
+                    ("Message", &message),
+                    ("Recommend", recommend),
+                ],
+            ),
+        };
+    }
+    let body = ErrorBody {
+        request_id,
+        host_id,
+        code,
+        message: &message,
+        recommend,
+    };
+    Rendered {
+        status,
+        content_type: "application/json;charset=utf-8",
+        body: serde_json::to_string(&body).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_map_to_the_seeds_statuses() {
+        let e = Error::Malformed("Country must be 2 characters.".into());
+        assert_eq!(
+            ApiError::from(&e).parts(),
+            (
+                400,
+                "InvalidValue.Malformed",
+                "Country must be 2 characters.".into()
+            )
+        );
+        let e = Error::KeyGen("x".into());
+        assert_eq!(ApiError::from(&e).parts().0, 500);
+        assert_eq!(ApiError::from(&e).parts().1, "Internal.KeyError");
+        let e = Error::PinIncorrect { token: "t".into() };
+        assert_eq!(
+            ApiError::from(&e).parts().1,
+            "Internal.Error",
+            "token details stay server-side"
+        );
+    }
+
+    #[test]
+    fn xml_is_escaped() {
+        let r = error(
+            "XML",
+            "R",
+            "h",
+            &ApiError::Issue {
+                code: "X",
+                message: "<&>".into(),
+                status: 400,
+            },
+        );
+        assert!(
+            r.body.contains("<Message>&lt;&amp;&gt;</Message>"),
+            "{}",
+            r.body
+        );
+        assert!(r.body.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><RequestId>R</RequestId>"
+        ));
+    }
+}

@@ -1,0 +1,228 @@
+//! `hsm-csr serve` on 127.0.0.1, called through the official Alibaba Cloud
+//! SDKs (tests/sdk/check_sdks.py), with private SoftHSM2 tokens.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Token, python, repo};
+
+/// A running `hsm-csr serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    fn start(token: &Token, key_type: &str, extra: &str) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::write(token.dir().join("pin"), "1234\n").unwrap();
+        let config = token.dir().join(format!("serve-{port}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n[key]\ntype = \"{key_type}\"\nlabel_prefix = \"{}\"\n\n[service]\nlisten = \"{addr}\"\n{extra}\n\
+                 [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\n\
+                 actions = [\"cdn:CreateCdnCertificateSigningRequest\", \"dcdn:CreateDcdnCertificateSigningRequest\"]\n\
+                 [[service.access_keys]]\nid = \"CdnOnly\"\nsecret_file = \"cdn-secret\"\nactions = [\"cdn:CreateCdnCertificateSigningRequest\"]\n\
+                 [[service.access_keys]]\nid = \"Burst\"\nsecret_env = \"BURST_SECRET\"\nactions = [\"*\"]\n",
+                token.config_token_table("pin"),
+                token.prefix
+            ),
+        )
+        .unwrap();
+        std::fs::write(token.dir().join("cdn-secret"), "cdn-s3cret\n").unwrap();
+        let mut cmd = token.hsm_csr();
+        let child = cmd
+            .current_dir(token.dir())
+            .env_remove("HSM_CSR_PIN")
+            .env("MAIN_SECRET", "s3cret")
+            .env("BURST_SECRET", "b-s3cret")
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let server = Server { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.get("/healthz").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "hsm-csr serve did not come up on {}",
+                server.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// A bare HTTP/1.1 GET; the status line and body.
+    fn get(&self, path: &str) -> Option<String> {
+        use std::io::Write;
+        let mut s = TcpStream::connect(&self.addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        let mut log = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert!(status.success(), "serve exited with {status}:\n{log}");
+        log
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn official_sdks_call_both_actions_with_both_signatures() {
+    let Some(main) = Token::private_softhsm("the service suite runs two servers on private tokens")
+    else {
+        return;
+    };
+    let burst = Token::new();
+    let server = Server::start(&main, "rsa", "");
+    // The burst server makes EC keys: 100 RSA keygens would take minutes.
+    let burst_server = Server::start(&burst, "ec-p256", "rate_limit = 100");
+    let health = server.get("/healthz").unwrap();
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains(r#""LoggedIn":true"#),
+        "{health}"
+    );
+
+    let out = Command::new(python())
+        .arg(repo().join("tests/sdk/check_sdks.py"))
+        .env("HSM_CSR_ENDPOINT", &server.addr)
+        .env("HSM_CSR_AK_ID", "MainKey")
+        .env("HSM_CSR_AK_SECRET", "s3cret")
+        .env("HSM_CSR_CDN_ONLY_ID", "CdnOnly")
+        .env("HSM_CSR_CDN_ONLY_SECRET", "cdn-s3cret")
+        .env("HSM_CSR_BURST_ENDPOINT", &burst_server.addr)
+        .env("HSM_CSR_BURST_ID", "Burst")
+        .env("HSM_CSR_BURST_SECRET", "b-s3cret")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every successful CSR left exactly one key pair; no failure left one.
+    let created: usize = report
+        .lines()
+        .find_map(|l| l.strip_prefix("CSRs made on the main server: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the script reports how many CSRs it made");
+    let log = server.stop();
+    assert_eq!(main.keys().len(), 2 * created, "{log}");
+    for secret in ["s3cret", "cdn-s3cret", "1234"] {
+        assert!(
+            !log.contains(&format!("={secret}")),
+            "a secret reached the log"
+        );
+    }
+    assert!(log.contains("code=SignatureDoesNotMatch"), "{log}");
+    let burst_log = burst_server.stop();
+    let ok = burst_log.matches("code=OK").count();
+    assert_eq!(burst.keys().len(), 2 * ok, "throttled calls made no keys");
+}
+
+#[test]
+fn a_request_that_times_out_keeps_no_key() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start(&token, "rsa", "request_timeout_ms = 1");
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import os,sys\n\
+             from alibabacloud_cdn20180510.client import Client\n\
+             from alibabacloud_cdn20180510 import models\n\
+             from alibabacloud_tea_openapi import models as om\n\
+             c=Client(om.Config(access_key_id='MainKey',access_key_secret='s3cret',endpoint=sys.argv[1],protocol='http'))\n\
+             try:\n  c.create_cdn_certificate_signing_request(models.CreateCdnCertificateSigningRequestRequest(common_name='slow.example.com'))\n  print('ok')\n\
+             except Exception as e:\n  print(e.code, e.status_code)\n",
+            &server.addr,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.trim(),
+        "ServiceUnavailable 503",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The worker finishes the keygen after the answer (RSA-2048 on SoftHSM
+    // takes well under 5 s), then removes the key instead of keeping it.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = server.stop();
+    assert!(
+        log.contains("request timed out; its key pair was removed"),
+        "{log}"
+    );
+    assert!(token.keys().is_empty(), "{log}");
+}
+
+#[test]
+fn wrong_pin_stops_the_start_without_retrying() {
+    let Some(token) = Token::private_softhsm("a wrong PIN counts towards the token's lockout")
+    else {
+        return;
+    };
+    let config = token.dir().join("serve.toml");
+    std::fs::write(token.dir().join("pin"), "9999\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[service]\nlisten = \"127.0.0.1:0\"\n[[service.access_keys]]\nid = \"K\"\nsecret_env = \"S\"\nactions = [\"*\"]\n",
+            token.config_token_table("pin")
+        ),
+    )
+    .unwrap();
+    let mut cmd = token.hsm_csr();
+    cmd.current_dir(token.dir())
+        .env_remove("HSM_CSR_PIN")
+        .env("S", "x")
+        .args(["serve", "--config"])
+        .arg(&config);
+    let run = crate::common::Run::of(&mut cmd);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Token.PinIncorrect") && run.stderr.contains("not retried"),
+        "{}",
+        run.stderr
+    );
+}
