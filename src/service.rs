@@ -52,6 +52,13 @@ pub struct ServiceConfig {
     /// Accepted clock difference for Timestamp / x-acs-date, in seconds,
     /// and how long a SignatureNonce stays used.
     pub timestamp_window_s: u64,
+    /// Largest accepted total size of the request headers, in bytes.
+    pub max_header_bytes: usize,
+    /// PEM certificate chain for HTTPS; with `tls_key`. Default: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (a software key: the TLS key is not the
+    /// token's business).
+    pub tls_key: Option<PathBuf>,
     /// Who may call.
     pub access_keys: Vec<AccessKeyConfig>,
 }
@@ -65,6 +72,9 @@ impl Default for ServiceConfig {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 120_000,
             timestamp_window_s: 900,
+            max_header_bytes: 16 * 1024,
+            tls_cert: None,
+            tls_key: None,
             access_keys: Vec::new(),
         }
     }
@@ -185,20 +195,45 @@ impl Service {
         let addr: SocketAddr = self.config.listen.parse().map_err(|e| {
             Error::Config(format!("[service] listen {:?}: {e}", self.config.listen))
         })?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
-        log::info!(
-            "listening on http://{}",
-            listener
-                .local_addr()
-                .map_err(|e| Error::Internal(e.to_string()))?
-        );
-        eprintln!("hsm-csr: listening on http://{addr}");
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))
+        match (&self.config.tls_cert, &self.config.tls_key) {
+            (None, None) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+                log::info!("listening on http://{addr}");
+                axum::serve(listener, self.router())
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))
+            }
+            (Some(cert), Some(key)) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "[service] tls_cert {} / tls_key {}: {e}",
+                            cert.display(),
+                            key.display()
+                        ))
+                    })?;
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+                });
+                log::info!("listening on https://{addr}");
+                axum_server::bind_rustls(addr, tls)
+                    .handle(handle)
+                    .serve(self.router().into_make_service())
+                    .await
+                    .map_err(|e| Error::Config(format!("cannot serve HTTPS on {addr}: {e}")))
+            }
+            _ => Err(Error::Config(
+                "[service] tls_cert and tls_key go together.".into(),
+            )),
+        }
     }
 
     fn secret_of(&self, id: &str) -> Option<&str> {
@@ -268,28 +303,33 @@ async fn rpc(
         .find(|(k, _)| k == "Format")
         .map(|(_, v)| v.to_ascii_uppercase())
         .unwrap_or_else(|| "JSON".into());
-    let (outcome, format, action, key_id) =
-        match axum::body::to_bytes(body, svc.config.max_body_bytes).await {
-            Err(_) => (
-                Err(ApiError::TooLarge),
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    let body = if header_bytes > svc.config.max_header_bytes {
+        Err(ApiError::TooLarge)
+    } else {
+        axum::body::to_bytes(body, svc.config.max_body_bytes)
+            .await
+            .map_err(|_| ApiError::TooLarge)
+    };
+    let (outcome, format, action, key_id) = match body {
+        Err(e) => (Err(e), early_format, String::new(), String::new()),
+        Ok(bytes) => {
+            handle(
+                &svc,
+                &method,
+                &uri,
+                &query,
+                &headers,
+                bytes,
+                &request_id,
                 early_format,
-                String::new(),
-                String::new(),
-            ),
-            Ok(bytes) => {
-                handle(
-                    &svc,
-                    &method,
-                    &uri,
-                    &query,
-                    &headers,
-                    bytes,
-                    &request_id,
-                    early_format,
-                )
-                .await
-            }
-        };
+            )
+            .await
+        }
+    };
     let rendered = match &outcome {
         Ok((action, response)) => api::success(action, &format, response),
         Err(e) => api::error(&format, &request_id, &svc.config.host_id, e),

@@ -52,7 +52,12 @@ impl Server {
             .unwrap();
         let server = Server { child, addr };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while server.get("/healthz").is_none() {
+        let tls = extra.contains("tls_cert");
+        while if tls {
+            TcpStream::connect(&server.addr).is_err()
+        } else {
+            server.get("/healthz").is_none()
+        } {
             assert!(
                 Instant::now() < deadline,
                 "hsm-csr serve did not come up on {}",
@@ -225,4 +230,75 @@ fn wrong_pin_stops_the_start_without_retrying() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn https_with_the_configured_certificate() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let (cert, key) = (token.dir().join("tls.pem"), token.dir().join("tls.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let extra = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let server = Server::start(&token, "rsa", &extra);
+    // A request signed with the SDK's own RPC signature function, over TLS
+    // verified against the configured certificate.
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import datetime,json,ssl,sys,urllib.parse,urllib.request,uuid\n\
+             from alibabacloud_tea_openapi.utils import Utils\n\
+             p={'Action':'CreateCdnCertificateSigningRequest','Version':'2018-05-10','CommonName':'tls.example.com',\n\
+                'AccessKeyId':'MainKey','SignatureMethod':'HMAC-SHA1','SignatureVersion':'1.0','Format':'JSON',\n\
+                'SignatureNonce':str(uuid.uuid4()),'Timestamp':datetime.datetime.utcnow().strftime('%Y-%m-%dT%H:%M:%SZ')}\n\
+             p['Signature']=Utils.get_rpcsignature(p,'GET','s3cret')\n\
+             ctx=ssl.create_default_context(cafile=sys.argv[2])\n\
+             r=urllib.request.urlopen('https://'+sys.argv[1]+'/?'+urllib.parse.urlencode(p),context=ctx)\n\
+             print(r.status, json.loads(r.read())['CommonName'])\n",
+            &server.addr,
+            cert.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.trim(),
+        "200 tls.example.com",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop();
+    assert_eq!(token.keys().len(), 2);
 }
