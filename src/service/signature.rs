@@ -216,7 +216,8 @@ mod tests {
         assert_eq!(parse_timestamp("2026-13-22T23:17:35Z"), None);
     }
 
-    /// The worked example of the README, by hand.
+    /// The README's RPC worked example; the expected signature was computed
+    /// by alibabacloud-tea-openapi's own `get_rpcsignature`.
     #[test]
     fn rpc_worked_example() {
         let params: Vec<(String, String)> = [
@@ -244,6 +245,50 @@ mod tests {
             rpc_signature("testsecret", &sts),
             include_str!("../../tests/fixtures/rpc-example.sig").trim()
         );
+    }
+
+    /// The README's ACS3 worked example; the expected Authorization header
+    /// was computed by alibabacloud-tea-openapi's own `get_authorization`.
+    #[test]
+    fn acs3_worked_example() {
+        let query = vec![
+            ("CommonName".to_owned(), "www.example.com".to_owned()),
+            ("SANs".to_owned(), "www.example.com,example.com".to_owned()),
+        ];
+        let empty_body = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let headers: Vec<(String, String)> = [
+            ("host", "127.0.0.1:8080"),
+            ("x-acs-action", "CreateCdnCertificateSigningRequest"),
+            ("x-acs-version", "2018-05-10"),
+            ("x-acs-date", "2026-11-22T12:00:00Z"),
+            ("x-acs-signature-nonce", "3ee8c1b883d344afa94f4e0ad82fd6cf"),
+            ("x-acs-content-sha256", empty_body),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let expected =
+            parse_acs3(include_str!("../../tests/fixtures/acs3-example.authorization").trim())
+                .unwrap();
+        let canonical = acs3_canonical_request(
+            "POST",
+            "/",
+            &query,
+            &headers,
+            &expected.signed_headers,
+            empty_body,
+        );
+        assert_eq!(
+            canonical,
+            "POST\n/\nCommonName=www.example.com&SANs=www.example.com%2Cexample.com\n\
+             host:127.0.0.1:8080\nx-acs-action:CreateCdnCertificateSigningRequest\n\
+             x-acs-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
+             x-acs-date:2026-11-22T12:00:00Z\nx-acs-signature-nonce:3ee8c1b883d344afa94f4e0ad82fd6cf\n\
+             x-acs-version:2018-05-10\n\n\
+             host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(acs3_signature("testsecret", &canonical), expected.signature);
     }
 
     #[test]
