@@ -89,12 +89,15 @@ pub fn verify<'s>(
     }
 
     let required = |name: &'static str| get(&params, name).ok_or(ApiError::MissingParameter(name));
-    let signature_given = required("Signature")?.to_owned();
+    let signature_part = |name: &str| get(&params, name).ok_or(ApiError::IncompleteSignature);
     let access_key_id = required("AccessKeyId")?.to_owned();
-    if required("SignatureMethod")? != "HMAC-SHA1" || required("SignatureVersion")? != "1.0" {
+    let signature_given = signature_part("Signature")?.to_owned();
+    if signature_part("SignatureMethod")? != "HMAC-SHA1"
+        || signature_part("SignatureVersion")? != "1.0"
+    {
         return Err(ApiError::IncompleteSignature);
     }
-    let nonce = required("SignatureNonce")?.to_owned();
+    let nonce = signature_part("SignatureNonce")?.to_owned();
     let timestamp = signature::parse_timestamp(required("Timestamp")?)
         .ok_or(ApiError::InvalidTimeStampFormat)?;
     let action = required("Action")?.to_owned();

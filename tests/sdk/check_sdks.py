@@ -145,13 +145,61 @@ r = CdnClient(new_config(*cdn_only)).create_cdn_certificate_signing_request(
 check_csr("new SDK: the granted action works for that key", r.body.to_map())
 
 
-# Replay and clock: requests signed with the SDK's own RPC signature function.
-def raw_rpc(params, method="GET", fmt="JSON"):
+# Replay and clock, through the SDKs themselves: their nonce and clock
+# functions are pinned so that a second call repeats the first nonce, or
+# signs a timestamp 16 minutes old.
+import aliyunsdkcore.utils.parameter_helper as old_helper  # noqa: E402
+from alibabacloud_tea_openapi import utils as new_utils  # noqa: E402
+
+
+def pinned(module_or_class, name, value):
+    original = getattr(module_or_class, name)
+    setattr(module_or_class, name, staticmethod(lambda: value) if isinstance(module_or_class, type) else (lambda: value))
+    return original
+
+
+def cdn_call(algorithm=None):
+    return lambda: CdnClient(new_config(algorithm=algorithm)).create_cdn_certificate_signing_request(
+        cdn_models.CreateCdnCertificateSigningRequestRequest(common_name="replay.example.com"))
+
+
+for scheme, algorithm in (("ACS3", None), ("RPC", "v2")):
+    original = pinned(new_utils.Utils, "get_nonce", uuid.uuid4().hex)
+    first = new_error(cdn_call(algorithm))
+    second = new_error(cdn_call(algorithm))
+    new_utils.Utils.get_nonce = staticmethod(original)
+    csrs += first == (None, None)
+    check(f"new SDK {scheme}: replayed nonce -> SignatureNonceUsed", first == (None, None) and second[0] == "SignatureNonceUsed", (first, second))
+    stale = (datetime.datetime.utcnow() - datetime.timedelta(minutes=16)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    original = pinned(new_utils.Utils, "get_timestamp", stale)
+    code, status = new_error(cdn_call(algorithm))
+    new_utils.Utils.get_timestamp = staticmethod(original)
+    check(f"new SDK {scheme}: timestamp 16 min old -> InvalidTimeStamp.Expired", code == "InvalidTimeStamp.Expired", (code, status))
+
+original = pinned(old_helper, "get_uuid", uuid.uuid4().hex)
+first = old_error(lambda: old_call(old_client(), OldCdnRequest(), CommonName="replay-old.example.com"))
+second = old_error(lambda: old_call(old_client(), OldCdnRequest(), CommonName="replay-old.example.com"))
+old_helper.get_uuid = original
+csrs += first == (None, None)
+check("old SDK: replayed nonce -> SignatureNonceUsed", first == (None, None) and second[0] == "SignatureNonceUsed", (first, second))
+stale = (datetime.datetime.utcnow() - datetime.timedelta(minutes=16)).strftime("%Y-%m-%dT%H:%M:%SZ")
+original = pinned(old_helper, "get_iso_8061_date", stale)
+code, status = old_error(lambda: old_call(old_client(), OldCdnRequest(), CommonName="stale.example.com"))
+old_helper.get_iso_8061_date = original
+check("old SDK: timestamp 16 min old -> InvalidTimeStamp.Expired", code == "InvalidTimeStamp.Expired", (code, status))
+
+
+# Raw requests, signed with the SDK's own RPC signature function.
+def raw_rpc(params, method="GET", fmt="JSON", sign=True, in_body=False):
     params = dict(params, AccessKeyId=AK, SignatureMethod="HMAC-SHA1", SignatureVersion="1.0", Format=fmt)
-    params["Signature"] = OpenApiUtils.get_rpcsignature(params, method, SECRET)
-    url = f"http://{ENDPOINT}/?" + urllib.parse.urlencode(params)
+    if sign:
+        params["Signature"] = OpenApiUtils.get_rpcsignature(params, method, SECRET)
+    encoded = urllib.parse.urlencode(params)
+    url = f"http://{ENDPOINT}/" + ("" if in_body else "?" + encoded)
+    data = encoded.encode() if in_body else None
+    headers = {"content-type": "application/x-www-form-urlencoded"} if in_body else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method)) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers)) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -161,18 +209,20 @@ now = datetime.datetime.utcnow()
 base = {"Action": "CreateCdnCertificateSigningRequest", "Version": "2018-05-10", "CommonName": "raw.example.com"}
 fixed = dict(base, SignatureNonce=str(uuid.uuid4()), Timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
 status1, body1 = raw_rpc(fixed)
-status2, body2 = raw_rpc(fixed)
 check("GET with the SDK's RPC signature -> 200", status1 == 200, body1[:200])
 csrs += status1 == 200
-check("replayed SignatureNonce -> SignatureNonceUsed", status2 == 400 and json.loads(body2)["Code"] == "SignatureNonceUsed", body2)
-old = dict(base, SignatureNonce=str(uuid.uuid4()), Timestamp=(now - datetime.timedelta(minutes=16)).strftime("%Y-%m-%dT%H:%M:%SZ"))
-status, body = raw_rpc(old)
-check("timestamp 16 min old -> InvalidTimeStamp.Expired", status == 400 and json.loads(body)["Code"] == "InvalidTimeStamp.Expired", body)
 xml = dict(base, SignatureNonce=str(uuid.uuid4()), Timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
 status, body = raw_rpc(xml, fmt="XML")
 csrs += status == 200
 check("Format=XML -> XML response", status == 200 and body.startswith("<?xml") and "<CreateCdnCertificateSigningRequestResponse>" in body
       and "<PubMd5>" in body, body[:200])
+form = dict(base, SignatureNonce=str(uuid.uuid4()), Timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+status, body = raw_rpc(form, method="POST", in_body=True)
+csrs += status == 200
+check("POST with the parameters in a form body -> 200", status == 200 and "PubMd5" in body, body[:200])
+unsigned = dict(base, SignatureNonce=str(uuid.uuid4()), Timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+status, body = raw_rpc(unsigned, sign=False)
+check("no Signature -> IncompleteSignature", status == 400 and json.loads(body)["Code"] == "IncompleteSignature", body)
 bad = dict(base, Action="DeleteEverything", SignatureNonce=str(uuid.uuid4()), Timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
 status, body = raw_rpc(bad)
 check("unknown Action -> InvalidAction.NotFound, 404", status == 404 and json.loads(body)["Code"] == "InvalidAction.NotFound", body)
