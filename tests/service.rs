@@ -84,6 +84,17 @@ impl Server {
         Some(out)
     }
 
+    /// A raw request; the whole response.
+    fn raw(&self, request: &[u8]) -> String {
+        use std::io::Write;
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(request);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
     fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -301,4 +312,33 @@ fn https_with_the_configured_certificate() {
     );
     server.stop();
     assert_eq!(token.keys().len(), 2);
+}
+
+#[test]
+fn oversized_requests_are_refused_before_anything_else() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start(
+        &token,
+        "rsa",
+        "max_body_bytes = 1024\nmax_header_bytes = 2048",
+    );
+    let body = "CommonName=".to_owned() + &"a".repeat(4096);
+    let big_body = format!(
+        "POST /?Format=JSON HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = server.raw(big_body.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""Code":"RequestTooLarge""#), "{answer}");
+    let big_headers = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
+        "p".repeat(4096)
+    );
+    let answer = server.raw(big_headers.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    server.stop();
+    assert!(token.keys().is_empty());
 }
