@@ -96,39 +96,23 @@ fn wrong_pin_is_reported_once_and_not_echoed() {
 #[test]
 fn missing_module() {
     let token = Token::new();
-    let mut cmd = token.hsm_csr();
-    cmd.args([
-        "create",
-        "--module",
-        "/usr/lib/nope/libnothing.so",
-        "--token",
-        "x",
-        "--common-name",
-        "a.example",
-    ]);
-    assert_error(
-        &Run::of(&mut cmd),
-        3,
-        "Token.ModuleNotLoadable",
-        "/usr/lib/nope/libnothing.so",
-    );
-    // A file that is not a PKCS#11 module.
-    let mut cmd = token.hsm_csr();
-    cmd.args([
-        "create",
-        "--module",
-        "/usr/lib/x86_64-linux-gnu/libc.so.6",
-        "--token",
-        "x",
-        "--common-name",
-        "a.example",
-    ]);
-    assert_error(
-        &Run::of(&mut cmd),
-        3,
-        "Token.ModuleNotLoadable",
-        "libc.so.6",
-    );
+    // A path that does not exist, and a file that is not a PKCS#11 module.
+    for (module, message) in [
+        ("/usr/lib/nope/libnothing.so", "/usr/lib/nope/libnothing.so"),
+        ("/usr/lib/x86_64-linux-gnu/libc.so.6", "libc.so.6"),
+    ] {
+        let mut cmd = token.hsm_csr();
+        cmd.args([
+            "create",
+            "--module",
+            module,
+            "--token",
+            "x",
+            "--common-name",
+            "a.example",
+        ]);
+        assert_error(&Run::of(&mut cmd), 3, "Token.ModuleNotLoadable", message);
+    }
 }
 
 #[test]

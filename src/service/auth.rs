@@ -58,6 +58,11 @@ fn decode(s: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `Format`, upper-cased; JSON when absent.
+fn format_of(params: &[(String, String)]) -> String {
+    get(params, "Format").unwrap_or("JSON").to_ascii_uppercase()
+}
+
 fn get<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
     params
         .iter()
@@ -108,9 +113,7 @@ pub fn verify<'s>(
     if !signature::matches(&expected, &signature_given) {
         return Err(ApiError::SignatureDoesNotMatch(Some(string_to_sign)));
     }
-    let format = get(&params, "Format")
-        .unwrap_or("JSON")
-        .to_ascii_uppercase();
+    let format = format_of(&params);
     params.retain(|(k, _)| k != "Signature");
     Ok(Verified {
         access_key_id,
@@ -172,9 +175,7 @@ fn verify_acs3<'s>(
     ) {
         return Err(ApiError::SignatureDoesNotMatch(None));
     }
-    let format = get(&params, "Format")
-        .unwrap_or("JSON")
-        .to_ascii_uppercase();
+    let format = format_of(&params);
     Ok(Verified {
         access_key_id: auth.access_key_id,
         action,
