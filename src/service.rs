@@ -59,6 +59,10 @@ pub struct ServiceConfig {
     /// PEM private key for HTTPS (a software key: the TLS key is not the
     /// token's business).
     pub tls_key: Option<PathBuf>,
+    /// Key pairs made in parallel: one logged-in session each, on its own
+    /// blocking thread. 0 (the default) means one per CPU core, capped by
+    /// the token's ulMaxRwSessionCount.
+    pub workers: usize,
     /// Who may call.
     pub access_keys: Vec<AccessKeyConfig>,
 }
@@ -75,6 +79,7 @@ impl Default for ServiceConfig {
             max_header_bytes: 16 * 1024,
             tls_cert: None,
             tls_key: None,
+            workers: 0,
             access_keys: Vec::new(),
         }
     }
@@ -100,9 +105,15 @@ struct AccessKey {
     actions: HashSet<String>,
 }
 
+/// Logged-in sessions, each used by one request at a time.
+struct Workers {
+    idle: Mutex<Vec<Pkcs11Backend>>,
+    available: Arc<tokio::sync::Semaphore>,
+}
+
 /// Everything a request handler needs.
 pub struct Service {
-    backend: Mutex<Pkcs11Backend>,
+    workers: Workers,
     keys: HashMap<String, AccessKey>,
     key_options: KeyOptions,
     defaults: SubjectDefaults,
@@ -112,12 +123,13 @@ pub struct Service {
 }
 
 impl Service {
-    /// Loads the access key secrets and takes over the logged-in `backend`.
+    /// Loads the access key secrets and takes over the logged-in
+    /// `backends`, one per worker.
     ///
     /// # Errors
     /// `Config.Invalid` when a secret cannot be read or no access key is configured.
     pub fn new(
-        backend: Pkcs11Backend,
+        backends: Vec<Pkcs11Backend>,
         config: ServiceConfig,
         key_options: KeyOptions,
         defaults: SubjectDefaults,
@@ -169,7 +181,10 @@ impl Service {
         }
         key_options.signature()?;
         Ok(Service {
-            backend: Mutex::new(backend),
+            workers: Workers {
+                available: Arc::new(tokio::sync::Semaphore::new(backends.len())),
+                idle: Mutex::new(backends),
+            },
             keys,
             key_options,
             defaults,
@@ -255,11 +270,13 @@ async fn shutdown_signal() {
 }
 
 async fn healthz(State(svc): State<Arc<Service>>) -> Response<Body> {
-    let status = tokio::task::spawn_blocking(move || match svc.backend.try_lock() {
-        // Busy making a key: the token is reachable and logged in.
-        Err(std::sync::TryLockError::WouldBlock) => Ok(true),
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().logged_in(),
-        Ok(b) => b.logged_in(),
+    let status = tokio::task::spawn_blocking(move || {
+        let idle = svc.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
+        match idle.first() {
+            // Every session is busy making a key: the token answers.
+            None => Ok(true),
+            Some(b) => b.logged_in(),
+        }
     })
     .await;
     let (code, body) = match status {
@@ -465,9 +482,26 @@ async fn issue_on_token(
     let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
     let worker = Arc::clone(svc);
+    // Wait for a free session without holding a thread; the permit
+    // guarantees one is idle.
+    let Ok(permit) = Arc::clone(&svc.workers.available).acquire_owned().await else {
+        return Err(ApiError::Timeout);
+    };
     tokio::task::spawn_blocking(move || {
-        let mut backend = worker.backend.lock().unwrap_or_else(|p| p.into_inner());
-        match prepare_csr(&mut *backend, &valid, &worker.key_options, request_id) {
+        let _permit = permit;
+        let popped = worker
+            .workers
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let Some(mut backend) = popped else {
+            let _ = resp_tx.send(Err(ApiError::from(&Error::Internal(
+                "no idle session".into(),
+            ))));
+            return;
+        };
+        match prepare_csr(&mut backend, &valid, &worker.key_options, request_id) {
             Err(e) => {
                 log::warn!("CSR failed: {} {e}", e.code());
                 let _ = resp_tx.send(Err(ApiError::from(&e)));
@@ -485,6 +519,12 @@ async fn issue_on_token(
                 }
             }
         }
+        worker
+            .workers
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(backend);
     });
     match tokio::time::timeout(
         Duration::from_millis(svc.config.request_timeout_ms),

@@ -110,6 +110,44 @@ impl Pkcs11Backend {
         &self.serial
     }
 
+    /// How many read-write sessions the token allows one application, when
+    /// it says (CK_TOKEN_INFO ulMaxRwSessionCount).
+    pub fn max_rw_sessions(&self) -> Option<u64> {
+        match self.token.as_ref()?.max_rw_session_count() {
+            cryptoki::slot::Limit::Max(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Another read-write session on the same token, through the same
+    /// context. Log it in with [`Self::login`]; on most tokens the login is
+    /// shared by all of an application's sessions.
+    ///
+    /// # Errors
+    /// A token error when the session cannot be opened.
+    pub fn another_session(&self) -> Result<Pkcs11Backend> {
+        let session = self
+            .ctx
+            .pkcs11
+            .open_rw_session(self.slot)
+            .map_err(|e| Error::Token {
+                op: "opening a read-write session",
+                token: self.label.clone(),
+                detail: describe(&e),
+            })?;
+        Ok(Pkcs11Backend {
+            session: Some(session),
+            ctx: Arc::clone(&self.ctx),
+            slot: self.slot,
+            token: self.token.clone(),
+            label: self.label.clone(),
+            serial: self.serial.clone(),
+            module: self.module.clone(),
+            mechanisms: self.mechanisms.clone(),
+            made: Vec::new(),
+        })
+    }
+
     /// Whether the token takes its PIN on its own keypad or reader
     /// (CKF_PROTECTED_AUTHENTICATION_PATH): then [`Self::login`] gets `None`.
     pub fn has_protected_authentication_path(&self) -> bool {
