@@ -26,6 +26,18 @@ pub struct Config {
     pub subject: SubjectConfig,
     /// `[service]`: `hsm-csr serve`.
     pub service: crate::service::ServiceConfig,
+    /// `[pool]`: pre-generated keys for `serve`.
+    pub pool: PoolConfig,
+}
+
+/// `[pool]`: keep key pairs ready on the token (opt-in).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// How many unassigned key pairs to keep ready; 0 (default) turns the pool off.
+    pub size: usize,
+    /// Their key type; must be `[key] type` (the default), or they would never be used.
+    pub key_type: Option<String>,
 }
 
 /// `[token]`.

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod limits;
+pub mod metrics;
 pub mod signature;
 
 use std::collections::{HashMap, HashSet};
@@ -28,7 +29,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::backend::KeyBackend;
 use crate::backend::pkcs11::Pkcs11Backend;
+use crate::backend::pkcs11::pool::{KeyPool, Pooled};
 use crate::error::{Error, Result};
 use crate::issue::{KeyOptions, new_request_id, prepare_csr};
 use crate::request::{CsrRequest, SubjectDefaults};
@@ -109,6 +112,7 @@ struct AccessKey {
 struct Workers {
     idle: Mutex<Vec<Pkcs11Backend>>,
     available: Arc<tokio::sync::Semaphore>,
+    total: usize,
 }
 
 /// Everything a request handler needs.
@@ -120,6 +124,32 @@ pub struct Service {
     config: ServiceConfig,
     nonces: limits::Nonces,
     rate: limits::RateLimit,
+    pool: Option<Arc<KeyPool>>,
+    metrics: metrics::Metrics,
+}
+
+/// Keeps `pool` at its target on a session of its own, until `stop`.
+pub fn spawn_refiller(
+    pool: Arc<KeyPool>,
+    mut backend: Pkcs11Backend,
+    signature: crate::SignatureAlgorithm,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if pool.depth() >= pool.target {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            match pool.make(&mut backend, signature) {
+                Ok(key) => pool.put(key, true),
+                Err(e) => {
+                    log::warn!("pool refill failed: {} {e}", e.code());
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    })
 }
 
 impl Service {
@@ -133,6 +163,7 @@ impl Service {
         config: ServiceConfig,
         key_options: KeyOptions,
         defaults: SubjectDefaults,
+        pool: Option<Arc<KeyPool>>,
     ) -> Result<Service> {
         if config.access_keys.is_empty() {
             return Err(Error::Config(
@@ -183,6 +214,7 @@ impl Service {
         Ok(Service {
             workers: Workers {
                 available: Arc::new(tokio::sync::Semaphore::new(backends.len())),
+                total: backends.len(),
                 idle: Mutex::new(backends),
             },
             keys,
@@ -191,6 +223,8 @@ impl Service {
             rate: limits::RateLimit::new(config.rate_limit),
             config,
             nonces: limits::Nonces::default(),
+            pool,
+            metrics: metrics::Metrics::default(),
         })
     }
 
@@ -198,6 +232,7 @@ impl Service {
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics_text))
             .route("/", any(rpc))
             .with_state(self)
     }
@@ -267,6 +302,19 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn metrics_text(State(svc): State<Arc<Service>>) -> Response<Body> {
+    let busy = svc.workers.total - svc.workers.available.available_permits();
+    let body = svc.metrics.render(
+        busy,
+        svc.workers.total,
+        svc.pool.as_deref().map(KeyPool::stats),
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Body::from(body))
+        .unwrap_or_default()
 }
 
 async fn healthz(State(svc): State<Arc<Service>>) -> Response<Body> {
@@ -355,6 +403,8 @@ async fn rpc(
         Ok(_) => "OK",
         Err(e) => e.parts().1,
     };
+    svc.metrics
+        .observe_request(&action, code, started.elapsed());
     log::info!(
         "request RequestId={request_id} action={} access_key={} code={code} status={} duration_ms={:.1}",
         if action.is_empty() { "-" } else { &action },
@@ -501,12 +551,24 @@ async fn issue_on_token(
             ))));
             return;
         };
-        match prepare_csr(&mut backend, &valid, &worker.key_options, request_id) {
+        let mut pooled;
+        let source: &mut dyn KeyBackend = match worker.pool.as_deref() {
+            Some(pool) => {
+                pooled = Pooled {
+                    backend: &mut backend,
+                    pool,
+                };
+                &mut pooled
+            }
+            None => &mut backend,
+        };
+        match prepare_csr(source, &valid, &worker.key_options, request_id) {
             Err(e) => {
                 log::warn!("CSR failed: {} {e}", e.code());
                 let _ = resp_tx.send(Err(ApiError::from(&e)));
             }
             Ok(pending) => {
+                worker.metrics.observe_phases(pending.timings());
                 let response = pending.response().clone();
                 // Commit only once the handler has the response in hand; a
                 // handler that gave up drops the acknowledgement channel.

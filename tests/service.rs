@@ -16,6 +16,11 @@ struct Server {
 
 impl Server {
     fn start(token: &Token, key_type: &str, extra: &str) -> Server {
+        Server::start_with(token, key_type, extra, "")
+    }
+
+    /// As `start`, with `top` appended to the config (e.g. a `[pool]` table).
+    fn start_with(token: &Token, key_type: &str, extra: &str, top: &str) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -31,7 +36,7 @@ impl Server {
                  [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\n\
                  actions = [\"cdn:CreateCdnCertificateSigningRequest\", \"dcdn:CreateDcdnCertificateSigningRequest\"]\n\
                  [[service.access_keys]]\nid = \"CdnOnly\"\nsecret_file = \"cdn-secret\"\nactions = [\"cdn:CreateCdnCertificateSigningRequest\"]\n\
-                 [[service.access_keys]]\nid = \"Burst\"\nsecret_env = \"BURST_SECRET\"\nactions = [\"*\"]\n",
+                 [[service.access_keys]]\nid = \"Burst\"\nsecret_env = \"BURST_SECRET\"\nactions = [\"*\"]\n{top}\n",
                 token.config_token_table("pin"),
                 token.prefix
             ),
@@ -341,4 +346,79 @@ fn oversized_requests_are_refused_before_anything_else() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     server.stop();
     assert!(token.keys().is_empty());
+}
+
+/// `call.py`: N calls through the SDK; their PubMd5 values.
+fn call(server: &Server, n: usize) -> Vec<String> {
+    let out = Command::new(python())
+        .arg(repo().join("tests/tools/call.py"))
+        .arg(&server.addr)
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The value of a metric line `name value` in /metrics.
+fn metric(server: &Server, name: &str) -> Option<f64> {
+    let text = server.get("/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn wait_for(server: &Server, name: &str, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(server, name).unwrap_or(0.0) < at_least {
+        assert!(Instant::now() < deadline, "{name} never reached {at_least}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn key_pool_serves_ready_keys_once_across_restarts() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start_with(&token, "rsa", "", "[pool]\nsize = 4\n");
+    wait_for(&server, "hsm_csr_pool_depth", 4.0);
+    let first = call(&server, 3);
+    assert_eq!(metric(&server, "hsm_csr_pool_hits_total"), Some(3.0));
+    assert_eq!(metric(&server, "hsm_csr_pool_misses_total"), Some(0.0));
+    wait_for(&server, "hsm_csr_pool_depth", 4.0);
+    server.stop();
+
+    // Assigned keys carry their request's label; the rest wait, unassigned.
+    let keys = token.keys();
+    let unassigned = format!("{}pool:unassigned", token.prefix);
+    let waiting = keys
+        .iter()
+        .filter(|k| k["label"] == unassigned.as_str())
+        .count();
+    assert_eq!(waiting, 2 * 4, "four pairs wait in the pool: {keys:?}");
+    assert_eq!(keys.len(), 2 * (4 + 3));
+
+    // A restart adopts the waiting keys and never hands out an assigned one.
+    let server = Server::start_with(&token, "rsa", "", "[pool]\nsize = 4\n");
+    let second = call(&server, 4);
+    assert_eq!(metric(&server, "hsm_csr_pool_hits_total"), Some(4.0));
+    assert_eq!(
+        metric(&server, "hsm_csr_pool_keys_made_total").map(|m| m <= 4.0),
+        Some(true)
+    );
+    let log = server.stop();
+    assert!(log.contains("4 unassigned key(s) adopted"), "{log}");
+    let mut all: Vec<&String> = first.iter().chain(&second).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        7,
+        "a key was handed out twice: {first:?} {second:?}"
+    );
 }

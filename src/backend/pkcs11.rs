@@ -7,6 +7,7 @@
 mod context;
 pub mod inventory;
 mod keygen;
+pub mod pool;
 pub mod select;
 mod sign;
 pub mod uri;

@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use hsm_csr::service::Service;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hsm_csr::backend::pkcs11::pool::KeyPool;
+use hsm_csr::config::parse_key_type;
+use hsm_csr::service::{Service, spawn_refiller};
 use hsm_csr::{Error, Result};
 
 use super::{ServeArgs, token};
@@ -39,15 +43,54 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         "{workers} worker session(s) on token {:?}",
         backends[0].token_label()
     );
+    let mut refiller = None;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pool = if config.pool.size > 0 {
+        let pool_type = match &config.pool.key_type {
+            Some(t) => parse_key_type(t, config.key.bits)?,
+            None => key_options.key_type,
+        };
+        if pool_type != key_options.key_type {
+            return Err(Error::Config(format!(
+                "[pool] key_type {pool_type} differs from [key] type {}: its keys would never be used.",
+                key_options.key_type
+            )));
+        }
+        let pool = Arc::new(KeyPool::new(
+            config.pool.size,
+            pool_type,
+            format!("{}pool:unassigned", key_options.label_prefix),
+        ));
+        let adopted = pool.adopt_existing(&backends[0])?;
+        log::info!(
+            "key pool: {adopted} unassigned key(s) adopted from the token, target {}",
+            pool.target
+        );
+        refiller = Some(spawn_refiller(
+            Arc::clone(&pool),
+            backends[0].another_session()?,
+            key_options.signature()?,
+            Arc::clone(&stop),
+        ));
+        Some(pool)
+    } else {
+        None
+    };
     let service = Arc::new(Service::new(
         backends,
         service_config,
         key_options,
         config.subject.defaults.clone(),
+        pool,
     )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("tokio runtime: {e}")))?;
-    runtime.block_on(service.serve())
+    let served = runtime.block_on(service.serve());
+    stop.store(true, Ordering::Relaxed);
+    if let Some(r) = refiller {
+        let _ = r.join();
+    }
+    served
 }

@@ -41,13 +41,23 @@ pub struct KeyEntry {
     pub(super) objects: Vec<ObjectHandle>,
     #[serde(skip)]
     pub(super) certificates: Vec<Vec<u8>>,
+    #[serde(skip)]
+    pub(super) private: Option<ObjectHandle>,
+    #[serde(skip)]
+    pub(super) public: Option<ObjectHandle>,
+    #[serde(skip)]
+    pub(super) spki: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub(super) parsed_type: Option<KeyType>,
 }
 
 #[derive(Default)]
 struct Group {
     label: Option<String>,
-    key_type: Option<String>,
+    key_type: Option<KeyType>,
     spki: Option<Vec<u8>>,
+    private_handle: Option<ObjectHandle>,
+    public_handle: Option<ObjectHandle>,
     private: bool,
     objects: Vec<ObjectHandle>,
     certificates: Vec<Vec<u8>>,
@@ -105,9 +115,13 @@ impl Pkcs11Backend {
                 g.objects.push(h);
                 if class == ObjectClass::PRIVATE_KEY {
                     g.private = true;
+                    g.private_handle = Some(h);
                     g.label = label.or(g.label.take());
-                } else if g.label.is_none() {
-                    g.label = label;
+                } else {
+                    g.public_handle = Some(h);
+                    if g.label.is_none() {
+                        g.label = label;
+                    }
                 }
                 if g.spki.is_none() {
                     // RSA private keys expose their public half; EC private
@@ -143,8 +157,12 @@ impl Pkcs11Backend {
                 KeyEntry {
                     key_uri: uri::private_key_uri(&self.label, &self.serial, &label, &id_bytes),
                     id: fingerprint::hex(&id_bytes),
-                    key_type: g.key_type.unwrap_or_else(|| "unknown".into()),
+                    key_type: g.key_type.map_or_else(|| "unknown".into(), KeyType::name),
                     pub_md5: g.spki.as_deref().map(fingerprint::pub_md5),
+                    private: g.private_handle,
+                    public: g.public_handle,
+                    parsed_type: g.key_type,
+                    spki: g.spki,
                     has_private_key: g.private,
                     certificate: !g.certificates.is_empty(),
                     label,
@@ -262,8 +280,8 @@ pub fn select<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k 
     }
 }
 
-/// The key type name and SPKI of a key object, from its public attributes.
-fn public_key(session: &cryptoki::session::Session, h: ObjectHandle) -> Result<(String, Vec<u8>)> {
+/// The key type and SPKI of a key object, from its public attributes.
+fn public_key(session: &cryptoki::session::Session, h: ObjectHandle) -> Result<(KeyType, Vec<u8>)> {
     let attrs = session
         .get_attributes(h, &[AttributeType::KeyType, AttributeType::EcParams])
         .map_err(|e| Error::EncodeKey(describe(&e)))?;
@@ -297,5 +315,5 @@ fn public_key(session: &cryptoki::session::Session, h: ObjectHandle) -> Result<(
         },
         other => other,
     };
-    Ok((key_type.name(), spki))
+    Ok((key_type, spki))
 }
