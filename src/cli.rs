@@ -2,6 +2,7 @@
 //! turns them, with the config file, into library calls.
 
 pub mod attach;
+pub mod batch;
 pub mod create;
 pub mod keys;
 pub mod output;
@@ -37,6 +38,29 @@ pub enum Command {
     /// Answer CreateCdnCertificateSigningRequest / CreateDcdnCertificateSigningRequest
     /// over the cloud's RPC protocol, for the official SDKs ([service] in the config).
     Serve(ServeArgs),
+    /// Make one CSR per line of a JSON-lines file ({"CommonName": ..., ...}),
+    /// several at a time; one JSON answer per line, in order.
+    Batch(BatchArgs),
+}
+
+/// `batch`.
+#[derive(Debug, clap::Args)]
+pub struct BatchArgs {
+    /// JSON lines, one request each, with the API's parameter names.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Where the answers go [default: stdout].
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Sessions making keys in parallel [default: one per CPU core].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Prefix of the new keys' CKA_LABEL [default: hsm-csr:, or the config's].
+    #[arg(long, value_name = "PREFIX")]
+    pub label_prefix: Option<String>,
+    /// Which token, and how to log in.
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// `serve`.

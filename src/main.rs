@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             cli::keys::parts(command).0 == cli::ListFormat::Json,
         ),
         Command::Serve(args) => (cli::serve::run(args), false),
+        Command::Batch(args) => (cli::batch::run(args), false),
         Command::AttachCert(args) => (
             cli::attach::run(args, &request_id),
             args.format == cli::ListFormat::Json,

@@ -5,6 +5,7 @@
 mod common;
 
 mod algorithms;
+mod batch;
 mod create;
 mod errors;
 mod keys;

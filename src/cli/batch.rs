@@ -1,0 +1,167 @@
+//! `hsm-csr batch`: many requests from a JSON-lines file, one answer per
+//! line, in order, made by several sessions in parallel.
+//!
+//! Each input line is a request with the API's parameter names
+//! (`{"CommonName": "...", "SANs": "..."}`); each output line is the API's
+//! response, or `{"RequestId","Code","Message"}` for a line that failed. A
+//! failing line rolls back only its own key and does not stop the others.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use hsm_csr::{CsrRequest, Error, Result, issue_csr, new_request_id};
+
+use super::{BatchArgs, token};
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LineError<'a> {
+    request_id: &'a str,
+    code: &'a str,
+    message: String,
+    /// 1-based input line number.
+    line: usize,
+}
+
+/// Runs `batch`. A failing line is answered in its output line and the run
+/// goes on; the run then ends with exit code 2 (`InvalidValue.Malformed`
+/// naming how many lines failed). Problems with the whole run (input,
+/// output, token) stop it at once.
+pub fn run(args: &BatchArgs) -> Result<()> {
+    let input = File::open(&args.input)
+        .map_err(|e| Error::Config(format!("cannot read --input {}: {e}", args.input.display())))?;
+    let lines: Vec<String> = BufReader::new(input)
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::Config(format!("cannot read --input {}: {e}", args.input.display())))?;
+    let requests: Vec<(usize, String)> = lines
+        .into_iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l))
+        .collect();
+
+    let config = token::load_config(&args.token)?;
+    let mut key_options = config.key.options()?;
+    if let Some(p) = &args.label_prefix {
+        key_options.label_prefix = p.clone();
+    }
+    key_options.signature()?;
+    let target = token::target(&args.token, &config)?;
+    let opened = token::open(&target, &args.token, &config)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args
+        .workers
+        .unwrap_or(cores)
+        .clamp(1, requests.len().max(1));
+    let mut backends = vec![opened.backend];
+    for _ in 1..workers {
+        backends.push(backends[0].another_session()?);
+    }
+
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(requests.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} CSRs  {elapsed} elapsed, about {eta} left",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(File::create(path).map_err(|e| {
+            Error::Config(format!("cannot write --output {}: {e}", path.display()))
+        })?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, bool, String)>();
+    let (mut ok, mut failed) = (0usize, 0usize);
+    let written = std::thread::scope(|scope| -> std::io::Result<()> {
+        for mut backend in backends {
+            let tx = tx.clone();
+            let (next, requests, key_options, defaults) =
+                (&next, &requests, &key_options, &config.subject.defaults);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((line_no, line)) = requests.get(i) else {
+                        break;
+                    };
+                    let request_id = new_request_id();
+                    let result = serde_json::from_str::<CsrRequest>(line)
+                        .map_err(|e| {
+                            Error::Malformed(format!("line {line_no} is not a request: {e}"))
+                        })
+                        .and_then(|r| r.validate(defaults))
+                        .and_then(|v| issue_csr(&mut backend, &v, key_options, request_id.clone()));
+                    let (success, text) = match result {
+                        Ok(response) => {
+                            (true, serde_json::to_string(&response).unwrap_or_default())
+                        }
+                        Err(e) => (
+                            false,
+                            serde_json::to_string(&LineError {
+                                request_id: &request_id,
+                                code: e.code(),
+                                message: e.to_string(),
+                                line: *line_no,
+                            })
+                            .unwrap_or_default(),
+                        ),
+                    };
+                    if tx.send((i, success, text)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        // Answers arrive in any order; they are written in input order.
+        let mut pending = BTreeMap::new();
+        let mut next_out = 0;
+        for (i, success, text) in rx {
+            progress.inc(1);
+            if success {
+                ok += 1
+            } else {
+                failed += 1
+            }
+            pending.insert(i, text);
+            while let Some(text) = pending.remove(&next_out) {
+                writeln!(out, "{text}")?;
+                next_out += 1;
+            }
+        }
+        out.flush()
+    });
+    progress.finish_and_clear();
+    written.map_err(|e| Error::Output {
+        detail: e.to_string(),
+        rolled_back: false,
+    })?;
+    eprintln!(
+        "batch: {ok} CSRs made, {failed} failed, {} lines in {:.1} s with {workers} session(s)",
+        ok + failed,
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        return Err(Error::Malformed(format!(
+            "{failed} of {} lines failed; their answers say why.",
+            ok + failed
+        )));
+    }
+    Ok(())
+}
