@@ -43,9 +43,9 @@ pub enum Error {
     },
 
     /// No token with the requested label is present.
-    #[error("no token labelled {label:?} in {module}; tokens present: {}. Check [token] label / --token.", list_or_none(.available))]
+    #[error("no token {label} in {module}; tokens present: {}. Check [token] label / --token.", list_or_none(.available))]
     TokenNotFound {
-        /// The label that was asked for.
+        /// What was asked for: `"label"`, `serial ...`.
         label: String,
         /// The module searched.
         module: String,
@@ -67,6 +67,17 @@ pub enum Error {
         "the user PIN of token {token:?} is locked; the security officer must unlock or reset it."
     )]
     PinLocked {
+        /// Token label.
+        token: String,
+    },
+
+    /// C_Login said CKR_USER_PIN_NOT_INITIALIZED. No PIN was checked, so no
+    /// lockout counter moved; SoftHSM also says it, for a moment, while
+    /// another process rewrites the token.
+    #[error(
+        "the user PIN of token {token:?} is not initialized; the security officer must set it (pkcs11-tool --init-pin)."
+    )]
+    PinNotInitialized {
         /// Token label.
         token: String,
     },
@@ -225,6 +236,7 @@ impl Error {
             Error::TokenNotFound { .. } => "Token.NotFound",
             Error::PinIncorrect { .. } => "Token.PinIncorrect",
             Error::PinLocked { .. } => "Token.PinLocked",
+            Error::PinNotInitialized { .. } => "Token.PinNotInitialized",
             Error::PinRequired { .. } => "Token.PinRequired",
             Error::Unsupported { .. } => "Token.MechanismUnsupported",
             Error::Config(_) => "Config.Invalid",
@@ -257,6 +269,7 @@ impl Error {
             | Error::TokenNotFound { .. }
             | Error::PinIncorrect { .. }
             | Error::PinLocked { .. }
+            | Error::PinNotInitialized { .. }
             | Error::PinRequired { .. }
             | Error::Unsupported { .. }
             | Error::Config(_)

@@ -129,7 +129,7 @@ fn unknown_token_lists_the_present_ones() {
         "a.example",
     ]);
     let run = Run::of(&mut cmd);
-    assert_error(&run, 3, "Token.NotFound", "no token labelled");
+    assert_error(&run, 3, "Token.NotFound", "no token \"no-such-token\"");
     if token.is_private_softhsm() {
         assert!(
             run.stderr.contains("tokens present: \"test-token\""),

@@ -126,3 +126,37 @@ fn unwritable_out_file_is_refused_before_keygen() {
     );
     assert!(token.keys().is_empty());
 }
+
+#[test]
+fn concurrent_create_processes_on_one_token_all_succeed() {
+    // SoftHSM rewrites its token files on every key; other processes can
+    // catch them half-written. hsm-csr looks again instead of failing.
+    let Some(token) = Token::private_softhsm("three processes at once on one token") else {
+        return;
+    };
+    for round in 0..6 {
+        let children: Vec<_> = (0..3)
+            .map(|i| {
+                token
+                    .hsm_csr()
+                    .arg("create")
+                    .args(token.token_flags())
+                    .args(["--label-prefix", &token.prefix, "--format", "pem"])
+                    .args(["--common-name", &format!("c{round}-{i}.example")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(token.keys().len(), 2 * 18);
+}

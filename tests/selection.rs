@@ -117,7 +117,7 @@ fn refused_selections() {
         ),
         (
             format!("pkcs11:token=x?module-path={module}&pin-source=file:/nonexistent/pin"),
-            "no token labelled",
+            "no token \"x\"",
         ),
         ("pkcs11:token=x".to_owned(), "no PKCS#11 module"),
     ] {

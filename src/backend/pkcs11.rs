@@ -176,6 +176,9 @@ impl Pkcs11Backend {
             Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
             Err(P11Error::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::PinIncorrect { token }),
             Err(P11Error::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked { token }),
+            Err(P11Error::Pkcs11(RvError::UserPinNotInitialized, _)) => {
+                Err(Error::PinNotInitialized { token })
+            }
             Err(e) => Err(Error::Token {
                 op: "C_Login",
                 token,

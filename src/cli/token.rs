@@ -76,7 +76,38 @@ pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
 }
 
 /// Opens the token and logs in once.
+///
+/// A file-backed token (SoftHSM) read while another process rewrites it
+/// can look absent, unlabelled, or without a user PIN. Those answers (and
+/// only those: no PIN was checked in any of them) make hsm-csr open the
+/// token again from scratch, module finalized and re-initialized, a few
+/// times. Every other failure, above all a wrong PIN, ends it at once.
 pub fn open(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opened> {
+    let mut attempt = 1;
+    loop {
+        match open_once(target, args, config) {
+            Err(e) if attempt < 4 && looks_half_written(&e) => {
+                log::debug!("token looked half-written ({}); opening it again", e.code());
+                std::thread::sleep(Duration::from_millis(100 * attempt));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn looks_half_written(e: &Error) -> bool {
+    match e {
+        Error::PinNotInitialized { .. } => true,
+        // Nothing present, or only slots that could not say what they hold.
+        Error::TokenNotFound { available, .. } => {
+            available.iter().all(|l| l.is_empty() || l.starts_with('<'))
+        }
+        _ => false,
+    }
+}
+
+fn open_once(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opened> {
     let t = Instant::now();
     let mut backend = Pkcs11Backend::open(&target.module, &target.selector)?;
     let init = t.elapsed();

@@ -84,22 +84,47 @@ pub(super) fn find(pkcs11: &Pkcs11, module: &str, selector: &TokenSelector) -> R
                 .into(),
         ));
     }
+    let scan = scan(pkcs11, module, selector)?;
+    match (scan.matched.len(), scan.unreadable_named_slot) {
+        (1, _) => Ok(scan.matched.into_iter().next().expect("one match")),
+        (0, Some(slot)) => Ok(Found { slot, info: None }),
+        (0, None) => Err(Error::TokenNotFound {
+            label: selector.describe(),
+            module: module.to_owned(),
+            available: scan.available,
+        }),
+        (n, _) => Err(Error::Config(format!(
+            "{n} tokens match {}; add serial= or slot-id= to pick one.",
+            selector.describe()
+        ))),
+    }
+}
+
+struct Scan {
+    matched: Vec<Found>,
+    available: Vec<String>,
+    unreadable_named_slot: Option<Slot>,
+}
+
+fn scan(pkcs11: &Pkcs11, module: &str, selector: &TokenSelector) -> Result<Scan> {
     let slots = pkcs11
         .get_slots_with_token()
         .map_err(|e| Error::ModuleLoad {
             path: module.to_owned(),
             reason: format!("C_GetSlotList: {}", describe(&e)),
         })?;
-    let mut available = Vec::new();
-    let mut matched = Vec::new();
-    let mut unreadable_named_slot = None;
+    let mut out = Scan {
+        matched: Vec::new(),
+        available: Vec::new(),
+        unreadable_named_slot: None,
+    };
     for slot in slots {
         match pkcs11.get_token_info(slot) {
-            Ok(info) if selector.matches(slot, &info) => matched.push(Found {
+            Ok(info) if selector.matches(slot, &info) => out.matched.push(Found {
                 slot,
                 info: Some(info),
             }),
-            Ok(info) if info.token_initialized() => available.push(info.label().to_owned()),
+            Ok(info) if info.token_initialized() => out.available.push(info.label().to_owned()),
             Ok(_) => {}
             Err(e) if selector.slot_id == Some(slot.id()) => {
                 log::warn!(
@@ -108,26 +133,20 @@ pub(super) fn find(pkcs11: &Pkcs11, module: &str, selector: &TokenSelector) -> R
                     describe(&e),
                     slot.id()
                 );
-                unreadable_named_slot = Some(slot);
+                out.unreadable_named_slot = Some(slot);
             }
-            Err(e) => log::warn!(
-                "skipping slot {}: C_GetTokenInfo failed: {}",
-                slot.id(),
-                describe(&e)
-            ),
+            Err(e) => {
+                log::warn!(
+                    "skipping slot {}: C_GetTokenInfo failed: {}",
+                    slot.id(),
+                    describe(&e)
+                );
+                out.available.push(format!(
+                    "<slot {id}: token info unreadable; name it with pkcs11:token=LABEL;slot-id={id}>",
+                    id = slot.id()
+                ));
+            }
         }
     }
-    match (matched.len(), unreadable_named_slot) {
-        (1, _) => Ok(matched.remove(0)),
-        (0, Some(slot)) => Ok(Found { slot, info: None }),
-        (0, None) => Err(Error::TokenNotFound {
-            label: selector.describe(),
-            module: module.to_owned(),
-            available,
-        }),
-        (n, _) => Err(Error::Config(format!(
-            "{n} tokens match {}; add serial= or slot-id= to pick one.",
-            selector.describe()
-        ))),
-    }
+    Ok(out)
 }
