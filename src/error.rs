@@ -82,6 +82,17 @@ pub enum Error {
         token: String,
     },
 
+    /// C_Login failed without judging the PIN (CKR_GENERAL_ERROR).
+    #[error(
+        "token {token:?} could not check the PIN ({detail}); it may be busy or in an error state."
+    )]
+    LoginUnavailable {
+        /// Token label.
+        token: String,
+        /// The PKCS#11 answer.
+        detail: String,
+    },
+
     /// No PIN could be obtained from any source.
     #[error(
         "no PIN for token {token:?}: set HSM_CSR_PIN, pass --pin-file, set [token] pin_file, or run on a terminal to be prompted."
@@ -237,6 +248,7 @@ impl Error {
             Error::PinIncorrect { .. } => "Token.PinIncorrect",
             Error::PinLocked { .. } => "Token.PinLocked",
             Error::PinNotInitialized { .. } => "Token.PinNotInitialized",
+            Error::LoginUnavailable { .. } => "Token.Error",
             Error::PinRequired { .. } => "Token.PinRequired",
             Error::Unsupported { .. } => "Token.MechanismUnsupported",
             Error::Config(_) => "Config.Invalid",
@@ -270,6 +282,7 @@ impl Error {
             | Error::PinIncorrect { .. }
             | Error::PinLocked { .. }
             | Error::PinNotInitialized { .. }
+            | Error::LoginUnavailable { .. }
             | Error::PinRequired { .. }
             | Error::Unsupported { .. }
             | Error::Config(_)

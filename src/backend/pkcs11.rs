@@ -179,6 +179,13 @@ impl Pkcs11Backend {
             Err(P11Error::Pkcs11(RvError::UserPinNotInitialized, _)) => {
                 Err(Error::PinNotInitialized { token })
             }
+            // Not a PIN verdict (that is CKR_PIN_INCORRECT): the token could
+            // not even check it. SoftHSM says this while its files are
+            // being rewritten by another process.
+            Err(e @ P11Error::Pkcs11(RvError::GeneralError, _)) => Err(Error::LoginUnavailable {
+                token,
+                detail: describe(&e),
+            }),
             Err(e) => Err(Error::Token {
                 op: "C_Login",
                 token,

@@ -86,7 +86,7 @@ pub fn open(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opened
     let mut attempt = 1;
     loop {
         match open_once(target, args, config) {
-            Err(e) if attempt < 4 && looks_half_written(&e) => {
+            Err(e) if attempt < 6 && looks_half_written(&e) => {
                 log::debug!("token looked half-written ({}); opening it again", e.code());
                 std::thread::sleep(Duration::from_millis(100 * attempt));
                 attempt += 1;
@@ -98,7 +98,7 @@ pub fn open(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opened
 
 fn looks_half_written(e: &Error) -> bool {
     match e {
-        Error::PinNotInitialized { .. } => true,
+        Error::PinNotInitialized { .. } | Error::LoginUnavailable { .. } => true,
         // Nothing present, or only slots that could not say what they hold.
         Error::TokenNotFound { available, .. } => {
             available.iter().all(|l| l.is_empty() || l.starts_with('<'))
