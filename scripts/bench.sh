@@ -15,10 +15,13 @@
 # (a) and (b) alternate run by run so that machine noise hits both alike;
 # each run's key pair is deleted (untimed) so the token stays the same size.
 # Prints medians and 10th/90th percentiles, and the ratios between them.
+# Then `hsm-csr batch` over BENCH_BATCH lines (default 40) with 1 and with 2
+# sessions: CSRs per second and the ratio.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
 runs=${BENCH_RUNS:-40}
+batch_lines=${BENCH_BATCH:-40}
 
 need_packages softhsm2 opensc openssl libengine-pkcs11-openssl
 cargo build --release --quiet --locked
@@ -101,6 +104,14 @@ for i in $(seq "$runs"); do
   run_fixed
 done
 
+for i in $(seq "$batch_lines"); do printf '{"CommonName":"batch%s.example.com"}\n' "$i"; done >"$work/batch.jsonl"
+for workers in 1 2; do
+  t0=$EPOCHREALTIME
+  "$bin" batch --module "$SOFTHSM_MODULE" --token bench --input "$work/batch.jsonl" \
+    --output "$work/batch.out" --workers "$workers" 2>/dev/null
+  echo "batch$workers wall_ms=$(ms_since "$t0") lines=$batch_lines" >>"$work/samples"
+done
+
 python3 - "$work/samples" "$runs" <<'EOP'
 import re, statistics, sys
 rows = [dict(re.findall(r"(\w+)=([\d.]+)", l)) | {"who": l.split()[0]} for l in open(sys.argv[1])]
@@ -131,4 +142,8 @@ print(f"ratio (a)/(b) of medians: {a / b:.2f}")
 print(f"hsm-csr time beyond C_GenerateKeyPair, median: {ours_extra:.1f} ms")
 print(f"peer time beyond C_GenerateKeyPair, median (d): {peer_extra:.1f} ms")
 print(f"ratio of time beyond keygen, hsm-csr/peer: {ours_extra / peer_extra:.2f}")
+b1, b2 = (next(r for r in rows if r["who"] == f"batch{w}") for w in (1, 2))
+rate = lambda r: float(r["lines"]) / float(r["wall_ms"]) * 1000
+print(f"batch of {int(float(b1['lines']))} RSA-2048 CSRs: {rate(b1):.2f} CSR/s with 1 session, "
+      f"{rate(b2):.2f} CSR/s with 2 sessions (ratio {rate(b2) / rate(b1):.2f})")
 EOP
