@@ -76,6 +76,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     })();
     let timings = pending.timings();
     if let Err(e) = delivered {
+        let key_uri = pending.response().key_uri.clone();
         return Err(match pending.rollback() {
             Ok(()) => Error::Output {
                 detail: e.to_string(),
@@ -87,7 +88,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
                     rolled_back: false,
                 }),
                 rollback: rollback.to_string(),
-                key_uri: "the key pair labelled with this common name".into(),
+                key_uri,
             },
         });
     }
