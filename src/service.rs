@@ -534,7 +534,11 @@ async fn issue_on_token(
     let worker = Arc::clone(svc);
     // Wait for a free session without holding a thread; the permit
     // guarantees one is idle.
-    let Ok(permit) = Arc::clone(&svc.workers.available).acquire_owned().await else {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(svc.config.request_timeout_ms);
+    let acquire = Arc::clone(&svc.workers.available).acquire_owned();
+    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, acquire).await else {
+        // Every session stayed busy past the deadline: no key was made.
         return Err(ApiError::Timeout);
     };
     tokio::task::spawn_blocking(move || {
@@ -588,12 +592,7 @@ async fn issue_on_token(
             .unwrap_or_else(|p| p.into_inner())
             .push(backend);
     });
-    match tokio::time::timeout(
-        Duration::from_millis(svc.config.request_timeout_ms),
-        resp_rx,
-    )
-    .await
-    {
+    match tokio::time::timeout_at(deadline, resp_rx).await {
         Ok(Ok(Ok(response))) => {
             let _ = ack_tx.send(());
             Ok(response)
