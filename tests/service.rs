@@ -422,3 +422,42 @@ fn key_pool_serves_ready_keys_once_across_restarts() {
         "a key was handed out twice: {first:?} {second:?}"
     );
 }
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start(&token, "rsa", "");
+    let client = Command::new(python())
+        .arg(repo().join("tests/tools/call.py"))
+        .arg(&server.addr)
+        .arg("1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the request holds a session, then ask the server to stop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&server, "hsm_csr_sessions_in_use").unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached a session"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let log = server.stop();
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answered: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answered.len(), 1);
+    assert_eq!(
+        token.keys().len(),
+        2,
+        "the answered request's key stays, nothing else"
+    );
+}
