@@ -17,6 +17,7 @@ pub mod signature;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,23 @@ pub struct Service {
     rate: limits::RateLimit,
     pool: Option<Arc<KeyPool>>,
     metrics: metrics::Metrics,
+    token: Reconnect,
+    /// Set when a session stops answering; cleared once all sessions have
+    /// been opened again.
+    broken: AtomicBool,
+    refiller: Mutex<Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>>,
+}
+
+/// What it takes to open the token again after it went away: module,
+/// selector, and the PIN, kept (as a zeroizing secret) for the new login.
+pub struct Reconnect {
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// Which token.
+    pub selector: crate::backend::pkcs11::TokenSelector,
+    /// The user PIN, or None for a token that needs no login or takes it on
+    /// its own PIN pad.
+    pub pin: Option<cryptoki::types::AuthPin>,
 }
 
 /// Keeps `pool` at its target on a session of its own, until `stop`.
@@ -164,6 +182,7 @@ impl Service {
         key_options: KeyOptions,
         defaults: SubjectDefaults,
         pool: Option<Arc<KeyPool>>,
+        token: Reconnect,
     ) -> Result<Service> {
         if config.access_keys.is_empty() {
             return Err(Error::Config(
@@ -225,6 +244,9 @@ impl Service {
             nonces: limits::Nonces::default(),
             pool,
             metrics: metrics::Metrics::default(),
+            token,
+            broken: AtomicBool::new(false),
+            refiller: Mutex::new(None),
         })
     }
 
@@ -245,6 +267,7 @@ impl Service {
         let addr: SocketAddr = self.config.listen.parse().map_err(|e| {
             Error::Config(format!("[service] listen {:?}: {e}", self.config.listen))
         })?;
+        tokio::spawn(Arc::clone(&self).reconnect_loop());
         match (&self.config.tls_cert, &self.config.tls_key) {
             (None, None) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -286,6 +309,105 @@ impl Service {
         }
     }
 
+    /// Adopts the unassigned pool keys on the token and starts the
+    /// refiller on a session of its own. Does nothing without a pool.
+    ///
+    /// # Errors
+    /// A token error when the keys cannot be listed or the session opened.
+    pub fn start_pool(&self) -> Result<()> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let session = {
+            let idle = self.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let first = idle
+                .first()
+                .ok_or_else(|| Error::Internal("no session to refill the pool from".into()))?;
+            let adopted = pool.adopt_existing(first)?;
+            log::info!(
+                "key pool: {adopted} unassigned key(s) adopted from the token, target {}",
+                pool.target
+            );
+            first.another_session()?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = spawn_refiller(
+            Arc::clone(pool),
+            session,
+            self.key_options.signature()?,
+            Arc::clone(&stop),
+        );
+        *self.refiller.lock().unwrap_or_else(|p| p.into_inner()) = Some((handle, stop));
+        Ok(())
+    }
+
+    /// Stops the refiller, if any, and waits for it.
+    pub fn stop_pool(&self) {
+        if let Some((handle, stop)) = self
+            .refiller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
+
+    /// Drops every session (so the module is finalized), opens the token
+    /// again, logs in and refills the worker list. Runs with every worker
+    /// permit held, so no request is using a session.
+    fn reopen(&self) -> Result<()> {
+        self.stop_pool();
+        if let Some(pool) = &self.pool {
+            pool.clear();
+        }
+        let total = self.workers.total;
+        let mut idle = self.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.clear();
+        let mut first = Pkcs11Backend::open(&self.token.module, &self.token.selector)?;
+        if first.login_required() {
+            first.login(self.token.pin.as_ref())?;
+        }
+        let mut fresh = vec![first];
+        for _ in 1..total {
+            fresh.push(fresh[0].another_session()?);
+        }
+        *idle = fresh;
+        drop(idle);
+        self.start_pool()
+    }
+
+    /// Every half second while the token is unreachable, tries to open it again.
+    async fn reconnect_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !self.broken.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Ok(permits) = Arc::clone(&self.workers.available)
+                .acquire_many_owned(self.workers.total as u32)
+                .await
+            else {
+                return;
+            };
+            let svc = Arc::clone(&self);
+            let reopened = tokio::task::spawn_blocking(move || svc.reopen()).await;
+            match reopened {
+                Ok(Ok(())) => {
+                    self.broken.store(false, Ordering::Relaxed);
+                    log::warn!(
+                        "token {} is back: sessions reopened",
+                        self.token.selector.describe()
+                    );
+                }
+                Ok(Err(e)) => log::warn!("token still unreachable: {} {e}", e.code()),
+                Err(e) => log::error!("reconnect task failed: {e}"),
+            }
+            drop(permits);
+        }
+    }
+
     fn secret_of(&self, id: &str) -> Option<&str> {
         self.keys.get(id).map(|k| k.secret.expose_secret())
     }
@@ -319,6 +441,13 @@ async fn metrics_text(State(svc): State<Arc<Service>>) -> Response<Body> {
 
 async fn healthz(State(svc): State<Arc<Service>>) -> Response<Body> {
     let status = tokio::task::spawn_blocking(move || {
+        if svc.broken.load(Ordering::Relaxed) {
+            return Err(Error::Token {
+                op: "reaching the token",
+                token: svc.token.selector.describe(),
+                detail: "sessions lost; reconnecting".into(),
+            });
+        }
         let idle = svc.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
         match idle.first() {
             // Every session is busy making a key: the token answers.
@@ -531,9 +660,12 @@ async fn issue_on_token(
 ) -> std::result::Result<crate::CsrResponse, ApiError> {
     let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+    if svc.broken.load(Ordering::Relaxed) {
+        return Err(ApiError::TokenUnavailable);
+    }
     let worker = Arc::clone(svc);
     // Wait for a free session without holding a thread; the permit
-    // guarantees one is idle.
+    // guarantees one is idle (unless the token is being reopened).
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(svc.config.request_timeout_ms);
     let acquire = Arc::clone(&svc.workers.available).acquire_owned();
@@ -550,9 +682,8 @@ async fn issue_on_token(
             .unwrap_or_else(|p| p.into_inner())
             .pop();
         let Some(mut backend) = popped else {
-            let _ = resp_tx.send(Err(ApiError::from(&Error::Internal(
-                "no idle session".into(),
-            ))));
+            // Sessions are being reopened after the token went away.
+            let _ = resp_tx.send(Err(ApiError::TokenUnavailable));
             return;
         };
         let mut pooled;
@@ -566,9 +697,11 @@ async fn issue_on_token(
             }
             None => &mut backend,
         };
+        let mut check_session = false;
         match prepare_csr(source, &valid, &worker.key_options, request_id) {
             Err(e) => {
                 log::warn!("CSR failed: {} {e}", e.code());
+                check_session = e.class() != crate::ErrorClass::Request;
                 let _ = resp_tx.send(Err(ApiError::from(&e)));
             }
             Ok(pending) => {
@@ -584,6 +717,10 @@ async fn issue_on_token(
                     log::warn!("request timed out; its key pair was removed");
                 }
             }
+        }
+        if check_session && !matches!(backend.logged_in(), Ok(true)) {
+            log::warn!("the session no longer answers; reconnecting to the token");
+            worker.broken.store(true, Ordering::Relaxed);
         }
         worker
             .workers

@@ -8,6 +8,7 @@ mod algorithms;
 mod batch;
 mod create;
 mod errors;
+mod faults;
 mod keys;
 mod lifecycle;
 mod selection;

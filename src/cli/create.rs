@@ -56,6 +56,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         mut backend,
         init,
         login,
+        ..
     } = token::open(&target, &args.token, &config)?;
 
     let pending = prepare_csr(&mut backend, &request, &key_options, request_id.to_owned())?;

@@ -2,11 +2,9 @@
 
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use hsm_csr::backend::pkcs11::pool::KeyPool;
 use hsm_csr::config::parse_key_type;
-use hsm_csr::service::{Service, spawn_refiller};
+use hsm_csr::service::{Reconnect, Service};
 use hsm_csr::{Error, Result};
 
 use super::{ServeArgs, token};
@@ -33,6 +31,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .max_rw_sessions()
         .map_or(wanted, |m| (m as usize).max(1));
     let workers = wanted.min(cap);
+    let opened_pin = opened.pin;
     let mut backends = vec![opened.backend];
     for _ in 1..workers {
         // The login belongs to the application, not the session: extra
@@ -43,8 +42,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         "{workers} worker session(s) on token {:?}",
         backends[0].token_label()
     );
-    let mut refiller = None;
-    let stop = Arc::new(AtomicBool::new(false));
     let pool = if config.pool.size > 0 {
         let pool_type = match &config.pool.key_type {
             Some(t) => parse_key_type(t, config.key.bits)?,
@@ -56,23 +53,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 key_options.key_type
             )));
         }
-        let pool = Arc::new(KeyPool::new(
+        Some(Arc::new(KeyPool::new(
             config.pool.size,
             pool_type,
             format!("{}pool:unassigned", key_options.label_prefix),
-        ));
-        let adopted = pool.adopt_existing(&backends[0])?;
-        log::info!(
-            "key pool: {adopted} unassigned key(s) adopted from the token, target {}",
-            pool.target
-        );
-        refiller = Some(spawn_refiller(
-            Arc::clone(&pool),
-            backends[0].another_session()?,
-            key_options.signature()?,
-            Arc::clone(&stop),
-        ));
-        Some(pool)
+        )))
     } else {
         None
     };
@@ -82,15 +67,18 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         key_options,
         config.subject.defaults.clone(),
         pool,
+        Reconnect {
+            module: target.module.clone(),
+            selector: target.selector.clone(),
+            pin: opened_pin,
+        },
     )?);
+    service.start_pool()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("tokio runtime: {e}")))?;
-    let served = runtime.block_on(service.serve());
-    stop.store(true, Ordering::Relaxed);
-    if let Some(r) = refiller {
-        let _ = r.join();
-    }
+    let served = runtime.block_on(Arc::clone(&service).serve());
+    service.stop_pool();
     served
 }

@@ -23,14 +23,18 @@ pub fn load_config(args: &TokenArgs) -> Result<Config> {
 /// A logged-in backend, and how long getting there took.
 pub struct Opened {
     pub backend: Pkcs11Backend,
+    /// The PIN used, for callers that must log in again later (`serve`).
+    pub pin: Option<cryptoki::types::AuthPin>,
     pub init: Duration,
     pub login: Duration,
 }
 
 /// What `--token` and the config say, before the token is touched.
 pub struct Target {
-    module: PathBuf,
-    selector: TokenSelector,
+    /// The module.
+    pub module: PathBuf,
+    /// Which token.
+    pub selector: TokenSelector,
     uri: Option<Pkcs11Uri>,
 }
 
@@ -113,6 +117,7 @@ fn open_once(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opene
     let init = t.elapsed();
 
     let t = Instant::now();
+    let mut used_pin = None;
     if backend.login_required() {
         let sources = PinSources {
             flag_file: args.pin_file.as_deref(),
@@ -127,10 +132,12 @@ fn open_once(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opene
         } else {
             let pin = pin::resolve(&sources, backend.token_label())?;
             backend.login(Some(&pin))?;
+            used_pin = Some(pin);
         }
     }
     Ok(Opened {
         backend,
+        pin: used_pin,
         init,
         login: t.elapsed(),
     })

@@ -46,6 +46,8 @@ pub enum ApiError {
     Timeout,
     /// Body or headers over the limits.
     TooLarge,
+    /// The token went away; the service is reconnecting.
+    TokenUnavailable,
     /// An error from the library (validation, token, ...).
     Issue {
         /// API code.
@@ -89,6 +91,11 @@ impl ApiError {
             ApiError::Throttling => (400, "Throttling.User", "Request was denied due to user flow control.".into()),
             ApiError::Timeout => (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server: it timed out, and no key was kept.".into()),
             ApiError::TooLarge => (413, "RequestTooLarge", "The request body or headers are larger than allowed.".into()),
+            ApiError::TokenUnavailable => (
+                503,
+                "ServiceUnavailable",
+                "The key store is unreachable; the service is reconnecting. Try again later.".into(),
+            ),
             ApiError::Issue { code, message, status } => (*status, code, message.clone()),
         }
     }

@@ -96,6 +96,12 @@ impl KeyPool {
         self.lock().push_back(key);
     }
 
+    /// Forgets every ready key (their handles die with the sessions); the
+    /// keys stay on the token, unassigned, for [`Self::adopt_existing`].
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     fn take(&self) -> Option<PooledKey> {
         self.lock().pop_front()
     }

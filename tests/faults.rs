@@ -1,0 +1,186 @@
+//! The token goes away under `hsm-csr serve` and comes back: SoftHSM2
+//! behind `p11-kit server`, whose server processes are killed and restarted.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{SOFTHSM, Token, python};
+
+const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+
+/// `p11-kit server` for the private token; returns the client address and
+/// the server's pid.
+fn start_p11kit(token: &Token) -> (String, String) {
+    let sock = token.dir().join("p11kit.sock");
+    let _ = std::fs::remove_file(&sock);
+    let out = Command::new("p11-kit")
+        .args(["server", "--provider", SOFTHSM, "-n"])
+        .arg(&sock)
+        .args(["-s", "pkcs11:token=test-token"])
+        .env("SOFTHSM2_CONF", token.conf())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("p11-kit (apt-get install p11-kit p11-kit-modules)");
+    assert!(out.status.success(), "p11-kit server did not start");
+    // It prints `P11_KIT_SERVER_PID=123; export P11_KIT_SERVER_PID;`.
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = printed
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("P11_KIT_SERVER_PID="))
+        .expect("p11-kit server printed its pid")
+        .to_owned();
+    (format!("unix:path={}", sock.display()), pid)
+}
+
+/// Kills the server and the connection handlers (`p11-kit-remote`) it forked.
+fn kill_p11kit(pid: &str) {
+    let _ = Command::new("pkill").args(["-KILL", "-P", pid]).status();
+    let _ = Command::new("kill").args(["-KILL", pid]).status();
+}
+
+fn serve(token: &Token, address: &str, port: u16) -> Child {
+    let config = token.dir().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[token]\nmodule = \"{CLIENT_MODULE}\"\nlabel = \"test-token\"\n[key]\ntype = \"ec-p256\"\nlabel_prefix = \"{}\"\n\
+             [service]\nlisten = \"127.0.0.1:{port}\"\nworkers = 2\n\
+             [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n",
+            token.prefix
+        ),
+    )
+    .unwrap();
+    token
+        .hsm_csr()
+        .env("P11_KIT_SERVER_ADDRESS", address)
+        .env("MAIN_SECRET", "s3cret")
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// One request through the SDK: Ok(PubMd5) or Err(code).
+fn one(addr: &str) -> Result<String, String> {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import sys,json\n\
+             from alibabacloud_cdn20180510.client import Client\n\
+             from alibabacloud_cdn20180510 import models\n\
+             from alibabacloud_tea_openapi import models as om\n\
+             c=Client(om.Config(access_key_id='MainKey',access_key_secret='s3cret',endpoint=sys.argv[1],protocol='http'))\n\
+             try:\n  print('ok', c.create_cdn_certificate_signing_request(models.CreateCdnCertificateSigningRequestRequest(common_name='f.example.com')).body.pub_md_5)\n\
+             except Exception as e:\n  print('err', e.code)\n",
+        )
+        .arg(addr)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match said.split_once(' ') {
+        Some(("ok", md5)) => Ok(md5.to_owned()),
+        Some((_, code)) => Err(code.to_owned()),
+        None => Err(format!(
+            "no answer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+/// Kills what a failed assertion would leave running.
+struct Cleanup {
+    server: Option<Child>,
+    p11kit: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.server {
+            let _ = s.kill();
+        }
+        for pid in &self.p11kit {
+            kill_p11kit(pid);
+        }
+    }
+}
+
+fn healthy(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
+    let Some(token) =
+        Token::private_softhsm("runs its own p11-kit server in front of a private SoftHSM token")
+    else {
+        return;
+    };
+    let (address, pid) = start_p11kit(&token);
+    let mut cleanup = Cleanup {
+        server: None,
+        p11kit: vec![pid.clone()],
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = cleanup.server.insert(serve(&token, &address, port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !healthy(&addr) {
+        assert!(Instant::now() < deadline, "serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut delivered = vec![one(&addr).expect("before the fault")];
+
+    kill_p11kit(&pid);
+    // While the token is gone: clear errors, never a hang or a crash.
+    for _ in 0..3 {
+        let code = one(&addr).expect_err("the token is gone");
+        assert!(
+            ["Internal.Error", "ServiceUnavailable"].contains(&code.as_str()),
+            "{code}"
+        );
+    }
+    assert!(!healthy(&addr), "healthz must report the token unreachable");
+
+    let (_, pid) = start_p11kit(&token);
+    cleanup.p11kit.push(pid.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !healthy(&addr) {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not reconnect to the token"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..2 {
+        delivered.push(one(&addr).expect("after the token came back"));
+    }
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let status = server.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut log).unwrap();
+    kill_p11kit(&pid);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("is back: sessions reopened"), "{log}");
+    // Only the keys whose CSRs were delivered are on the token.
+    assert_eq!(token.keys().len(), 2 * delivered.len(), "{log}");
+}
