@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# usage: scripts/load.sh        (LOAD_REQUESTS=N per run, default 60; LOAD_DEADLINE=S per run, default 120)
+# usage: scripts/load.sh     (full run, about 10 minutes; every knob below can be set)
 #
-# Bounded load on loopback only: `hsm-csr serve` (release) on a private
-# SoftHSM2 token, called through the official SDK by tests/tools/load.py,
-# RSA-2048 keys made on demand, with 1 worker and then with 2 workers
-# (one logged-in session each). Prints throughput, p50/p99 latency and
-# errors for each, and the throughput ratio; then the same requests served
-# from a key pool filled beforehand ([pool] size = LOAD_REQUESTS), all
-# measured in one run.
+# Bounded load on loopback only, against `hsm-csr serve` (release) on a
+# private SoftHSM2 token, RSA-2048, through the official SDK
+# (tests/tools/load.py). Every run has a fixed count or duration and stops
+# by itself. Prints, from one run:
+#  1. on-demand keygen, 1 worker vs 2 workers (closed loop, 8 clients):
+#     throughput, p50/p99, errors, and the throughput ratio;
+#  2. a key pool filled beforehand, at a steady rate (LOAD_RATE/s for
+#     LOAD_SECONDS s) under... or over the refill rate, p50/p99;
+#  3. a burst of LOAD_BURST requests released at once, from a full pool;
+#  4. a burst of 2x the rate limit: throttled vs other errors;
+#  5. a soak: server RSS before and after LOAD_SOAK s at LOAD_RATE/s.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
 requests=${LOAD_REQUESTS:-60}
-deadline=${LOAD_DEADLINE:-120}
+rate=${LOAD_RATE:-5}
+seconds=${LOAD_SECONDS:-60}
+pool=${LOAD_POOL:-150}
+burst=${LOAD_BURST:-100}
+soak=${LOAD_SOAK:-300}
+limit=${LOAD_RATE_LIMIT:-100}
 
 need_packages softhsm2 curl
 [ -x .venv-test/bin/python ] && .venv-test/bin/python -c 'import alibabacloud_cdn20180510' 2>/dev/null ||
@@ -25,8 +34,8 @@ cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm
 trap cleanup EXIT
 export LOAD_AK_ID=LoadKey LOAD_AK_SECRET=load-secret
 
-run() {  # run WORKERS [POOL] -> JSON line
-  local workers=$1 pool=${2:-0} port
+start() {  # start WORKERS POOL RATE_LIMIT: a fresh token and server; sets $port and $server
+  local workers=$1 pool_size=$2 rate_limit=$3 depth
   rm -rf "$work/store"
   TOKEN_PIN=1234 bash scripts/make-softhsm-token.sh "$work/store" load >/dev/null
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -38,9 +47,9 @@ pin_file = "$work/store/user-pin"
 [service]
 listen = "127.0.0.1:$port"
 workers = $workers
-rate_limit = 100000
+rate_limit = $rate_limit
 [pool]
-size = $pool
+size = $pool_size
 [[service.access_keys]]
 id = "LoadKey"
 secret_env = "LOAD_AK_SECRET"
@@ -49,29 +58,50 @@ EOC
   SOFTHSM2_CONF=$work/store/softhsm2.conf HSM_CSR_LOG=warn target/release/hsm-csr serve --config "$work/serve.toml" &
   server=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-  if [ "$pool" -gt 0 ]; then   # let the refiller fill the pool first, within the deadline
-    for _ in $(seq $((deadline * 10))); do
+  if [ "$pool_size" -gt 0 ]; then   # let the refiller fill the pool first (bounded wait)
+    for _ in $(seq 6000); do
       depth=$(curl -fs "http://127.0.0.1:$port/metrics" | sed -n 's/^hsm_csr_pool_depth //p')
-      [ "${depth:-0}" -ge "$pool" ] && break; sleep 0.1
+      [ "${depth:-0}" -ge "$pool_size" ] && break; sleep 0.1
     done
   fi
-  .venv-test/bin/python tests/tools/load.py "127.0.0.1:$port" "$requests" 8 "$deadline"
-  kill "$server"; wait "$server" 2>/dev/null || true; server=
 }
+stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=; }
+client() { .venv-test/bin/python tests/tools/load.py "127.0.0.1:$port" "$@"; }
+rss_kb() { ps -o rss= -p "$server" | tr -d ' '; }
 
-say "on-demand RSA-2048, $requests requests, 8 concurrent clients, 1 worker"
-one=$(run 1)
-say "on-demand RSA-2048, $requests requests, 8 concurrent clients, 2 workers"
-two=$(run 2)
-say "the same requests from a key pool of $requests filled beforehand, 2 workers"
-pooled=$(run 2 "$requests")
-python3 - "$one" "$two" "$pooled" <<'EOP'
+say "1. on-demand, $requests requests, 8 concurrent clients, 1 worker"
+start 1 0 100000; one=$(client closed "$requests" 8 300); stop
+say "   the same with 2 workers"
+start 2 0 100000; two=$(client closed "$requests" 8 300); stop
+say "2. key pool of $pool filled first; $rate requests/s for $seconds s"
+start 2 "$pool" 100000
+refill_t0=$EPOCHREALTIME; made0=$(curl -fs "http://127.0.0.1:$port/metrics" | sed -n 's/^hsm_csr_pool_keys_made_total //p')
+steady=$(client rate "$rate" "$seconds")
+made1=$(curl -fs "http://127.0.0.1:$port/metrics" | sed -n 's/^hsm_csr_pool_keys_made_total //p')
+refill=$(awk -v a="$made0" -v b="$made1" -v t0="$refill_t0" -v t1="$EPOCHREALTIME" 'BEGIN { printf "%.2f", (b - a) / (t1 - t0) }')
+stop
+say "3. a burst of $burst requests at once, from a full pool"
+start 2 "$pool" 100000; bursted=$(client burst "$burst"); stop
+say "4. a burst of $((2 * limit)) requests at once against a rate limit of $limit/s, full pool"
+start 2 "$pool" "$limit"; limited=$(client burst $((2 * limit))); stop
+say "5. soak: $rate requests/s for $soak s, key pool of $pool"
+start 2 "$pool" 100000
+client rate "$rate" 5 >/dev/null   # warm up before the first reading
+rss0=$(rss_kb); soaked=$(client rate "$rate" "$soak"); rss1=$(rss_kb); stop
+
+python3 - "$one" "$two" "$steady" "$bursted" "$limited" "$soaked" "$rss0" "$rss1" "$refill" <<'EOP'
 import json, sys
-one, two, pooled = (json.loads(a) for a in sys.argv[1:4])
-print(f"{'':<28} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'ok':>5} {'errors':>6}")
-for name, r in (("on-demand, 1 worker", one), ("on-demand, 2 workers", two), ("key pool, 2 workers", pooled)):
-    print(f"{name:<28} {r['throughput']:>7} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['ok']:>5} {r['errors']:>6}")
+one, two, steady, burst, limited, soaked = (json.loads(a) for a in sys.argv[1:7])
+rss0, rss1, refill = int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9])
+print(f"{'':<40} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'ok':>5} {'thrott':>6} {'errors':>6}")
+for name, r in (("1. on-demand, 1 worker", one), ("1. on-demand, 2 workers", two),
+                ("2. pool, steady rate", steady), ("3. pool, burst", burst),
+                ("4. burst at 2x the rate limit", limited), ("5. soak, pool, steady rate", soaked)):
+    print(f"{name:<40} {r['throughput']:>7} {r['p50_ms']!s:>8} {r['p99_ms']!s:>8} {r['ok']:>5} {r['throttled']:>6} {r['errors']:>6}")
 ratio = two["throughput"] / one["throughput"] if one["throughput"] else 0
-print(f"throughput ratio, 2 workers / 1 worker: {ratio:.2f}")
-print(f"p50 latency, key pool / on-demand (2 workers): {pooled['p50_ms'] / two['p50_ms']:.3f}")
+print(f"on-demand throughput, 2 workers / 1 worker: {ratio:.2f}")
+print(f"pool refill rate during the steady run: {refill:.2f} keys/s")
+if two["p50_ms"] and steady["p50_ms"]:
+    print(f"p50 latency, pool / on-demand: {steady['p50_ms'] / two['p50_ms']:.3f}")
+print(f"soak RSS: {rss0} kB -> {rss1} kB ({(rss1 - rss0) / rss0 * 100:+.1f}%)")
 EOP
