@@ -8,7 +8,8 @@
 #  - the same integration suite on openCryptoki, tpm2-pkcs11 (swtpm) and
 #    SoftHSM behind p11-kit remoting, one shared token each, one test at a
 #    time (scripts/tokens/setup.sh); cases a token cannot do are listed;
-# and a short benchmark run so scripts/bench.sh is known to work.
+# and short runs of scripts/bench.sh and scripts/load.sh, so both are known
+# to work.
 # HSM_CSR_TOKENS="opencryptoki tpm2 p11kit" chooses the extra tokens
 # ("" for none).
 set -euo pipefail
@@ -56,6 +57,8 @@ if [ -n "$tokens" ]; then
     )
   done
 fi
-say "scripts/bench.sh (short run)"
+say "scripts/bench.sh and scripts/load.sh (short runs)"
 BENCH_RUNS=3 BENCH_BATCH=4 bash scripts/bench.sh >/dev/null
+LOAD_REQUESTS=6 LOAD_SECONDS=5 LOAD_POOL=20 LOAD_BURST=20 LOAD_SOAK=10 LOAD_RATE_LIMIT=20 \
+  bash scripts/load.sh >/dev/null
 say "all checks passed"
