@@ -51,16 +51,16 @@ string_mask = default
 EOC
 
 p11() { pkcs11-tool --module "$SOFTHSM_MODULE" --token-label bench --login --pin 1234 "$@"; }
-delete_pair() {  # id in hex
-  p11 --delete-object --type privkey --id "$1" >/dev/null 2>&1
-  p11 --delete-object --type pubkey --id "$1" >/dev/null 2>&1
+delete_pair() {  # id in hex; a failed delete only makes the token grow
+  p11 --delete-object --type privkey --id "$1" >/dev/null 2>&1 || true
+  p11 --delete-object --type pubkey --id "$1" >/dev/null 2>&1 || true
 }
 ms_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
 
 run_ours() {
   local t0=$EPOCHREALTIME
   "$bin" create --module "$SOFTHSM_MODULE" --token bench --common-name bench.example.com \
-    --timings >"$work/out.json" 2>"$work/timings"
+    --timings >"$work/out.json" 2>"$work/timings" || { cat "$work/timings" >&2; die "hsm-csr create failed"; }
   local wall; wall=$(ms_since "$t0")
   local phases; phases=$(grep '^timings:' "$work/timings" | sed 's/^timings: //')
   echo "ours wall_ms=$wall $phases" >>"$work/samples"

@@ -58,6 +58,8 @@ EOC
   SOFTHSM2_CONF=$work/store/softhsm2.conf HSM_CSR_LOG=warn target/release/hsm-csr serve --config "$work/serve.toml" &
   server=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  kill -0 "$server" 2>/dev/null && curl -fs "http://127.0.0.1:$port/healthz" >/dev/null ||
+    die "hsm-csr serve did not come up on 127.0.0.1:$port"
   if [ "$pool_size" -gt 0 ]; then   # let the refiller fill the pool first (bounded wait)
     for _ in $(seq 6000); do
       depth=$(curl -fs "http://127.0.0.1:$port/metrics" | sed -n 's/^hsm_csr_pool_depth //p')
@@ -65,7 +67,7 @@ EOC
     done
   fi
 }
-stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=; }
+stop() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=; }
 client() { .venv-test/bin/python tests/tools/load.py "127.0.0.1:$port" "$@"; }
 rss_kb() { ps -o rss= -p "$server" | tr -d ' '; }
 

@@ -46,6 +46,18 @@ impl ParsedCertificate {
         Ok(ParsedCertificate { der, cert })
     }
 
+    /// The certificate's DER SubjectPublicKeyInfo.
+    ///
+    /// # Errors
+    /// `Internal.EncodeCSRError` if it cannot be re-encoded.
+    pub fn spki_der(&self) -> Result<Vec<u8>> {
+        Ok(self
+            .cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()?)
+    }
+
     /// PubMd5 of the certificate's SubjectPublicKeyInfo: the value the key
     /// it was issued for has.
     pub fn pub_md5(&self) -> Result<String> {

@@ -155,7 +155,15 @@ impl Config {
         // toml's own Display quotes the offending line, which could be a
         // misplaced PIN: report the line number and the message only.
         let config: Config = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim_end_matches('\n').replace('\n', " ");
+            let mut message = e.message().trim_end_matches('\n').replace('\n', " ");
+            // "invalid type: integer `123456`, expected ..." would echo a
+            // value put in the wrong place, possibly a PIN: drop the value.
+            if message.starts_with("invalid type") || message.starts_with("invalid value") {
+                message = message
+                    .split_once(", expected")
+                    .map(|(_, rest)| format!("invalid type or value, expected{rest}"))
+                    .unwrap_or_else(|| "invalid type or value".into());
+            }
             match e.span() {
                 Some(span) => {
                     let before = text.get(..span.start).unwrap_or(text);
@@ -207,6 +215,13 @@ mod tests {
         assert!(e.contains("1024"), "{e}");
         let e = Config::parse("[subject.defaults]\ncountri = \"US\"\n").unwrap_err();
         assert!(e.contains("countri"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_do_not_echo_values() {
+        let e = Config::parse("[token]\npin_file = 987654\n").unwrap_err();
+        assert!(!e.contains("987654"), "{e}");
+        assert!(e.starts_with("line 2: invalid type or value"), "{e}");
     }
 
     #[test]

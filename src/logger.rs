@@ -5,6 +5,8 @@
 //! every vendor mechanism number it does not know as an "error", which is
 //! noise to an operator.
 
+use std::io::Write;
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct Stderr;
@@ -23,7 +25,8 @@ impl Log for Stderr {
                 Level::Info => "info",
                 Level::Debug | Level::Trace => "debug",
             };
-            eprintln!("hsm-csr: {level}: {}", record.args());
+            // A closed stderr must not turn a log line into a panic.
+            let _ = writeln!(std::io::stderr(), "hsm-csr: {level}: {}", record.args());
         }
     }
 
@@ -36,7 +39,7 @@ pub fn init() {
         Ok("info") => LevelFilter::Info,
         Ok("warn") => LevelFilter::Warn,
         // `serve` logs a line per request at info level.
-        _ if std::env::args().nth(1).as_deref() == Some("serve") => LevelFilter::Info,
+        _ if std::env::args_os().nth(1).is_some_and(|a| a == "serve") => LevelFilter::Info,
         _ => LevelFilter::Warn,
     };
     if log::set_logger(&Stderr).is_ok() {

@@ -7,8 +7,8 @@
 //! 4. `[token] pin_file` in the config;
 //! 5. a prompt, when stdin is a terminal.
 //!
-//! Never a command-line flag value (argv is visible to every user of the
-//! machine).
+//! There is no PIN flag (argv is visible to every user of the machine);
+//! a URI's `pin-value=` is accepted, with a warning, for compatibility.
 //!
 //! The PIN is an [`AuthPin`] (`secrecy::SecretString`) from the moment it is
 //! read; intermediate buffers are zeroized.

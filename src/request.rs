@@ -140,6 +140,9 @@ impl CsrRequest {
         if sans.is_empty() {
             if let Some(dns) = san::dns_name(&subject.common_name) {
                 sans.push(San::Dns(dns));
+            } else if let Ok(ip) = subject.common_name.parse::<std::net::IpAddr>() {
+                // A certificate for an IP address needs it as an iPAddress SAN.
+                sans.push(San::Ip(ip));
             }
         }
         Ok(ValidRequest { subject, sans })
@@ -213,6 +216,14 @@ mod tests {
             .validate(&SubjectDefaults::default())
             .unwrap();
         assert!(v.sans.is_empty());
+    }
+
+    #[test]
+    fn common_name_that_is_an_ip_address_becomes_an_ip_san() {
+        let v = req("10.0.0.1")
+            .validate(&SubjectDefaults::default())
+            .unwrap();
+        assert_eq!(v.sans, vec![San::Ip("10.0.0.1".parse().unwrap())]);
     }
 
     #[test]

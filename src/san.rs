@@ -87,8 +87,14 @@ pub fn dns_name(name: &str) -> Option<String> {
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
-    // A wildcard needs at least two labels under it (`*.com` is refused by CAs).
-    if !labels_ok || (wildcard && !ascii.contains('.')) {
+    // A wildcard needs at least two labels under it (`*.com` is refused by
+    // CAs); an all-numeric last label is an IP address or a typo, never a
+    // host name (RFC 1123 section 2.1, RFC 3696 section 2).
+    let numeric_tld = ascii
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if !labels_ok || numeric_tld || (wildcard && !ascii.contains('.')) {
         return None;
     }
     let full = if wildcard {
@@ -180,6 +186,8 @@ mod tests {
             "a b@example.com",
             "a..b@example.com",
             "a@*.example.com",
+            "999.1.1.1",
+            "1.2.3",
             "a@b@c",
         ] {
             let err = parse_sans(bad).expect_err(bad);

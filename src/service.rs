@@ -401,6 +401,19 @@ impl Service {
                         self.token.selector.describe()
                     );
                 }
+                Ok(Err(
+                    e @ (Error::PinIncorrect { .. }
+                    | Error::PinLocked { .. }
+                    | Error::PinNotInitialized { .. }),
+                )) => {
+                    // A PIN verdict: retrying would walk the token into lockout.
+                    log::error!(
+                        "cannot log in again ({} {e}); not retrying. Restart the service with the right PIN.",
+                        e.code()
+                    );
+                    drop(permits);
+                    return;
+                }
                 Ok(Err(e)) => log::warn!("token still unreachable: {} {e}", e.code()),
                 Err(e) => log::error!("reconnect task failed: {e}"),
             }

@@ -29,6 +29,7 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
         cert.check_domain(domain)?;
     }
     let pub_md5 = cert.pub_md5()?;
+    let spki = cert.spki_der()?;
 
     let config = token::load_config(&args.token)?;
     let target = token::target(&args.token, &config)?;
@@ -36,7 +37,8 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
     let keys = opened.backend.list_keys()?;
     let key = keys
         .iter()
-        .find(|k| k.has_private_key && k.pub_md5.as_deref() == Some(pub_md5.as_str()))
+        // The whole public key must match, not only its MD5.
+        .find(|k| k.has_private_key && k.spki_der() == Some(spki.as_slice()))
         .ok_or_else(|| Error::CertificateNoPrivateKey {
             token: opened.backend.token_label().to_owned(),
             pub_md5: pub_md5.clone(),

@@ -9,14 +9,14 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use hsm_csr::{CsrRequest, Error, Result, issue_csr, new_request_id};
+use hsm_csr::{CsrRequest, Error, ErrorClass, Result, issue_csr, new_request_id};
 
 use super::{BatchArgs, token};
 
@@ -31,8 +31,8 @@ struct LineError<'a> {
 }
 
 /// Runs `batch`. A failing line is answered in its output line and the run
-/// goes on; the run then ends with exit code 2 (`InvalidValue.Malformed`
-/// naming how many lines failed). Problems with the whole run (input,
+/// goes on; the run then ends with exit code 2 when every failure was a bad
+/// request line, 1 otherwise. Problems with the whole run (input,
 /// output, token) stop it at once.
 pub fn run(args: &BatchArgs) -> Result<()> {
     let input = File::open(&args.input)
@@ -87,15 +87,23 @@ pub fn run(args: &BatchArgs) -> Result<()> {
 
     let started = Instant::now();
     let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<(usize, bool, String)>();
-    let (mut ok, mut failed) = (0usize, 0usize);
+    let stop = AtomicBool::new(false);
+    // (input index, the answer line, the key's URI when one was made, the failure's class)
+    let (tx, rx) = mpsc::channel::<(usize, String, Option<String>, Option<ErrorClass>)>();
+    let (mut ok, mut failed, mut worst) = (0usize, 0usize, ErrorClass::Request);
+    let mut undelivered: Vec<String> = Vec::new();
     let written = std::thread::scope(|scope| -> std::io::Result<()> {
         for mut backend in backends {
             let tx = tx.clone();
-            let (next, requests, key_options, defaults) =
-                (&next, &requests, &key_options, &config.subject.defaults);
+            let (next, stop, requests, key_options, defaults) = (
+                &next,
+                &stop,
+                &requests,
+                &key_options,
+                &config.subject.defaults,
+            );
             scope.spawn(move || {
-                loop {
+                while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((line_no, line)) = requests.get(i) else {
                         break;
@@ -107,12 +115,15 @@ pub fn run(args: &BatchArgs) -> Result<()> {
                         })
                         .and_then(|r| r.validate(defaults))
                         .and_then(|v| issue_csr(&mut backend, &v, key_options, request_id.clone()));
-                    let (success, text) = match result {
-                        Ok(response) => {
-                            (true, serde_json::to_string(&response).unwrap_or_default())
-                        }
+                    let message = match result {
+                        Ok(response) => (
+                            i,
+                            serde_json::to_string(&response).unwrap_or_default(),
+                            Some(response.key_uri.clone()),
+                            None,
+                        ),
                         Err(e) => (
-                            false,
+                            i,
                             serde_json::to_string(&LineError {
                                 request_id: &request_id,
                                 code: e.code(),
@@ -120,48 +131,80 @@ pub fn run(args: &BatchArgs) -> Result<()> {
                                 line: *line_no,
                             })
                             .unwrap_or_default(),
+                            None,
+                            Some(e.class()),
                         ),
                     };
-                    if tx.send((i, success, text)).is_err() {
+                    if tx.send(message).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(tx);
-        // Answers arrive in any order; they are written in input order.
-        let mut pending = BTreeMap::new();
+        // Answers arrive in any order; they are written in input order. If
+        // writing fails, the workers stop taking lines, and every key whose
+        // answer was not written is reported, so that it can be deleted.
+        let mut pending: BTreeMap<usize, (String, Option<String>)> = BTreeMap::new();
         let mut next_out = 0;
-        for (i, success, text) in rx {
+        let mut write_error = None;
+        for (i, text, key_uri, class) in rx {
             progress.inc(1);
-            if success {
-                ok += 1
-            } else {
-                failed += 1
+            match class {
+                None => ok += 1,
+                Some(c) => {
+                    failed += 1;
+                    if c != ErrorClass::Request {
+                        worst = ErrorClass::Internal;
+                    }
+                }
             }
-            pending.insert(i, text);
-            while let Some(text) = pending.remove(&next_out) {
-                writeln!(out, "{text}")?;
+            pending.insert(i, (text, key_uri));
+            while write_error.is_none() {
+                let Some((text, key_uri)) = pending.remove(&next_out) else {
+                    break;
+                };
+                if let Err(e) = writeln!(out, "{text}") {
+                    stop.store(true, Ordering::Relaxed);
+                    undelivered.extend(key_uri);
+                    write_error = Some(e);
+                }
                 next_out += 1;
             }
         }
-        out.flush()
+        undelivered.extend(pending.into_values().filter_map(|(_, uri)| uri));
+        match write_error {
+            Some(e) => Err(e),
+            None => out.flush(),
+        }
     });
     progress.finish_and_clear();
     written.map_err(|e| Error::Output {
-        detail: e.to_string(),
+        detail: if undelivered.is_empty() {
+            e.to_string()
+        } else {
+            format!(
+                "{e}; these keys were made but their answers not written, delete them with `hsm-csr keys delete`: {}",
+                undelivered.join(" ")
+            )
+        },
         rolled_back: false,
     })?;
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "batch: {ok} CSRs made, {failed} failed, {} lines in {:.1} s with {workers} session(s)",
         ok + failed,
         started.elapsed().as_secs_f64()
     );
     if failed > 0 {
-        return Err(Error::Malformed(format!(
+        let message = format!(
             "{failed} of {} lines failed; their answers say why.",
             ok + failed
-        )));
+        );
+        return Err(match worst {
+            ErrorClass::Request => Error::Malformed(message),
+            _ => Error::Internal(message),
+        });
     }
     Ok(())
 }

@@ -61,19 +61,24 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
 
     let pending = prepare_csr(&mut backend, &request, &key_options, request_id.to_owned())?;
 
+    // The file is put in place first: once stdout has the CSR, nothing
+    // else can fail and make the caller's copy refer to a removed key.
     let delivered = (|| -> std::io::Result<()> {
         if let Some(f) = &out_file {
             f.write(pending.response().csr.as_bytes())?;
+            f.persist()?;
         }
-        output::response(
+        let printed = output::response(
             &mut std::io::stdout().lock(),
             args.format,
             pending.response(),
-        )?;
-        if let Some(f) = &out_file {
-            f.persist()?;
+        );
+        if printed.is_err() {
+            if let Some(f) = &out_file {
+                f.remove_target();
+            }
         }
-        Ok(())
+        printed
     })();
     let timings = pending.timings();
     if let Err(e) = delivered {
@@ -98,7 +103,8 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
 
     if args.timings {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "timings: init_ms={:.3} login_ms={:.3} keygen_ms={:.3} sign_ms={:.3} encode_ms={:.3} total_ms={:.3}",
             ms(init),
             ms(login),
@@ -148,6 +154,11 @@ impl OutFile {
 
     fn persist(&self) -> std::io::Result<()> {
         std::fs::rename(&self.tmp, &self.target)
+    }
+
+    /// Takes back a file whose key is about to be removed.
+    fn remove_target(&self) {
+        let _ = std::fs::remove_file(&self.target);
     }
 }
 

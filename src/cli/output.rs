@@ -32,7 +32,7 @@ pub fn response(out: &mut impl Write, format: Format, r: &CsrResponse) -> std::i
 
 /// Reports `e` on stderr, and on stdout as JSON when `json`.
 pub fn error(json: bool, request_id: &str, e: &Error) {
-    eprintln!("{}: {e}", e.code());
+    let _ = writeln!(std::io::stderr(), "{}: {e}", e.code());
     if json {
         let body = ErrorBody {
             request_id,

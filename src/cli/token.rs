@@ -1,6 +1,7 @@
 //! From flags and config to a logged-in token: module, token selector and
 //! PIN, resolved in one place for every command.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -88,8 +89,10 @@ pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
 /// times. Every other failure, above all a wrong PIN, ends it at once.
 pub fn open(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opened> {
     let mut attempt = 1;
+    // Asked for (or read) once, however many times the token is reopened.
+    let mut pin = None;
     loop {
-        match open_once(target, args, config) {
+        match open_once(target, args, config, &mut pin) {
             Err(e) if attempt < 6 && looks_half_written(&e) => {
                 log::debug!("token looked half-written ({}); opening it again", e.code());
                 std::thread::sleep(Duration::from_millis(100 * attempt));
@@ -111,7 +114,12 @@ fn looks_half_written(e: &Error) -> bool {
     }
 }
 
-fn open_once(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opened> {
+fn open_once(
+    target: &Target,
+    args: &TokenArgs,
+    config: &Config,
+    pin_cache: &mut Option<cryptoki::types::AuthPin>,
+) -> Result<Opened> {
     let t = Instant::now();
     let mut backend = Pkcs11Backend::open(&target.module, &target.selector)?;
     let init = t.elapsed();
@@ -127,11 +135,19 @@ fn open_once(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opene
         };
         let from_env = std::env::var_os(pin::PIN_ENV).is_some();
         if backend.has_protected_authentication_path() && !from_env && !sources.any() {
-            eprintln!("Enter the PIN on the token's own keypad or reader.");
+            let _ = writeln!(
+                std::io::stderr(),
+                "Enter the PIN on the token's own keypad or reader."
+            );
             backend.login(None)?;
         } else {
-            let pin = pin::resolve(&sources, backend.token_label())?;
-            backend.login(Some(&pin))?;
+            let pin = match pin_cache.take() {
+                Some(p) => p,
+                None => pin::resolve(&sources, backend.token_label())?,
+            };
+            let result = backend.login(Some(&pin));
+            *pin_cache = Some(pin.clone());
+            result?;
             used_pin = Some(pin);
         }
     }

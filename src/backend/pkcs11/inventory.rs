@@ -63,6 +63,13 @@ struct Group {
     certificates: Vec<Vec<u8>>,
 }
 
+impl KeyEntry {
+    /// The DER SubjectPublicKeyInfo, when the public key is readable.
+    pub fn spki_der(&self) -> Option<&[u8]> {
+        self.spki.as_deref()
+    }
+}
+
 impl Pkcs11Backend {
     /// Every key pair on the token, sorted by label.
     ///
@@ -245,11 +252,18 @@ impl Pkcs11Backend {
 /// # Errors
 /// `Key.NotFound` or `Key.Ambiguous`.
 pub fn select<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
+    // Shown in errors without its query part, which may carry a PIN.
+    let shown = query.split('?').next().unwrap_or_default();
     let matches: Vec<&KeyEntry> = if query.starts_with("pkcs11:") {
         let u = uri::parse(query)?;
         if u.id.is_none() && u.object.is_none() {
             return Err(Error::Config(format!(
-                "{query:?} names no key: add id= or object="
+                "{shown:?} names no key: add id= or object="
+            )));
+        }
+        if u.token.label.as_deref().is_some_and(|l| l != token) {
+            return Err(Error::Config(format!(
+                "{shown:?} names another token than the open one ({token:?}); pass it as --token too."
             )));
         }
         keys.iter()
@@ -266,10 +280,10 @@ pub fn select<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k 
         [one] => Ok(one),
         [] => Err(Error::KeyNotFound {
             token: token.to_owned(),
-            key: query.to_owned(),
+            key: shown.to_owned(),
         }),
         many => Err(Error::KeyAmbiguous {
-            key: query.to_owned(),
+            key: shown.to_owned(),
             count: many.len(),
             uris: many
                 .iter()

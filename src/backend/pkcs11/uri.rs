@@ -141,11 +141,10 @@ fn decode(value: &str) -> Result<Vec<u8>> {
         if bytes[i] == b'%' {
             let hex = value
                 .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| {
-                    Error::Config(format!(
-                        "bad percent-encoding in pkcs11 URI value {value:?}"
-                    ))
+                    Error::Config("bad percent-encoding in a pkcs11 URI value (the value is not shown: it may be a PIN)".into())
                 })?;
             out.push(hex);
             i += 3;
@@ -192,6 +191,12 @@ mod tests {
         assert_eq!(u.pin_source.as_deref(), Some("file:/etc/pin"));
         let u = parse("pkcs11:token=t?pin-value=12%334").unwrap();
         assert_eq!(u.pin_value.unwrap().expose_secret(), "1234");
+    }
+
+    #[test]
+    fn a_bad_pin_value_is_not_echoed() {
+        let e = parse("pkcs11:token=t?pin-value=s3cr%3").unwrap_err();
+        assert!(!e.to_string().contains("s3cr"), "{e}");
     }
 
     #[test]
