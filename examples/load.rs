@@ -1,0 +1,296 @@
+//! A bounded load client for `hsm-csr serve`, on loopback only. It signs
+//! CreateCdnCertificateSigningRequest calls as the SDKs do (RPC,
+//! HMAC-SHA1, GET) with the crate's own signer, speaks HTTP/1.1 over plain
+//! threads and blocking sockets, and costs the two cores next to nothing,
+//! so the figures are the server's and not the client's.
+//!
+//! ```text
+//! load ADDR closed COUNT CONCURRENCY DEADLINE_S  COUNT calls over CONCURRENCY keep-alive connections
+//! load ADDR rate RPS SECONDS                     open loop: one call every 1/RPS s for SECONDS
+//! load ADDR burst COUNT [SPREAD_MS]              COUNT calls released at once (or evenly within SPREAD_MS)
+//! ```
+//!
+//! The access key is read from `LOAD_AK_ID` / `LOAD_AK_SECRET`. Every mode
+//! stops by itself. Latency is taken from the moment a call was due, not
+//! when it was sent, so a late client cannot hide a slow server. Prints one
+//! JSON line: count, ok, throttled, errors (other codes), seconds,
+//! throughput (ok per second), p50_ms, p99_ms, max_ms (of successful
+//! calls) and codes.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hsm_csr::service::signature::{percent_encode, rpc_signature, rpc_string_to_sign};
+
+/// What one call came back with: `"ok"` or the error code, and its latency.
+type Outcome = (String, Duration);
+
+struct Client {
+    addr: SocketAddr,
+    id: String,
+    secret: String,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            id: std::env::var("LOAD_AK_ID").expect("LOAD_AK_ID"),
+            secret: std::env::var("LOAD_AK_SECRET").expect("LOAD_AK_SECRET"),
+            conn: None,
+        }
+    }
+
+    fn connect(&mut self) -> std::io::Result<()> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(180)))?;
+            self.conn = Some(BufReader::new(s));
+        }
+        Ok(())
+    }
+
+    /// The signed query string of one call.
+    fn query(&self, n: usize) -> String {
+        let params: Vec<(String, String)> = [
+            ("Action", "CreateCdnCertificateSigningRequest".to_owned()),
+            ("Version", "2018-05-10".to_owned()),
+            ("Format", "JSON".to_owned()),
+            ("AccessKeyId", self.id.clone()),
+            ("SignatureMethod", "HMAC-SHA1".to_owned()),
+            ("SignatureVersion", "1.0".to_owned()),
+            ("SignatureNonce", uuid::Uuid::new_v4().to_string()),
+            ("Timestamp", timestamp()),
+            ("CommonName", format!("load{n}.example.com")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let signature = rpc_signature(&self.secret, &rpc_string_to_sign("GET", &params));
+        let mut q: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect();
+        q.push(format!("Signature={}", percent_encode(&signature)));
+        q.join("&")
+    }
+
+    /// One call; the latency runs from `due`.
+    fn call(&mut self, n: usize, due: Instant) -> Outcome {
+        let code = match self.exchange(n) {
+            Ok(code) => code,
+            Err(e) => {
+                self.conn = None;
+                format!("io:{:?}", e.kind())
+            }
+        };
+        (code, due.elapsed())
+    }
+
+    fn exchange(&mut self, n: usize) -> std::io::Result<String> {
+        let query = self.query(n);
+        self.connect()?;
+        let conn = self.conn.as_mut().expect("connected");
+        write!(
+            conn.get_mut(),
+            "GET /?{query} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+            self.addr
+        )?;
+        let mut status = String::new();
+        conn.read_line(&mut status)?;
+        let status: u16 = status
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(std::io::ErrorKind::InvalidData)?;
+        let (mut length, mut close) = (0usize, false);
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = v.trim().parse().unwrap_or(0),
+                    "connection" => close = v.trim().eq_ignore_ascii_case("close"),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body)?;
+        if close {
+            self.conn = None;
+        }
+        if status == 200 {
+            return Ok("ok".into());
+        }
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("Code")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("http:{status}"));
+        Ok(code)
+    }
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SSZ`.
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `closed`: CONCURRENCY clients, each sending its next call when the last
+/// one is answered, until COUNT calls are done or the deadline passes.
+fn closed(addr: SocketAddr, count: usize, concurrency: usize, deadline: Duration) -> Vec<Outcome> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let stop_at = Instant::now() + deadline;
+    let threads: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let next = Arc::clone(&next);
+            std::thread::spawn(move || {
+                let mut client = Client::new(addr);
+                let mut out = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count || Instant::now() >= stop_at {
+                        return out;
+                    }
+                    out.push(client.call(n, Instant::now()));
+                }
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("client thread"))
+        .collect()
+}
+
+/// `rate` and `burst`: call `n` is due at `start + offsets[n]`, each on a
+/// connection opened before the start.
+fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> Vec<Outcome> {
+    let barrier = Arc::new(Barrier::new(offsets.len() + 1));
+    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let threads: Vec<_> = offsets
+        .iter()
+        .enumerate()
+        .map(|(n, &offset)| {
+            let (barrier, start) = (Arc::clone(&barrier), Arc::clone(&start));
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    let mut client = Client::new(addr);
+                    let connected = client.connect();
+                    barrier.wait();
+                    let due = *start.get().expect("start set before the barrier opens") + offset;
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    match connected {
+                        Ok(()) => client.call(n, due),
+                        Err(e) => (format!("io:{:?}", e.kind()), due.elapsed()),
+                    }
+                })
+                .expect("spawn a client thread")
+        })
+        .collect();
+    start.set(Instant::now()).expect("set once");
+    barrier.wait();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("client thread"))
+        .collect()
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("argument {i}: {what}"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let addr: SocketAddr = arg(&args, 1, "ADDR, e.g. 127.0.0.1:8080");
+    assert!(addr.ip().is_loopback(), "load goes to loopback only");
+    let started = Instant::now();
+    let results = match args.get(2).map(String::as_str) {
+        Some("closed") => closed(
+            addr,
+            arg(&args, 3, "COUNT"),
+            arg(&args, 4, "CONCURRENCY"),
+            Duration::from_secs_f64(arg(&args, 5, "DEADLINE_S")),
+        ),
+        Some("rate") => {
+            let (rps, seconds): (f64, f64) = (arg(&args, 3, "RPS"), arg(&args, 4, "SECONDS"));
+            let offsets: Vec<_> = (0..(rps * seconds) as usize)
+                .map(|n| Duration::from_secs_f64(n as f64 / rps))
+                .collect();
+            scheduled(addr, &offsets)
+        }
+        Some("burst") => {
+            let count: usize = arg(&args, 3, "COUNT");
+            let spread = args.get(4).map_or(0.0, |_| arg::<f64>(&args, 4, "SPREAD_MS"));
+            let offsets: Vec<_> = (0..count)
+                .map(|n| Duration::from_secs_f64(spread / 1000.0 * n as f64 / count as f64))
+                .collect();
+            scheduled(addr, &offsets)
+        }
+        _ => panic!("mode: closed, rate or burst"),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (code, _) in &results {
+        *codes.entry(code).or_default() += 1;
+    }
+    let mut ok: Vec<f64> = results
+        .iter()
+        .filter(|(c, _)| c == "ok")
+        .map(|(_, d)| d.as_secs_f64() * 1000.0)
+        .collect();
+    ok.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        ok.get(((p * ok.len() as f64).ceil() as usize).saturating_sub(1))
+            .map(|ms| (ms * 10.0).round() / 10.0)
+    };
+    let throttled = codes.get("Throttling.User").copied().unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "count": results.len(),
+            "ok": ok.len(),
+            "throttled": throttled,
+            "errors": results.len() - ok.len() - throttled,
+            "seconds": (elapsed * 100.0).round() / 100.0,
+            "throughput": (ok.len() as f64 / elapsed * 100.0).round() / 100.0,
+            "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99),
+            "max_ms": pct(1.0),
+            "codes": codes,
+        })
+    );
+}
