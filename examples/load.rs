@@ -254,7 +254,9 @@ fn main() {
         }
         Some("burst") => {
             let count: usize = arg(&args, 3, "COUNT");
-            let spread = args.get(4).map_or(0.0, |_| arg::<f64>(&args, 4, "SPREAD_MS"));
+            let spread = args
+                .get(4)
+                .map_or(0.0, |_| arg::<f64>(&args, 4, "SPREAD_MS"));
             let offsets: Vec<_> = (0..count)
                 .map(|n| Duration::from_secs_f64(spread / 1000.0 * n as f64 / count as f64))
                 .collect();

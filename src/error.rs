@@ -219,6 +219,14 @@ pub enum Error {
     Internal(String),
 }
 
+/// The PKCS#11 return values behind [`Error::session_lost`], as the
+/// errors' details spell them.
+const SESSION_LOST: [&str; 3] = [
+    "CKR_SESSION_HANDLE_INVALID",
+    "CKR_SESSION_CLOSED",
+    "CKR_DEVICE_REMOVED",
+];
+
 fn list_or_none(labels: &[String]) -> String {
     if labels.is_empty() {
         "none".to_owned()
@@ -295,6 +303,22 @@ impl Error {
             | Error::Internal(_) => ErrorClass::Internal,
             Error::RollbackFailed { original, .. } => original.class(),
         }
+    }
+
+    /// Whether the token said the session itself is gone
+    /// (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_REMOVED):
+    /// the request was not judged, and another session may serve it.
+    pub fn session_lost(&self) -> bool {
+        let text = match self {
+            Error::RollbackFailed { original, .. } => return original.session_lost(),
+            other => other.to_string(),
+        };
+        SESSION_LOST.iter().any(|rv| text.contains(rv))
+    }
+
+    /// Whether a key pair made for the request may still be on the token.
+    pub fn key_left_behind(&self) -> bool {
+        matches!(self, Error::RollbackFailed { .. })
     }
 
     /// Shorthand for an `InvalidValue.Malformed` error.

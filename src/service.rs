@@ -34,7 +34,7 @@ use crate::backend::KeyBackend;
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::pkcs11::pool::{KeyPool, Pooled};
 use crate::error::{Error, Result};
-use crate::issue::{KeyOptions, new_request_id, prepare_csr};
+use crate::issue::{KeyOptions, new_request_id, prepare_csr, retry_on_lost_session};
 use crate::request::{CsrRequest, SubjectDefaults};
 use api::ApiError;
 
@@ -421,6 +421,21 @@ impl Service {
         }
     }
 
+    /// A new session in place of one the token lost. It must find the
+    /// login still in place: logging in again is left to [`Self::reopen`],
+    /// which tries the PIN once for all sessions, never once per request.
+    fn fresh_session(&self, old: &Pkcs11Backend) -> Result<Pkcs11Backend> {
+        let fresh = old.another_session()?;
+        if fresh.login_required() && !fresh.logged_in()? {
+            return Err(Error::Token {
+                op: "opening a new session",
+                token: fresh.token_label().to_owned(),
+                detail: "the token no longer has our login; reconnecting".into(),
+            });
+        }
+        Ok(fresh)
+    }
+
     fn secret_of(&self, id: &str) -> Option<&str> {
         self.keys.get(id).map(|k| k.secret.expose_secret())
     }
@@ -699,36 +714,43 @@ async fn issue_on_token(
             let _ = resp_tx.send(Err(ApiError::TokenUnavailable));
             return;
         };
-        let mut pooled;
-        let source: &mut dyn KeyBackend = match worker.pool.as_deref() {
-            Some(pool) => {
-                pooled = Pooled {
-                    backend: &mut backend,
-                    pool,
+        let mut resp_tx = Some(resp_tx);
+        let served = retry_on_lost_session(
+            &mut backend,
+            |old| worker.fresh_session(old),
+            |backend| {
+                let mut pooled;
+                let source: &mut dyn KeyBackend = match worker.pool.as_deref() {
+                    Some(pool) => {
+                        pooled = Pooled { backend, pool };
+                        &mut pooled
+                    }
+                    None => backend,
                 };
-                &mut pooled
-            }
-            None => &mut backend,
-        };
-        let mut check_session = false;
-        match prepare_csr(source, &valid, &worker.key_options, request_id) {
-            Err(e) => {
-                log::warn!("CSR failed: {} {e}", e.code());
-                check_session = e.class() != crate::ErrorClass::Request;
-                let _ = resp_tx.send(Err(ApiError::from(&e)));
-            }
-            Ok(pending) => {
+                let pending = prepare_csr(source, &valid, &worker.key_options, request_id.clone())?;
                 worker.metrics.observe_phases(pending.timings());
                 let response = pending.response().clone();
+                let sent = resp_tx
+                    .take()
+                    .is_some_and(|tx| tx.send(Ok(response)).is_ok());
                 // Commit only once the handler has the response in hand; a
                 // handler that gave up drops the acknowledgement channel.
-                if resp_tx.send(Ok(response)).is_ok() && ack_rx.recv().is_ok() {
+                if sent && ack_rx.recv().is_ok() {
                     let _ = pending.commit();
                 } else if let Err(e) = pending.rollback() {
                     log::error!("could not remove an undelivered key pair: {e}");
                 } else {
                     log::warn!("request timed out; its key pair was removed");
                 }
+                Ok(())
+            },
+        );
+        let mut check_session = false;
+        if let Err(e) = served {
+            log::warn!("CSR failed: {} {e}", e.code());
+            check_session = e.class() != crate::ErrorClass::Request;
+            if let Some(tx) = resp_tx.take() {
+                let _ = tx.send(Err(ApiError::from(&e)));
             }
         }
         if check_session && !matches!(backend.logged_in(), Ok(true)) {

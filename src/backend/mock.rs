@@ -17,10 +17,20 @@ pub(crate) struct MockBackend {
     pub fail_destroy: bool,
     pub live: Vec<KeyHandles>,
     pub generated: u64,
+    /// Generate calls still to fail with CKR_SESSION_HANDLE_INVALID.
+    pub lose_session_on_generate: u32,
+    /// Which session this is (0 for the first).
+    pub session: u32,
 }
 
 impl KeyBackend for MockBackend {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
+        if self.lose_session_on_generate > 0 {
+            self.lose_session_on_generate -= 1;
+            return Err(Error::KeyGen(
+                "C_GenerateKeyPair: CKR_SESSION_HANDLE_INVALID".into(),
+            ));
+        }
         self.generated += 1;
         let handles = KeyHandles {
             private: self.generated * 2,
