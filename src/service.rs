@@ -58,6 +58,10 @@ pub struct ServiceConfig {
     pub timestamp_window_s: u64,
     /// Largest accepted total size of the request headers, in bytes.
     pub max_header_bytes: usize,
+    /// After SIGTERM/SIGINT, how long requests in flight may take to
+    /// finish. Those still running then are cut off and their key pairs
+    /// removed.
+    pub shutdown_timeout_ms: u64,
     /// PEM certificate chain for HTTPS; with `tls_key`. Default: plain HTTP.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for HTTPS (a software key: the TLS key is not the
@@ -81,6 +85,7 @@ impl Default for ServiceConfig {
             request_timeout_ms: 120_000,
             timestamp_window_s: 900,
             max_header_bytes: 16 * 1024,
+            shutdown_timeout_ms: 30_000,
             tls_cert: None,
             tls_key: None,
             workers: 0,
@@ -268,16 +273,41 @@ impl Service {
             Error::Config(format!("[service] listen {:?}: {e}", self.config.listen))
         })?;
         tokio::spawn(Arc::clone(&self).reconnect_loop());
+        let grace = Duration::from_millis(self.config.shutdown_timeout_ms);
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let signalled = {
+            let stopping = Arc::clone(&stopping);
+            async move {
+                shutdown_signal().await;
+                log::info!(
+                    "stopping: no new requests; requests in flight have {} ms to finish",
+                    grace.as_millis()
+                );
+                stopping.notify_one();
+            }
+        };
         match (&self.config.tls_cert, &self.config.tls_key) {
             (None, None) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
                 log::info!("listening on http://{addr}");
-                axum::serve(listener, self.router())
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))
+                let served = axum::serve(listener, Arc::clone(&self).router())
+                    .with_graceful_shutdown(signalled)
+                    .into_future();
+                tokio::select! {
+                    served = served => served.map_err(|e| Error::Internal(e.to_string())),
+                    () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+                        // Returning drops the runtime, which cancels the
+                        // handlers: their workers see the response refused
+                        // and remove the key pairs.
+                        log::warn!(
+                            "shutdown deadline passed with {} session(s) busy: those requests are cut off and their key pairs removed",
+                            self.workers.total - self.workers.available.available_permits()
+                        );
+                        Ok(())
+                    }
+                }
             }
             (Some(cert), Some(key)) => {
                 let _ = rustls::crypto::ring::default_provider().install_default();
@@ -293,8 +323,8 @@ impl Service {
                 let handle = axum_server::Handle::new();
                 let stopper = handle.clone();
                 tokio::spawn(async move {
-                    shutdown_signal().await;
-                    stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+                    signalled.await;
+                    stopper.graceful_shutdown(Some(grace));
                 });
                 log::info!("listening on https://{addr}");
                 axum_server::bind_rustls(addr, tls)
@@ -740,7 +770,9 @@ async fn issue_on_token(
                 } else if let Err(e) = pending.rollback() {
                     log::error!("could not remove an undelivered key pair: {e}");
                 } else {
-                    log::warn!("request timed out; its key pair was removed");
+                    log::warn!(
+                        "nobody took the response (timeout or shutdown); its key pair was removed"
+                    );
                 }
                 Ok(())
             },

@@ -79,6 +79,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .build()
         .map_err(|e| Error::Internal(format!("tokio runtime: {e}")))?;
     let served = runtime.block_on(Arc::clone(&service).serve());
+    // Cancels the handlers cut off by the shutdown deadline and waits for
+    // their workers, which remove the key pairs nobody received.
+    drop(runtime);
     service.stop_pool();
     served
 }
