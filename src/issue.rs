@@ -245,7 +245,7 @@ pub fn issue_csr(
 /// The error of the last attempt, or of `reopen`.
 pub fn retry_on_lost_session<B, T>(
     backend: &mut B,
-    reopen: impl FnOnce(&B) -> Result<B>,
+    reopen: impl FnOnce(&mut B) -> Result<B>,
     mut attempt: impl FnMut(&mut B) -> Result<T>,
 ) -> Result<T> {
     match attempt(backend) {
@@ -368,7 +368,7 @@ mod tests {
 
     fn issue_retrying(
         b: &mut MockBackend,
-        reopen: impl FnOnce(&MockBackend) -> Result<MockBackend>,
+        reopen: impl FnOnce(&mut MockBackend) -> Result<MockBackend>,
     ) -> Result<CsrResponse> {
         retry_on_lost_session(b, reopen, |b| {
             issue_csr(b, &valid(), &KeyOptions::default(), "ID".into())

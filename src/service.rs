@@ -137,6 +137,25 @@ pub struct Service {
     /// been opened again.
     broken: AtomicBool,
     refiller: Mutex<Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>>,
+    /// CKA_IDs of key pairs that failed calls may have left on the token,
+    /// to destroy once a session answers again.
+    orphans: Orphans,
+}
+
+/// See [`Pkcs11Backend::sweep`].
+type Orphans = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// Destroys what failed calls on `backend` may have left on the token, or,
+/// when the session cannot, keeps the IDs in `orphans` for after the
+/// reconnect.
+fn settle(backend: &mut Pkcs11Backend, orphans: &Orphans) {
+    let mut left = backend.settle();
+    if !left.is_empty() {
+        orphans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut left);
+    }
 }
 
 /// What it takes to open the token again after it went away: module,
@@ -152,11 +171,12 @@ pub struct Reconnect {
 }
 
 /// Keeps `pool` at its target on a session of its own, until `stop`.
-pub fn spawn_refiller(
+fn spawn_refiller(
     pool: Arc<KeyPool>,
     mut backend: Pkcs11Backend,
     signature: crate::SignatureAlgorithm,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
+    orphans: Orphans,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -168,10 +188,15 @@ pub fn spawn_refiller(
                 Ok(key) => pool.put(key, true),
                 Err(e) => {
                     log::warn!("pool refill failed: {} {e}", e.code());
+                    settle(&mut backend, &orphans);
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
         }
+        orphans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut backend.take_unsettled());
     })
 }
 
@@ -252,6 +277,7 @@ impl Service {
             token,
             broken: AtomicBool::new(false),
             refiller: Mutex::new(None),
+            orphans: Orphans::default(),
         })
     }
 
@@ -366,6 +392,7 @@ impl Service {
             session,
             self.key_options.signature()?,
             Arc::clone(&stop),
+            Arc::clone(&self.orphans),
         );
         *self.refiller.lock().unwrap_or_else(|p| p.into_inner()) = Some((handle, stop));
         Ok(())
@@ -394,10 +421,41 @@ impl Service {
         }
         let total = self.workers.total;
         let mut idle = self.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.clear();
-        let mut first = Pkcs11Backend::open(&self.token.module, &self.token.selector)?;
+        let mut orphans =
+            std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
+        for mut old in idle.drain(..) {
+            orphans.append(&mut old.take_unsettled());
+        }
+        let restore = |mut ids: Vec<Vec<u8>>| {
+            self.orphans
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut ids);
+        };
+        let mut first = match Pkcs11Backend::open(&self.token.module, &self.token.selector) {
+            Ok(first) => first,
+            Err(e) => {
+                restore(orphans);
+                return Err(e);
+            }
+        };
         if first.login_required() {
-            first.login(self.token.pin.as_ref())?;
+            if let Err(e) = first.login(self.token.pin.as_ref()) {
+                restore(orphans);
+                return Err(e);
+            }
+        }
+        if !orphans.is_empty() {
+            match first.sweep(&orphans) {
+                Ok(n) => log::warn!(
+                    "removed {n} key pair(s) that calls cut off by the outage left on the token ({} checked)",
+                    orphans.len()
+                ),
+                Err(e) => {
+                    restore(orphans);
+                    return Err(e);
+                }
+            }
         }
         let mut fresh = vec![first];
         for _ in 1..total {
@@ -454,8 +512,9 @@ impl Service {
     /// A new session in place of one the token lost. It must find the
     /// login still in place: logging in again is left to [`Self::reopen`],
     /// which tries the PIN once for all sessions, never once per request.
-    fn fresh_session(&self, old: &Pkcs11Backend) -> Result<Pkcs11Backend> {
-        let fresh = old.another_session()?;
+    fn fresh_session(&self, old: &mut Pkcs11Backend) -> Result<Pkcs11Backend> {
+        let mut fresh = old.another_session()?;
+        fresh.adopt_unsettled(old);
         if fresh.login_required() && !fresh.logged_in()? {
             return Err(Error::Token {
                 op: "opening a new session",
@@ -785,6 +844,7 @@ async fn issue_on_token(
                 let _ = tx.send(Err(ApiError::from(&e)));
             }
         }
+        settle(&mut backend, &worker.orphans);
         if check_session && !matches!(backend.logged_in(), Ok(true)) {
             log::warn!("the session no longer answers; reconnecting to the token");
             worker.broken.store(true, Ordering::Relaxed);

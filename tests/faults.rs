@@ -1,5 +1,6 @@
-//! The token goes away under `hsm-csr serve` and comes back: SoftHSM2
-//! behind `p11-kit server`, whose server processes are killed and restarted.
+//! The token goes away under `hsm-csr serve`, while the repo's load client
+//! (examples/load.rs) keeps calling, and comes back: SoftHSM2 behind
+//! `p11-kit server`, whose server processes are killed and restarted.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,6 +108,22 @@ impl Drop for Cleanup {
     }
 }
 
+/// examples/load.rs, which `cargo test` builds next to the test binary.
+fn load_client() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let client = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("examples/load");
+    assert!(
+        client.exists(),
+        "{} is missing: run `cargo test` (which builds the examples), or `cargo build --example load`",
+        client.display()
+    );
+    client
+}
+
 fn healthy(addr: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
@@ -147,7 +164,17 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
     }
     let mut delivered = vec![one(&addr).expect("before the fault")];
 
+    // 20 calls a second for 8 s; the token goes away 1.5 s in, for 2 s.
+    let load = Command::new(load_client())
+        .args([&addr, "rate", "20", "8"])
+        .env("LOAD_AK_ID", "MainKey")
+        .env("LOAD_AK_SECRET", "s3cret")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
     kill_p11kit(&pid);
+    std::thread::sleep(Duration::from_millis(300));
     // While the token is gone: clear errors, never a hang or a crash.
     for _ in 0..3 {
         let code = one(&addr).expect_err("the token is gone");
@@ -157,6 +184,7 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
         );
     }
     assert!(!healthy(&addr), "healthz must report the token unreachable");
+    std::thread::sleep(Duration::from_millis(1000));
 
     let (_, pid) = start_p11kit(&token);
     cleanup.p11kit.push(pid.clone());
@@ -171,6 +199,21 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
     for _ in 0..2 {
         delivered.push(one(&addr).expect("after the token came back"));
     }
+    let load = load.wait_with_output().unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&load.stdout).unwrap();
+    let codes = summary["codes"].as_object().unwrap();
+    for code in codes.keys() {
+        assert!(
+            code == "ok" || code == "ServiceUnavailable" || code.starts_with("Internal."),
+            "under load, while the token was gone: {summary}"
+        );
+    }
+    eprintln!("load while the token went away and came back: {summary}");
+    let load_ok = summary["ok"].as_u64().unwrap() as usize;
+    assert!(
+        load_ok > 0 && summary["errors"].as_u64().unwrap() > 0,
+        "the load saw the token before, during and after the outage: {summary}"
+    );
 
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
@@ -181,6 +224,9 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
     kill_p11kit(&pid);
     assert!(status.success(), "{log}");
     assert!(log.contains("is back: sessions reopened"), "{log}");
+    for line in log.lines().filter(|l| l.contains("removed")) {
+        eprintln!("serve: {line}");
+    }
     // Only the keys whose CSRs were delivered are on the token.
-    assert_eq!(token.keys().len(), 2 * delivered.len(), "{log}");
+    assert_eq!(token.keys().len(), 2 * (delivered.len() + load_ok), "{log}");
 }

@@ -43,6 +43,11 @@ pub struct Pkcs11Backend {
     /// Key pairs made through this backend and not destroyed, so that
     /// handles given out as plain numbers map back to objects.
     made: Vec<keygen::Pair>,
+    /// CKA_IDs of key pairs that may be on the token although nobody will
+    /// receive them: C_GenerateKeyPair or C_DestroyObject failed, and when
+    /// the token goes away mid-call nobody knows what it did. See
+    /// [`Self::sweep`].
+    unsettled: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -98,6 +103,7 @@ impl Pkcs11Backend {
             module: module.to_owned(),
             mechanisms: None,
             made: Vec::new(),
+            unsettled: Vec::new(),
         })
     }
 
@@ -146,6 +152,7 @@ impl Pkcs11Backend {
             module: self.module.clone(),
             mechanisms: self.mechanisms.clone(),
             made: Vec::new(),
+            unsettled: Vec::new(),
         })
     }
 
@@ -276,11 +283,17 @@ impl KeyBackend for Pkcs11Backend {
 
     fn destroy(&mut self, key: &GeneratedKey) -> Result<()> {
         let pair = self.pair(key)?;
-        keygen::destroy_pair(self.session()?, pair).map_err(|detail| Error::Token {
-            op: "destroying the new key pair",
-            token: self.token_label().to_owned(),
-            detail,
-        })?;
+        let destroyed = self.session().and_then(|session| {
+            keygen::destroy_pair(session, pair).map_err(|detail| Error::Token {
+                op: "destroying the new key pair",
+                token: self.token_label().to_owned(),
+                detail,
+            })
+        });
+        if destroyed.is_err() {
+            self.unsettled.push(key.id.clone());
+        }
+        destroyed?;
         self.made.retain(|p| p.private != pair.private);
         Ok(())
     }

@@ -115,6 +115,14 @@ pub fn run(args: &BatchArgs) -> Result<()> {
                         })
                         .and_then(|r| r.validate(defaults))
                         .and_then(|v| issue_csr(&mut backend, &v, key_options, request_id.clone()));
+                    if result.is_err() {
+                        for id in backend.settle() {
+                            log::warn!(
+                                "line {line_no}: a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
+                                hsm_csr::fingerprint::hex(&id)
+                            );
+                        }
+                    }
                     let message = match result {
                         Ok(response) => (
                             i,

@@ -59,22 +59,63 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         ..
     } = token::open(&target, &args.token, &config)?;
 
-    let pending = prepare_csr(&mut backend, &request, &key_options, request_id.to_owned())?;
+    let delivered = issue_and_deliver(
+        &mut backend,
+        &request,
+        &key_options,
+        request_id,
+        out_file.as_ref(),
+        args.format,
+    );
+    if delivered.is_err() {
+        for id in backend.settle() {
+            log::warn!(
+                "a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
+                hsm_csr::fingerprint::hex(&id)
+            );
+        }
+    }
+    let timings = delivered?;
+    drop(backend);
+
+    if args.timings {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let _ = writeln!(
+            std::io::stderr(),
+            "timings: init_ms={:.3} login_ms={:.3} keygen_ms={:.3} sign_ms={:.3} encode_ms={:.3} total_ms={:.3}",
+            ms(init),
+            ms(login),
+            ms(timings.keygen),
+            ms(timings.sign),
+            ms(timings.encode),
+            ms(started.elapsed())
+        );
+    }
+    Ok(())
+}
+
+/// Makes the CSR and delivers it (`--out`, then stdout); keeps the key
+/// pair only once both worked.
+fn issue_and_deliver(
+    backend: &mut hsm_csr::backend::pkcs11::Pkcs11Backend,
+    request: &hsm_csr::ValidRequest,
+    key_options: &hsm_csr::KeyOptions,
+    request_id: &str,
+    out_file: Option<&OutFile>,
+    format: super::Format,
+) -> Result<hsm_csr::Timings> {
+    let pending = prepare_csr(backend, request, key_options, request_id.to_owned())?;
 
     // The file is put in place first: once stdout has the CSR, nothing
     // else can fail and make the caller's copy refer to a removed key.
     let delivered = (|| -> std::io::Result<()> {
-        if let Some(f) = &out_file {
+        if let Some(f) = out_file {
             f.write(pending.response().csr.as_bytes())?;
             f.persist()?;
         }
-        let printed = output::response(
-            &mut std::io::stdout().lock(),
-            args.format,
-            pending.response(),
-        );
+        let printed = output::response(&mut std::io::stdout().lock(), format, pending.response());
         if printed.is_err() {
-            if let Some(f) = &out_file {
+            if let Some(f) = out_file {
                 f.remove_target();
             }
         }
@@ -99,22 +140,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         });
     }
     let _ = pending.commit();
-    drop(backend);
-
-    if args.timings {
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        let _ = writeln!(
-            std::io::stderr(),
-            "timings: init_ms={:.3} login_ms={:.3} keygen_ms={:.3} sign_ms={:.3} encode_ms={:.3} total_ms={:.3}",
-            ms(init),
-            ms(login),
-            ms(timings.keygen),
-            ms(timings.sign),
-            ms(timings.encode),
-            ms(started.elapsed())
-        );
-    }
-    Ok(())
+    Ok(timings)
 }
 
 /// `--out FILE`, written to a temporary file beside it and renamed into

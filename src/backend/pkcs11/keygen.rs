@@ -88,9 +88,14 @@ pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<Ge
         Attribute::Id(id.clone()),
         Attribute::Label(label),
     ];
-    let (pub_h, priv_h) = session
-        .generate_key_pair(&keygen, &public, &private)
-        .map_err(|e| Error::KeyGen(describe(&e)))?;
+    let (pub_h, priv_h) = match session.generate_key_pair(&keygen, &public, &private) {
+        Ok(pair) => pair,
+        Err(e) => {
+            // A token that went away mid-call may have stored the pair.
+            backend.unsettled.push(id);
+            return Err(Error::KeyGen(describe(&e)));
+        }
+    };
     let handles = KeyHandles {
         private: priv_h.handle(),
         public: pub_h.handle(),
@@ -127,11 +132,14 @@ pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<Ge
         }
         Err(e) => Err(match destroy_pair(session, pair) {
             Ok(()) => e,
-            Err(rollback) => Error::RollbackFailed {
-                original: Box::new(e),
-                rollback,
-                key_uri: uri::private_key_uri(&token, &serial, &spec.label, &id),
-            },
+            Err(rollback) => {
+                backend.unsettled.push(id.clone());
+                Error::RollbackFailed {
+                    original: Box::new(e),
+                    rollback,
+                    key_uri: uri::private_key_uri(&token, &serial, &spec.label, &id),
+                }
+            }
         }),
     }
 }
