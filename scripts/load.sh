@@ -14,7 +14,10 @@
 #  3. a burst of LOAD_BURST requests within one second from a full pool,
 #     and the same released all at once;
 #  4. a burst of 2x the rate limit: throttled vs other errors;
-#  5. a soak: server RSS before and after LOAD_SOAK s at LOAD_RATE/s.
+#  5. a soak: server RSS before and after LOAD_SOAK s at LOAD_RATE/s; then
+#     the same soak with SoftHSM2 behind `p11-kit server`, so that the RSS
+#     of hsm-csr alone is read apart from SoftHSM's, which keeps every
+#     token object in memory.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
@@ -26,23 +29,33 @@ burst=${LOAD_BURST:-100}
 soak=${LOAD_SOAK:-300}
 limit=${LOAD_RATE_LIMIT:-100}
 
-need_packages softhsm2 curl
+need_packages softhsm2 curl p11-kit p11-kit-modules
 cargo build --release --quiet --locked --bin hsm-csr --example load
 
 work=$(mktemp -d /tmp/hsm-csr-load.XXXXXX)
-server=
-cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+server= p11kit=
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null
+  [ -n "$p11kit" ] && { pkill -P "$p11kit" 2>/dev/null; kill "$p11kit" 2>/dev/null; }
+  wait 2>/dev/null; rm -rf "$work"
+}
 trap cleanup EXIT
 export LOAD_AK_ID=LoadKey LOAD_AK_SECRET=load-secret
 
-start() {  # start WORKERS POOL RATE_LIMIT: a fresh token and server; sets $port and $server
-  local workers=$1 pool_size=$2 rate_limit=$3 depth
+start() {  # start WORKERS POOL RATE_LIMIT [p11kit]: a fresh token and server; sets $port and $server
+  local workers=$1 pool_size=$2 rate_limit=$3 via=${4:-} depth module=$SOFTHSM_MODULE
   rm -rf "$work/store"
   TOKEN_PIN=1234 bash scripts/make-softhsm-token.sh "$work/store" load >/dev/null
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  if [ "$via" = p11kit ]; then
+    eval "$(SOFTHSM2_CONF=$work/store/softhsm2.conf p11-kit server --provider "$SOFTHSM_MODULE" \
+      -n "$work/p11kit.sock" -s pkcs11:token=load)"
+    p11kit=$P11_KIT_SERVER_PID module=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+    export P11_KIT_SERVER_ADDRESS=unix:path=$work/p11kit.sock
+  fi
   cat > "$work/serve.toml" <<EOC
 [token]
-module = "$SOFTHSM_MODULE"
+module = "$module"
 label = "load"
 pin_file = "$work/store/user-pin"
 [service]
@@ -68,9 +81,13 @@ EOC
     done
   fi
 }
-stop() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=; }
+stop() {
+  kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=
+  if [ -n "$p11kit" ]; then pkill -P "$p11kit" 2>/dev/null || true; kill "$p11kit" 2>/dev/null || true; p11kit=; fi
+}
 client() { target/release/examples/load "127.0.0.1:$port" "$@"; }
-rss_kb() { ps -o rss= -p "$server" | tr -d ' '; }
+rss_kb() { ps -o rss= -p "$1" | awk '{ s += $1 } END { print s + 0 }'; }
+token_rss_kb() { ps -o rss= --ppid "$p11kit" | awk '{ s += $1 } END { print s + 0 }'; }  # p11-kit's per-connection servers
 
 say "1. on-demand, $requests requests, 8 concurrent clients, 1 worker"
 start 1 0 100000; one=$(client closed "$requests" 8 300); stop
@@ -91,22 +108,33 @@ start 2 "$pool" "$limit"; limited=$(client burst $((2 * limit))); stop
 say "5. soak: $rate requests/s for $soak s, key pool of $pool"
 start 2 "$pool" 100000
 client rate "$rate" 5 >/dev/null   # warm up before the first reading
-rss0=$(rss_kb); soaked=$(client rate "$rate" "$soak"); rss1=$(rss_kb); stop
+rss0=$(rss_kb "$server"); soaked=$(client rate "$rate" "$soak"); rss1=$(rss_kb "$server"); stop
+say "   the same soak with SoftHSM2 behind p11-kit server"
+start 2 "$pool" 100000 p11kit
+client rate "$rate" 5 >/dev/null
+own0=$(rss_kb "$server"); tok0=$(token_rss_kb); soaked_p11=$(client rate "$rate" "$soak")
+own1=$(rss_kb "$server"); tok1=$(token_rss_kb); stop
 
-python3 - "$one" "$two" "$steady" "$bursted" "$at_once" "$limited" "$soaked" "$rss0" "$rss1" "$refill" <<'EOP'
+python3 - "$one" "$two" "$steady" "$bursted" "$at_once" "$limited" "$soaked" "$soaked_p11" \
+  "$rss0" "$rss1" "$refill" "$own0" "$own1" "$tok0" "$tok1" <<'EOP'
 import json, sys
-one, two, steady, burst, at_once, limited, soaked = (json.loads(a) for a in sys.argv[1:8])
-rss0, rss1, refill = int(sys.argv[8]), int(sys.argv[9]), float(sys.argv[10])
+one, two, steady, burst, at_once, limited, soaked, soaked_p11 = (json.loads(a) for a in sys.argv[1:9])
+rss0, rss1, refill = int(sys.argv[9]), int(sys.argv[10]), float(sys.argv[11])
+own0, own1, tok0, tok1 = (int(a) for a in sys.argv[12:16])
 print(f"{'':<40} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'ok':>5} {'thrott':>6} {'errors':>6}")
 for name, r in (("1. on-demand, 1 worker", one), ("1. on-demand, 2 workers", two),
                 ("2. pool, steady rate", steady), ("3. pool, burst within 1 s", burst),
                 ("3. pool, burst all at once", at_once),
-                ("4. burst at 2x the rate limit", limited), ("5. soak, pool, steady rate", soaked)):
+                ("4. burst at 2x the rate limit", limited), ("5. soak, pool, steady rate", soaked),
+                ("5. soak, SoftHSM2 behind p11-kit", soaked_p11)):
     print(f"{name:<40} {r['throughput']:>7} {r['p50_ms']!s:>8} {r['p99_ms']!s:>8} {r['ok']:>5} {r['throttled']:>6} {r['errors']:>6}")
 ratio = two["throughput"] / one["throughput"] if one["throughput"] else 0
 print(f"on-demand throughput, 2 workers / 1 worker: {ratio:.2f}")
 print(f"pool refill rate during the steady run: {refill:.2f} keys/s")
 if two["p50_ms"] and steady["p50_ms"]:
     print(f"p50 latency, pool / on-demand: {steady['p50_ms'] / two['p50_ms']:.3f}")
-print(f"soak RSS: {rss0} kB -> {rss1} kB ({(rss1 - rss0) / rss0 * 100:+.1f}%)")
+def grew(a, b):
+    return f"{a} kB -> {b} kB ({(b - a) / a * 100:+.1f}%)" if a else "n/a"
+print(f"soak RSS, hsm-csr with SoftHSM2 in process: {grew(rss0, rss1)}")
+print(f"soak RSS, SoftHSM2 behind p11-kit: hsm-csr {grew(own0, own1)}; p11-kit server + SoftHSM2 {grew(tok0, tok1)}")
 EOP
