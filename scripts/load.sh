@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# usage: scripts/load.sh     (full run, about 10 minutes; every knob below can be set)
+# usage: scripts/load.sh     (full run, about 15 minutes; every knob below can be set)
 #
 # Bounded load on loopback only, against `hsm-csr serve` (release) on a
 # private SoftHSM2 token, RSA-2048, through the repo's Rust load client
@@ -21,7 +21,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
-requests=${LOAD_REQUESTS:-60}
+requests=${LOAD_REQUESTS:-100}
 rate=${LOAD_RATE:-5}
 seconds=${LOAD_SECONDS:-60}
 pool=${LOAD_POOL:-150}
