@@ -193,9 +193,12 @@ fn closed(addr: SocketAddr, count: usize, concurrency: usize, deadline: Duration
         .collect()
 }
 
-/// `rate` and `burst`: call `n` is due at `start + offsets[n]`, each on a
-/// connection opened before the start.
-fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> Vec<Outcome> {
+/// `rate` and `burst`: call `n` is due at `start + offsets[n]`, with
+/// `start` a little after every thread is ready. Each call connects shortly
+/// before it is due: a connection opened long before would sit idle
+/// (servers close those) and hundreds of them would weigh on the server.
+fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> (Vec<Outcome>, Instant) {
+    const LEAD: Duration = Duration::from_millis(200);
     let barrier = Arc::new(Barrier::new(offsets.len() + 1));
     let start = Arc::new(std::sync::OnceLock::<Instant>::new());
     let threads: Vec<_> = offsets
@@ -207,10 +210,14 @@ fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> Vec<Outcome> {
                 .stack_size(128 * 1024)
                 .spawn(move || {
                     let mut client = Client::new(addr);
-                    let connected = client.connect();
                     barrier.wait();
                     let due = *start.get().expect("start set before the barrier opens") + offset;
-                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let sleep_until = |t: Instant| {
+                        std::thread::sleep(t.saturating_duration_since(Instant::now()));
+                    };
+                    sleep_until(due - LEAD);
+                    let connected = client.connect();
+                    sleep_until(due);
                     match connected {
                         Ok(()) => client.call(n, due),
                         Err(e) => (format!("io:{:?}", e.kind()), due.elapsed()),
@@ -219,12 +226,14 @@ fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> Vec<Outcome> {
                 .expect("spawn a client thread")
         })
         .collect();
-    start.set(Instant::now()).expect("set once");
+    let started = Instant::now() + LEAD;
+    start.set(started).expect("set once");
     barrier.wait();
-    threads
+    let results = threads
         .into_iter()
         .map(|t| t.join().expect("client thread"))
-        .collect()
+        .collect();
+    (results, started)
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
@@ -237,14 +246,17 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let addr: SocketAddr = arg(&args, 1, "ADDR, e.g. 127.0.0.1:8080");
     assert!(addr.ip().is_loopback(), "load goes to loopback only");
-    let started = Instant::now();
-    let results = match args.get(2).map(String::as_str) {
-        Some("closed") => closed(
-            addr,
-            arg(&args, 3, "COUNT"),
-            arg(&args, 4, "CONCURRENCY"),
-            Duration::from_secs_f64(arg(&args, 5, "DEADLINE_S")),
-        ),
+    let (results, started) = match args.get(2).map(String::as_str) {
+        Some("closed") => {
+            let started = Instant::now();
+            let results = closed(
+                addr,
+                arg(&args, 3, "COUNT"),
+                arg(&args, 4, "CONCURRENCY"),
+                Duration::from_secs_f64(arg(&args, 5, "DEADLINE_S")),
+            );
+            (results, started)
+        }
         Some("rate") => {
             let (rps, seconds): (f64, f64) = (arg(&args, 3, "RPS"), arg(&args, 4, "SECONDS"));
             let offsets: Vec<_> = (0..(rps * seconds) as usize)

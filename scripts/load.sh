@@ -128,6 +128,11 @@ for name, r in (("1. on-demand, 1 worker", one), ("1. on-demand, 2 workers", two
                 ("4. burst at 2x the rate limit", limited), ("5. soak, pool, steady rate", soaked),
                 ("5. soak, SoftHSM2 behind p11-kit", soaked_p11)):
     print(f"{name:<40} {r['throughput']:>7} {r['p50_ms']!s:>8} {r['p99_ms']!s:>8} {r['ok']:>5} {r['throttled']:>6} {r['errors']:>6}")
+for name, r in (("on-demand, 1 worker", one), ("on-demand, 2 workers", two), ("pool, steady", steady),
+                ("pool, burst within 1 s", burst), ("pool, burst all at once", at_once),
+                ("burst at 2x the limit", limited), ("soak", soaked), ("soak via p11-kit", soaked_p11)):
+    if r["errors"]:
+        print(f"errors in {name}: {r['codes']}")
 ratio = two["throughput"] / one["throughput"] if one["throughput"] else 0
 print(f"on-demand throughput, 2 workers / 1 worker: {ratio:.2f}")
 print(f"pool refill rate during the steady run: {refill:.2f} keys/s")

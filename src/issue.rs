@@ -375,17 +375,19 @@ mod tests {
         })
     }
 
+    /// A new session on the same mock token.
+    fn next_session(old: &mut MockBackend) -> Result<MockBackend> {
+        Ok(MockBackend {
+            lose_session_on_generate: old.lose_session_on_generate,
+            session: old.session + 1,
+            ..Default::default()
+        })
+    }
+
     #[test]
     fn a_session_lost_before_keygen_is_reopened_and_the_request_retried_once() {
         let mut b = lose_sessions(1);
-        let r = issue_retrying(&mut b, |old| {
-            Ok(MockBackend {
-                lose_session_on_generate: old.lose_session_on_generate,
-                session: old.session + 1,
-                ..Default::default()
-            })
-        })
-        .unwrap();
+        let r = issue_retrying(&mut b, next_session).unwrap();
         assert_eq!(r.request_id, "ID");
         assert_eq!((b.session, b.live.len()), (1, 1));
     }
@@ -393,14 +395,7 @@ mod tests {
     #[test]
     fn only_one_retry() {
         let mut b = lose_sessions(2);
-        let e = issue_retrying(&mut b, |old| {
-            Ok(MockBackend {
-                lose_session_on_generate: old.lose_session_on_generate,
-                session: old.session + 1,
-                ..Default::default()
-            })
-        })
-        .unwrap_err();
+        let e = issue_retrying(&mut b, next_session).unwrap_err();
         assert!(e.session_lost(), "{e}");
         assert_eq!((b.session, b.generated), (1, 0));
     }

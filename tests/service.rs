@@ -425,12 +425,8 @@ fn key_pool_serves_ready_keys_once_across_restarts() {
     );
 }
 
-#[test]
-fn sigterm_lets_requests_in_flight_finish() {
-    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
-        return;
-    };
-    let server = Server::start(&token, "rsa", "");
+/// One SDK call (tests/tools/call.py), returned once it holds a session.
+fn call_in_flight(server: &Server) -> std::process::Child {
     let client = Command::new(python())
         .arg(repo().join("tests/tools/call.py"))
         .arg(&server.addr)
@@ -439,15 +435,25 @@ fn sigterm_lets_requests_in_flight_finish() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the request holds a session, then ask the server to stop.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&server, "hsm_csr_sessions_in_use").unwrap_or(0.0) < 1.0 {
+    while metric(server, "hsm_csr_sessions_in_use").unwrap_or(0.0) < 1.0 {
         assert!(
             Instant::now() < deadline,
             "the request never reached a session"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    client
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start(&token, "rsa", "");
+    // Once the request holds a session, ask the server to stop.
+    let client = call_in_flight(&server);
     let log = server.stop();
     let out = client.wait_with_output().unwrap();
     assert!(
@@ -471,22 +477,7 @@ fn shutdown_deadline_cuts_off_slow_requests_and_keeps_no_key() {
     };
     // RSA-4096 keygen takes SoftHSM seconds; the deadline is far shorter.
     let server = Server::start(&token, "rsa-4096", "shutdown_timeout_ms = 50");
-    let client = Command::new(python())
-        .arg(repo().join("tests/tools/call.py"))
-        .arg(&server.addr)
-        .arg("1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&server, "hsm_csr_sessions_in_use").unwrap_or(0.0) < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached a session"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let client = call_in_flight(&server);
     let log = server.stop();
     let out = client.wait_with_output().unwrap();
     assert!(!out.status.success(), "the cut-off request got no answer");
