@@ -20,8 +20,8 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hsm_csr::service::signature::{percent_encode, rpc_signature, rpc_string_to_sign};
@@ -193,29 +193,25 @@ fn closed(addr: SocketAddr, count: usize, concurrency: usize, deadline: Duration
         .collect()
 }
 
-/// `rate` and `burst`: call `n` is due at `start + offsets[n]`, with
-/// `start` a little after every thread is ready. Each call connects shortly
-/// before it is due: a connection opened long before would sit idle
-/// (servers close those) and hundreds of them would weigh on the server.
+/// `rate` and `burst`: call `n` is due at `start + offsets[n]` (sorted),
+/// with `start` a little in the future. Each call gets its own thread,
+/// started shortly before it is due, and connects then: a connection
+/// opened long before would sit idle (servers close those), and hundreds
+/// of them would weigh on the server. Only calls due soon or in flight hold
+/// a thread.
 fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> (Vec<Outcome>, Instant) {
     const LEAD: Duration = Duration::from_millis(200);
-    let barrier = Arc::new(Barrier::new(offsets.len() + 1));
-    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let threads: Vec<_> = offsets
-        .iter()
-        .enumerate()
-        .map(|(n, &offset)| {
-            let (barrier, start) = (Arc::clone(&barrier), Arc::clone(&start));
+    let start = Instant::now() + LEAD;
+    let sleep_until = |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
+    let mut threads = Vec::with_capacity(offsets.len());
+    for (n, &offset) in offsets.iter().enumerate() {
+        let due = start + offset;
+        sleep_until(due.checked_sub(LEAD).unwrap_or(due));
+        threads.push(
             std::thread::Builder::new()
                 .stack_size(128 * 1024)
                 .spawn(move || {
                     let mut client = Client::new(addr);
-                    barrier.wait();
-                    let due = *start.get().expect("start set before the barrier opens") + offset;
-                    let sleep_until = |t: Instant| {
-                        std::thread::sleep(t.saturating_duration_since(Instant::now()));
-                    };
-                    sleep_until(due - LEAD);
                     let connected = client.connect();
                     sleep_until(due);
                     match connected {
@@ -223,17 +219,14 @@ fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> (Vec<Outcome>, Instant) 
                         Err(e) => (format!("io:{:?}", e.kind()), due.elapsed()),
                     }
                 })
-                .expect("spawn a client thread")
-        })
-        .collect();
-    let started = Instant::now() + LEAD;
-    start.set(started).expect("set once");
-    barrier.wait();
+                .expect("spawn a client thread"),
+        );
+    }
     let results = threads
         .into_iter()
         .map(|t| t.join().expect("client thread"))
         .collect();
-    (results, started)
+    (results, start)
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {

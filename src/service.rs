@@ -145,10 +145,13 @@ pub struct Service {
 /// See [`Pkcs11Backend::sweep`].
 type Orphans = Arc<Mutex<Vec<Vec<u8>>>>;
 
-/// Destroys what failed calls on `backend` may have left on the token, or,
-/// when the session cannot, keeps the IDs in `orphans` for after the
-/// reconnect.
+/// Destroys what failed calls on `backend` may have left on the token,
+/// together with what earlier sweeps could not reach (`orphans`); what
+/// this session cannot reach either goes back to `orphans`, for the next
+/// request or the reconnect.
 fn settle(backend: &mut Pkcs11Backend, orphans: &Orphans) {
+    let earlier = std::mem::take(&mut *orphans.lock().unwrap_or_else(|p| p.into_inner()));
+    backend.adopt_ids(earlier);
     let mut left = backend.settle();
     if !left.is_empty() {
         orphans
@@ -446,14 +449,16 @@ impl Service {
             }
         }
         if !orphans.is_empty() {
+            // Not fatal: the token is back, and the IDs are tried again later.
             match first.sweep(&orphans) {
+                Ok(0) => {}
                 Ok(n) => log::warn!(
                     "removed {n} key pair(s) that calls cut off by the outage left on the token ({} checked)",
                     orphans.len()
                 ),
                 Err(e) => {
+                    log::warn!("could not yet remove key pairs left by the outage: {e}");
                     restore(orphans);
-                    return Err(e);
                 }
             }
         }
@@ -509,12 +514,30 @@ impl Service {
         }
     }
 
+    /// At exit: one last try to remove what failed calls may have left on
+    /// the token; names the CKA_IDs that remain, for the operator.
+    pub fn settle_orphans(&self) {
+        let mut idle = self.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let left = match idle.first_mut() {
+            Some(backend) => {
+                settle(backend, &self.orphans);
+                std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+            None => std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner())),
+        };
+        for id in left {
+            log::warn!(
+                "a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
+                crate::fingerprint::hex(&id)
+            );
+        }
+    }
+
     /// A new session in place of one the token lost. It must find the
     /// login still in place: logging in again is left to [`Self::reopen`],
     /// which tries the PIN once for all sessions, never once per request.
     fn fresh_session(&self, old: &mut Pkcs11Backend) -> Result<Pkcs11Backend> {
         let mut fresh = old.another_session()?;
-        fresh.adopt_unsettled(old);
         if fresh.login_required() && !fresh.logged_in()? {
             return Err(Error::Token {
                 op: "opening a new session",
@@ -522,6 +545,7 @@ impl Service {
                 detail: "the token no longer has our login; reconnecting".into(),
             });
         }
+        fresh.adopt_unsettled(old);
         Ok(fresh)
     }
 

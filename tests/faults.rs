@@ -164,7 +164,7 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
     }
     let mut delivered = vec![one(&addr).expect("before the fault")];
 
-    // 20 calls a second for 8 s; the token goes away 1.5 s in, for 2 s.
+    // 20 calls a second for 8 s; the token goes away 1.5 s in, for about 1.5 s.
     let load = Command::new(load_client())
         .args([&addr, "rate", "20", "8"])
         .env("LOAD_AK_ID", "MainKey")

@@ -83,5 +83,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     // their workers, which remove the key pairs nobody received.
     drop(runtime);
     service.stop_pool();
+    service.settle_orphans();
     served
 }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 /// Nonces seen in the last `window`, per access key. Each is kept as a
 /// 128-bit keyed hash of (access key, nonce), in arrival order, so that
 /// expiry pops from the front: constant work per call, and about 50 bytes
-/// per nonce held (at 100 calls/s and the default 30-minute memory, some
-/// 9 MB at most).
+/// per nonce held. Only correctly signed calls get here, throttled ones
+/// included: 100 signed calls a second for the default 30 minutes is some
+/// 9 MB.
 #[derive(Debug, Default)]
 pub struct Nonces {
     log: Mutex<NonceLog>,

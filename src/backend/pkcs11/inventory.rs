@@ -234,6 +234,11 @@ impl Pkcs11Backend {
         }
     }
 
+    /// Adds CKA_IDs for the next [`Self::settle`].
+    pub fn adopt_ids(&mut self, mut ids: Vec<Vec<u8>>) {
+        self.unsettled.append(&mut ids);
+    }
+
     /// Takes over what `old` (a session being replaced) did not settle.
     pub fn adopt_unsettled(&mut self, old: &mut Pkcs11Backend) {
         self.unsettled.append(&mut old.unsettled);

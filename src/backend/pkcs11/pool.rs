@@ -180,7 +180,9 @@ impl Pkcs11Backend {
             .and_then(|()| session.update_attributes(pooled.pair.public, &new_label));
         if let Err(e) = relabelled {
             // Half-relabelled or not, this key is never offered again.
-            let _ = super::keygen::destroy_pair(session, pooled.pair);
+            if super::keygen::destroy_pair(session, pooled.pair).is_err() {
+                self.unsettled.push(pooled.key.id.clone());
+            }
             return Err(Error::Token {
                 op: "relabelling a pool key (C_SetAttributeValue)",
                 token: self.label.clone(),
