@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::backend::KeyBackend;
 use crate::backend::pkcs11::Pkcs11Backend;
+use crate::backend::pkcs11::inventory::report_unchecked;
 use crate::backend::pkcs11::pool::{KeyPool, Pooled};
 use crate::error::{Error, Result};
 use crate::issue::{KeyOptions, new_request_id, prepare_csr, retry_on_lost_session};
@@ -139,26 +140,36 @@ pub struct Service {
     refiller: Mutex<Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>>,
     /// CKA_IDs of key pairs that failed calls may have left on the token,
     /// to destroy once a session answers again.
-    orphans: Orphans,
+    orphans: Arc<Orphans>,
 }
 
-/// See [`Pkcs11Backend::sweep`].
-type Orphans = Arc<Mutex<Vec<Vec<u8>>>>;
+/// CKA_IDs of key pairs that failed calls may have left on the token and
+/// no session could check yet (see [`Pkcs11Backend::sweep`]).
+#[derive(Debug, Default)]
+struct Orphans(Mutex<Vec<Vec<u8>>>);
+
+impl Orphans {
+    fn take(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn keep(&self, mut ids: Vec<Vec<u8>>) {
+        if !ids.is_empty() {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut ids);
+        }
+    }
+}
 
 /// Destroys what failed calls on `backend` may have left on the token,
 /// together with what earlier sweeps could not reach (`orphans`); what
 /// this session cannot reach either goes back to `orphans`, for the next
 /// request or the reconnect.
 fn settle(backend: &mut Pkcs11Backend, orphans: &Orphans) {
-    let earlier = std::mem::take(&mut *orphans.lock().unwrap_or_else(|p| p.into_inner()));
-    backend.adopt_ids(earlier);
-    let mut left = backend.settle();
-    if !left.is_empty() {
-        orphans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(&mut left);
-    }
+    backend.adopt_ids(orphans.take());
+    orphans.keep(backend.settle());
 }
 
 /// What it takes to open the token again after it went away: module,
@@ -179,7 +190,7 @@ fn spawn_refiller(
     mut backend: Pkcs11Backend,
     signature: crate::SignatureAlgorithm,
     stop: Arc<AtomicBool>,
-    orphans: Orphans,
+    orphans: Arc<Orphans>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -196,10 +207,7 @@ fn spawn_refiller(
                 }
             }
         }
-        orphans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(&mut backend.take_unsettled());
+        orphans.keep(backend.take_unsettled());
     })
 }
 
@@ -280,7 +288,7 @@ impl Service {
             token,
             broken: AtomicBool::new(false),
             refiller: Mutex::new(None),
-            orphans: Orphans::default(),
+            orphans: Arc::default(),
         })
     }
 
@@ -424,44 +432,15 @@ impl Service {
         }
         let total = self.workers.total;
         let mut idle = self.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let mut orphans =
-            std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
         for mut old in idle.drain(..) {
-            orphans.append(&mut old.take_unsettled());
+            self.orphans.keep(old.take_unsettled());
         }
-        let restore = |mut ids: Vec<Vec<u8>>| {
-            self.orphans
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .append(&mut ids);
-        };
-        let mut first = match Pkcs11Backend::open(&self.token.module, &self.token.selector) {
-            Ok(first) => first,
-            Err(e) => {
-                restore(orphans);
-                return Err(e);
-            }
-        };
+        let mut first = Pkcs11Backend::open(&self.token.module, &self.token.selector)?;
         if first.login_required() {
-            if let Err(e) = first.login(self.token.pin.as_ref()) {
-                restore(orphans);
-                return Err(e);
-            }
+            first.login(self.token.pin.as_ref())?;
         }
-        if !orphans.is_empty() {
-            // Not fatal: the token is back, and the IDs are tried again later.
-            match first.sweep(&orphans) {
-                Ok(0) => {}
-                Ok(n) => log::warn!(
-                    "removed {n} key pair(s) that calls cut off by the outage left on the token ({} checked)",
-                    orphans.len()
-                ),
-                Err(e) => {
-                    log::warn!("could not yet remove key pairs left by the outage: {e}");
-                    restore(orphans);
-                }
-            }
-        }
+        // Not fatal: what this sweep cannot reach is tried again later.
+        settle(&mut first, &self.orphans);
         let mut fresh = vec![first];
         for _ in 1..total {
             fresh.push(fresh[0].another_session()?);
@@ -518,19 +497,10 @@ impl Service {
     /// the token; names the CKA_IDs that remain, for the operator.
     pub fn settle_orphans(&self) {
         let mut idle = self.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let left = match idle.first_mut() {
-            Some(backend) => {
-                settle(backend, &self.orphans);
-                std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()))
-            }
-            None => std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner())),
-        };
-        for id in left {
-            log::warn!(
-                "a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
-                crate::fingerprint::hex(&id)
-            );
+        if let Some(backend) = idle.first_mut() {
+            settle(backend, &self.orphans);
         }
+        report_unchecked(&self.orphans.take(), "");
     }
 
     /// A new session in place of one the token lost. It must find the
@@ -545,7 +515,7 @@ impl Service {
                 detail: "the token no longer has our login; reconnecting".into(),
             });
         }
-        fresh.adopt_unsettled(old);
+        fresh.adopt_ids(old.take_unsettled());
         Ok(fresh)
     }
 

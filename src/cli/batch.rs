@@ -16,6 +16,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use hsm_csr::backend::pkcs11::inventory::report_unchecked;
 use hsm_csr::{CsrRequest, Error, ErrorClass, Result, issue_csr, new_request_id};
 
 use super::{BatchArgs, token};
@@ -116,12 +117,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
                         .and_then(|r| r.validate(defaults))
                         .and_then(|v| issue_csr(&mut backend, &v, key_options, request_id.clone()));
                     if result.is_err() {
-                        for id in backend.settle() {
-                            log::warn!(
-                                "line {line_no}: a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
-                                hsm_csr::fingerprint::hex(&id)
-                            );
-                        }
+                        report_unchecked(&backend.settle(), &format!("line {line_no}: "));
                     }
                     let message = match result {
                         Ok(response) => (

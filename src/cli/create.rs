@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use hsm_csr::backend::pkcs11::inventory::report_unchecked;
 use hsm_csr::{CsrRequest, Error, Result, prepare_csr};
 
 use super::{CreateArgs, output, token};
@@ -68,12 +69,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         args.format,
     );
     if delivered.is_err() {
-        for id in backend.settle() {
-            log::warn!(
-                "a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
-                hsm_csr::fingerprint::hex(&id)
-            );
-        }
+        report_unchecked(&backend.settle(), "");
     }
     let timings = delivered?;
     drop(backend);

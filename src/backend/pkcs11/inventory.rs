@@ -17,6 +17,18 @@ use crate::algorithm::KeyType;
 use crate::error::{Error, Result};
 use crate::fingerprint;
 
+/// Names, for the operator, the CKA_IDs of key pairs that may be on the
+/// token although no CSR was delivered for them and that no sweep could
+/// check. `context` (e.g. `"line 3: "`) starts each line.
+pub fn report_unchecked(ids: &[Vec<u8>], context: &str) {
+    for id in ids {
+        log::warn!(
+            "{context}a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
+            fingerprint::hex(id)
+        );
+    }
+}
+
 /// One key pair (or lone key) on the token.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -234,14 +246,10 @@ impl Pkcs11Backend {
         }
     }
 
-    /// Adds CKA_IDs for the next [`Self::settle`].
+    /// Adds CKA_IDs for the next [`Self::settle`], e.g. those of a session
+    /// this one replaces.
     pub fn adopt_ids(&mut self, mut ids: Vec<Vec<u8>>) {
         self.unsettled.append(&mut ids);
-    }
-
-    /// Takes over what `old` (a session being replaced) did not settle.
-    pub fn adopt_unsettled(&mut self, old: &mut Pkcs11Backend) {
-        self.unsettled.append(&mut old.unsettled);
     }
 
     /// Destroys the key objects with these CKA_IDs, if the token has them:
