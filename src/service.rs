@@ -72,6 +72,23 @@ pub struct ServiceConfig {
     /// blocking thread. 0 (the default) means one per CPU core, capped by
     /// the token's ulMaxRwSessionCount.
     pub workers: usize,
+    /// How long a client may take to send a request's headers, in
+    /// milliseconds, counted from when the connection is accepted or from
+    /// the end of the previous response. Slower connections are closed.
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a request's body once its headers
+    /// are in, in milliseconds; a body shorter than its Content-Length is
+    /// refused when this runs out.
+    pub body_timeout_ms: u64,
+    /// How long a kept-alive connection may sit idle between requests, in
+    /// milliseconds, before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections held open at once; further clients wait in the
+    /// listen backlog. Capped below the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// Whether success responses carry `KeyUri` (the token's label and
+    /// serial and the key's CKA_ID). Off: the cloud's response has four fields.
+    pub key_uri: bool,
     /// Who may call.
     pub access_keys: Vec<AccessKeyConfig>,
 }
@@ -90,6 +107,11 @@ impl Default for ServiceConfig {
             tls_cert: None,
             tls_key: None,
             workers: 0,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_connections: 512,
+            key_uri: false,
             access_keys: Vec::new(),
         }
     }

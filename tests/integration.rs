@@ -6,10 +6,16 @@ mod common;
 
 mod algorithms;
 mod batch;
+mod config_checks;
+mod connections;
 mod create;
 mod errors;
 mod faults;
+mod hostile;
 mod keys;
 mod lifecycle;
+mod output;
+mod pool;
 mod selection;
 mod service;
+mod tamper;

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod server;
+
 use serde_json::Value;
 
 pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";

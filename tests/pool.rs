@@ -1,0 +1,1 @@
+//! Pool keys are told apart by something no caller can produce (issue 9, defect 1).
