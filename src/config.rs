@@ -5,6 +5,8 @@
 //! file. See `config/hsm-csr.example.toml` for every key with its default.
 //! The PIN itself is never in this file, only the path of a file holding it.
 
+mod check;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -147,7 +149,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text and checks values.
+    /// Parses TOML text and checks every value (see [`check`]): ranges,
+    /// names, grants and subject defaults.
     ///
     /// # Errors
     /// A message naming what is wrong.
@@ -168,16 +171,27 @@ impl Config {
                 Some(span) => {
                     let before = text.get(..span.start).unwrap_or(text);
                     let line = before.matches('\n').count() + 1;
-                    format!("line {line}: {message}")
+                    // The key the value belongs to, when the line is a
+                    // plain `key = value`: named, the value never echoed.
+                    let key = before
+                        .rsplit('\n')
+                        .next()
+                        .and_then(|l| l.split_once('='))
+                        .map(|(k, _)| k.trim())
+                        .filter(|k| {
+                            !k.is_empty()
+                                && k.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                        });
+                    match key {
+                        Some(key) => format!("line {line}: {message} (at `{key}`)"),
+                        None => format!("line {line}: {message}"),
+                    }
                 }
                 None => message,
             }
         })?;
-        config
-            .key
-            .options()
-            .and_then(|o| o.signature())
-            .map_err(|e| format!("[key]: {e}"))?;
+        check::check(&config)?;
         Ok(config)
     }
 }

@@ -25,12 +25,44 @@ impl Log for Stderr {
                 Level::Info => "info",
                 Level::Debug | Level::Trace => "debug",
             };
+            let text = record.args().to_string();
+            let line = one_line(&text);
             // A closed stderr must not turn a log line into a panic.
-            let _ = writeln!(std::io::stderr(), "hsm-csr: {level}: {}", record.args());
+            let _ = writeln!(std::io::stderr(), "hsm-csr: {level}: {line}");
         }
     }
 
     fn flush(&self) {}
+}
+
+/// Every record on one line of its own: control characters (a newline
+/// above all), line and paragraph separators and Unicode format characters
+/// (bidi overrides) are written as escapes, so that no value that reached
+/// a message, whatever its origin, can start a forged line or hide text.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(
+                c.general_category(),
+                GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            )
+    };
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 pub fn init() {
@@ -44,5 +76,25 @@ pub fn init() {
     };
     if log::set_logger(&Stderr).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn records_cannot_break_lines_or_hide_text() {
+        assert_eq!(one_line("plain ünïcode 杭州"), "plain ünïcode 杭州");
+        let forged =
+            one_line("action=x\nhsm-csr: info: request RequestId=FORGED\r\u{2028}\u{202e}");
+        assert!(
+            !forged.contains(['\n', '\r', '\u{2028}', '\u{202e}']),
+            "{forged}"
+        );
+        assert!(
+            forged.contains("\\u{a}hsm-csr") && forged.contains("\\u{202e}"),
+            "{forged}"
+        );
     }
 }

@@ -137,6 +137,66 @@ struct AccessKey {
     actions: HashSet<String>,
 }
 
+/// The callers, with their secrets read from the environment or files.
+pub struct AccessKeys(HashMap<String, AccessKey>);
+
+impl AccessKeys {
+    /// Reads every configured secret, before anything else starts, so that
+    /// a missing variable or file stops `serve` before the token is opened.
+    ///
+    /// # Errors
+    /// `Config.Invalid` when a secret cannot be read or is empty, or no
+    /// access key is configured.
+    pub fn load(configured: &[AccessKeyConfig]) -> Result<AccessKeys> {
+        if configured.is_empty() {
+            return Err(Error::Config(
+                "no [[service.access_keys]] configured: nobody could call the service.".into(),
+            ));
+        }
+        let mut keys = HashMap::new();
+        for k in configured {
+            let secret = match (&k.secret_env, &k.secret_file) {
+                (Some(var), None) => Zeroizing::new(std::env::var(var).map_err(|_| {
+                    Error::Config(format!(
+                        "access key {}: environment variable {var} is not set.",
+                        k.id
+                    ))
+                })?),
+                (None, Some(path)) => {
+                    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                        Error::Config(format!(
+                            "access key {}: cannot read {}: {e}",
+                            k.id,
+                            path.display()
+                        ))
+                    })?);
+                    Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "access key {}: give exactly one of secret_env and secret_file.",
+                        k.id
+                    )));
+                }
+            };
+            if secret.is_empty() {
+                return Err(Error::Config(format!(
+                    "access key {}: the secret is empty.",
+                    k.id
+                )));
+            }
+            keys.insert(
+                k.id.clone(),
+                AccessKey {
+                    secret: SecretString::from(secret.as_str()),
+                    actions: k.actions.iter().cloned().collect(),
+                },
+            );
+        }
+        Ok(AccessKeys(keys))
+    }
+}
+
 /// Logged-in sessions, each used by one request at a time.
 struct Workers {
     idle: Mutex<Vec<Pkcs11Backend>>,
@@ -234,64 +294,20 @@ fn spawn_refiller(
 }
 
 impl Service {
-    /// Loads the access key secrets and takes over the logged-in
-    /// `backends`, one per worker.
+    /// Takes over the logged-in `backends`, one per worker.
     ///
     /// # Errors
-    /// `Config.Invalid` when a secret cannot be read or no access key is configured.
+    /// `Config.Invalid` when the key options are unusable.
     pub fn new(
         backends: Vec<Pkcs11Backend>,
         config: ServiceConfig,
+        keys: AccessKeys,
         key_options: KeyOptions,
         defaults: SubjectDefaults,
         pool: Option<Arc<KeyPool>>,
         token: Reconnect,
     ) -> Result<Service> {
-        if config.access_keys.is_empty() {
-            return Err(Error::Config(
-                "no [[service.access_keys]] configured: nobody could call the service.".into(),
-            ));
-        }
-        let mut keys = HashMap::new();
-        for k in &config.access_keys {
-            let secret = match (&k.secret_env, &k.secret_file) {
-                (Some(var), None) => Zeroizing::new(std::env::var(var).map_err(|_| {
-                    Error::Config(format!(
-                        "access key {}: environment variable {var} is not set.",
-                        k.id
-                    ))
-                })?),
-                (None, Some(path)) => {
-                    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                        Error::Config(format!(
-                            "access key {}: cannot read {}: {e}",
-                            k.id,
-                            path.display()
-                        ))
-                    })?);
-                    Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
-                }
-                _ => {
-                    return Err(Error::Config(format!(
-                        "access key {}: give exactly one of secret_env and secret_file.",
-                        k.id
-                    )));
-                }
-            };
-            if secret.is_empty() {
-                return Err(Error::Config(format!(
-                    "access key {}: the secret is empty.",
-                    k.id
-                )));
-            }
-            keys.insert(
-                k.id.clone(),
-                AccessKey {
-                    secret: SecretString::from(secret.as_str()),
-                    actions: k.actions.iter().cloned().collect(),
-                },
-            );
-        }
+        let keys = keys.0;
         key_options.signature()?;
         Ok(Service {
             workers: Workers {
@@ -320,6 +336,7 @@ impl Service {
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics_text))
             .route("/", any(rpc))
+            .layer(axum::middleware::map_response(with_request_id))
             .with_state(self)
     }
 
@@ -567,7 +584,10 @@ async fn metrics_text(State(svc): State<Arc<Service>>) -> Response<Body> {
         svc.pool.as_deref().map(KeyPool::stats),
     );
     Response::builder()
-        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .header(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
         .body(Body::from(body))
         .unwrap_or_default()
 }
@@ -658,27 +678,50 @@ async fn rpc(
         }
     };
     let rendered = match &outcome {
-        Ok((action, response)) => api::success(action, &format, response),
+        Ok((action, response)) => api::success(action, &format, response, svc.config.key_uri),
         Err(e) => api::error(&format, &request_id, &svc.config.host_id, e),
     };
     let code = match &outcome {
         Ok(_) => "OK",
         Err(e) => e.parts().1,
     };
-    svc.metrics
-        .observe_request(&action, code, started.elapsed());
+    let action = metrics::ActionLabel::of(&action);
+    svc.metrics.observe_request(action, code, started.elapsed());
+    // Only values from closed sets, or quoted and escaped: no request can
+    // write a line of its own into the log.
     log::info!(
-        "request RequestId={request_id} action={} access_key={} code={code} status={} duration_ms={:.1}",
-        if action.is_empty() { "-" } else { &action },
-        if key_id.is_empty() { "-" } else { &key_id },
+        "request RequestId={request_id} action={} access_key={key_id:?} code={code} status={} duration_ms={:.1}",
+        action.as_str(),
         rendered.status,
         started.elapsed().as_secs_f64() * 1000.0
     );
-    Response::builder()
+    let mut response = Response::builder()
         .status(rendered.status)
         .header(header::CONTENT_TYPE, rendered.content_type)
-        .body(Body::from(rendered.body))
-        .unwrap_or_default()
+        .header(REQUEST_ID_HEADER, &request_id);
+    if let Err(ApiError::Throttling { retry_after_ms }) = &outcome {
+        // The new SDK raises ThrottlingException from x-acs-retry-after
+        // (milliseconds); Retry-After (RFC 9110 section 10.2.3) is whole seconds.
+        let ms = (*retry_after_ms).max(1);
+        response = response
+            .header("x-acs-retry-after", ms.to_string())
+            .header(header::RETRY_AFTER, ms.div_ceil(1000).to_string());
+    }
+    response.body(Body::from(rendered.body)).unwrap_or_default()
+}
+
+/// The header every answer carries its RequestId in, as the cloud's do.
+const REQUEST_ID_HEADER: &str = "x-acs-request-id";
+
+/// Gives answers that have no RequestId yet (/healthz, /metrics, refusals
+/// made before the RPC handler) one of their own.
+async fn with_request_id(mut response: Response<Body>) -> Response<Body> {
+    if !response.headers().contains_key(REQUEST_ID_HEADER) {
+        if let Ok(id) = axum::http::HeaderValue::from_str(&new_request_id()) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, id);
+        }
+    }
+    response
 }
 
 type Outcome = (
@@ -735,6 +778,13 @@ async fn authorize_and_issue(
     v: auth::Verified,
     request_id: &str,
 ) -> std::result::Result<crate::CsrResponse, ApiError> {
+    // Every correctly signed call counts against its caller's rate before
+    // the service does anything else for it (nonce store, lookups, keygen).
+    svc.rate
+        .admit(&v.access_key_id)
+        .map_err(|wait| ApiError::Throttling {
+            retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        })?;
     let window = Duration::from_secs(svc.config.timestamp_window_s);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -743,7 +793,10 @@ async fn authorize_and_issue(
     if (now - v.timestamp).unsigned_abs() > window.as_secs() {
         return Err(ApiError::InvalidTimeStampExpired);
     }
-    if !svc.nonces.first_use(&v.access_key_id, &v.nonce, window * 2) {
+    if !svc
+        .nonces
+        .first_use(&v.access_key_id, &v.nonce, window.saturating_mul(2))
+    {
         return Err(ApiError::SignatureNonceUsed);
     }
     let (_, version, product) = api::ACTIONS
@@ -758,9 +811,6 @@ async fn authorize_and_issue(
     });
     if !granted {
         return Err(ApiError::Forbidden);
-    }
-    if !svc.rate.admit(&v.access_key_id) {
-        return Err(ApiError::Throttling);
     }
     let param = |name: &str| {
         v.params

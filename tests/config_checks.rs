@@ -1,1 +1,91 @@
-//! The whole configuration is checked before the token is opened (issue 9, defect 6 and 7).
+//! The whole configuration is checked before the token is opened (issue 9,
+//! defect 6 and 7): every case below names a module that does not exist, so
+//! a command that reached the token would answer Token.ModuleNotLoadable.
+
+use crate::common::{Run, Token};
+
+const ACCESS_KEY: &str = "[[service.access_keys]]\nid = \"K\"\nsecret_env = \"HSM_CSR_TEST_SECRET\"\nactions = [\"*\"]\n";
+
+fn run(token: &Token, command: &str, config: &str, secret_set: bool) -> Run {
+    let path = token.dir().join("checked.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[token]\nmodule = \"{}\"\nlabel = \"{}\"\n{config}",
+            token.dir().join("no-such-module.so").display(),
+            token.label
+        ),
+    )
+    .unwrap();
+    let mut cmd = token.hsm_csr();
+    cmd.arg(command).arg("--config").arg(&path);
+    if command == "create" {
+        cmd.args(["--common-name", "www.example.com"]);
+    }
+    if secret_set {
+        cmd.env("HSM_CSR_TEST_SECRET", "s3cret");
+    } else {
+        cmd.env_remove("HSM_CSR_TEST_SECRET");
+    }
+    Run::of(&mut cmd)
+}
+
+#[track_caller]
+fn refused(run: &Run, what: &str) {
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("Config.Invalid: ") && run.stderr.contains(what),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
+fn numbers_at_their_limits_are_refused_before_the_token() {
+    let token = Token::new();
+    for (setting, value) in [
+        ("timestamp_window_s", "18446744073709551615"),
+        ("timestamp_window_s", "9223372036854775807"),
+        ("timestamp_window_s", "0"),
+        ("request_timeout_ms", "0"),
+        ("rate_limit", "4294967296"),
+        ("max_body_bytes", "9223372036854775807"),
+        ("header_timeout_ms", "1"),
+        ("max_connections", "0"),
+    ] {
+        let config = format!("[service]\n{setting} = {value}\n{ACCESS_KEY}");
+        for command in ["serve", "create"] {
+            refused(&run(&token, command, &config, true), setting);
+        }
+    }
+}
+
+#[test]
+fn serve_checks_subject_defaults_and_secrets_before_the_token() {
+    let token = Token::new();
+    let bad_defaults = format!("[subject.defaults]\ncountry = \"CHN\"\n{ACCESS_KEY}");
+    refused(
+        &run(&token, "serve", &bad_defaults, true),
+        "[subject.defaults]",
+    );
+    refused(
+        &run(&token, "create", &bad_defaults, true),
+        "[subject.defaults]",
+    );
+    refused(
+        &run(&token, "serve", ACCESS_KEY, false),
+        "environment variable HSM_CSR_TEST_SECRET is not set",
+    );
+    refused(
+        &run(&token, "serve", "", true),
+        "no [[service.access_keys]] configured",
+    );
+    // With the configuration right, the same command does reach the token.
+    let reached = run(&token, "serve", ACCESS_KEY, true);
+    assert!(
+        reached.stderr.contains("Token.ModuleNotLoadable"),
+        "{}",
+        reached.stderr
+    );
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use hsm_csr::backend::pkcs11::pool::KeyPool;
 use hsm_csr::config::parse_key_type;
-use hsm_csr::service::{Reconnect, Service};
+use hsm_csr::service::{AccessKeys, Reconnect, Service};
 use hsm_csr::{Error, Result};
 
 use super::{ServeArgs, token};
@@ -17,6 +17,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         service_config.listen = listen.clone();
     }
     let key_options = config.key.options()?;
+    // The whole configuration, secrets included, is checked before the
+    // token is opened: a mistake there must not cost a login.
+    let keys = AccessKeys::load(&service_config.access_keys)?;
     let target = token::target(&args.token, &config)?;
     // A wrong PIN stops the start here, after one C_Login: never retried.
     let opened = token::open(&target, &args.token, &config)?;
@@ -64,6 +67,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let service = Arc::new(Service::new(
         backends,
         service_config,
+        keys,
         key_options,
         config.subject.defaults.clone(),
         pool,

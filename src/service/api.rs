@@ -40,8 +40,12 @@ pub enum ApiError {
     InvalidVersion,
     /// The access key may not call this action.
     Forbidden,
-    /// Over the per-account rate.
-    Throttling,
+    /// Over the per-account rate; a call would be admitted again after
+    /// this many milliseconds.
+    Throttling {
+        /// Time until the sliding window admits a call again.
+        retry_after_ms: u64,
+    },
     /// The request took longer than the configured timeout.
     Timeout,
     /// Body or headers over the limits.
@@ -88,7 +92,7 @@ impl ApiError {
                 "Forbidden.RAM",
                 "User not authorized to operate on the specified resource, or this API doesn't support RAM.".into(),
             ),
-            ApiError::Throttling => (400, "Throttling.User", "Request was denied due to user flow control.".into()),
+            ApiError::Throttling { .. } => (400, "Throttling.User", "Request was denied due to user flow control.".into()),
             ApiError::Timeout => (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server: it timed out, and no key was kept.".into()),
             ApiError::TooLarge => (413, "RequestTooLarge", "The request body or headers are larger than allowed.".into()),
             ApiError::TokenUnavailable => (
@@ -166,28 +170,47 @@ fn xml(root: &str, fields: &[(&str, &str)]) -> String {
     out
 }
 
-/// Renders a successful response for `action` in `format`.
-pub fn success(action: &str, format: &str, r: &CsrResponse) -> Rendered {
+/// The body of a successful response: the cloud's four fields, and
+/// `KeyUri` when the service is configured to disclose it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SuccessBody<'a> {
+    request_id: &'a str,
+    pub_md5: &'a str,
+    csr: &'a str,
+    common_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_uri: Option<&'a str>,
+}
+
+/// Renders a successful response for `action` in `format`; `KeyUri` (the
+/// token's label and serial and the key's CKA_ID) only `with_key_uri`.
+pub fn success(action: &str, format: &str, r: &CsrResponse, with_key_uri: bool) -> Rendered {
+    let body = SuccessBody {
+        request_id: &r.request_id,
+        pub_md5: &r.pub_md5,
+        csr: &r.csr,
+        common_name: &r.common_name,
+        key_uri: with_key_uri.then_some(r.key_uri.as_str()),
+    };
     if format == "XML" {
+        let mut fields = vec![
+            ("RequestId", body.request_id),
+            ("PubMd5", body.pub_md5),
+            ("Csr", body.csr),
+            ("CommonName", body.common_name),
+        ];
+        fields.extend(body.key_uri.map(|u| ("KeyUri", u)));
         return Rendered {
             status: 200,
             content_type: "text/xml;charset=utf-8",
-            body: xml(
-                &format!("{action}Response"),
-                &[
-                    ("RequestId", &r.request_id),
-                    ("PubMd5", &r.pub_md5),
-                    ("Csr", &r.csr),
-                    ("CommonName", &r.common_name),
-                    ("KeyUri", &r.key_uri),
-                ],
-            ),
+            body: xml(&format!("{action}Response"), &fields),
         };
     }
     Rendered {
         status: 200,
         content_type: "application/json;charset=utf-8",
-        body: serde_json::to_string(r).unwrap_or_default(),
+        body: serde_json::to_string(&body).unwrap_or_default(),
     }
 }
 
@@ -248,6 +271,26 @@ mod tests {
             ApiError::from(&e).parts().1,
             "Internal.Error",
             "token details stay server-side"
+        );
+    }
+
+    #[test]
+    fn key_uri_only_when_asked() {
+        let r = CsrResponse {
+            request_id: "R".into(),
+            pub_md5: "m".into(),
+            csr: "c".into(),
+            common_name: "n".into(),
+            key_uri: "pkcs11:token=t;id=%01".into(),
+        };
+        let a = "CreateCdnCertificateSigningRequest";
+        for format in ["JSON", "XML"] {
+            assert!(!success(a, format, &r, false).body.contains("KeyUri"));
+            assert!(success(a, format, &r, true).body.contains("pkcs11:token=t"));
+        }
+        assert_eq!(
+            success(a, "JSON", &r, false).body,
+            r#"{"RequestId":"R","PubMd5":"m","Csr":"c","CommonName":"n"}"#
         );
     }
 

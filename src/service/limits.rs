@@ -77,22 +77,25 @@ impl RateLimit {
         }
     }
 
-    /// Counts a call by `key`; false when it is over the limit (and is not counted).
-    pub fn admit(&self, key: &str) -> bool {
+    /// Counts a call by `key`. Over the limit the call is not counted, and
+    /// the error says how long until the window admits one again.
+    ///
+    /// # Errors
+    /// The time to wait, when `key` already made `limit` calls in the last second.
+    pub fn admit(&self, key: &str) -> Result<(), Duration> {
+        const WINDOW: Duration = Duration::from_secs(1);
         let now = Instant::now();
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         let q = calls.entry(key.to_owned()).or_default();
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
+        while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
             q.pop_front();
         }
         if q.len() >= self.limit {
-            return false;
+            let oldest = q.front().copied().unwrap_or(now);
+            return Err(WINDOW.saturating_sub(now.duration_since(oldest)));
         }
         q.push_back(now);
-        true
+        Ok(())
     }
 }
 
@@ -125,8 +128,13 @@ mod tests {
     #[test]
     fn at_most_limit_per_second() {
         let r = RateLimit::new(100);
-        let admitted = (0..150).filter(|_| r.admit("a")).count();
+        let admitted = (0..150).filter(|_| r.admit("a").is_ok()).count();
         assert_eq!(admitted, 100);
-        assert!(r.admit("b"));
+        let wait = r.admit("a").unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(r.admit("b").is_ok());
     }
 }

@@ -1,11 +1,25 @@
-//! `GET /metrics` in the Prometheus text format (version 0.0.4): requests
-//! by action and code, latency histograms for the whole request, keygen and
-//! signing, sessions in use, and the key pool.
+//! `GET /metrics` in the OpenMetrics text format (prometheus-client):
+//! requests by action and code, latency histograms for the whole request,
+//! keygen and signing, sessions in use, and the key pool.
+//!
+//! Every label value comes from a closed set fixed at compile time: the
+//! action is one of the two API operations, `none` or `other`, whatever
+//! the caller sent; the code is one of the `&'static str` codes this crate
+//! answers with. So no request can add a line, a series or a byte to the
+//! exposition beyond its counters (at most 4 actions × the crate's codes).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::issue::Timings;
@@ -15,133 +29,205 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// The `action` label: the operation, never the caller's bytes.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ActionLabel {
+    /// CreateCdnCertificateSigningRequest.
+    Cdn,
+    /// CreateDcdnCertificateSigningRequest.
+    Dcdn,
+    /// No action was read (the request failed before).
+    None,
+    /// Any other value the caller sent.
+    Other,
 }
 
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if s <= *bound {
-                self.counts[i] += 1;
-            }
+impl ActionLabel {
+    /// The label for what a caller sent as `Action`.
+    pub fn of(action: &str) -> ActionLabel {
+        match action {
+            "" => ActionLabel::None,
+            "CreateCdnCertificateSigningRequest" => ActionLabel::Cdn,
+            "CreateDcdnCertificateSigningRequest" => ActionLabel::Dcdn,
+            _ => ActionLabel::Other,
         }
-        self.sum += s;
-        self.count += 1;
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        for (bound, n) in BUCKETS.iter().zip(self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {n}");
+    /// As written in the exposition and the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionLabel::Cdn => "CreateCdnCertificateSigningRequest",
+            ActionLabel::Dcdn => "CreateDcdnCertificateSigningRequest",
+            ActionLabel::None => "none",
+            ActionLabel::Other => "other",
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
-        let plain = labels.trim_end_matches(',');
-        let braces = if plain.is_empty() {
-            String::new()
-        } else {
-            format!("{{{plain}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
+}
+
+impl EncodeLabelValue for ActionLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    action: ActionLabel,
+    /// Only ever one of the crate's own `&'static str` API codes, or "OK".
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionOnly {
+    action: ActionLabel,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Values read at scrape time: sessions and the pool.
+#[derive(Clone, Copy, Debug, Default)]
+struct Snapshot {
+    busy: usize,
+    workers: usize,
+    pool: Option<PoolStats>,
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    requests: BTreeMap<(String, String), u64>,
-    request_seconds: BTreeMap<String, Histogram>,
-    keygen: Histogram,
-    sign: Histogram,
+struct SnapshotCollector(Arc<Mutex<Snapshot>>);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let s = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let gauge = |encoder: &mut DescriptorEncoder<'_>, name, help, v: usize| {
+            let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        let counter = |encoder: &mut DescriptorEncoder<'_>, name, help, v: u64| {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+        };
+        gauge(
+            &mut encoder,
+            "hsm_csr_sessions_in_use",
+            "Worker sessions busy.",
+            s.busy,
+        )?;
+        gauge(
+            &mut encoder,
+            "hsm_csr_sessions",
+            "Worker sessions.",
+            s.workers,
+        )?;
+        if let Some(p) = s.pool {
+            gauge(
+                &mut encoder,
+                "hsm_csr_pool_depth",
+                "Unassigned keys ready.",
+                p.depth,
+            )?;
+            counter(
+                &mut encoder,
+                "hsm_csr_pool_hits",
+                "Requests served from the pool.",
+                p.hits,
+            )?;
+            counter(
+                &mut encoder,
+                "hsm_csr_pool_misses",
+                "Requests that generated on demand.",
+                p.misses,
+            )?;
+            counter(
+                &mut encoder,
+                "hsm_csr_pool_keys_made",
+                "Keys the refiller made.",
+                p.made,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The service's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<ActionOnly, Histogram, fn() -> Histogram>,
+    keygen: Histogram,
+    sign: Histogram,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds =
+            Family::<ActionOnly, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
+        let (keygen, sign) = (histogram(), histogram());
+        registry.register(
+            "hsm_csr_requests",
+            "Requests answered, by action and code.",
+            requests.clone(),
+        );
+        registry.register(
+            "hsm_csr_request_seconds",
+            "Whole request latency.",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "hsm_csr_keygen_seconds",
+            "Key pair generation (or pool take) on the token.",
+            keygen.clone(),
+        );
+        registry.register(
+            "hsm_csr_sign_seconds",
+            "Signing the CertificationRequestInfo on the token.",
+            sign.clone(),
+        );
+        let snapshot = Arc::default();
+        registry.register_collector(Box::new(SnapshotCollector(Arc::clone(&snapshot))));
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            keygen,
+            sign,
+            snapshot,
+        }
+    }
 }
 
 impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Counts a request and its duration.
-    pub fn observe_request(&self, action: &str, code: &str, d: Duration) {
-        let action = if action.is_empty() { "-" } else { action };
-        let mut m = self.lock();
-        *m.requests
-            .entry((action.to_owned(), code.to_owned()))
-            .or_default() += 1;
-        m.request_seconds
-            .entry(action.to_owned())
-            .or_default()
-            .observe(d);
+    pub fn observe_request(&self, action: ActionLabel, code: &'static str, d: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { action, code })
+            .inc();
+        self.request_seconds
+            .get_or_create(&ActionOnly { action })
+            .observe(d.as_secs_f64());
     }
 
     /// Records the phases of a CSR that was made.
     pub fn observe_phases(&self, t: Timings) {
-        let mut m = self.lock();
-        m.keygen.observe(t.keygen);
-        m.sign.observe(t.sign);
+        self.keygen.observe(t.keygen.as_secs_f64());
+        self.sign.observe(t.sign.as_secs_f64());
     }
 
-    /// The text exposition.
+    /// The text exposition, with the session and pool figures of now.
     pub fn render(&self, busy: usize, workers: usize, pool: Option<PoolStats>) -> String {
-        let m = self.lock();
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Snapshot {
+            busy,
+            workers,
+            pool,
+        };
         let mut out = String::new();
-        out.push_str("# HELP hsm_csr_requests_total Requests answered, by action and code.\n# TYPE hsm_csr_requests_total counter\n");
-        for ((action, code), n) in &m.requests {
-            let _ = writeln!(
-                out,
-                "hsm_csr_requests_total{{action=\"{action}\",code=\"{code}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP hsm_csr_request_seconds Whole request latency.\n# TYPE hsm_csr_request_seconds histogram\n");
-        for (action, h) in &m.request_seconds {
-            h.render(
-                &mut out,
-                "hsm_csr_request_seconds",
-                &format!("action=\"{action}\","),
-            );
-        }
-        out.push_str("# HELP hsm_csr_keygen_seconds Key pair generation (or pool take) on the token.\n# TYPE hsm_csr_keygen_seconds histogram\n");
-        m.keygen.render(&mut out, "hsm_csr_keygen_seconds", "");
-        out.push_str("# HELP hsm_csr_sign_seconds Signing the CertificationRequestInfo on the token.\n# TYPE hsm_csr_sign_seconds histogram\n");
-        m.sign.render(&mut out, "hsm_csr_sign_seconds", "");
-        let _ = writeln!(
-            out,
-            "# HELP hsm_csr_sessions_in_use Worker sessions busy.\n# TYPE hsm_csr_sessions_in_use gauge\nhsm_csr_sessions_in_use {busy}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP hsm_csr_sessions Worker sessions.\n# TYPE hsm_csr_sessions gauge\nhsm_csr_sessions {workers}"
-        );
-        if let Some(p) = pool {
-            let _ = writeln!(
-                out,
-                "# HELP hsm_csr_pool_depth Unassigned keys ready.\n# TYPE hsm_csr_pool_depth gauge\nhsm_csr_pool_depth {}",
-                p.depth
-            );
-            let _ = writeln!(
-                out,
-                "# HELP hsm_csr_pool_hits_total Requests served from the pool.\n# TYPE hsm_csr_pool_hits_total counter\nhsm_csr_pool_hits_total {}",
-                p.hits
-            );
-            let _ = writeln!(
-                out,
-                "# HELP hsm_csr_pool_misses_total Requests that generated on demand.\n# TYPE hsm_csr_pool_misses_total counter\nhsm_csr_pool_misses_total {}",
-                p.misses
-            );
-            let _ = writeln!(
-                out,
-                "# HELP hsm_csr_pool_keys_made_total Keys the refiller made.\n# TYPE hsm_csr_pool_keys_made_total counter\nhsm_csr_pool_keys_made_total {}",
-                p.made
-            );
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -153,11 +239,7 @@ mod tests {
     #[test]
     fn exposition_format() {
         let m = Metrics::default();
-        m.observe_request(
-            "CreateCdnCertificateSigningRequest",
-            "OK",
-            Duration::from_millis(30),
-        );
+        m.observe_request(ActionLabel::Cdn, "OK", Duration::from_millis(30));
         let text = m.render(
             1,
             2,
@@ -169,15 +251,63 @@ mod tests {
             }),
         );
         assert!(text.contains("hsm_csr_requests_total{action=\"CreateCdnCertificateSigningRequest\",code=\"OK\"} 1"), "{text}");
-        assert!(text.contains("hsm_csr_request_seconds_bucket{action=\"CreateCdnCertificateSigningRequest\",le=\"0.05\"} 1"), "{text}");
-        assert!(text.contains("hsm_csr_request_seconds_bucket{action=\"CreateCdnCertificateSigningRequest\",le=\"0.025\"} 0"), "{text}");
+        assert!(text.contains("hsm_csr_request_seconds_bucket{le=\"0.05\",action=\"CreateCdnCertificateSigningRequest\"} 1"), "{text}");
+        assert!(text.contains("hsm_csr_request_seconds_bucket{le=\"0.025\",action=\"CreateCdnCertificateSigningRequest\"} 0"), "{text}");
         assert!(
             text.contains("\nhsm_csr_keygen_seconds_count 0\n"),
             "{text}"
         );
+        for line in [
+            "hsm_csr_pool_depth 3",
+            "hsm_csr_sessions_in_use 1",
+            "hsm_csr_pool_hits_total 4",
+            "hsm_csr_pool_misses_total 5",
+            "hsm_csr_pool_keys_made_total 6",
+        ] {
+            assert!(text.contains(&format!("\n{line}\n")), "{line}: {text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Whatever callers send as Action, the exposition holds one series per
+    /// (known action | none | other, code): it cannot grow with requests.
+    #[test]
+    fn caller_values_never_become_labels() {
+        let m = Metrics::default();
+        let hostile = [
+            "x\"} 1\nhsm_csr_forged 1\n#",
+            &"A".repeat(30_000),
+            "CreateCdnCertificateSigningRequest\n",
+            "createcdncertificatesigningrequest",
+        ];
+        for (i, action) in hostile.iter().enumerate() {
+            m.observe_request(
+                ActionLabel::of(action),
+                "InvalidAction.NotFound",
+                Duration::from_millis(i as u64),
+            );
+        }
+        let text = m.render(0, 1, None);
+        assert!(!text.contains("forged") && !text.contains("AAAA"), "{text}");
         assert!(
-            text.contains("hsm_csr_pool_depth 3") && text.contains("hsm_csr_sessions_in_use 1"),
+            text.contains(
+                "hsm_csr_requests_total{action=\"other\",code=\"InvalidAction.NotFound\"} 4"
+            ),
             "{text}"
+        );
+        assert!(text.len() < 4096, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn action_labels() {
+        assert_eq!(ActionLabel::of(""), ActionLabel::None);
+        assert_eq!(
+            ActionLabel::of("CreateDcdnCertificateSigningRequest").as_str(),
+            "CreateDcdnCertificateSigningRequest"
+        );
+        assert_eq!(
+            ActionLabel::of("CreateDcdnCertificateSigningRequestX"),
+            ActionLabel::Other
         );
     }
 }

@@ -1,0 +1,305 @@
+//! Every value of the configuration checked once, when it is loaded, before
+//! any token is opened: numbers against documented ranges (so that no
+//! arithmetic on them can overflow), names and actions against what the
+//! service knows, the subject defaults as a request would be checked.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use super::{Config, parse_key_type};
+use crate::request::CsrRequest;
+use crate::service::ServiceConfig;
+
+/// One numeric setting: its name as written in the file, its value, and the
+/// inclusive range it must lie in.
+struct Bound {
+    name: &'static str,
+    value: u128,
+    min: u128,
+    max: u128,
+    unit: &'static str,
+}
+
+/// The documented range of every numeric `[service]` and `[pool]` setting
+/// (config/hsm-csr.example.toml says the same).
+fn bounds(c: &Config) -> [Bound; 12] {
+    let s: &ServiceConfig = &c.service;
+    let b = |name, value: u128, min, max, unit| Bound {
+        name,
+        value,
+        min,
+        max,
+        unit,
+    };
+    [
+        b(
+            "[service] rate_limit",
+            s.rate_limit.into(),
+            1,
+            100_000,
+            "calls per second",
+        ),
+        b(
+            "[service] max_body_bytes",
+            s.max_body_bytes as u128,
+            1024,
+            16 << 20,
+            "bytes",
+        ),
+        b(
+            "[service] max_header_bytes",
+            s.max_header_bytes as u128,
+            1024,
+            1 << 20,
+            "bytes",
+        ),
+        b(
+            "[service] request_timeout_ms",
+            s.request_timeout_ms.into(),
+            1,
+            3_600_000,
+            "ms",
+        ),
+        b(
+            "[service] timestamp_window_s",
+            s.timestamp_window_s.into(),
+            1,
+            86_400,
+            "s",
+        ),
+        b(
+            "[service] shutdown_timeout_ms",
+            s.shutdown_timeout_ms.into(),
+            0,
+            3_600_000,
+            "ms",
+        ),
+        b("[service] workers", s.workers as u128, 0, 1024, "sessions"),
+        b(
+            "[service] header_timeout_ms",
+            s.header_timeout_ms.into(),
+            100,
+            300_000,
+            "ms",
+        ),
+        b(
+            "[service] body_timeout_ms",
+            s.body_timeout_ms.into(),
+            100,
+            300_000,
+            "ms",
+        ),
+        b(
+            "[service] idle_timeout_ms",
+            s.idle_timeout_ms.into(),
+            100,
+            3_600_000,
+            "ms",
+        ),
+        b(
+            "[service] max_connections",
+            s.max_connections as u128,
+            1,
+            1_000_000,
+            "connections",
+        ),
+        b("[pool] size", c.pool.size as u128, 0, 100_000, "key pairs"),
+    ]
+}
+
+/// The RAM-style action names an access key may be granted.
+const GRANTS: [&str; 3] = [
+    "*",
+    "cdn:CreateCdnCertificateSigningRequest",
+    "dcdn:CreateDcdnCertificateSigningRequest",
+];
+
+/// Checks `config`; the message names the setting and what it must be,
+/// never echoing a value that might be a misplaced secret.
+pub(super) fn check(config: &Config) -> Result<(), String> {
+    for b in bounds(config) {
+        if b.value < b.min || b.value > b.max {
+            return Err(format!(
+                "{} must be between {} and {} ({}).",
+                b.name, b.min, b.max, b.unit
+            ));
+        }
+    }
+    let key_options = config.key.options().map_err(|e| format!("[key]: {e}"))?;
+    key_options.signature().map_err(|e| format!("[key]: {e}"))?;
+    if key_options.label_prefix.chars().any(char::is_control) {
+        return Err("[key] label_prefix must not contain control characters.".into());
+    }
+    if config.pool.size > 0 {
+        if let Some(t) = &config.pool.key_type {
+            let pool_type =
+                parse_key_type(t, config.key.bits).map_err(|e| format!("[pool]: {e}"))?;
+            if pool_type != key_options.key_type {
+                return Err(format!(
+                    "[pool] key_type {pool_type} differs from [key] type {}: its keys would never be used.",
+                    key_options.key_type
+                ));
+            }
+        }
+    }
+    // The defaults must pass exactly the checks a request's own values
+    // pass, or every request would later be refused for them.
+    CsrRequest {
+        common_name: Some("example.com".into()),
+        ..CsrRequest::default()
+    }
+    .validate(&config.subject.defaults)
+    .map_err(|e| format!("[subject.defaults]: {e}"))?;
+    check_service(&config.service)
+}
+
+fn check_service(s: &ServiceConfig) -> Result<(), String> {
+    s.listen.parse::<SocketAddr>().map_err(|_| {
+        "[service] listen must be an IP address and port, such as 127.0.0.1:8080 or [::1]:8080."
+            .to_owned()
+    })?;
+    if s.host_id.is_empty() || s.host_id.len() > 255 || !s.host_id.bytes().all(visible) {
+        return Err("[service] host_id must be 1 to 255 visible ASCII characters.".into());
+    }
+    if s.tls_cert.is_some() != s.tls_key.is_some() {
+        return Err("[service] tls_cert and tls_key go together.".into());
+    }
+    let mut seen = HashSet::new();
+    for (i, k) in s.access_keys.iter().enumerate() {
+        let n = i + 1;
+        if k.id.is_empty() || k.id.len() > 128 || !k.id.bytes().all(visible) {
+            return Err(format!(
+                "[[service.access_keys]] number {n}: id must be 1 to 128 visible ASCII characters."
+            ));
+        }
+        if !seen.insert(k.id.as_str()) {
+            return Err(format!(
+                "[[service.access_keys]] id {:?} is given twice.",
+                k.id
+            ));
+        }
+        if k.secret_env.is_some() == k.secret_file.is_some() {
+            return Err(format!(
+                "access key {}: give exactly one of secret_env and secret_file.",
+                k.id
+            ));
+        }
+        if let Some(a) = k.actions.iter().find(|a| !GRANTS.contains(&a.as_str())) {
+            return Err(format!(
+                "access key {}: unknown action {a:?}; use {}.",
+                k.id,
+                GRANTS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Printable ASCII other than space: safe in a header, a log line and a
+/// label, and readable.
+fn visible(b: u8) -> bool {
+    b.is_ascii_graphic()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use proptest::prelude::*;
+
+    /// The numeric settings, with their documented ranges.
+    const NUMERIC: [(&str, &str, u64, u64); 12] = [
+        ("service", "rate_limit", 1, 100_000),
+        ("service", "max_body_bytes", 1024, 16 << 20),
+        ("service", "max_header_bytes", 1024, 1 << 20),
+        ("service", "request_timeout_ms", 1, 3_600_000),
+        ("service", "timestamp_window_s", 1, 86_400),
+        ("service", "shutdown_timeout_ms", 0, 3_600_000),
+        ("service", "workers", 0, 1024),
+        ("service", "header_timeout_ms", 100, 300_000),
+        ("service", "body_timeout_ms", 100, 300_000),
+        ("service", "idle_timeout_ms", 100, 3_600_000),
+        ("service", "max_connections", 1, 1_000_000),
+        ("pool", "size", 0, 100_000),
+    ];
+
+    #[test]
+    fn the_overflowing_window_of_the_issue_is_refused() {
+        let e =
+            Config::parse("[service]\ntimestamp_window_s = 18446744073709551615\n").unwrap_err();
+        assert_eq!(
+            e,
+            "[service] timestamp_window_s must be between 1 and 86400 (s)."
+        );
+    }
+
+    #[test]
+    fn every_bound_is_inclusive() {
+        for (table, key, min, max) in NUMERIC {
+            let parse = |v: u64| Config::parse(&format!("[{table}]\n{key} = {v}\n"));
+            parse(min).unwrap_or_else(|e| panic!("{key} = {min}: {e}"));
+            parse(max).unwrap_or_else(|e| panic!("{key} = {max}: {e}"));
+            if min > 0 {
+                assert!(parse(min - 1).unwrap_err().contains(key), "{key}");
+            }
+            assert!(parse(max + 1).unwrap_err().contains(key), "{key}");
+        }
+    }
+
+    proptest! {
+        /// Any number, for any numeric setting: accepted exactly when in
+        /// range, otherwise refused naming the setting; never a panic.
+        #[test]
+        fn numbers_in_range_or_refused(i in 0..NUMERIC.len(), v in any::<u64>()) {
+            let (table, key, min, max) = NUMERIC[i];
+            // TOML integers are i64.
+            let v = v % (i64::MAX as u64);
+            match Config::parse(&format!("[{table}]\n{key} = {v}\n")) {
+                Ok(_) => prop_assert!((min..=max).contains(&v)),
+                Err(e) => prop_assert!(
+                    !(min..=max).contains(&v) && e.contains(key),
+                    "{key} = {v}: {e}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn subject_defaults_are_checked_like_requests() {
+        let e = Config::parse("[subject.defaults]\ncountry = \"CHN\"\n").unwrap_err();
+        assert!(e.starts_with("[subject.defaults]: Country"), "{e}");
+        let e = Config::parse("[subject.defaults]\ncity = \"a\\u0007b\"\n").unwrap_err();
+        assert!(e.contains("City"), "{e}");
+    }
+
+    #[test]
+    fn service_names_and_grants() {
+        let key = |body: &str| {
+            Config::parse(&format!(
+                "[[service.access_keys]]\n{body}\n[[service.access_keys]]\nid = \"B\"\nsecret_env = \"S\"\nactions = [\"*\"]\n"
+            ))
+        };
+        assert!(key("id = \"A\"\nsecret_env = \"S\"\nactions = [\"*\"]").is_ok());
+        let e = key("id = \"B\"\nsecret_env = \"S\"\nactions = []").unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
+        let e = key("id = \"A B\"\nsecret_env = \"S\"\nactions = []").unwrap_err();
+        assert!(e.contains("visible ASCII"), "{e}");
+        let e = key("id = \"A\"\nactions = []").unwrap_err();
+        assert!(e.contains("exactly one of"), "{e}");
+        let e =
+            key("id = \"A\"\nsecret_env = \"S\"\nsecret_file = \"f\"\nactions = []").unwrap_err();
+        assert!(e.contains("exactly one of"), "{e}");
+        let e =
+            key("id = \"A\"\nsecret_env = \"S\"\nactions = [\"cdn:DeleteCdnDomain\"]").unwrap_err();
+        assert!(e.contains("unknown action"), "{e}");
+        let e = Config::parse("[service]\nlisten = \"localhost:80\"\n").unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+        let e = Config::parse("[service]\nhost_id = \"a\\nb\"\n").unwrap_err();
+        assert!(e.contains("host_id"), "{e}");
+        let e = Config::parse("[service]\ntls_cert = \"c.pem\"\n").unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let e = Config::parse("[pool]\nsize = 1\nkey_type = \"ec-p256\"\n").unwrap_err();
+        assert!(e.contains("differs"), "{e}");
+        let e = Config::parse("[key]\nlabel_prefix = \"a\\nb\"\n").unwrap_err();
+        assert!(e.contains("label_prefix"), "{e}");
+    }
+}
