@@ -258,6 +258,13 @@ pub(super) struct Pair {
     pub(super) public: ObjectHandle,
 }
 
+impl Pair {
+    /// Whether these are the objects behind `key`.
+    pub(super) fn is(&self, key: &GeneratedKey) -> bool {
+        self.private.handle() == key.handles.private && self.public.handle() == key.handles.public
+    }
+}
+
 /// Destroys both objects, trying the second even if the first fails.
 pub(super) fn destroy_pair(session: &Session, pair: Pair) -> std::result::Result<(), String> {
     let mut failures = Vec::new();

@@ -236,4 +236,8 @@ impl KeyBackend for Pooled<'_> {
     fn destroy(&mut self, key: &GeneratedKey) -> Result<()> {
         self.backend.destroy(key)
     }
+
+    fn forget(&mut self, key: &GeneratedKey) {
+        self.backend.forget(key);
+    }
 }
