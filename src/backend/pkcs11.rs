@@ -275,7 +275,9 @@ impl Pkcs11Backend {
 
 impl KeyBackend for Pkcs11Backend {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
-        keygen::generate(self, spec)
+        let (key, pair) = keygen::generate(self, spec, &[])?;
+        self.made.push(pair);
+        Ok(key)
     }
 
     fn sign(
