@@ -60,7 +60,9 @@ pub struct GeneratedKey {
 /// 2. build the CertificationRequestInfo over the returned public key;
 /// 3. `sign` its DER with the private key;
 /// 4. if anything after step 1 fails, `destroy` the pair before returning
-///    the error.
+///    the error;
+/// 5. once the CSR is delivered, `forget` the pair: it stays on the token,
+///    and the backend need not remember it any more.
 pub trait KeyBackend {
     /// Makes a key pair as `spec` says and returns its public half.
     ///
@@ -84,4 +86,10 @@ pub trait KeyBackend {
     /// # Errors
     /// A token error when an object cannot be destroyed.
     fn destroy(&mut self, key: &GeneratedKey) -> Result<()>;
+
+    /// Drops whatever the backend keeps to `sign` with or `destroy` `key`:
+    /// its CSR was delivered and the pair stays on the token. Without this
+    /// a long-lived session would remember one entry per CSR, forever.
+    /// `key` is not used afterwards.
+    fn forget(&mut self, key: &GeneratedKey);
 }

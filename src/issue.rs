@@ -122,9 +122,12 @@ impl PendingCsr<'_> {
         self.timings
     }
 
-    /// The response was delivered: keep the key pair.
+    /// The response was delivered: keep the key pair on the token, and let
+    /// the backend forget it ([`KeyBackend::forget`]).
     pub fn commit(mut self) -> CsrResponse {
-        self.key = None;
+        if let Some(key) = self.key.take() {
+            self.backend.forget(&key);
+        }
         std::mem::take(&mut self.response)
     }
 
@@ -345,6 +348,23 @@ mod tests {
         pending.rollback().unwrap();
         assert!(b.live.is_empty());
         assert_eq!(b.generated, 2);
+    }
+
+    #[test]
+    fn delivered_keys_are_forgotten_so_a_session_holds_only_requests_in_flight() {
+        let mut b = MockBackend::default();
+        for i in 0..100 {
+            issue_csr(&mut b, &valid(), &KeyOptions::default(), format!("ID{i}")).unwrap();
+            assert!(b.tracked.is_empty(), "after CSR {i}: {:?}", b.tracked);
+        }
+        assert_eq!(b.live.len(), 100, "every delivered key stays on the token");
+
+        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        drop(pending);
+        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        pending.rollback().unwrap();
+        assert!(b.tracked.is_empty());
+        assert_eq!(b.live.len(), 100);
     }
 
     #[test]

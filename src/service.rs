@@ -276,12 +276,12 @@ fn spawn_refiller(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            if pool.depth() >= pool.target {
+            if !pool.wants_more() {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
-            match pool.make(&mut backend, signature) {
-                Ok(key) => pool.put(key, true),
+            match pool.refill(&mut backend, signature) {
+                Ok(()) => {}
                 Err(e) => {
                     log::warn!("pool refill failed: {} {e}", e.code());
                     settle(&mut backend, &orphans);

@@ -15,7 +15,11 @@ pub(crate) struct MockBackend {
     pub fail_sign: bool,
     pub corrupt_signature: bool,
     pub fail_destroy: bool,
+    /// Key pairs on the mock token.
     pub live: Vec<KeyHandles>,
+    /// Key pairs whose handles the backend still keeps, as a PKCS#11
+    /// session does until `destroy` or `forget`.
+    pub tracked: Vec<KeyHandles>,
     pub generated: u64,
     /// Generate calls still to fail with CKR_SESSION_HANDLE_INVALID.
     pub lose_session_on_generate: u32,
@@ -37,6 +41,7 @@ impl KeyBackend for MockBackend {
             public: self.generated * 2 + 1,
         };
         self.live.push(handles);
+        self.tracked.push(handles);
         Ok(GeneratedKey {
             handles,
             key_type: spec.key_type,
@@ -47,7 +52,13 @@ impl KeyBackend for MockBackend {
         })
     }
 
-    fn sign(&mut self, _: &GeneratedKey, alg: SignatureAlgorithm, data: &[u8]) -> Result<Vec<u8>> {
+    fn sign(
+        &mut self,
+        key: &GeneratedKey,
+        alg: SignatureAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.check_tracked(key)?;
         if self.fail_sign {
             return Err(Error::CreateCsr("mock: sign refused".into()));
         }
@@ -72,10 +83,28 @@ impl KeyBackend for MockBackend {
     }
 
     fn destroy(&mut self, key: &GeneratedKey) -> Result<()> {
+        self.check_tracked(key)?;
         if self.fail_destroy {
             return Err(Error::Internal("mock: destroy refused".into()));
         }
         self.live.retain(|h| *h != key.handles);
+        self.forget(key);
         Ok(())
+    }
+
+    fn forget(&mut self, key: &GeneratedKey) {
+        self.tracked.retain(|h| *h != key.handles);
+    }
+}
+
+impl MockBackend {
+    fn check_tracked(&self, key: &GeneratedKey) -> Result<()> {
+        if self.tracked.contains(&key.handles) {
+            Ok(())
+        } else {
+            Err(Error::Internal(
+                "mock: key pair was not made by this session".into(),
+            ))
+        }
     }
 }

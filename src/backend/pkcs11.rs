@@ -40,8 +40,10 @@ pub struct Pkcs11Backend {
     serial: String,
     module: PathBuf,
     mechanisms: Option<Vec<MechanismType>>,
-    /// Key pairs made through this backend and not destroyed, so that
-    /// handles given out as plain numbers map back to objects.
+    /// Key pairs made through this backend whose fate is open (neither
+    /// delivered nor destroyed), so that handles given out as plain numbers
+    /// map back to objects. [`KeyBackend::forget`] drops delivered ones: a
+    /// long-lived session holds only the pairs of the requests in flight.
     made: Vec<keygen::Pair>,
     /// CKA_IDs of key pairs that may be on the token although nobody will
     /// receive them: C_GenerateKeyPair or C_DestroyObject failed, and when
@@ -230,11 +232,15 @@ impl Pkcs11Backend {
     fn pair(&self, key: &GeneratedKey) -> Result<keygen::Pair> {
         self.made
             .iter()
-            .find(|p| {
-                p.private.handle() == key.handles.private && p.public.handle() == key.handles.public
-            })
+            .find(|p| p.is(key))
             .copied()
             .ok_or_else(|| Error::Internal("key pair was not made by this session".into()))
+    }
+
+    /// How many key pairs this session still tracks: made, and neither
+    /// delivered ([`KeyBackend::forget`]) nor destroyed.
+    pub fn tracked_pairs(&self) -> usize {
+        self.made.len()
     }
 
     /// The token's mechanism list, read once.
@@ -269,7 +275,9 @@ impl Pkcs11Backend {
 
 impl KeyBackend for Pkcs11Backend {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
-        keygen::generate(self, spec)
+        let (key, pair) = keygen::generate(self, spec, &[])?;
+        self.made.push(pair);
+        Ok(key)
     }
 
     fn sign(
@@ -294,8 +302,12 @@ impl KeyBackend for Pkcs11Backend {
             self.unsettled.push(key.id.clone());
         }
         destroyed?;
-        self.made.retain(|p| p.private != pair.private);
+        self.forget(key);
         Ok(())
+    }
+
+    fn forget(&mut self, key: &GeneratedKey) {
+        self.made.retain(|p| !p.is(key));
     }
 }
 

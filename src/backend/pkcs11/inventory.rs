@@ -254,9 +254,9 @@ impl Pkcs11Backend {
 
     /// Destroys the key objects with these CKA_IDs, if the token has them:
     /// pairs made or kept by calls that failed while the token went away,
-    /// which no response delivered. The IDs are 16 random bytes from the
-    /// token's RNG, chosen for that one call. Returns how many IDs had
-    /// objects.
+    /// which no response delivered. Each ID has 16 random bytes from the
+    /// token's RNG, chosen for that one key pair (after a fixed prefix for
+    /// pool keys). Returns how many IDs had objects.
     ///
     /// # Errors
     /// A token error when the search or a C_DestroyObject fails; call again

@@ -4,8 +4,8 @@
 //! Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN = TRUE,
 //! CKA_EXTRACTABLE = FALSE. Public key: CKA_TOKEN, CKA_VERIFY = TRUE, and
 //! CKA_MODULUS_BITS + CKA_PUBLIC_EXPONENT = 65537 (RSA) or CKA_EC_PARAMS
-//! (EC, Ed25519). Both: the same CKA_ID (16 bytes from the token's RNG) and
-//! CKA_LABEL.
+//! (EC, Ed25519). Both: the same CKA_ID (16 bytes from the token's RNG,
+//! after a fixed prefix for pool keys, see [`super::pool`]) and CKA_LABEL.
 //!
 //! Other usages (CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE) are left to the token:
 //! setting them FALSE makes tpm2-pkcs11's C_GenerateKeyPair fail with
@@ -25,9 +25,30 @@ use crate::spki;
 
 /// F4, the exponent everyone uses (and the only one some HSMs accept).
 const PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
-const ID_LEN: usize = 16;
+/// Random bytes in every CKA_ID hsm-csr gives a key pair.
+pub(super) const ID_LEN: usize = 16;
 
-pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<GeneratedKey> {
+/// `prefix` followed by [`ID_LEN`] bytes from the token's RNG.
+///
+/// # Errors
+/// `Internal.KeyError` when the token's RNG fails.
+pub(super) fn new_id(session: &Session, prefix: &[u8]) -> Result<Vec<u8>> {
+    let mut id = vec![0u8; prefix.len() + ID_LEN];
+    id[..prefix.len()].copy_from_slice(prefix);
+    session
+        .generate_random_slice(&mut id[prefix.len()..])
+        .map_err(|e| Error::KeyGen(format!("CKA_ID from the token RNG: {}", describe(&e))))?;
+    Ok(id)
+}
+
+/// Makes the key pair `spec` asks for, with a CKA_ID of `id_prefix`
+/// followed by [`ID_LEN`] random bytes, and returns it with its objects;
+/// the caller decides who keeps track of them.
+pub(super) fn generate(
+    backend: &mut Pkcs11Backend,
+    spec: &KeySpec,
+    id_prefix: &[u8],
+) -> Result<(GeneratedKey, Pair)> {
     // Everything the token must offer is checked before a key exists, so a
     // token that cannot finish the job never costs a key generation and a
     // rollback.
@@ -57,10 +78,7 @@ pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<Ge
     let token = backend.token_label().to_owned();
     let serial = backend.token_serial().to_owned();
     let session = backend.session()?;
-    let mut id = vec![0u8; ID_LEN];
-    session
-        .generate_random_slice(&mut id)
-        .map_err(|e| Error::KeyGen(format!("CKA_ID from the token RNG: {}", describe(&e))))?;
+    let id = new_id(session, id_prefix)?;
 
     let label = spec.label.as_bytes().to_vec();
     let mut public = vec![
@@ -119,17 +137,17 @@ pub(super) fn generate(backend: &mut Pkcs11Backend, spec: &KeySpec) -> Result<Ge
         Ok(spki_der)
     };
     match finish() {
-        Ok(spki_der) => {
-            backend.made.push(pair);
-            Ok(GeneratedKey {
+        Ok(spki_der) => Ok((
+            GeneratedKey {
                 handles,
                 key_type: spec.key_type,
                 spki_der,
                 uri: uri::private_key_uri(&token, &serial, &spec.label, &id),
                 id,
                 label: spec.label.clone(),
-            })
-        }
+            },
+            pair,
+        )),
         Err(e) => Err(match destroy_pair(session, pair) {
             Ok(()) => e,
             Err(rollback) => {
@@ -256,6 +274,13 @@ pub(super) fn read_public_key(
 pub(super) struct Pair {
     pub(super) private: ObjectHandle,
     pub(super) public: ObjectHandle,
+}
+
+impl Pair {
+    /// Whether these are the objects behind `key`.
+    pub(super) fn is(&self, key: &GeneratedKey) -> bool {
+        self.private.handle() == key.handles.private && self.public.handle() == key.handles.public
+    }
 }
 
 /// Destroys both objects, trying the second even if the first fails.

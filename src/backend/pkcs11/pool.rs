@@ -1,24 +1,68 @@
 //! Key pairs made ahead of time, so that a request costs a signature
 //! instead of a prime search.
 //!
-//! Pool keys are ordinary token keys (sensitive, never extractable) whose
-//! CKA_LABEL marks them unassigned. A request takes one and relabels both
-//! objects to its own label before signing: from then on the key is
-//! assigned, and is never handed out again, across restarts too. At start,
-//! unassigned keys already on the token are adopted. A key whose relabel
-//! fails is destroyed, and the request falls back to generating on demand.
+//! Pool keys are ordinary token keys (sensitive, never extractable).
+//!
+//! **What marks a pool key is its CKA_ID**: [`POOL_ID_PREFIX`] followed by
+//! 16 bytes from the token's RNG, the same on both objects of the pair.
+//! Every other key hsm-csr makes has a CKA_ID of exactly 16 random bytes,
+//! and nothing a caller sends (common name, label prefix, any parameter)
+//! chooses a CKA_ID, so no request can make a key that looks unassigned.
+//! The CKA_LABEL, `<label_prefix>pool:unassigned`, is for people; it also
+//! keeps apart the pools of `serve` processes that use different label
+//! prefixes on one token, but a label alone never makes a pool key.
+//!
+//! **Assignment is a claim, then a relabel.** A request takes a ready key
+//! and first gives both objects a fresh ordinary CKA_ID (16 bytes from the
+//! token's RNG), read back to check the token kept it: from then on nothing
+//! adopts the key again, across restarts too, whatever its label. Only then
+//! are both objects relabelled to the request's label. If any step fails
+//! the pair is destroyed (or remembered for a later sweep when even that
+//! fails), and the request generates a key on demand. A crash between the
+//! two CKA_ID updates leaves halves with different CKA_IDs: never adopted.
+//!
+//! PKCS #11 v2.40 marks CKA_ID and CKA_LABEL with note 8 of its common
+//! footnotes for object attribute tables: "May be modified after object is
+//! created with a C_SetAttributeValue call" — may, not must (AWS CloudHSM
+//! changes CKA_LABEL but not CKA_ID). A token that refuses to change
+//! CKA_ID, or answers CKR_OK and keeps the old one, turns the pool off for
+//! the rest of the run: its ready keys are destroyed and every request
+//! generates on demand. No key is handed out unclaimed.
+//!
+//! **Adoption.** At start (and when the token comes back) a pair already on
+//! the token joins the pool only if both objects carry the same pool-shaped
+//! CKA_ID, it has the pool's key type and label, and no certificate shares
+//! its CKA_ID.
+//!
+//! The shape of the CKA_ID is the key's state. A claim is two
+//! C_SetAttributeValue calls, not a compare-and-swap: two processes that
+//! adopted the same key could both claim it. Hence one pool per token and
+//! label prefix. Sharing a pool would need an atomic claim, and possibly a
+//! further shape for "claimed, not yet delivered".
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cryptoki::object::Attribute;
+use cryptoki::error::{Error as P11Error, RvError};
+use cryptoki::object::{Attribute, AttributeType};
+use cryptoki::session::Session;
 
-use super::keygen::Pair;
+use super::keygen::{self, Pair};
 use super::{Pkcs11Backend, describe, uri};
 use crate::algorithm::{KeyType, SignatureAlgorithm};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::error::{Error, Result};
+
+/// The first bytes of a pool key's CKA_ID (`hsm-pool` in ASCII). With the
+/// 16 random bytes after it, a pool CKA_ID is 24 bytes long and can never
+/// equal the 16-byte CKA_ID of a key made on demand.
+pub const POOL_ID_PREFIX: [u8; 8] = *b"hsm-pool";
+
+/// Whether `id` is a pool key's CKA_ID: [`POOL_ID_PREFIX`] and 16 bytes.
+pub fn is_pool_id(id: &[u8]) -> bool {
+    id.len() == POOL_ID_PREFIX.len() + keygen::ID_LEN && id.starts_with(&POOL_ID_PREFIX)
+}
 
 /// A pre-generated key pair, not yet given to any request.
 #[derive(Debug)]
@@ -27,15 +71,23 @@ pub struct PooledKey {
     key: GeneratedKey,
 }
 
+#[derive(Debug, Default)]
+struct Ready {
+    keys: VecDeque<PooledKey>,
+    /// Set when the token refused a claim: no key goes in or out again.
+    off: bool,
+}
+
 /// The pool: unassigned keys of one type, and counters.
 #[derive(Debug)]
 pub struct KeyPool {
-    keys: Mutex<VecDeque<PooledKey>>,
+    ready: Mutex<Ready>,
     /// How many keys the refiller keeps ready.
     pub target: usize,
     /// The key type every pool key has.
     pub key_type: KeyType,
-    /// The CKA_LABEL of unassigned pool keys.
+    /// The CKA_LABEL of unassigned pool keys (for people, and to tell this
+    /// pool from those of other label prefixes; see the module docs).
     pub unassigned_label: String,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -59,7 +111,7 @@ impl KeyPool {
     /// An empty pool of `target` keys of `key_type`, labelled `unassigned_label`.
     pub fn new(target: usize, key_type: KeyType, unassigned_label: String) -> Self {
         KeyPool {
-            keys: Mutex::default(),
+            ready: Mutex::default(),
             target,
             key_type,
             unassigned_label,
@@ -69,13 +121,25 @@ impl KeyPool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<PooledKey>> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ready> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keys ready now.
     pub fn depth(&self) -> usize {
-        self.lock().len()
+        self.lock().keys.len()
+    }
+
+    /// Whether the refiller should make another key: the pool is below its
+    /// target and the token has not refused a claim.
+    pub fn wants_more(&self) -> bool {
+        let ready = self.lock();
+        !ready.off && ready.keys.len() < self.target
+    }
+
+    /// Whether the pool was turned off because the token refused a claim.
+    pub fn is_off(&self) -> bool {
+        self.lock().off
     }
 
     /// The counters.
@@ -88,61 +152,87 @@ impl KeyPool {
         }
     }
 
-    /// Adds a key; `made` says whether the refiller just made it.
-    pub fn put(&self, key: PooledKey, made: bool) {
+    /// Adds a key; `made` says whether the refiller just made it. Gives the
+    /// key back when the pool is off.
+    fn put(&self, key: PooledKey, made: bool) -> Option<PooledKey> {
+        let mut ready = self.lock();
+        if ready.off {
+            return Some(key);
+        }
         if made {
             self.made.fetch_add(1, Ordering::Relaxed);
         }
-        self.lock().push_back(key);
+        ready.keys.push_back(key);
+        None
     }
 
     /// Forgets every ready key (their handles die with the sessions); the
     /// keys stay on the token, unassigned, for [`Self::adopt_existing`].
     pub fn clear(&self) {
-        self.lock().clear();
+        self.lock().keys.clear();
     }
 
     fn take(&self) -> Option<PooledKey> {
-        self.lock().pop_front()
+        self.lock().keys.pop_front()
     }
 
-    /// Makes one pool key on `backend`.
+    /// Turns the pool off; returns the ready keys, for the caller to
+    /// destroy, or None when it was off already.
+    fn turn_off(&self) -> Option<Vec<PooledKey>> {
+        let mut ready = self.lock();
+        if ready.off {
+            return None;
+        }
+        ready.off = true;
+        Some(ready.keys.drain(..).collect())
+    }
+
+    /// Makes one pool key on `backend` and adds it to the pool (or destroys
+    /// it, should the pool have been turned off meanwhile).
     ///
     /// # Errors
     /// As [`KeyBackend::generate`].
-    pub fn make(
-        &self,
-        backend: &mut Pkcs11Backend,
-        signature: SignatureAlgorithm,
-    ) -> Result<PooledKey> {
+    pub fn refill(&self, backend: &mut Pkcs11Backend, signature: SignatureAlgorithm) -> Result<()> {
         let spec = KeySpec {
             key_type: self.key_type,
             signature,
             label: self.unassigned_label.clone(),
         };
-        let key = backend.generate(&spec)?;
-        let pair = backend.pair(&key)?;
-        // The pool owns it now, not this session's bookkeeping.
-        backend.made.retain(|p| p.private != pair.private);
-        Ok(PooledKey { pair, key })
+        let (key, pair) = keygen::generate(backend, &spec, &POOL_ID_PREFIX)?;
+        if let Some(unwanted) = self.put(PooledKey { pair, key }, true) {
+            backend.discard(unwanted, &[]);
+        }
+        Ok(())
     }
 
-    /// Adopts the unassigned pool keys already on the token.
+    /// Adopts the unassigned pool keys already on the token: pairs whose
+    /// two objects carry the same pool CKA_ID ([`is_pool_id`]), of this
+    /// pool's key type and label, with no certificate. Returns how many.
     ///
     /// # Errors
     /// A token error when the objects cannot be listed.
     pub fn adopt_existing(&self, backend: &Pkcs11Backend) -> Result<usize> {
-        let mut adopted = 0;
+        if self.is_off() {
+            return Ok(0);
+        }
+        let (mut adopted, mut passed_over) = (0, 0);
         for entry in backend.list_keys()? {
+            if entry.label != self.unassigned_label {
+                continue;
+            }
             let (Some(private), Some(public), Some(spki), Some(kt)) = (
                 entry.private,
                 entry.public,
                 entry.spki.clone(),
                 entry.parsed_type,
             ) else {
+                passed_over += 1;
                 continue;
             };
-            if entry.label != self.unassigned_label || kt != self.key_type || entry.certificate {
+            // Exactly the two key objects: no certificate, no third object
+            // with the same CKA_ID.
+            if !is_pool_id(&entry.id_bytes) || entry.objects.len() != 2 || kt != self.key_type {
+                passed_over += 1;
                 continue;
             }
             let key = GeneratedKey {
@@ -156,49 +246,165 @@ impl KeyPool {
                 label: entry.label.clone(),
                 uri: entry.key_uri.clone(),
             };
-            self.put(
-                PooledKey {
-                    pair: Pair { private, public },
-                    key,
-                },
-                false,
-            );
+            let pooled = PooledKey {
+                pair: Pair { private, public },
+                key,
+            };
+            if self.put(pooled, false).is_some() {
+                return Ok(adopted);
+            }
             adopted += 1;
+        }
+        if passed_over > 0 {
+            log::warn!(
+                "key pool: {passed_over} key pair(s) labelled {:?} were not adopted: only a \
+                 {} pair whose two objects carry the pool's CKA_ID mark ({}...), with no \
+                 certificate, is a pool key. They may be delivered keys whose label matches, \
+                 keys of an earlier hsm-csr, or pool keys whose claim was cut off; check \
+                 `hsm-csr keys list`",
+                self.unassigned_label,
+                self.key_type,
+                crate::fingerprint::hex(&POOL_ID_PREFIX)
+            );
         }
         Ok(adopted)
     }
 }
 
+/// Why a claim failed, and whether the token said it never will succeed.
+struct ClaimFailed {
+    detail: String,
+    refused: bool,
+}
+
+/// Sets `attribute` on both objects of `pair`.
+fn set_both(session: &Session, pair: Pair, attribute: Attribute, what: &str) -> Claim {
+    for object in [pair.private, pair.public] {
+        session
+            .update_attributes(object, std::slice::from_ref(&attribute))
+            .map_err(|e| ClaimFailed {
+                detail: format!("{what}: {}", describe(&e)),
+                // The token will never make this change, as opposed to a
+                // failure of this one call.
+                refused: matches!(
+                    e,
+                    P11Error::Pkcs11(
+                        RvError::AttributeReadOnly
+                            | RvError::ActionProhibited
+                            | RvError::AttributeTypeInvalid
+                            | RvError::AttributeValueInvalid
+                            | RvError::TemplateInconsistent
+                            | RvError::FunctionNotSupported,
+                        _
+                    )
+                ),
+            })?;
+    }
+    Ok(())
+}
+
+type Claim = std::result::Result<(), ClaimFailed>;
+
+/// Claims `pair` for a request: both objects get `claimed_id`, read back
+/// (a token may answer CKR_OK and keep the old value), then `label`.
+fn claim(session: &Session, pair: Pair, claimed_id: &[u8], label: &str) -> Claim {
+    let id = Attribute::Id(claimed_id.to_vec());
+    set_both(session, pair, id, "claiming a pool key (CKA_ID)")?;
+    for object in [pair.private, pair.public] {
+        let kept = session
+            .get_attributes(object, &[AttributeType::Id])
+            .map_err(|e| ClaimFailed {
+                detail: format!("reading back a claimed CKA_ID: {}", describe(&e)),
+                refused: false,
+            })?;
+        if !matches!(kept.as_slice(), [Attribute::Id(id)] if id == claimed_id) {
+            return Err(ClaimFailed {
+                detail: "the token took a new CKA_ID for a pool key but kept the old one".into(),
+                refused: true,
+            });
+        }
+    }
+    let label = Attribute::Label(label.as_bytes().to_vec());
+    set_both(session, pair, label, "relabelling a claimed pool key")
+}
+
 impl Pkcs11Backend {
-    /// Gives a pool key to the caller: relabels both objects to `label`
-    /// (the key is assigned from here on) and lets this session sign with it.
-    fn assign(&mut self, pooled: PooledKey, label: &str) -> Result<GeneratedKey> {
-        let session = self.session()?;
-        let new_label = [Attribute::Label(label.as_bytes().to_vec())];
-        let relabelled = session
-            .update_attributes(pooled.pair.private, &new_label)
-            .and_then(|()| session.update_attributes(pooled.pair.public, &new_label));
-        if let Err(e) = relabelled {
-            // Half-relabelled or not, this key is never offered again.
-            if super::keygen::destroy_pair(session, pooled.pair).is_err() {
-                self.unsettled.push(pooled.key.id.clone());
+    /// Gives a pool key to the caller: [`claim`]s it and lets this session
+    /// sign with it. On any failure the pair is destroyed (or put back,
+    /// when nothing was changed yet); when the token refuses the claim,
+    /// `pool` is turned off.
+    fn assign(&mut self, pool: &KeyPool, pooled: PooledKey, label: &str) -> Result<GeneratedKey> {
+        let claimed_id = match self.session().and_then(|s| keygen::new_id(s, &[])) {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(unused) = pool.put(pooled, false) {
+                    self.discard(unused, &[]);
+                }
+                return Err(e);
+            }
+        };
+        let claimed = match self.session() {
+            Ok(session) => claim(session, pooled.pair, &claimed_id, label),
+            Err(e) => Err(ClaimFailed {
+                detail: e.to_string(),
+                refused: false,
+            }),
+        };
+        if let Err(failed) = claimed {
+            self.discard(pooled, &[claimed_id]);
+            if failed.refused {
+                self.turn_off(pool, &failed.detail);
             }
             return Err(Error::Token {
-                op: "relabelling a pool key (C_SetAttributeValue)",
+                op: "taking a key from the pool (C_SetAttributeValue)",
                 token: self.label.clone(),
-                detail: describe(&e),
+                detail: failed.detail,
             });
         }
         let mut key = pooled.key;
+        key.uri = uri::private_key_uri(&self.label, &self.serial, label, &claimed_id);
+        key.id = claimed_id;
         key.label = label.to_owned();
-        key.uri = uri::private_key_uri(&self.label, &self.serial, label, &key.id);
         self.made.push(pooled.pair);
         Ok(key)
+    }
+
+    /// Destroys a pool key nobody will get. When that fails, remembers its
+    /// CKA_ID and `other_ids` (IDs it may carry by now) for a later sweep.
+    fn discard(&mut self, pooled: PooledKey, other_ids: &[Vec<u8>]) {
+        let destroyed = self
+            .session()
+            .map_err(|e| e.to_string())
+            .and_then(|session| keygen::destroy_pair(session, pooled.pair));
+        if let Err(e) = destroyed {
+            log::warn!("could not destroy an unusable pool key, will retry: {e}");
+            self.unsettled.push(pooled.key.id);
+            self.unsettled.extend(other_ids.iter().cloned());
+        }
+    }
+
+    /// Turns `pool` off after the token refused a claim, and destroys its
+    /// ready keys.
+    fn turn_off(&mut self, pool: &KeyPool, why: &str) {
+        let Some(ready) = pool.turn_off() else {
+            return;
+        };
+        log::error!(
+            "key pool turned off: token {:?} refused a claim ({why}). A claim changes a pool \
+             key's CKA_ID, then its CKA_LABEL, and no key is handed out unclaimed. Requests \
+             generate keys on demand; set [pool] size = 0 for this token. Destroying {} ready \
+             pool key(s).",
+            self.label,
+            ready.len()
+        );
+        for pooled in ready {
+            self.discard(pooled, &[]);
+        }
     }
 }
 
 /// A backend that takes keys from `pool` when it can, and generates on
-/// demand when the pool is empty or holds another key type.
+/// demand when the pool is empty, off, or holds another key type.
 #[derive(Debug)]
 pub struct Pooled<'a> {
     /// The session that signs.
@@ -211,7 +417,7 @@ impl KeyBackend for Pooled<'_> {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
         if spec.key_type == self.pool.key_type {
             if let Some(pooled) = self.pool.take() {
-                match self.backend.assign(pooled, &spec.label) {
+                match self.backend.assign(self.pool, pooled, &spec.label) {
                     Ok(key) => {
                         self.pool.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(key);
@@ -235,5 +441,32 @@ impl KeyBackend for Pooled<'_> {
 
     fn destroy(&mut self, key: &GeneratedKey) -> Result<()> {
         self.backend.destroy(key)
+    }
+
+    fn forget(&mut self, key: &GeneratedKey) {
+        self.backend.forget(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pool_shape_is_a_pool_id() {
+        let mut pool_id = POOL_ID_PREFIX.to_vec();
+        pool_id.extend([0x5a; 16]);
+        assert!(is_pool_id(&pool_id));
+        // What on-demand keygen makes: 16 bytes, whatever they are.
+        assert!(!is_pool_id(&pool_id[..16]));
+        assert!(!is_pool_id(&pool_id[8..]));
+        assert!(!is_pool_id(&[0u8; 16]));
+        // The prefix with more or fewer random bytes, or another prefix.
+        assert!(!is_pool_id(&pool_id[..23]));
+        assert!(!is_pool_id(&[pool_id.as_slice(), &[0]].concat()));
+        let mut other = pool_id.clone();
+        other[0] ^= 1;
+        assert!(!is_pool_id(&other));
+        assert!(!is_pool_id(&[]));
     }
 }
