@@ -1,1 +1,326 @@
 //! `create --out` writes to what the user named (issue 9, defect 5), and `batch` fails only the lines it cannot read.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Run, Token, skip, verified_text};
+
+/// A fresh directory for `--out` files, so the token's own files are not in the way.
+fn out_dir(token: &Token, name: &str) -> PathBuf {
+    let dir = token.dir().join(name);
+    fs::create_dir(&dir).unwrap();
+    dir
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn create_pem_to(token: &Token, out: &Path) -> Run {
+    token.create(&[
+        "--common-name",
+        "out.example",
+        "--format",
+        "pem",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+#[track_caller]
+fn assert_refused(token: &Token, run: &Run, out: &Path, what: &str) {
+    assert_eq!(run.code, 3, "--out {}: {}", out.display(), run.stderr);
+    let expected = format!("Config.Invalid: --out {} {what}", out.display());
+    assert!(run.stderr.starts_with(&expected), "{}", run.stderr);
+    assert!(token.keys().is_empty(), "a refused --out left a key");
+}
+
+#[test]
+fn out_to_a_character_device_writes_through_it() {
+    let token = Token::new();
+    let dir = out_dir(&token, "dev");
+    // A node of its own rather than /dev/null: a regression must not be
+    // able to replace the machine's /dev/null.
+    let null = dir.join("null");
+    let made = Command::new("mknod")
+        .args([null.to_str().unwrap(), "c", "1", "3"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    if !made.success() {
+        skip(&token, "mknod needs root");
+        return;
+    }
+    let run = create_pem_to(&token, &null).ok();
+    verified_text(&run.stdout);
+    assert!(
+        fs::symlink_metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device(),
+        "the device node was replaced"
+    );
+    assert_eq!(names(&dir), ["null"]);
+    assert_eq!(token.keys().len(), 2);
+}
+
+#[test]
+fn out_through_a_symlink_replaces_its_target_and_keeps_the_link() {
+    let token = Token::new();
+    let real_dir = out_dir(&token, "real");
+    let link_dir = out_dir(&token, "links");
+    let real = real_dir.join("real.pem");
+    fs::write(&real, "old\n").unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o640)).unwrap();
+    let link = link_dir.join("link.pem");
+    std::os::unix::fs::symlink("../real/real.pem", &link).unwrap();
+
+    let run = create_pem_to(&token, &link).ok();
+    verified_text(&run.stdout);
+    let meta = fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link was replaced");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("../real/real.pem"));
+    assert_eq!(fs::read_to_string(&real).unwrap(), run.stdout);
+    assert_eq!(
+        fs::metadata(&real).unwrap().permissions().mode() & 0o7777,
+        0o640,
+        "the replaced file keeps its mode"
+    );
+    assert_eq!(names(&real_dir), ["real.pem"], "files left beside it");
+    assert_eq!(names(&link_dir), ["link.pem"], "files left beside the link");
+}
+
+/// Makes a FIFO in `dir` and a `cat` reading it; returns them once `cat`
+/// has it open, with a write end held open so that `cat` sees the end of
+/// the data only once that is dropped too.
+fn fifo_with_reader(dir: &Path) -> (PathBuf, std::process::Child, fs::File) {
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = Command::new("cat")
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Opening a FIFO's write end without blocking succeeds once it has a reader.
+        match fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(holder) => return (fifo, reader, holder),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cat never opened the FIFO: {e}"),
+        }
+    }
+}
+
+#[test]
+fn out_to_a_fifo_with_a_reader_gets_the_csr() {
+    let token = Token::new();
+    let dir = out_dir(&token, "fifo");
+    let (fifo, mut reader, holder) = fifo_with_reader(&dir);
+    let run = create_pem_to(&token, &fifo);
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reader.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if reader.try_wait().unwrap().is_none() {
+        // The FIFO was never written or closed: stop `cat` (our own child).
+        reader.kill().unwrap();
+    }
+    let read = reader.wait_with_output().unwrap();
+    let run = run.ok();
+    assert_eq!(String::from_utf8(read.stdout).unwrap(), run.stdout);
+    assert!(
+        fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the FIFO was replaced"
+    );
+}
+
+#[test]
+fn out_to_a_link_only_the_kernel_can_follow_writes_through_it() {
+    // As `--out /dev/stderr` is: /proc/self/fd/2 links to `pipe:[N]`,
+    // which is no path. A link of the test's own stands in for
+    // /dev/stderr, so that a regression cannot replace the machine's.
+    let token = Token::new();
+    let dir = out_dir(&token, "magic");
+    let link = dir.join("stderr");
+    std::os::unix::fs::symlink("/proc/self/fd/2", &link).unwrap();
+    let run = token
+        .create(&[
+            "--common-name",
+            "err.example",
+            "--out",
+            link.to_str().unwrap(),
+        ])
+        .ok();
+    let csr = run.json()["Csr"].as_str().unwrap().to_owned();
+    assert!(run.stderr.contains(&csr), "stderr: {}", run.stderr);
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+}
+
+#[test]
+fn out_to_a_fifo_without_a_reader_fails_before_keygen() {
+    let token = Token::new();
+    let dir = out_dir(&token, "fifo");
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let run = create_pem_to(&token, &fifo);
+    assert_refused(&token, &run, &fifo, "is a FIFO with no reader");
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(names(&dir), ["fifo"]);
+}
+
+#[test]
+fn failed_stdout_puts_the_previous_out_file_back() {
+    let token = Token::new();
+    let dir = out_dir(&token, "out");
+    let existing = dir.join("existing.pem");
+    fs::write(&existing, "old content\n").unwrap();
+    let fresh = dir.join("fresh.pem");
+    for out in [&existing, &fresh] {
+        let run = Run::of(
+            token
+                .hsm_csr()
+                .arg("create")
+                .args(token.token_flags())
+                .args(["--label-prefix", &token.prefix])
+                .args(["--common-name", "full.example", "--format", "pem"])
+                .arg("--out")
+                .arg(out)
+                .stdout(fs::File::create("/dev/full").unwrap()),
+        );
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("removed from the token"),
+            "{}",
+            run.stderr
+        );
+        assert!(token.keys().is_empty(), "the key pair was kept");
+    }
+    assert_eq!(fs::read_to_string(&existing).unwrap(), "old content\n");
+    assert_eq!(
+        names(&dir),
+        ["existing.pem"],
+        "a file for a removed key, or a backup, was left"
+    );
+}
+
+#[test]
+fn out_that_is_not_a_file_is_refused_before_keygen() {
+    let token = Token::new();
+    let dir = out_dir(&token, "odd");
+    let subdir = dir.join("subdir");
+    fs::create_dir(&subdir).unwrap();
+    let run = create_pem_to(&token, &subdir);
+    assert_refused(&token, &run, &subdir, "is a directory");
+
+    let dangling = dir.join("dangling.pem");
+    std::os::unix::fs::symlink("missing/nothing.pem", &dangling).unwrap();
+    let run = create_pem_to(&token, &dangling);
+    assert_refused(&token, &run, &dangling, "is a dangling symbolic link");
+    assert!(fs::symlink_metadata(&dangling).unwrap().is_symlink());
+
+    let socket = dir.join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let run = create_pem_to(&token, &socket);
+    assert_refused(&token, &run, &socket, "is a socket");
+    assert!(
+        fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    assert_eq!(names(&dir), ["dangling.pem", "socket", "subdir"]);
+}
+
+#[test]
+fn out_does_not_follow_a_stranger_s_symlink_in_a_sticky_directory() {
+    // What fs.protected_symlinks does for open(2): in a world-writable
+    // sticky directory such as /tmp, a link is followed only if it belongs
+    // to the follower or to the directory's owner.
+    let token = Token::new();
+    let victim = out_dir(&token, "private").join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    let shared = out_dir(&token, "shared");
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let trap = shared.join("req.pem");
+    std::os::unix::fs::symlink(&victim, &trap).unwrap();
+    if std::os::unix::fs::lchown(&trap, Some(65534), Some(65534)).is_err() {
+        skip(&token, "giving the link another owner needs root");
+        return;
+    }
+    let run = create_pem_to(&token, &trap);
+    assert_refused(
+        &token,
+        &run,
+        &trap,
+        "is a symbolic link in a world-writable",
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
+fn batch_fails_only_the_line_that_is_not_utf8() {
+    let token = Token::new();
+    let input = token.dir().join("requests.jsonl");
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"{\"CommonName\":\"u1.example\"}\r\n");
+    bytes.extend_from_slice(b"{\"CommonName\":\"bad\xff\xfe.example\"}\n");
+    bytes.extend_from_slice(b"{\"CommonName\":\"u3.example\"}\n");
+    fs::write(&input, bytes).unwrap();
+    let run = token.run(
+        &["batch"],
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--label-prefix",
+            &token.prefix,
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let answers: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 3, "{}", run.stdout);
+    assert_eq!(answers[0]["CommonName"], "u1.example");
+    assert_eq!(answers[1]["Code"], "InvalidValue.Malformed");
+    assert_eq!(answers[1]["Line"], 2);
+    let message = answers[1]["Message"].as_str().unwrap();
+    assert!(
+        message.contains("line 2") && message.contains("UTF-8"),
+        "{message}"
+    );
+    assert_eq!(answers[2]["CommonName"], "u3.example");
+    assert_eq!(token.keys().len(), 2 * 2);
+}

@@ -21,6 +21,9 @@ use hsm_csr::{CsrRequest, Error, ErrorClass, Result, issue_csr, new_request_id};
 
 use super::{BatchArgs, token};
 
+/// An input line: its text, or why it is not text.
+type Line = std::result::Result<String, std::str::Utf8Error>;
+
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct LineError<'a> {
@@ -38,15 +41,22 @@ struct LineError<'a> {
 pub fn run(args: &BatchArgs) -> Result<()> {
     let input = File::open(&args.input)
         .map_err(|e| Error::Config(format!("cannot read --input {}: {e}", args.input.display())))?;
-    let lines: Vec<String> = BufReader::new(input)
-        .lines()
+    // Lines are read as bytes: one that is not UTF-8 fails on its own,
+    // like any other bad line.
+    let lines: Vec<Vec<u8>> = BufReader::new(input)
+        .split(b'\n')
         .collect::<std::io::Result<_>>()
         .map_err(|e| Error::Config(format!("cannot read --input {}: {e}", args.input.display())))?;
-    let requests: Vec<(usize, String)> = lines
+    let requests: Vec<(usize, Line)> = lines
         .into_iter()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, l))
+        .map(|(i, mut l)| {
+            if l.last() == Some(&b'\r') {
+                l.pop();
+            }
+            (i + 1, String::from_utf8(l).map_err(|e| e.utf8_error()))
+        })
+        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
         .collect();
 
     let config = token::load_config(&args.token)?;
@@ -110,9 +120,18 @@ pub fn run(args: &BatchArgs) -> Result<()> {
                         break;
                     };
                     let request_id = new_request_id();
-                    let result = serde_json::from_str::<CsrRequest>(line)
+                    let result = line
+                        .as_ref()
                         .map_err(|e| {
-                            Error::Malformed(format!("line {line_no} is not a request: {e}"))
+                            Error::Malformed(format!(
+                                "line {line_no} is not UTF-8 text (byte {} is invalid)",
+                                e.valid_up_to() + 1
+                            ))
+                        })
+                        .and_then(|line| {
+                            serde_json::from_str::<CsrRequest>(line).map_err(|e| {
+                                Error::Malformed(format!("line {line_no} is not a request: {e}"))
+                            })
                         })
                         .and_then(|r| r.validate(defaults))
                         .and_then(|v| issue_csr(&mut backend, &v, key_options, request_id.clone()));

@@ -5,15 +5,16 @@
 //! logged in once; the key pair is kept only after the response has been
 //! written.
 
-use std::fs::{File, OpenOptions};
+mod out_file;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hsm_csr::backend::pkcs11::inventory::report_unchecked;
 use hsm_csr::{CsrRequest, Error, Result, prepare_csr};
 
 use super::{CreateArgs, output, token};
+use out_file::OutFile;
 
 /// Runs `create`; the error is reported by the caller.
 pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
@@ -52,7 +53,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     key_options.signature()?;
 
     let target = token::target(&args.token, &config)?;
-    let out_file = args.out.as_deref().map(OutFile::create).transpose()?;
+    let mut out_file = args.out.as_deref().map(OutFile::open).transpose()?;
     let token::Opened {
         mut backend,
         init,
@@ -65,7 +66,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         &request,
         &key_options,
         request_id,
-        out_file.as_ref(),
+        out_file.as_mut(),
         args.format,
     );
     if delivered.is_err() {
@@ -97,37 +98,23 @@ fn issue_and_deliver(
     request: &hsm_csr::ValidRequest,
     key_options: &hsm_csr::KeyOptions,
     request_id: &str,
-    out_file: Option<&OutFile>,
+    out_file: Option<&mut OutFile>,
     format: super::Format,
 ) -> Result<hsm_csr::Timings> {
     let pending = prepare_csr(backend, request, key_options, request_id.to_owned())?;
 
-    // The file is put in place first: once stdout has the CSR, nothing
-    // else can fail and make the caller's copy refer to a removed key.
-    let delivered = (|| -> std::io::Result<()> {
-        if let Some(f) = out_file {
-            f.write(pending.response().csr.as_bytes())?;
-            f.persist()?;
-        }
-        let printed = output::response(&mut std::io::stdout().lock(), format, pending.response());
-        if printed.is_err() {
-            if let Some(f) = out_file {
-                f.remove_target();
-            }
-        }
-        printed
-    })();
+    let delivered = deliver(out_file, format, pending.response());
     let timings = pending.timings();
-    if let Err(e) = delivered {
+    if let Err(detail) = delivered {
         let key_uri = pending.response().key_uri.clone();
         return Err(match pending.rollback() {
             Ok(()) => Error::Output {
-                detail: e.to_string(),
+                detail,
                 rolled_back: true,
             },
             Err(rollback) => Error::RollbackFailed {
                 original: Box::new(Error::Output {
-                    detail: e.to_string(),
+                    detail,
                     rolled_back: false,
                 }),
                 rollback: rollback.to_string(),
@@ -139,54 +126,28 @@ fn issue_and_deliver(
     Ok(timings)
 }
 
-/// `--out FILE`, written to a temporary file beside it and renamed into
-/// place only once the whole response has been delivered, so a failed run
-/// never truncates an existing file.
-struct OutFile {
-    tmp: PathBuf,
-    target: PathBuf,
-    file: File,
-}
-
-impl OutFile {
-    fn create(target: &Path) -> Result<OutFile> {
-        let name = target.file_name().ok_or_else(|| {
-            Error::Config(format!("--out {} is not a file path", target.display()))
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.tmp", std::process::id()));
-        let tmp = target.with_file_name(tmp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::Config(format!("cannot write --out {}: {e}", target.display())))?;
-        Ok(OutFile {
-            tmp,
-            target: target.to_owned(),
-            file,
-        })
-    }
-
-    fn write(&self, data: &[u8]) -> std::io::Result<()> {
-        (&self.file).write_all(data)?;
-        self.file.sync_all()
-    }
-
-    fn persist(&self) -> std::io::Result<()> {
-        std::fs::rename(&self.tmp, &self.target)
-    }
-
-    /// Takes back a file whose key is about to be removed.
-    fn remove_target(&self) {
-        let _ = std::fs::remove_file(&self.target);
-    }
-}
-
-impl Drop for OutFile {
-    fn drop(&mut self) {
-        // After a successful rename there is nothing left to remove.
-        let _ = std::fs::remove_file(&self.tmp);
+/// Writes `--out`, then stdout. The file is put in place first: once stdout
+/// has the CSR, nothing else can fail and make the caller's copy refer to a
+/// removed key. If stdout fails, the file that was there before is put back.
+fn deliver(
+    out_file: Option<&mut OutFile>,
+    format: super::Format,
+    response: &hsm_csr::CsrResponse,
+) -> std::result::Result<(), String> {
+    let print = || output::response(&mut std::io::stdout().lock(), format, response);
+    let Some(file) = out_file else {
+        return print().map_err(|e| e.to_string());
+    };
+    file.write(response.csr.as_bytes())
+        .map_err(|e| e.to_string())?;
+    match print() {
+        Ok(()) => {
+            file.finish();
+            Ok(())
+        }
+        Err(e) => Err(match file.take_back() {
+            Some(note) => format!("{e}; {note}"),
+            None => e.to_string(),
+        }),
     }
 }
