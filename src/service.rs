@@ -572,12 +572,20 @@ async fn rpc(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
-    let body = if header_bytes > svc.config.max_header_bytes {
+    let body = if method != Method::GET && method != Method::POST {
+        Err(ApiError::MethodNotAllowed)
+    } else if header_bytes > svc.config.max_header_bytes {
         Err(ApiError::TooLarge)
     } else {
-        axum::body::to_bytes(body, svc.config.max_body_bytes)
+        // A body shorter than its Content-Length would otherwise hold the
+        // connection until the client gives up.
+        let limit = Duration::from_millis(svc.config.body_timeout_ms);
+        match tokio::time::timeout(limit, axum::body::to_bytes(body, svc.config.max_body_bytes))
             .await
-            .map_err(|_| ApiError::TooLarge)
+        {
+            Ok(read) => read.map_err(|_| ApiError::TooLarge),
+            Err(_) => Err(ApiError::RequestTimeout),
+        }
     };
     let (outcome, format, action, key_id) = match body {
         Err(e) => (Err(e), early_format, String::new(), String::new()),
@@ -612,11 +620,16 @@ async fn rpc(
         rendered.status,
         started.elapsed().as_secs_f64() * 1000.0
     );
-    Response::builder()
+    let mut response = Response::builder()
         .status(rendered.status)
-        .header(header::CONTENT_TYPE, rendered.content_type)
-        .body(Body::from(rendered.body))
-        .unwrap_or_default()
+        .header(header::CONTENT_TYPE, rendered.content_type);
+    match outcome {
+        Err(ApiError::MethodNotAllowed) => response = response.header(header::ALLOW, "GET, POST"),
+        // The rest of the body may still come: the connection is not reusable.
+        Err(ApiError::RequestTimeout) => response = response.header(header::CONNECTION, "close"),
+        _ => {}
+    }
+    response.body(Body::from(rendered.body)).unwrap_or_default()
 }
 
 type Outcome = (
