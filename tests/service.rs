@@ -1,7 +1,7 @@
 //! `hsm-csr serve` on 127.0.0.1, called through the official Alibaba Cloud
 //! SDKs (tests/sdk/check_sdks.py), with private SoftHSM2 tokens.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::server::{Server, call, call_in_flight, metric, wait_for};
