@@ -10,12 +10,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod deadline;
 pub mod limits;
 pub mod metrics;
+pub mod server;
 pub mod signature;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,15 +75,17 @@ pub struct ServiceConfig {
     /// the token's ulMaxRwSessionCount.
     pub workers: usize,
     /// How long a client may take to send a request's headers, in
-    /// milliseconds, counted from when the connection is accepted or from
-    /// the end of the previous response. Slower connections are closed.
+    /// milliseconds, counted from when the connection is accepted (TLS
+    /// handshake included) or, on a kept-alive connection, from the
+    /// request's first byte. Slower connections are closed.
     pub header_timeout_ms: u64,
     /// How long a client may take to send a request's body once its headers
     /// are in, in milliseconds; a body shorter than its Content-Length is
-    /// refused when this runs out.
+    /// refused (408 `RequestTimeout`) when this runs out.
     pub body_timeout_ms: u64,
     /// How long a kept-alive connection may sit idle between requests, in
-    /// milliseconds, before it is closed.
+    /// milliseconds, before it is closed; also how long a response may wait
+    /// for a client that reads none of it.
     pub idle_timeout_ms: u64,
     /// Most connections held open at once; further clients wait in the
     /// listen backlog. Capped below the process's file-descriptor limit.
@@ -340,79 +344,26 @@ impl Service {
             .with_state(self)
     }
 
-    /// Serves on the configured address until SIGINT or SIGTERM.
+    /// Serves on the configured address until SIGINT or SIGTERM, over
+    /// HTTPS when `tls_cert` and `tls_key` are set.
     ///
     /// # Errors
-    /// `Config.Invalid` when the address cannot be bound.
+    /// `Config.Invalid` when the address cannot be bound or the TLS files
+    /// cannot be used.
     pub async fn serve(self: Arc<Self>) -> Result<()> {
-        let addr: SocketAddr = self.config.listen.parse().map_err(|e| {
-            Error::Config(format!("[service] listen {:?}: {e}", self.config.listen))
-        })?;
         tokio::spawn(Arc::clone(&self).reconnect_loop());
-        let grace = Duration::from_millis(self.config.shutdown_timeout_ms);
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        let signalled = {
-            let stopping = Arc::clone(&stopping);
-            async move {
-                shutdown_signal().await;
-                log::info!(
-                    "stopping: no new requests; requests in flight have {} ms to finish",
-                    grace.as_millis()
-                );
-                stopping.notify_one();
-            }
-        };
-        match (&self.config.tls_cert, &self.config.tls_key) {
-            (None, None) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
-                log::info!("listening on http://{addr}");
-                let served = axum::serve(listener, Arc::clone(&self).router())
-                    .with_graceful_shutdown(signalled)
-                    .into_future();
-                tokio::select! {
-                    served = served => served.map_err(|e| Error::Internal(e.to_string())),
-                    () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-                        // Returning drops the runtime, which cancels the
-                        // handlers: their workers see the response refused
-                        // and remove the key pairs.
-                        log::warn!(
-                            "shutdown deadline passed with {} session(s) busy: those requests are cut off and their key pairs removed",
-                            self.workers.total - self.workers.available.available_permits()
-                        );
-                        Ok(())
-                    }
-                }
-            }
-            (Some(cert), Some(key)) => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .map_err(|e| {
-                        Error::Config(format!(
-                            "[service] tls_cert {} / tls_key {}: {e}",
-                            cert.display(),
-                            key.display()
-                        ))
-                    })?;
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    signalled.await;
-                    stopper.graceful_shutdown(Some(grace));
-                });
-                log::info!("listening on https://{addr}");
-                axum_server::bind_rustls(addr, tls)
-                    .handle(handle)
-                    .serve(self.router().into_make_service())
-                    .await
-                    .map_err(|e| Error::Config(format!("cannot serve HTTPS on {addr}: {e}")))
-            }
-            _ => Err(Error::Config(
-                "[service] tls_cert and tls_key go together.".into(),
-            )),
+        // The workers' sessions and the pool refiller's.
+        let sessions = self.workers.total + usize::from(self.pool.is_some());
+        let router = Arc::clone(&self).router();
+        if server::run(&self.config, sessions, router).await? == server::Stopped::DeadlinePassed {
+            // Returning drops the runtime, which cancels the handlers: their
+            // workers see the response refused and remove the key pairs.
+            log::warn!(
+                "shutdown deadline passed with {} session(s) busy: those requests are cut off and their key pairs removed",
+                self.workers.total - self.workers.available.available_permits()
+            );
         }
+        Ok(())
     }
 
     /// Adopts the unassigned pool keys on the token and starts the
@@ -563,19 +514,6 @@ impl Service {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
 async fn metrics_text(State(svc): State<Arc<Service>>) -> Response<Body> {
     let busy = svc.workers.total - svc.workers.available.available_permits();
     let body = svc.metrics.render(
@@ -654,12 +592,20 @@ async fn rpc(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
-    let body = if header_bytes > svc.config.max_header_bytes {
+    let body = if method != Method::GET && method != Method::POST {
+        Err(ApiError::MethodNotAllowed)
+    } else if header_bytes > svc.config.max_header_bytes {
         Err(ApiError::TooLarge)
     } else {
-        axum::body::to_bytes(body, svc.config.max_body_bytes)
+        // A body shorter than its Content-Length would otherwise hold the
+        // connection until the client gives up.
+        let limit = Duration::from_millis(svc.config.body_timeout_ms);
+        match tokio::time::timeout(limit, axum::body::to_bytes(body, svc.config.max_body_bytes))
             .await
-            .map_err(|_| ApiError::TooLarge)
+        {
+            Ok(read) => read.map_err(|_| ApiError::TooLarge),
+            Err(_) => Err(ApiError::RequestTimeout),
+        }
     };
     let (outcome, format, action, key_id) = match body {
         Err(e) => (Err(e), early_format, String::new(), String::new()),
@@ -699,13 +645,19 @@ async fn rpc(
         .status(rendered.status)
         .header(header::CONTENT_TYPE, rendered.content_type)
         .header(REQUEST_ID_HEADER, &request_id);
-    if let Err(ApiError::Throttling { retry_after_ms }) = &outcome {
-        // The new SDK raises ThrottlingException from x-acs-retry-after
-        // (milliseconds); Retry-After (RFC 9110 section 10.2.3) is whole seconds.
-        let ms = (*retry_after_ms).max(1);
-        response = response
-            .header("x-acs-retry-after", ms.to_string())
-            .header(header::RETRY_AFTER, ms.div_ceil(1000).to_string());
+    match &outcome {
+        Err(ApiError::Throttling { retry_after_ms }) => {
+            // The new SDK raises ThrottlingException from x-acs-retry-after
+            // (milliseconds); Retry-After (RFC 9110 section 10.2.3) is whole seconds.
+            let ms = (*retry_after_ms).max(1);
+            response = response
+                .header("x-acs-retry-after", ms.to_string())
+                .header(header::RETRY_AFTER, ms.div_ceil(1000).to_string());
+        }
+        Err(ApiError::MethodNotAllowed) => response = response.header(header::ALLOW, "GET, POST"),
+        // The rest of the body may still come: the connection is not reusable.
+        Err(ApiError::RequestTimeout) => response = response.header(header::CONNECTION, "close"),
+        _ => {}
     }
     response.body(Body::from(rendered.body)).unwrap_or_default()
 }

@@ -50,6 +50,10 @@ pub enum ApiError {
     Timeout,
     /// Body or headers over the limits.
     TooLarge,
+    /// The body did not arrive within `body_timeout_ms`.
+    RequestTimeout,
+    /// A method other than GET or POST on the RPC endpoint.
+    MethodNotAllowed,
     /// The token went away; the service is reconnecting.
     TokenUnavailable,
     /// An error from the library (validation, token, ...).
@@ -95,6 +99,8 @@ impl ApiError {
             ApiError::Throttling { .. } => (400, "Throttling.User", "Request was denied due to user flow control.".into()),
             ApiError::Timeout => (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server: it timed out, and no key was kept.".into()),
             ApiError::TooLarge => (413, "RequestTooLarge", "The request body or headers are larger than allowed.".into()),
+            ApiError::RequestTimeout => (408, "RequestTimeout", "The request body did not arrive in time; the connection is closed.".into()),
+            ApiError::MethodNotAllowed => (405, "MethodNotAllowed", "The specified method is not allowed against this resource: use GET or POST.".into()),
             ApiError::TokenUnavailable => (
                 503,
                 "ServiceUnavailable",

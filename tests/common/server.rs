@@ -21,6 +21,21 @@ impl Server {
 
     /// As `start`, with `top` appended to the config (e.g. a `[pool]` table).
     pub fn start_with(token: &Token, key_type: &str, extra: &str, top: &str) -> Server {
+        Server::launch(token, key_type, extra, top, None)
+    }
+
+    /// As `start`, under `prlimit`: at most `nofile` open file descriptors.
+    pub fn start_limited(token: &Token, key_type: &str, extra: &str, nofile: u64) -> Server {
+        Server::launch(token, key_type, extra, "", Some(nofile))
+    }
+
+    fn launch(
+        token: &Token,
+        key_type: &str,
+        extra: &str,
+        top: &str,
+        nofile: Option<u64>,
+    ) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -49,6 +64,21 @@ impl Server {
         .unwrap();
         std::fs::write(token.dir().join("cdn-secret"), "cdn-s3cret\n").unwrap();
         let mut cmd = token.hsm_csr();
+        if let Some(n) = nofile {
+            let mut limited = Command::new("prlimit");
+            limited
+                .arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(cmd.get_program())
+                .stdin(Stdio::null());
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => limited.env(k, v),
+                    None => limited.env_remove(k),
+                };
+            }
+            cmd = limited;
+        }
         let child = cmd
             .current_dir(token.dir())
             .env_remove("HSM_CSR_PIN")
