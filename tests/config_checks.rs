@@ -81,6 +81,11 @@ fn serve_checks_subject_defaults_and_secrets_before_the_token() {
         &run(&token, "serve", "", true),
         "no [[service.access_keys]] configured",
     );
+    let missing_tls = format!(
+        "[service]\ntls_cert = \"{0}/no-cert.pem\"\ntls_key = \"{0}/no-key.pem\"\n{ACCESS_KEY}",
+        token.dir().display()
+    );
+    refused(&run(&token, "serve", &missing_tls, true), "no-cert.pem");
     // With the configuration right, the same command does reach the token.
     let reached = run(&token, "serve", ACCESS_KEY, true);
     assert!(

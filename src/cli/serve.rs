@@ -20,6 +20,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     // The whole configuration, secrets included, is checked before the
     // token is opened: a mistake there must not cost a login.
     let keys = AccessKeys::load(&service_config.access_keys)?;
+    if let (Some(cert), Some(key)) = (&service_config.tls_cert, &service_config.tls_key) {
+        hsm_csr::service::tls::acceptor(cert, key)?;
+    }
     let target = token::target(&args.token, &config)?;
     // A wrong PIN stops the start here, after one C_Login: never retried.
     let opened = token::open(&target, &args.token, &config)?;
