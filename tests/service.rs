@@ -311,3 +311,42 @@ fn shutdown_deadline_cuts_off_slow_requests_and_keeps_no_key() {
     assert!(log.contains("key pair was removed"), "{log}");
     assert!(token.keys().is_empty(), "{log}");
 }
+
+#[test]
+fn throttled_calls_raise_the_new_sdks_throttling_exception() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start(&token, "ec-p256", "rate_limit = 1");
+    let out = Command::new(python())
+        .args([
+            "-c",
+            r#"import sys
+from alibabacloud_cdn20180510.client import Client
+from alibabacloud_cdn20180510 import models
+from alibabacloud_tea_openapi import models as om
+from alibabacloud_tea_openapi.exceptions import ThrottlingException
+c = Client(om.Config(access_key_id='MainKey', access_key_secret='s3cret', endpoint=sys.argv[1], protocol='http'))
+r = models.CreateCdnCertificateSigningRequestRequest(common_name='t.example.com')
+for i in range(3):
+    try:
+        c.create_cdn_certificate_signing_request(r)
+        print('ok')
+    except ThrottlingException as e:
+        print(type(e).__name__, e.code, 0 < e.retry_after <= 1000)
+"#,
+            &server.addr,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.lines().next() == Some("ok")
+            && said.contains("ThrottlingException Throttling.User True"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = said.lines().filter(|l| *l == "ok").count();
+    server.stop();
+    assert_eq!(token.keys().len(), 2 * ok, "throttled calls make no key");
+}
