@@ -19,6 +19,8 @@
 
 use std::net::IpAddr;
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 use crate::error::{Error, Result};
 
 /// One typed subjectAltName entry.
@@ -75,6 +77,15 @@ pub fn dns_name(name: &str) -> Option<String> {
         None => (false, name),
     };
     if rest.is_empty() || rest.ends_with('.') || rest.contains('*') {
+        return None;
+    }
+    // UTS 46 maps some format characters (U+200B, U+FEFF, U+00AD, U+2060)
+    // to nothing, so `exa\u{200B}mple.com` would silently become
+    // `example.com`: the name asked for and the name certified would differ.
+    if rest
+        .chars()
+        .any(|c| c.general_category() == GeneralCategory::Format)
+    {
         return None;
     }
     let ascii = idna::domain_to_ascii_strict(rest).ok()?;
@@ -193,6 +204,36 @@ mod tests {
             let err = parse_sans(bad).expect_err(bad);
             assert_eq!(err.code(), "InvalidValue.Malformed", "{bad}");
             assert!(err.to_string().contains("SANs"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn format_characters_are_refused_not_dropped() {
+        // idna refuses bidi controls but maps U+200B, U+FEFF, U+00AD, U+2060
+        // and U+180E to nothing; all must be refused here.
+        for c in [
+            '\u{200b}',
+            '\u{feff}',
+            '\u{ad}',
+            '\u{2060}',
+            '\u{180e}',
+            '\u{202e}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{61c}',
+            '\u{e0001}',
+        ] {
+            for entry in [
+                format!("exa{c}mple.com"),
+                format!("*.exa{c}mple.com"),
+                format!("ops@exa{c}mple.com"),
+                format!("o{c}ps@example.com"),
+            ] {
+                let err = parse_sans(&entry).expect_err(&entry);
+                assert_eq!(err.code(), "InvalidValue.Malformed", "{entry:?}");
+                assert!(err.to_string().contains("SANs entry"), "{entry:?}: {err}");
+            }
+            assert_eq!(dns_name(&format!("exa{c}mple.com")), None, "{c:?}");
         }
     }
 
