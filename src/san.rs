@@ -252,3 +252,121 @@ mod tests {
         assert!(dns_name(&format!("e{name}")).is_none());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// How a SAN is written back into a `SANs` list.
+    fn show(san: &San) -> String {
+        match san {
+            San::Dns(s) | San::Email(s) => s.clone(),
+            San::Ip(ip) => ip.to_string(),
+        }
+    }
+
+    /// RFC 1034 section 3.5 preferred name syntax, lower case (A-labels are
+    /// ASCII and idna folds case), at most 253 octets, optionally `*.`-led.
+    fn is_preferred_name(name: &str, wildcard_ok: bool) -> bool {
+        let rest = match name.strip_prefix("*.") {
+            Some(rest) if wildcard_ok => rest,
+            Some(_) => return false,
+            None => name,
+        };
+        name.len() <= 253
+            && rest.split('.').all(|l| {
+                (1..=63).contains(&l.len())
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+    }
+
+    /// One entry as an operator or an attacker might write it.
+    fn entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "(\\*\\.)?[a-zA-Z0-9-]{1,12}(\\.[a-zA-Z0-9-]{1,12}){0,3}",
+            2 => "[a-zà-ÿ例テ-]{1,8}\\.(example|com|テスト|1)",
+            2 => "[a-zA-Z0-9.!#+_-]{1,10}@[a-zü]{1,8}\\.[a-z]{2,4}",
+            1 => any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+            1 => any::<std::net::Ipv6Addr>().prop_map(|ip| format!("[{ip}]")),
+            1 => any::<std::net::Ipv6Addr>().prop_map(|ip| ip.to_string()),
+            1 => "[ -~]{0,16}",
+            1 => ".{0,12}",
+        ]
+    }
+
+    /// A valid lower-case host name with at least two labels (single
+    /// hyphens only: `ab--c` is a reserved R-LDH label, RFC 5890 2.3.1).
+    fn host() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,4}(-[a-z0-9]{1,4})?(\\.[a-z0-9]{1,4}(-[a-z0-9]{1,4})?){0,2}\\.[a-z]{2,6}"
+    }
+
+    proptest! {
+        #[test]
+        fn any_list_parses_or_is_refused_without_panicking(
+            entries in prop::collection::vec(entry(), 0..6),
+            sep in "[ \t]{0,2},[ \t]{0,2}",
+        ) {
+            let list = entries.join(&sep);
+            match parse_sans(&list) {
+                Err(e) => {
+                    prop_assert_eq!(e.code(), "InvalidValue.Malformed");
+                    prop_assert!(e.to_string().starts_with("SANs entry "), "{}", e);
+                }
+                Ok(sans) => {
+                    for (i, san) in sans.iter().enumerate() {
+                        prop_assert!(!sans[..i].contains(san), "duplicate {:?}", san);
+                        match san {
+                            San::Dns(d) => prop_assert!(is_preferred_name(d, true), "{:?}", d),
+                            San::Email(e) => {
+                                let (local, domain) = e.rsplit_once('@').unwrap();
+                                prop_assert!(!local.is_empty() && local.len() <= 64, "{:?}", e);
+                                prop_assert!(is_preferred_name(domain, false), "{:?}", e);
+                                prop_assert!(e.len() <= 255, "{:?}", e);
+                            }
+                            San::Ip(_) => {}
+                        }
+                    }
+                    // The output is a fixed point: written back, it parses to itself.
+                    let shown: Vec<String> = sans.iter().map(show).collect();
+                    prop_assert_eq!(parse_sans(&shown.join(",")).unwrap(), sans.clone());
+                    // Order kept, duplicates dropped: the entries parsed one
+                    // by one, first occurrences only.
+                    let mut want: Vec<San> = Vec::new();
+                    for e in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                        let san = parse_sans(e).unwrap().remove(0);
+                        if !want.contains(&san) {
+                            want.push(san);
+                        }
+                    }
+                    prop_assert_eq!(sans, want);
+                }
+            }
+        }
+
+        #[test]
+        fn valid_names_are_kept_in_order_and_deduplicated_case_blind(
+            pool in prop::collection::vec(host(), 1..5),
+            picks in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 1..10),
+        ) {
+            let written: Vec<String> = picks
+                .iter()
+                .map(|(i, upper)| {
+                    let h = i.get(&pool);
+                    if *upper { h.to_ascii_uppercase() } else { h.clone() }
+                })
+                .collect();
+            let mut want: Vec<San> = Vec::new();
+            for w in &written {
+                let san = San::Dns(w.to_ascii_lowercase());
+                if !want.contains(&san) {
+                    want.push(san);
+                }
+            }
+            prop_assert_eq!(parse_sans(&written.join(", ")).unwrap(), want);
+        }
+    }
+}
