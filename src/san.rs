@@ -17,6 +17,7 @@
 //! a non-ASCII name is converted to its IDNA A-label (RFC 5890), as RFC 5280
 //! section 7.2 requires.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
@@ -38,9 +39,12 @@ pub enum San {
 /// skipped, duplicates are removed and the first occurrence's order is kept.
 pub fn parse_sans(list: &str) -> Result<Vec<San>> {
     let mut out: Vec<San> = Vec::new();
+    // A set, not `out.contains`: a 64 KiB list of distinct names would make
+    // that quadratic.
+    let mut seen = HashSet::new();
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let san = parse_one(entry)?;
-        if !out.contains(&san) {
+        if seen.insert(san.clone()) {
             out.push(san);
         }
     }
