@@ -80,7 +80,8 @@ pub fn dns_name(name: &str) -> Option<String> {
         Some(rest) => (true, rest),
         None => (false, name),
     };
-    if rest.is_empty() || rest.ends_with('.') || rest.contains('*') {
+    // idna accepts a trailing root dot; a certificate name never has one.
+    if rest.ends_with('.') {
         return None;
     }
     // UTS 46 maps some format characters (U+200B, U+FEFF, U+00AD, U+2060)
@@ -92,16 +93,12 @@ pub fn dns_name(name: &str) -> Option<String> {
     {
         return None;
     }
+    // UTS 46 ToASCII with UseSTD3ASCIIRules, CheckHyphens and
+    // VerifyDnsLength is the RFC 1034 preferred name syntax on the A-labels:
+    // letters, digits and hyphens only, no label empty, over 63 octets or
+    // starting or ending with '-', 253 octets in all. `rejects_malformed_entries`
+    // holds idna to each of these rules.
     let ascii = idna::domain_to_ascii_strict(rest).ok()?;
-    // domain_to_ascii_strict checks STD3 characters and lengths; keep the
-    // explicit limits too so the rule is visible where it is enforced.
-    let labels_ok = ascii.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    });
     // A wildcard needs at least two labels under it (`*.com` is refused by
     // CAs); an all-numeric last label is an IP address or a typo, never a
     // host name (RFC 1123 section 2.1, RFC 3696 section 2).
@@ -109,7 +106,7 @@ pub fn dns_name(name: &str) -> Option<String> {
         .rsplit('.')
         .next()
         .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
-    if !labels_ok || numeric_tld || (wildcard && !ascii.contains('.')) {
+    if numeric_tld || (wildcard && !ascii.contains('.')) {
         return None;
     }
     let full = if wildcard {
@@ -135,7 +132,7 @@ pub fn email(address: &str) -> Option<String> {
     }
     let domain = dns_name(domain)?;
     let full = format!("{local}@{domain}");
-    (full.len() <= 255).then_some(full)
+    (full.len() <= 253).then_some(full)
 }
 
 #[cfg(test)]
@@ -194,6 +191,14 @@ mod tests {
             "*.com",
             "**.example",
             "example.com.",
+            ".example",
+            "*.",
+            "*.*.example",
+            "a*b.example",
+            // R-LDH labels are reserved (RFC 5890 section 2.3.1); an xn--
+            // label must be valid Punycode.
+            "ab--cd.example",
+            "xn--zz.example",
             &format!("{}.example", "a".repeat(64)),
             &format!("{}.com", vec!["a".repeat(60); 5].join(".")),
             "@example.com",
@@ -254,6 +259,18 @@ mod tests {
         assert_eq!(name.len(), 253);
         assert!(dns_name(&name).is_some());
         assert!(dns_name(&format!("e{name}")).is_none());
+        // The `*.` counts too.
+        let wild = format!("*.{}", &name[2..]);
+        assert_eq!(dns_name(&wild), Some(wild.clone()));
+        assert!(dns_name(&format!("*.e{}", &name[2..])).is_none());
+    }
+
+    #[test]
+    fn a_labels_are_checked_and_folded() {
+        assert_eq!(
+            dns_name("XN--BCHER-KVA.Example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
     }
 }
 
