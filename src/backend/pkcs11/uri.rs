@@ -150,27 +150,24 @@ pub fn parse(uri: &str) -> Result<Pkcs11Uri> {
     Ok(out)
 }
 
-/// RFC 3986 percent-decoding.
+/// RFC 3986 section 2.1 percent-decoding: `%` and exactly two hex digits.
 fn decode(value: &str) -> Result<Vec<u8>> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = value
-                .get(i + 1..i + 3)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    Error::Config("bad percent-encoding in a pkcs11 URI value (the value is not shown: it may be a PIN)".into())
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let mut out = Vec::with_capacity(value.len());
+    let mut rest = value;
+    while let Some((plain, escaped)) = rest.split_once('%') {
+        out.extend_from_slice(plain.as_bytes());
+        // The digit check matters: from_str_radix would take "+1".
+        let byte = escaped
+            .get(..2)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or_else(|| {
+                Error::Config("bad percent-encoding in a pkcs11 URI value (the value is not shown: it may be a PIN)".into())
+            })?;
+        out.push(byte);
+        rest = &escaped[2..];
     }
+    out.extend_from_slice(rest.as_bytes());
     Ok(out)
 }
 
@@ -224,6 +221,28 @@ mod tests {
             assert_eq!(e.code(), "Config.Invalid", "{uri}");
             assert!(!e.to_string().contains("s3cr"), "{uri}: {e}");
         }
+        // What it says instead: where the attribute is.
+        for (uri, part) in [
+            (
+                "pkcs11:token=t;;serial=1;pin-value:1",
+                "attribute 3 of the path",
+            ),
+            (
+                "pkcs11:token=t?pin-source=f&&pin-value:1",
+                "attribute 2 of the query",
+            ),
+        ] {
+            let e = parse(uri).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{part} has no '='")), "{e}");
+        }
+    }
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(decode("").unwrap(), b"");
+        assert_eq!(decode("a%2fb%2F%00%ff").unwrap(), b"a/b/\0\xff");
+        assert_eq!(decode("%41%42c%").ok(), None);
+        assert_eq!(decode("%e6%9d%ad").unwrap(), "杭".as_bytes());
     }
 
     #[test]
@@ -233,6 +252,10 @@ mod tests {
             "pkcs11:colour=red",
             "pkcs11:slot-id=x",
             "pkcs11:id=%zz",
+            "pkcs11:id=%+1",
+            "pkcs11:id=%1",
+            "pkcs11:id=%",
+            "pkcs11:object=%c3%a9%c3",
             "pkcs11:token",
         ] {
             assert_eq!(parse(bad).unwrap_err().code(), "Config.Invalid", "{bad}");
