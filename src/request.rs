@@ -5,6 +5,7 @@
 //! key generation.
 
 use serde::{Deserialize, Serialize};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::error::{Error, Result};
 use crate::san::{self, San};
@@ -154,16 +155,37 @@ fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// A subject value: trimmed, non-empty, no control characters, at most `ub`
-/// characters.
+/// A subject value: trimmed, non-empty, at most `ub` characters, and free of
+/// characters that make it display other than it is: controls (Cc), line and
+/// paragraph separators (Zl, Zp), and format characters (Cf: bidi overrides
+/// such as U+202E, zero-width U+200B, U+FEFF, soft hyphen), which would let
+/// `CN=moc.elpmaxe` read as `example.com` to the person approving the CSR.
 fn text(field: &str, value: &str, ub: usize) -> Result<String> {
     let value = value.trim();
     if value.is_empty() {
         return Err(Error::malformed(format!("{field} must not be empty.")));
     }
-    if value.chars().any(char::is_control) {
+    if value.chars().any(|c| {
+        matches!(
+            c.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+    }) {
         return Err(Error::malformed(format!(
-            "{field} must not contain control characters."
+            "{field} must not contain control characters or line breaks."
+        )));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.general_category() == GeneralCategory::Format)
+    {
+        // The code point, not the value: the value is what would mislead.
+        return Err(Error::malformed(format!(
+            "{field} must not contain invisible Unicode format characters \
+             (bidi controls, zero-width characters); found U+{:04X}.",
+            u32::from(c)
         )));
     }
     let n = value.chars().count();
@@ -315,6 +337,91 @@ mod tests {
             assert_eq!(err.code(), code, "case {i}: {err}");
             assert!(err.to_string().contains(msg), "case {i}: {err}");
         }
+    }
+
+    /// Format characters (Cf) hide or reorder text: U+202E makes
+    /// `moc.elpmaxe` display as `example.com`; the zero-width ones make two
+    /// different strings look the same.
+    const FORMAT_CHARS: [char; 8] = [
+        '\u{202e}', '\u{202a}', '\u{2066}', '\u{200b}', '\u{200e}', '\u{feff}', '\u{ad}',
+        '\u{2060}',
+    ];
+
+    #[test]
+    fn format_characters_are_refused_in_every_subject_field() {
+        type Set = fn(&mut CsrRequest, String);
+        let fields: [(&str, Set); 6] = [
+            ("CommonName", |r, v| r.common_name = Some(v)),
+            ("Organization", |r, v| r.organization = Some(v)),
+            ("OrganizationUnit", |r, v| r.organization_unit = Some(v)),
+            ("State", |r, v| r.state = Some(v)),
+            ("City", |r, v| r.city = Some(v)),
+            ("Email", |r, v| r.email = Some(v)),
+        ];
+        for (field, set) in fields {
+            for c in FORMAT_CHARS {
+                let mut r = req("example.com");
+                let value = if field == "Email" {
+                    format!("ops{c}@example.com")
+                } else {
+                    format!("exa{c}mple")
+                };
+                set(&mut r, value);
+                let err = r.validate(&SubjectDefaults::default()).unwrap_err();
+                let want = format!(
+                    "{field} must not contain invisible Unicode format characters \
+                     (bidi controls, zero-width characters); found U+{:04X}.",
+                    u32::from(c)
+                );
+                assert_eq!(err.code(), "InvalidValue.Malformed", "{field} {c:?}");
+                assert_eq!(err.to_string(), want, "{field} {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn line_separators_are_refused_like_controls() {
+        for c in ['\u{2028}', '\u{2029}', '\u{85}', '\u{1b}'] {
+            let mut r = req("example.com");
+            r.organization = Some(format!("Example{c}Ltd"));
+            let err = r.validate(&SubjectDefaults::default()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "Organization must not contain control characters or line breaks.",
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_non_ascii_text_is_still_accepted() {
+        let mut r = req("例え.テスト");
+        r.city = Some("Zürich".into());
+        r.organization = Some("Ünïcødé 株式会社 🔐".into());
+        // A combining mark (Mn) and a non-breaking space (Zs) are visible
+        // text, not format characters.
+        r.organization_unit = Some("Cafe\u{301}\u{a0}Ops".into());
+        let s = r.validate(&SubjectDefaults::default()).unwrap().subject;
+        assert_eq!(s.city, "Zürich");
+        assert_eq!(s.organization_unit, "Cafe\u{301}\u{a0}Ops");
+    }
+
+    #[test]
+    fn format_characters_in_configured_defaults_are_refused() {
+        let d = SubjectDefaults {
+            organization: "Example\u{202e}dtL".into(),
+            ..Default::default()
+        };
+        let err = req("example.com").validate(&d).unwrap_err();
+        assert_eq!(err.code(), "InvalidValue.Malformed");
+        assert!(err.to_string().starts_with("Organization "), "{err}");
+        assert!(err.to_string().contains("U+202E"), "{err}");
+        let d = SubjectDefaults {
+            email: Some("pki@exa\u{200b}mple.org".into()),
+            ..Default::default()
+        };
+        let err = req("example.com").validate(&d).unwrap_err();
+        assert!(err.to_string().starts_with("Email "), "{err}");
     }
 
     #[test]

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# usage: scripts/mutants.sh [FILE...]
+#
+# Mutation testing (cargo-mutants) of the modules that parse or check
+# untrusted input, against the library's unit tests only (`cargo test --lib`):
+# a mutant that survives is a change to the parser that no unit test notices.
+# With FILE arguments, only those files are mutated.
+#
+# Prints caught / missed / unviable / timeout counts, in all and per file, and
+# the equivalent mutants it skipped with the reason for each. Exits 1 if any
+# mutant was missed (the equivalent ones are never built, so every miss is a
+# missing test), 2 if cargo-mutants itself failed (baseline tests failing,
+# bad arguments). Timeouts are reported but do not fail the run: a mutant
+# that makes a parser loop forever was noticed.
+#
+# Output: target/mutants/mutants.out (missed.txt, logs/, diff/, ...); builds
+# go to target/mutants/build so they neither disturb nor wait on target/debug.
+# MUTANTS_JOBS=N runs N mutants at once (default 1; each build is 1-2 cores).
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+cd "$REPO_ROOT"
+
+DEFAULT_FILES=(
+  src/service/signature.rs
+  src/service/auth.rs
+  src/san.rs
+  src/request.rs
+  src/backend/pkcs11/uri.rs
+  src/subject.rs
+)
+
+# Mutants no test can catch because the mutated program behaves exactly like
+# the original. The one list: pairs of an --exclude-re regex and the reason.
+# cargo-mutants matches the regex against "FILE:LINE:COL: replace ... in FN";
+# write it without the line number so unrelated edits don't break it, but
+# specific enough to match only the mutant meant (check with
+# `cargo mutants --list -f FILE -E REGEX`).
+EQUIVALENT=(
+)
+
+(( ${#EQUIVALENT[@]} % 2 == 0 )) || die "EQUIVALENT must hold regex/reason pairs"
+
+if ! cargo mutants --version >/dev/null 2>&1; then
+  say "installing cargo-mutants"
+  cargo install --locked cargo-mutants
+fi
+
+files=("$@")
+[ ${#files[@]} -gt 0 ] || files=("${DEFAULT_FILES[@]}")
+for f in "${files[@]}"; do
+  [ -f "$f" ] || die "no such file: $f (paths are relative to $REPO_ROOT)"
+done
+
+args=(--output target/mutants --jobs "${MUTANTS_JOBS:-1}"
+  # Build and run only the library's unit tests: `--lib` on every cargo
+  # command (also the build step, which `-- --lib` alone would not limit).
+  --cargo-arg=--lib)
+for f in "${files[@]}"; do args+=(--file "$f"); done
+for ((i = 0; i < ${#EQUIVALENT[@]}; i += 2)); do args+=(--exclude-re "${EQUIVALENT[i]}"); done
+
+mkdir -p target/mutants
+export CARGO_TARGET_DIR=$REPO_ROOT/target/mutants/build
+say "cargo mutants on ${files[*]}"
+status=0
+cargo mutants "${args[@]}" || status=$?
+
+out=target/mutants/mutants.out
+# cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; anything
+# else means no (or no trustworthy) result.
+case $status in
+  0 | 2 | 3) ;;
+  *) printf 'cargo mutants failed (exit %s); see %s/log\n' "$status" "$out" >&2; exit 2 ;;
+esac
+
+count() { # count OUTCOME [FILE]: mutants in OUTCOME.txt, all or those in FILE
+  [ -f "$out/$1.txt" ] || { echo 0; return; }
+  awk -v prefix="${2:-}${2:+:}" 'index($0, prefix) == 1 && NF { n++ } END { print n + 0 }' "$out/$1.txt"
+}
+
+echo
+echo "== mutants summary (lib unit tests) =="
+printf '%-30s %7s %7s %9s %8s\n' file caught missed unviable timeout
+for f in "${files[@]}"; do
+  printf '%-30s %7s %7s %9s %8s\n' "$f" "$(count caught "$f")" "$(count missed "$f")" \
+    "$(count unviable "$f")" "$(count timeout "$f")"
+done
+printf '%-30s %7s %7s %9s %8s\n' total "$(count caught)" "$(count missed)" \
+  "$(count unviable)" "$(count timeout)"
+
+echo
+echo "== skipped as equivalent (not built): $((${#EQUIVALENT[@]} / 2)) patterns =="
+for ((i = 0; i < ${#EQUIVALENT[@]}; i += 2)); do
+  printf -- '- %s\n    %s\n' "${EQUIVALENT[i]}" "${EQUIVALENT[i + 1]}"
+done
+
+missed=$(count missed)
+if [ "$missed" -gt 0 ]; then
+  echo
+  echo "== missed: add a unit test that fails on each, or, if it cannot change behaviour, add it to EQUIVALENT in scripts/mutants.sh with why =="
+  cat "$out/missed.txt"
+  exit 1
+fi
+echo
+echo "no mutant missed"
