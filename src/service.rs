@@ -541,12 +541,7 @@ async fn handle(
         query,
         headers: headers
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
             .collect(),
         body: &body,
     };

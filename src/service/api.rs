@@ -56,6 +56,19 @@ pub enum ApiError {
     MethodNotAllowed,
     /// The token went away; the service is reconnecting.
     TokenUnavailable,
+    /// A parameter given more than once (query, form body, or both); its
+    /// name as [`super::auth::shown`] prints it.
+    DuplicateParameter(String),
+    /// A header hsm-csr reads or that is signed, given more than once; its
+    /// name as [`super::auth::shown`] prints it.
+    DuplicateHeader(String),
+    /// An ACS3 request with a body whose `content-type` is not signed.
+    UnsignedContentType,
+    /// A parameter or header that is not UTF-8 once percent-decoded; its
+    /// name as [`super::auth::shown`] prints it.
+    NotUtf8(String),
+    /// An STS security token, which hsm-csr cannot check.
+    SecurityTokenUnsupported,
     /// An error from the library (validation, token, ...).
     Issue {
         /// API code.
@@ -105,6 +118,33 @@ impl ApiError {
                 503,
                 "ServiceUnavailable",
                 "The key store is unreachable; the service is reconnecting. Try again later.".into(),
+            ),
+            ApiError::DuplicateParameter(p) => (
+                400,
+                "InvalidParameter",
+                format!("The parameter \"{p}\" is given more than once (in the query, the form body, or both); give it once."),
+            ),
+            ApiError::DuplicateHeader(h) => (
+                400,
+                "InvalidParameter",
+                format!("The header \"{h}\" is given more than once; give it once."),
+            ),
+            ApiError::UnsignedContentType => (
+                400,
+                "IncompleteSignature",
+                "The request has a body, but \"content-type\" is not in SignedHeaders; sign it.".into(),
+            ),
+            ApiError::NotUtf8(p) => (
+                400,
+                "InvalidValue.Malformed",
+                format!("\"{p}\" is not valid UTF-8 once percent-decoded."),
+            ),
+            ApiError::SecurityTokenUnsupported => (
+                400,
+                "InvalidSecurityToken.MismatchWithAccessKey",
+                "Specified SecurityToken mismatch with the AccessKey: hsm-csr accepts no STS security token; \
+                 sign with a configured access key and send neither x-acs-security-token nor SecurityToken."
+                    .into(),
             ),
             ApiError::Issue { code, message, status } => (*status, code, message.clone()),
         }

@@ -5,8 +5,8 @@
 //! alibabacloud-tea-openapi with `signature_algorithm = "v2"`):
 //!
 //! ```text
-//! CanonicalizedQuery = join("&", sorted(pe(name) "=" pe(value)))   -- every query and form
-//!                                                                    -- parameter but Signature
+//! CanonicalizedQuery = join("&", pe(name) "=" pe(value)  sorted by name)  -- every query and form
+//!                                                                          -- parameter but Signature
 //! StringToSign       = Method "&" pe("/") "&" pe(CanonicalizedQuery)
 //! Signature          = base64(HMAC-SHA1(AccessKeySecret "&", StringToSign))
 //! ```
@@ -16,15 +16,22 @@
 //!
 //! ```text
 //! CanonicalRequest = Method "\n" Path "\n" CanonicalQuery "\n"
-//!                    join("", lower(h) ":" trim(v) "\n" for h in SignedHeaders) "\n"
-//!                    SignedHeaders "\n" hex(SHA256(body))      -- = x-acs-content-sha256
-//! CanonicalQuery   = join("&", sorted(name "=" pe(value)))
+//!                    join("", lower(h) ":" trim(v) "\n" for h in sorted(SignedHeaders)) "\n"
+//!                    join(";", sorted(SignedHeaders)) "\n" hex(SHA256(body))   -- = x-acs-content-sha256
+//! CanonicalQuery   = join("&", pe(name) "=" pe(value)  sorted by name)
 //! StringToSign     = "ACS3-HMAC-SHA256" "\n" hex(SHA256(CanonicalRequest))
 //! Signature        = hex(HMAC-SHA256(AccessKeySecret, StringToSign))
 //! ```
 //!
 //! `pe` is RFC 3986 percent-encoding: everything but `A-Z a-z 0-9 - _ . ~`
-//! becomes `%XX` (uppercase hex). Signatures are compared in constant time.
+//! becomes `%XX` (uppercase hex). Names are sorted as decoded, by code
+//! point, as the SDKs sort them. The SDKs' ACS3 signers put names into
+//! CanonicalQuery unencoded; every name they send is made of unreserved
+//! characters, for which that is the same string. Encoding names keeps
+//! `a%3Db=c` (one parameter `a=b`) from signing like `a=b&...` would: with
+//! names and values encoded, no `=` or `&` inside them survives, so one
+//! CanonicalQuery stands for one set of parameters. Signatures are compared
+//! in constant time.
 
 use std::fmt::Write;
 
@@ -33,7 +40,7 @@ use ring::{digest, hmac};
 
 /// RFC 3986 percent-encoding of `s` (UTF-8), as both schemes use it.
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
+    let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
             out.push(b as char);
@@ -44,19 +51,21 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// `join("&", pe(name) "=" pe(value))`, sorted by the decoded name (then
+/// value), as the SDKs sort their parameter maps.
+fn canonical_query<'a>(params: impl Iterator<Item = &'a (String, String)>) -> String {
+    let mut pairs: Vec<&(String, String)> = params.collect();
+    pairs.sort_unstable();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// The RPC StringToSign over `params` (decoded; `Signature` is left out).
 pub fn rpc_string_to_sign(method: &str, params: &[(String, String)]) -> String {
-    let mut pairs: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| k != "Signature")
-        .map(|(k, v)| (percent_encode(k), percent_encode(v)))
-        .collect();
-    pairs.sort();
-    let canonical = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
+    let canonical = canonical_query(params.iter().filter(|(k, _)| k != "Signature"));
     format!("{method}&%2F&{}", percent_encode(&canonical))
 }
 
@@ -80,17 +89,23 @@ pub struct Acs3Authorization {
     pub signature: String,
 }
 
-/// Parses the Authorization header; None when it is not a complete ACS3 one.
+/// Parses the Authorization header; None when it is not a complete ACS3
+/// one, or names a field twice.
 pub fn parse_acs3(header: &str) -> Option<Acs3Authorization> {
     let rest = header.strip_prefix("ACS3-HMAC-SHA256 ")?;
     let (mut id, mut signed, mut sig) = (None, None, None);
     for part in rest.split(',') {
         let (k, v) = part.trim().split_once('=')?;
-        match k {
-            "Credential" => id = Some(v.to_owned()),
-            "SignedHeaders" => signed = Some(v.split(';').map(str::to_ascii_lowercase).collect()),
-            "Signature" => sig = Some(v.to_owned()),
-            _ => {}
+        let first = match k {
+            "Credential" => id.replace(v.to_owned()).is_none(),
+            "SignedHeaders" => signed
+                .replace(v.split(';').map(str::to_ascii_lowercase).collect())
+                .is_none(),
+            "Signature" => sig.replace(v.to_owned()).is_none(),
+            _ => true,
+        };
+        if !first {
+            return None;
         }
     }
     Some(Acs3Authorization {
@@ -100,47 +115,31 @@ pub fn parse_acs3(header: &str) -> Option<Acs3Authorization> {
     })
 }
 
-/// The ACS3 CanonicalRequest. `headers` yields (lowercase name, value) for
-/// every header received; `query` the decoded query parameters.
+/// The ACS3 CanonicalRequest. `query` holds the decoded query parameters;
+/// `signed_headers` (lowercase name, value) each signed header once, with
+/// an empty value for one the request lacks.
 pub fn acs3_canonical_request(
     method: &str,
     path: &str,
     query: &[(String, String)],
-    headers: &[(String, String)],
-    signed_headers: &[String],
+    signed_headers: &[(&str, &str)],
     payload_sha256_hex: &str,
 ) -> String {
-    let mut q: Vec<(&str, String)> = query
-        .iter()
-        .map(|(k, v)| (k.as_str(), percent_encode(v)))
-        .collect();
-    q.sort();
-    let canonical_query = q
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut names: Vec<&String> = signed_headers.iter().collect();
-    names.sort();
-    names.dedup();
+    let mut headers = signed_headers.to_vec();
+    headers.sort_unstable();
     let mut canonical_headers = String::new();
-    for name in &names {
-        let mut values: Vec<&str> = headers
-            .iter()
-            .filter(|(n, _)| n == *name)
-            .map(|(_, v)| v.trim())
-            .collect();
-        values.sort_unstable();
-        let _ = writeln!(canonical_headers, "{name}:{}", values.join(","));
+    for (name, value) in &headers {
+        let _ = writeln!(canonical_headers, "{name}:{}", value.trim());
     }
-    let signed = names
+    let names = headers
         .iter()
-        .map(|s| s.as_str())
+        .map(|(name, _)| *name)
         .collect::<Vec<_>>()
         .join(";");
     format!(
-        "{method}\n{}\n{canonical_query}\n{canonical_headers}\n{signed}\n{payload_sha256_hex}",
-        if path.is_empty() { "/" } else { path }
+        "{method}\n{}\n{}\n{canonical_headers}\n{names}\n{payload_sha256_hex}",
+        if path.is_empty() { "/" } else { path },
+        canonical_query(query.iter())
     )
 }
 
@@ -166,141 +165,74 @@ pub fn matches(expected: &str, given: &str) -> bool {
 }
 
 /// Seconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SSZ` (the SDKs'
-/// Timestamp and x-acs-date), or None.
+/// Timestamp and x-acs-date; RFC 3339 `date-time` in UTC, seconds 00-60),
+/// or None for anything else, including dates the calendar lacks.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'Z'
-    {
+    let &[
+        y1,
+        y2,
+        y3,
+        y4,
+        b'-',
+        m1,
+        m2,
+        b'-',
+        d1,
+        d2,
+        b'T',
+        h1,
+        h2,
+        b':',
+        i1,
+        i2,
+        b':',
+        s1,
+        s2,
+        b'Z',
+    ] = s.as_bytes()
+    else {
+        return None;
+    };
+    let number = |digits: &[u8]| {
+        digits.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (
+        number(&[y1, y2, y3, y4])?,
+        number(&[m1, m2])?,
+        number(&[d1, d2])?,
+    );
+    let (hh, mm, ss) = (number(&[h1, h2])?, number(&[i1, i2])?, number(&[s1, s2])?);
+    if !(1..=12).contains(&m) || !(1..=days_in_month(y, m)).contains(&d) {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+    if hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    // Howard Hinnant's days_from_civil.
+    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Days in month `m` (1-12) of the proleptic Gregorian year `y`.
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a valid date: Howard Hinnant's
+/// `days_from_civil` (<https://howardhinnant.github.io/date_algorithms.html>).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_encoding_is_rfc3986() {
-        assert_eq!(
-            percent_encode("a.example,b*c d~e/f+g"),
-            "a.example%2Cb%2Ac%20d~e%2Ff%2Bg"
-        );
-        assert_eq!(percent_encode("杭"), "%E6%9D%AD");
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_timestamp("2026-11-22T23:17:35Z"), Some(1_795_389_455));
-        assert_eq!(parse_timestamp("2026-11-22 23:17:35"), None);
-        assert_eq!(parse_timestamp("2026-13-22T23:17:35Z"), None);
-    }
-
-    /// The README's RPC worked example; the expected signature was computed
-    /// by alibabacloud-tea-openapi's own `get_rpcsignature`.
-    #[test]
-    fn rpc_worked_example() {
-        let params: Vec<(String, String)> = [
-            ("AccessKeyId", "testid"),
-            ("Action", "CreateCdnCertificateSigningRequest"),
-            ("CommonName", "www.example.com"),
-            ("Format", "JSON"),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf"),
-            ("SignatureVersion", "1.0"),
-            ("Timestamp", "2026-11-22T12:00:00Z"),
-            ("Version", "2018-05-10"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let sts = rpc_string_to_sign("GET", &params);
-        assert_eq!(
-            sts,
-            "GET&%2F&AccessKeyId%3Dtestid%26Action%3DCreateCdnCertificateSigningRequest%26CommonName%3Dwww.example.com\
-             %26Format%3DJSON%26SignatureMethod%3DHMAC-SHA1%26SignatureNonce%3D3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf\
-             %26SignatureVersion%3D1.0%26Timestamp%3D2026-11-22T12%253A00%253A00Z%26Version%3D2018-05-10"
-        );
-        assert_eq!(
-            rpc_signature("testsecret", &sts),
-            include_str!("../../tests/fixtures/rpc-example.sig").trim()
-        );
-    }
-
-    /// The README's ACS3 worked example; the expected Authorization header
-    /// was computed by alibabacloud-tea-openapi's own `get_authorization`.
-    #[test]
-    fn acs3_worked_example() {
-        let query = vec![
-            ("CommonName".to_owned(), "www.example.com".to_owned()),
-            ("SANs".to_owned(), "www.example.com,example.com".to_owned()),
-        ];
-        let empty_body = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let headers: Vec<(String, String)> = [
-            ("host", "127.0.0.1:8080"),
-            ("x-acs-action", "CreateCdnCertificateSigningRequest"),
-            ("x-acs-version", "2018-05-10"),
-            ("x-acs-date", "2026-11-22T12:00:00Z"),
-            ("x-acs-signature-nonce", "3ee8c1b883d344afa94f4e0ad82fd6cf"),
-            ("x-acs-content-sha256", empty_body),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let expected =
-            parse_acs3(include_str!("../../tests/fixtures/acs3-example.authorization").trim())
-                .unwrap();
-        let canonical = acs3_canonical_request(
-            "POST",
-            "/",
-            &query,
-            &headers,
-            &expected.signed_headers,
-            empty_body,
-        );
-        assert_eq!(
-            canonical,
-            "POST\n/\nCommonName=www.example.com&SANs=www.example.com%2Cexample.com\n\
-             host:127.0.0.1:8080\nx-acs-action:CreateCdnCertificateSigningRequest\n\
-             x-acs-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
-             x-acs-date:2026-11-22T12:00:00Z\nx-acs-signature-nonce:3ee8c1b883d344afa94f4e0ad82fd6cf\n\
-             x-acs-version:2018-05-10\n\n\
-             host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version\n\
-             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(acs3_signature("testsecret", &canonical), expected.signature);
-    }
-
-    #[test]
-    fn acs3_header_parsing() {
-        let a = parse_acs3(
-            "ACS3-HMAC-SHA256 Credential=AK,SignedHeaders=host;X-Acs-Date,Signature=ab12",
-        )
-        .unwrap();
-        assert_eq!(a.access_key_id, "AK");
-        assert_eq!(a.signed_headers, ["host", "x-acs-date"]);
-        assert_eq!(a.signature, "ab12");
-        assert!(parse_acs3("ACS3-HMAC-SHA256 Credential=AK,Signature=ab12").is_none());
-        assert!(parse_acs3("HMAC Credential=AK,SignedHeaders=host,Signature=x").is_none());
-    }
-}
+mod tests;
