@@ -285,6 +285,12 @@ fn hostile_requests_get_exact_codes_and_leave_nothing_behind() {
         "{metrics}"
     );
     let rss = server.rss_bytes();
+    eprintln!(
+        "hostile: {} CSRs delivered; server RSS {:.1} MB; /metrics {} bytes",
+        t.delivered,
+        rss as f64 / f64::from(1 << 20),
+        metrics.len()
+    );
     assert!(rss < 64 << 20, "server RSS {} MB", rss >> 20);
     let log = server.stop();
     assert!(!log.contains("panicked"), "{log}");
