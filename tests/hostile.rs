@@ -274,6 +274,10 @@ fn hostile_requests_get_exact_codes_and_leave_nothing_behind() {
     assert_eq!(oks, 24);
     t.delivered += oks;
 
+    // The six scrapes after the bomb.
+    for _ in 0..5 {
+        server.get("/metrics").unwrap();
+    }
     let metrics = server.get("/metrics").unwrap();
     assert!(
         metrics.len() < 1 << 20,
@@ -309,4 +313,44 @@ fn hostile_requests_get_exact_codes_and_leave_nothing_behind() {
         2 * t.delivered,
         "one key pair per delivered CSR, nothing else"
     );
+}
+
+/// Work a caller asks for counts against its rate limit whatever it asks:
+/// a key granted nothing, calling an action that does not exist, is
+/// throttled like any other.
+#[test]
+fn unknown_actions_count_against_the_callers_rate() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start_with(&token, "ec-p256", "rate_limit = 2", NOTHING_KEY);
+    let started = Instant::now();
+    let codes: Vec<String> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..20)
+            .map(|i| {
+                let addr = &server.addr;
+                s.spawn(move || {
+                    let action = format!("NoSuchAction{i}");
+                    get(
+                        addr,
+                        &signed_query("Nothing", "s3cret", &[("Action", &action)]),
+                    )
+                    .code
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let seconds = started.elapsed().as_secs() + 1;
+    let admitted = codes
+        .iter()
+        .filter(|c| *c == "InvalidAction.NotFound")
+        .count();
+    let throttled = codes.iter().filter(|c| *c == "Throttling.User").count();
+    assert_eq!(admitted + throttled, 20, "{codes:?}");
+    assert!(
+        admitted as u64 <= 2 * seconds,
+        "{admitted} unknown-action calls admitted in {seconds} s at 2/s: {codes:?}"
+    );
+    server.stop();
 }
