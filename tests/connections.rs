@@ -97,13 +97,17 @@ fn idle_connections_cannot_lock_out_a_signed_call() {
         idle.push(s);
     }
     // Queued behind all of them; served once the first ones time out.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let asked = Instant::now();
+    let deadline = asked + Duration::from_secs(60);
+    let mut attempts = 1;
     while let Err(said) = sdk_call(&server) {
         assert!(
             Instant::now() < deadline,
             "a signed call never got through 300 idle connections:\n{said}"
         );
+        attempts += 1;
     }
+    let waited = asked.elapsed();
     let health = server.get("/healthz").unwrap_or_default();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     drop(idle);
@@ -113,6 +117,11 @@ fn idle_connections_cannot_lock_out_a_signed_call() {
         .find_map(|l| l.split("at most ").nth(1)?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("the connection limit is logged:\n{log}"));
     assert!(limit < 256, "the limit stays below the fd limit:\n{log}");
+    eprintln!(
+        "connections: with 300 idle connections held and 256 file descriptors, a signed call \
+         succeeded after {:.2} s (attempt {attempts}; header timeout 2 s, connection limit {limit})",
+        waited.as_secs_f64()
+    );
     assert_eq!(token.keys().len(), 2, "{log}");
 }
 
