@@ -56,7 +56,9 @@ pub struct ServiceConfig {
     /// milliseconds, before it is closed; also how long a response may wait
     /// for a client that reads none of it.
     pub idle_timeout_ms: u64,
-    /// Most connections held open at once; further clients wait in the
+    /// Most connections held open at once. At the limit a new client takes
+    /// the place of the connection that has waited longest for a request;
+    /// while every one is busy with a request, new clients wait in the
     /// listen backlog. Capped below the process's file-descriptor limit.
     pub max_connections: usize,
     /// Whether success responses carry `KeyUri` (the token's label and

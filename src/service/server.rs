@@ -2,15 +2,22 @@
 //! only (RFC 9112), at most a fixed number of connections at once, each
 //! under the deadlines of [`super::deadline`], and a graceful stop.
 //!
-//! The connection limit is a semaphore taken before `accept`: when every
-//! permit is held, further clients wait in the kernel's listen backlog
-//! instead of being accepted and left hanging, and the process never runs
-//! out of file descriptors for the token and its log.
+//! The connection limit is a semaphore: the process never holds more
+//! connections than it has file descriptors for, beside the token's and its
+//! log's. When every permit is held and another client arrives, the open
+//! connection that has waited longest for a request (one still sending its
+//! head, or idle between requests; never one whose request is being
+//! served) is closed to make room. So a crowd of idle or slow clients cannot
+//! keep a client that sends its request at once waiting, not even for one
+//! header timeout; and while every connection is busy with a request, new
+//! clients wait in the kernel's listen backlog.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,7 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -154,6 +161,51 @@ struct Serving {
     max_connections: usize,
 }
 
+/// The open connections, so that the one that has waited longest for a
+/// request can be asked to close when a new client needs its place.
+#[derive(Default)]
+struct Open {
+    next: AtomicU64,
+    connections: Mutex<HashMap<u64, OpenConnection>>,
+}
+
+/// An open connection's clock, and how to ask it to close.
+type OpenConnection = (Arc<Clock>, Arc<Notify>);
+
+impl Open {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenConnection>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, clock: Arc<Clock>, shed: Arc<Notify>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (clock, shed));
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Asks the connection whose read deadline comes first (it has waited
+    /// longest for a request) to close. False when every connection has a
+    /// request with the handler.
+    fn shed_one(&self) -> bool {
+        let open = self.lock();
+        let victim = open
+            .values()
+            .filter_map(|(clock, shed)| Some((clock.read_deadline()?, shed)))
+            .min_by_key(|(deadline, _)| *deadline);
+        match victim {
+            Some((_, shed)) => {
+                shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `stop` completes, then lets
 /// open connections finish their requests for up to `grace`.
 async fn serve(
@@ -163,23 +215,32 @@ async fn serve(
     grace: Duration,
 ) -> Stopped {
     let permits = Arc::new(Semaphore::new(serving.max_connections));
+    let open = Arc::new(Open::default());
     let (stopping, stopped) = watch::channel(false);
     tokio::pin!(stop);
     let mut backing_off = false;
     loop {
         let accepted = tokio::select! {
             () = &mut stop => break,
-            accepted = accept(&listener, &permits) => accepted,
+            accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, permit)) => {
+            Ok((stream, _)) => {
                 if std::mem::take(&mut backing_off) {
                     log::warn!("accepting connections again");
                 }
+                let Some(permit) = place_for(&permits, &open, &mut stop).await else {
+                    break;
+                };
                 let serving = serving.clone();
                 let stopped = stopped.clone();
+                let clock = Clock::new(Instant::now(), serving.timeouts);
+                let shed = Arc::new(Notify::new());
+                let id = open.add(Arc::clone(&clock), Arc::clone(&shed));
+                let open = Arc::clone(&open);
                 tokio::spawn(async move {
-                    connection(stream, serving, stopped).await;
+                    connection(stream, serving, clock, shed, stopped).await;
+                    open.remove(id);
                     drop(permit);
                 });
             }
@@ -208,18 +269,37 @@ async fn serve(
     }
 }
 
-/// The next connection, once a permit for it is free.
-async fn accept(
-    listener: &TcpListener,
+/// A permit for a connection just accepted: a free one, or the one an
+/// idle or slow connection gives back when asked to make room (see
+/// [`Open::shed_one`]). While every connection is busy with a request this
+/// waits, and the listen backlog holds further clients. None once `stop`
+/// completes.
+async fn place_for(
     permits: &Arc<Semaphore>,
-) -> io::Result<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
-    let permit = Arc::clone(permits)
-        .acquire_owned()
-        .await
-        .map_err(|_| io::Error::other("connection limit closed"))?;
-    let (stream, _) = listener.accept().await?;
-    Ok((stream, permit))
+    open: &Open,
+    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        if let Ok(permit) = Arc::clone(permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        let shed = open.shed_one();
+        tokio::select! {
+            () = stop.as_mut() => return None,
+            permit = Arc::clone(permits).acquire_owned() => return permit.ok(),
+            // A shed connection gives its permit back at once; a busy one
+            // may turn idle later, so look again now and then.
+            () = tokio::time::sleep(if shed { SHED_WAIT } else { BUSY_WAIT }) => {}
+        }
+    }
 }
+
+/// How long a shed connection may take to give back its permit before
+/// another is asked.
+const SHED_WAIT: Duration = Duration::from_millis(200);
+
+/// How often to look for a connection to shed while all are busy.
+const BUSY_WAIT: Duration = Duration::from_millis(50);
 
 /// Errors that concern one client only: accept the next one at once.
 fn is_the_clients(e: &io::Error) -> bool {
@@ -233,16 +313,17 @@ fn is_the_clients(e: &io::Error) -> bool {
 }
 
 /// One connection: the TLS handshake if any, then HTTP/1.1 until the client
-/// leaves, a deadline passes, or the service stops.
+/// leaves, a deadline passes, it is shed to make room, or the service stops.
 async fn connection(
     stream: tokio::net::TcpStream,
     serving: Serving,
+    clock: Arc<Clock>,
+    shed: Arc<Notify>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let clock = Clock::new(Instant::now(), serving.timeouts);
     let _ = stream.set_nodelay(true);
     match &serving.tls {
-        None => http(stream, serving.router, clock, stopped).await,
+        None => http(stream, serving.router, clock, shed, stopped).await,
         Some(acceptor) => {
             // The handshake counts towards the first request's header timeout.
             let deadline = clock.read_deadline().unwrap_or_else(Instant::now);
@@ -253,15 +334,21 @@ async fn connection(
                     Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
                     Err(_) => return log::debug!("TLS handshake timed out"),
                 },
+                () = shed.notified() => return log::debug!("shed during the TLS handshake"),
                 _ = stopped.wait_for(|s| *s) => return,
             };
-            http(tls, serving.router, clock, stopped).await;
+            http(tls, serving.router, clock, shed, stopped).await;
         }
     }
 }
 
-async fn http<S>(io: S, router: Router, clock: Arc<Clock>, mut stopped: watch::Receiver<bool>)
-where
+async fn http<S>(
+    io: S,
+    router: Router,
+    clock: Arc<Clock>,
+    shed: Arc<Notify>,
+    mut stopped: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let app = TowerToHyperService::new(router);
@@ -283,11 +370,19 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(Watched::new(io, clock)), service);
+    let conn =
+        builder.serve_connection(TokioIo::new(Watched::new(io, Arc::clone(&clock))), service);
     tokio::pin!(conn);
-    tokio::select! {
-        done = conn.as_mut() => return finished(done),
-        _ = stopped.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => return finished(done),
+            _ = stopped.wait_for(|s| *s) => break conn.as_mut().graceful_shutdown(),
+            // Closed only while waiting for a request: one with the handler
+            // has started, and finishes.
+            () = shed.notified() => if clock.read_deadline().is_some() {
+                return log::debug!("closed to make room for a new client");
+            },
+        }
     }
     finished(conn.await);
 }
@@ -314,16 +409,23 @@ mod tests {
         assert_eq!(connection_limit(0, 2).0, 1);
     }
 
-    #[tokio::test]
-    async fn clients_over_the_limit_wait_until_a_connection_closes() {
+    /// Serves `router` with room for one connection, until the returned
+    /// sender is used.
+    async fn one_place(
+        router: Router,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Stopped>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let serving = Serving {
-            router: Router::new().route("/", axum::routing::get(|| async { "hi" })),
+            router,
             tls: None,
             timeouts: Timeouts {
-                header: Duration::from_millis(300),
-                idle: Duration::from_millis(300),
+                header: Duration::from_secs(30),
+                idle: Duration::from_secs(30),
             },
             max_connections: 1,
         };
@@ -332,30 +434,77 @@ mod tests {
             let _ = stopped.await;
         };
         let server = tokio::spawn(serve(listener, serving, stopped, Duration::from_secs(10)));
-        let (answer, first_open) = tokio::task::spawn_blocking(move || {
-            // Takes the only slot and sends nothing.
+        (addr, stop, server)
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    }
+
+    /// A client that sends nothing holds the only place only until another
+    /// arrives, long before the (30 s) header timeout.
+    #[tokio::test]
+    async fn a_new_client_takes_the_place_of_one_that_sent_nothing() {
+        let router = Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        let (addr, stop, server) = one_place(router).await;
+        let (answer, first_open, waited) = tokio::task::spawn_blocking(move || {
             let mut first = std::net::TcpStream::connect(addr).unwrap();
-            let mut second = std::net::TcpStream::connect(addr).unwrap();
-            second
-                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            second
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            let mut answer = String::new();
-            let _ = second.read_to_string(&mut answer);
+            std::thread::sleep(Duration::from_millis(100));
+            let asked = std::time::Instant::now();
+            let answer = get(addr, "/");
+            let waited = asked.elapsed();
             first.set_nonblocking(true).unwrap();
             let first_open =
                 matches!(first.read(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock);
-            (answer, first_open)
+            (answer, first_open, waited)
         })
         .await
         .unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(!first_open, "the silent client kept its place");
+        assert!(waited < Duration::from_secs(20), "{waited:?}");
+        let _ = stop.send(());
+        assert_eq!(server.await.unwrap(), Stopped::Drained);
+    }
+
+    /// A connection whose request is being served keeps its place: the next
+    /// client waits for it, and both are answered.
+    #[tokio::test]
+    async fn a_request_being_served_is_never_shed() {
+        let router = Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    "slow"
+                }),
+            )
+            .route("/", axum::routing::get(|| async { "hi" }));
+        let (addr, stop, server) = one_place(router).await;
+        let (slow, quick) = tokio::task::spawn_blocking(move || {
+            let slow = std::thread::spawn(move || get(addr, "/slow"));
+            std::thread::sleep(Duration::from_millis(200));
+            (slow, get(addr, "/"))
+        })
+        .await
+        .unwrap();
+        let slow = tokio::task::spawn_blocking(move || slow.join().unwrap())
+            .await
+            .unwrap();
         assert!(
-            !first_open,
-            "the second client was served while the first held the slot"
+            slow.starts_with("HTTP/1.1 200") && slow.ends_with("slow"),
+            "{slow:?}"
         );
+        assert!(quick.starts_with("HTTP/1.1 200"), "{quick:?}");
         let _ = stop.send(());
         assert_eq!(server.await.unwrap(), Stopped::Drained);
     }
