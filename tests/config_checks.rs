@@ -86,6 +86,11 @@ fn serve_checks_subject_defaults_and_secrets_before_the_token() {
         token.dir().display()
     );
     refused(&run(&token, "serve", &missing_tls, true), "no-cert.pem");
+    let mut cmd = token.hsm_csr();
+    cmd.args(["serve", "--listen", "not-an-address", "--config"])
+        .arg(token.dir().join("checked.toml"))
+        .env("HSM_CSR_TEST_SECRET", "s3cret");
+    refused(&Run::of(&mut cmd), "--listen");
     // With the configuration right, the same command does reach the token.
     let reached = run(&token, "serve", ACCESS_KEY, true);
     assert!(

@@ -110,6 +110,7 @@ fn idle_connections_cannot_lock_out_a_signed_call() {
         attempts += 1;
     }
     let waited = asked.elapsed();
+    assert_eq!(attempts, 1, "the first signed call must get through");
     let health = server.get("/healthz").unwrap_or_default();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     drop(idle);

@@ -354,3 +354,101 @@ fn unknown_actions_count_against_the_callers_rate() {
     );
     server.stop();
 }
+
+/// Clients that send a request head and never its body, reconnecting as
+/// fast as they are closed, on a server whose every place they could take:
+/// a signed call still gets through at its first attempt, well before the
+/// body timeout, and is never itself the connection closed to make room.
+#[test]
+fn stalled_bodies_at_the_connection_limit_cannot_lock_out_a_caller() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start(
+        &token,
+        "ec-p256",
+        "max_connections = 8\nheader_timeout_ms = 60000\nbody_timeout_ms = 60000",
+    );
+    let addr = server.addr.clone();
+    let stop = AtomicBool::new(false);
+    let answer = std::thread::scope(|s| {
+        for _ in 0..12 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut c) = TcpStream::connect(&addr) else {
+                        continue;
+                    };
+                    let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                    let _ =
+                        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+                    // Held until the server closes it (or we stop).
+                    let mut sink = [0u8; 512];
+                    while !stop.load(Ordering::Relaxed) {
+                        match c.read(&mut sink) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let asked = Instant::now();
+        let answer = main_call(&addr, &[("CommonName", "through.example.com")]);
+        let waited = asked.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        (answer, waited)
+    });
+    let (answer, waited) = answer;
+    assert_eq!(answer.code, "OK", "{answer:?}");
+    // Half the 60 s timeouts: had the stalled connections kept their
+    // places, the call would have waited for one of them to time out.
+    assert!(
+        waited < Duration::from_secs(30),
+        "the call waited {waited:?} behind stalled bodies"
+    );
+    eprintln!(
+        "hostile: behind 12 clients stalling their bodies at a limit of 8 connections, a signed call was answered in {:.2} s",
+        waited.as_secs_f64()
+    );
+    server.stop();
+    assert_eq!(token.keys().len(), 2);
+}
+
+/// Many clients each sending a huge request head that never ends: hyper's
+/// read buffer is bounded, so memory is too.
+#[test]
+fn endless_request_heads_cannot_grow_memory() {
+    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
+        return;
+    };
+    let server = Server::start(&token, "ec-p256", "");
+    let line = format!("X-Pad: {}\r\n", "p".repeat(1000));
+    let mut held = Vec::new();
+    for _ in 0..250 {
+        let mut c = TcpStream::connect(&server.addr).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
+        // 300 KB of header lines, no blank line; the server may close first.
+        for _ in 0..300 {
+            if c.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+        held.push(c);
+    }
+    let rss = server.rss_bytes();
+    eprintln!(
+        "hostile: 250 clients sending 300 KB heads: server RSS {:.1} MB",
+        rss as f64 / f64::from(1 << 20)
+    );
+    assert!(rss < 64 << 20, "server RSS {} MB", rss >> 20);
+    drop(held);
+    assert!(server.get("/healthz").unwrap().starts_with("HTTP/1.1 200"));
+    server.stop();
+}

@@ -14,6 +14,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let config = token::load_config(&args.token)?;
     let mut service_config = config.service.clone();
     if let Some(listen) = &args.listen {
+        listen.parse::<std::net::SocketAddr>().map_err(|_| {
+            Error::Config(format!(
+                "--listen {listen:?} must be an IP address and port, such as 127.0.0.1:8080 or [::1]:8080."
+            ))
+        })?;
         service_config.listen = listen.clone();
     }
     let key_options = config.key.options()?;

@@ -85,7 +85,7 @@ impl Default for ServiceConfig {
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
-            max_connections: 512,
+            max_connections: 256,
             key_uri: false,
             access_keys: Vec::new(),
         }

@@ -43,15 +43,25 @@ enum Phase {
     Head(Instant),
     /// Between requests: the next one must start by the deadline.
     Idle(Instant),
-    /// A request is with the handler, which bounds its own body and work.
+    /// The handler waits for the request's body, since the given time; it
+    /// bounds that wait itself (`body_timeout_ms`), but the time is the
+    /// client's.
+    Body(Instant),
+    /// The handler has the whole request and works on it.
     Busy,
 }
+
+/// How long a connection is left alone after it is accepted before it may be
+/// closed to make room for another: time for a client that means it to send
+/// its request, TLS handshake included.
+pub const SHED_AFTER: Duration = Duration::from_secs(2);
 
 /// The phase of one connection, shared by its I/O and its service.
 #[derive(Debug)]
 pub struct Clock {
     phase: Mutex<Phase>,
     timeouts: Timeouts,
+    accepted: Instant,
 }
 
 impl Clock {
@@ -61,6 +71,7 @@ impl Clock {
         Arc::new(Clock {
             phase: Mutex::new(Phase::Head(after(accepted, timeouts.header))),
             timeouts,
+            accepted,
         })
     }
 
@@ -69,9 +80,26 @@ impl Clock {
         *phase = f(*phase);
     }
 
-    /// A request head is complete and goes to the handler.
-    pub fn request_started(&self) {
-        self.set(|_| Phase::Busy);
+    /// A request head is complete and goes to the handler; `body_follows`
+    /// when the client has a body still to send.
+    pub fn request_started(&self, body_follows: bool) {
+        let now = Instant::now();
+        self.set(|_| {
+            if body_follows {
+                Phase::Body(now)
+            } else {
+                Phase::Busy
+            }
+        });
+    }
+
+    /// The whole body is in (or the client broke it off): the request is
+    /// the handler's alone.
+    pub fn body_received(&self) {
+        self.set(|phase| match phase {
+            Phase::Body(_) => Phase::Busy,
+            other => other,
+        });
     }
 
     /// The handler has answered: the connection is idle once it is written.
@@ -88,10 +116,27 @@ impl Clock {
         });
     }
 
-    /// When reading must have got somewhere; None while the handler has the request.
+    /// When reading must have got somewhere; None while the handler has the
+    /// request (it bounds the body and its own work).
     pub fn read_deadline(&self) -> Option<Instant> {
         match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
             Phase::Head(d) | Phase::Idle(d) => Some(d),
+            Phase::Body(_) | Phase::Busy => None,
+        }
+    }
+
+    /// Whether the connection may be closed to make room for another, and
+    /// if so, from when it has waited for its client (the earliest goes
+    /// first): one waiting for a request head, idle, or waiting for a body,
+    /// once it is [`SHED_AFTER`] old; never one whose request is being served.
+    pub fn waiting_since(&self, now: Instant) -> Option<Instant> {
+        if now.saturating_duration_since(self.accepted) < SHED_AFTER {
+            return None;
+        }
+        match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
+            Phase::Head(d) => Some(d.checked_sub(self.timeouts.header).unwrap_or(d)),
+            Phase::Idle(d) => Some(d.checked_sub(self.timeouts.idle).unwrap_or(d)),
+            Phase::Body(since) => Some(since),
             Phase::Busy => None,
         }
     }
@@ -247,7 +292,7 @@ mod tests {
     #[test]
     fn idle_runs_until_the_next_request_starts() {
         let clock = Clock::new(Instant::now(), T);
-        clock.request_started();
+        clock.request_started(true);
         assert_eq!(clock.read_deadline(), None, "the handler bounds the body");
         let before = Instant::now();
         clock.response_ready();
@@ -258,5 +303,37 @@ mod tests {
         assert!(head < idle, "the header timeout runs from the first byte");
         clock.bytes_arrived();
         assert_eq!(clock.read_deadline(), Some(head));
+    }
+}
+
+#[cfg(test)]
+mod shedding {
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(30),
+    };
+
+    #[test]
+    fn only_connections_waiting_on_their_client_may_be_shed() {
+        let accepted = Instant::now();
+        let later = accepted + SHED_AFTER;
+        let clock = Clock::new(accepted, T);
+        assert_eq!(clock.waiting_since(accepted), None, "too young");
+        assert_eq!(
+            clock.waiting_since(later),
+            Some(accepted),
+            "waiting for a head"
+        );
+        clock.request_started(true);
+        let body = clock.waiting_since(later).expect("waiting for a body");
+        assert!(body >= accepted);
+        clock.body_received();
+        assert_eq!(clock.waiting_since(later), None, "being served");
+        clock.request_started(false);
+        assert_eq!(clock.waiting_since(later), None, "no body: served at once");
+        clock.response_ready();
+        assert!(clock.waiting_since(later + T.idle).is_some(), "idle");
     }
 }

@@ -248,7 +248,7 @@ async fn authorize_and_issue(
     }
     if !svc
         .nonces
-        .first_use(&v.access_key_id, &v.nonce, window.saturating_mul(2))
+        .first_use(&v.access_key_id, &v.nonce, nonce_lifetime(window))
     {
         return Err(ApiError::SignatureNonceUsed);
     }
@@ -285,6 +285,15 @@ async fn authorize_and_issue(
         .validate(&svc.defaults)
         .map_err(|e| ApiError::from(&e))?;
     issue_on_token(svc, valid, request_id.to_owned()).await
+}
+
+/// How long a nonce stays used: twice the timestamp window (a request
+/// stamped at either edge of it), and 2 s more, since the window is checked
+/// in whole wall-clock seconds and nonces expire on the monotonic clock.
+fn nonce_lifetime(window: Duration) -> Duration {
+    window
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(2))
 }
 
 /// Runs the CSR on a blocking thread and keeps its key only if the

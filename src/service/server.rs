@@ -124,6 +124,7 @@ pub async fn run(config: &ServiceConfig, sessions: usize, router: Router) -> Res
             idle: Duration::from_millis(config.idle_timeout_ms),
         },
         max_connections,
+        read_buffer: read_buffer(config),
     };
     let stop = async move {
         shutdown_signal().await;
@@ -159,6 +160,21 @@ struct Serving {
     timeouts: Timeouts,
     /// Most connections open at once (see [`connection_limit`]).
     max_connections: usize,
+    /// hyper's read buffer per connection (see [`read_buffer`]).
+    read_buffer: usize,
+}
+
+/// The most a connection's read buffer may hold: a request head
+/// (`max_header_bytes`, plus the request line) and a body's worth
+/// (`max_body_bytes`), and never under hyper's minimum of 8 KiB. A client
+/// that sends more before its head is complete is answered 431 and closed,
+/// so memory is bounded by `max_connections` × (this + `max_body_bytes`)
+/// whatever clients send.
+fn read_buffer(config: &ServiceConfig) -> usize {
+    config
+        .max_header_bytes
+        .saturating_add(config.max_body_bytes)
+        .max(8192)
 }
 
 /// The open connections, so that the one that has waited longest for a
@@ -187,15 +203,16 @@ impl Open {
         self.lock().remove(&id);
     }
 
-    /// Asks the connection whose read deadline comes first (it has waited
-    /// longest for a request) to close. False when every connection has a
-    /// request with the handler.
+    /// Asks the connection that has waited longest for its client (see
+    /// [`Clock::waiting_since`]) to close. False when there is none: every
+    /// connection is being served, or too young to judge.
     fn shed_one(&self) -> bool {
+        let now = Instant::now();
         let open = self.lock();
         let victim = open
             .values()
-            .filter_map(|(clock, shed)| Some((clock.read_deadline()?, shed)))
-            .min_by_key(|(deadline, _)| *deadline);
+            .filter_map(|(clock, shed)| Some((clock.waiting_since(now)?, shed)))
+            .min_by_key(|(since, _)| *since);
         match victim {
             Some((_, shed)) => {
                 shed.notify_one();
@@ -323,7 +340,7 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     match &serving.tls {
-        None => http(stream, serving.router, clock, shed, stopped).await,
+        None => http(stream, serving, clock, shed, stopped).await,
         Some(acceptor) => {
             // The handshake counts towards the first request's header timeout.
             let deadline = clock.read_deadline().unwrap_or_else(Instant::now);
@@ -337,24 +354,28 @@ async fn connection(
                 () = shed.notified() => return log::debug!("shed during the TLS handshake"),
                 _ = stopped.wait_for(|s| *s) => return,
             };
-            http(tls, serving.router, clock, shed, stopped).await;
+            http(tls, serving, clock, shed, stopped).await;
         }
     }
 }
 
 async fn http<S>(
     io: S,
-    router: Router,
+    serving: Serving,
     clock: Arc<Clock>,
     shed: Arc<Notify>,
     mut stopped: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let app = TowerToHyperService::new(router);
+    let app = TowerToHyperService::new(serving.router);
     let marks = Arc::clone(&clock);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        marks.request_started();
+        marks.request_started(!hyper::body::Body::is_end_stream(request.body()));
+        let request = request.map(|body| ClientBody {
+            inner: body,
+            clock: Arc::clone(&marks),
+        });
         let answer = hyper::service::Service::call(&app, request);
         let marks = Arc::clone(&marks);
         async move {
@@ -369,6 +390,7 @@ async fn http<S>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        .max_buf_size(serving.read_buffer)
         .keep_alive(true);
     let conn =
         builder.serve_connection(TokioIo::new(Watched::new(io, Arc::clone(&clock))), service);
@@ -377,14 +399,46 @@ async fn http<S>(
         tokio::select! {
             done = conn.as_mut() => return finished(done),
             _ = stopped.wait_for(|s| *s) => break conn.as_mut().graceful_shutdown(),
-            // Closed only while waiting for a request: one with the handler
-            // has started, and finishes.
-            () = shed.notified() => if clock.read_deadline().is_some() {
+            // Closed only while still waiting on its client (a notice
+            // that arrives once the request is being served is stale).
+            () = shed.notified() => if clock.waiting_since(Instant::now()).is_some() {
                 return log::debug!("closed to make room for a new client");
             },
         }
     }
     finished(conn.await);
+}
+
+/// A request body that tells the connection's [`Clock`] when the client
+/// has sent all of it.
+struct ClientBody {
+    inner: Incoming,
+    clock: Arc<Clock>,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Self::Data>, Self::Error>>>
+    {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            self.clock.body_received();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn finished(done: hyper::Result<()>) {
@@ -428,6 +482,7 @@ mod tests {
                 idle: Duration::from_secs(30),
             },
             max_connections: 1,
+            read_buffer: 8192,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
