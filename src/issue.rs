@@ -264,8 +264,10 @@ pub fn retry_on_lost_session<B, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::mock::MockBackend;
+    use crate::backend::mock::{MockBackend, pkcs11_failure};
     use crate::request::{CsrRequest, SubjectDefaults};
+    use cryptoki::context::Function;
+    use cryptoki::error::RvError;
 
     fn valid() -> ValidRequest {
         CsrRequest {
@@ -444,9 +446,10 @@ mod tests {
     #[test]
     fn no_retry_once_a_key_was_made_and_left() {
         let left = || Error::RollbackFailed {
-            original: Box::new(Error::CreateCsr(
-                "C_Sign: CKR_SESSION_HANDLE_INVALID".into(),
-            )),
+            original: Box::new(Error::CreateCsr(pkcs11_failure(
+                Function::Sign,
+                RvError::SessionHandleInvalid,
+            ))),
             rollback: "C_DestroyObject: CKR_SESSION_HANDLE_INVALID".into(),
             key_uri: "pkcs11:object=x".into(),
         };

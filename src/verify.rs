@@ -55,8 +55,9 @@ pub fn verify(
     UnparsedPublicKey::new(verifier, public_key)
         .verify(message, signature)
         .map_err(|_| {
-            Error::CreateCsr(format!(
-                "the token's {alg} signature does not verify against the new public key"
-            ))
+            Error::CreateCsr(
+                format!("the token's {alg} signature does not verify against the new public key")
+                    .into(),
+            )
         })
 }

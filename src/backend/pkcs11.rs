@@ -295,7 +295,7 @@ impl KeyBackend for Pkcs11Backend {
             keygen::destroy_pair(session, pair).map_err(|detail| Error::Token {
                 op: "destroying the new key pair",
                 token: self.token_label().to_owned(),
-                detail,
+                detail: detail.into(),
             })
         });
         if destroyed.is_err() {
@@ -311,26 +311,10 @@ impl KeyBackend for Pkcs11Backend {
     }
 }
 
-/// A PKCS#11 error in the spec's own words: `C_Sign: CKR_KEY_TYPE_INCONSISTENT`.
-pub(crate) fn describe(e: &P11Error) -> String {
-    match e {
-        P11Error::Pkcs11(rv, function) => {
-            format!("C_{function:?}: {}", screaming("CKR", &format!("{rv:?}")))
-        }
-        other => other.to_string(),
-    }
-}
-
-/// `PinIncorrect` -> `CKR_PIN_INCORRECT`.
-fn screaming(prefix: &str, camel: &str) -> String {
-    let mut out = String::from(prefix);
-    for c in camel.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
+/// A PKCS#11 error in the spec's own words: `C_Sign: CKR_KEY_TYPE_INCONSISTENT`,
+/// with its return value kept (see [`crate::error::Detail`]).
+pub(crate) fn describe(e: &P11Error) -> crate::error::Detail {
+    crate::error::Detail::pkcs11(e)
 }
 
 #[cfg(test)]
@@ -341,6 +325,10 @@ mod tests {
     #[test]
     fn errors_read_like_the_spec() {
         let e = P11Error::Pkcs11(RvError::MechanismInvalid, Function::GenerateKeyPair);
-        assert_eq!(describe(&e), "C_GenerateKeyPair: CKR_MECHANISM_INVALID");
+        assert_eq!(
+            describe(&e).to_string(),
+            "C_GenerateKeyPair: CKR_MECHANISM_INVALID"
+        );
+        assert_eq!(describe(&e).return_value(), Some(RvError::MechanismInvalid));
     }
 }

@@ -205,7 +205,12 @@ impl Pkcs11Backend {
         let failures: Vec<String> = key
             .objects
             .iter()
-            .filter_map(|h| session.destroy_object(*h).err().map(|e| describe(&e)))
+            .filter_map(|h| {
+                session
+                    .destroy_object(*h)
+                    .err()
+                    .map(|e| describe(&e).to_string())
+            })
             .collect();
         if failures.is_empty() {
             Ok(())
@@ -213,7 +218,7 @@ impl Pkcs11Backend {
             Err(Error::Token {
                 op: "C_DestroyObject",
                 token: self.label.clone(),
-                detail: failures.join("; "),
+                detail: failures.join("; ").into(),
             })
         }
     }
@@ -327,7 +332,8 @@ impl Pkcs11Backend {
                 detail: format!(
                     "{}; some tokens (e.g. AWS CloudHSM) cannot store certificates",
                     describe(&e)
-                ),
+                )
+                .into(),
             })?;
         Ok(true)
     }

@@ -273,7 +273,7 @@ impl KeyPool {
 
 /// Why a claim failed, and whether the token said it never will succeed.
 struct ClaimFailed {
-    detail: String,
+    detail: crate::error::Detail,
     refused: bool,
 }
 
@@ -283,7 +283,7 @@ fn set_both(session: &Session, pair: Pair, attribute: Attribute, what: &str) -> 
         session
             .update_attributes(object, std::slice::from_ref(&attribute))
             .map_err(|e| ClaimFailed {
-                detail: format!("{what}: {}", describe(&e)),
+                detail: describe(&e).context(what),
                 // The token will never make this change, as opposed to a
                 // failure of this one call.
                 refused: matches!(
@@ -314,7 +314,7 @@ fn claim(session: &Session, pair: Pair, claimed_id: &[u8], label: &str) -> Claim
         let kept = session
             .get_attributes(object, &[AttributeType::Id])
             .map_err(|e| ClaimFailed {
-                detail: format!("reading back a claimed CKA_ID: {}", describe(&e)),
+                detail: describe(&e).context("reading back a claimed CKA_ID"),
                 refused: false,
             })?;
         if !matches!(kept.as_slice(), [Attribute::Id(id)] if id == claimed_id) {
@@ -346,14 +346,14 @@ impl Pkcs11Backend {
         let claimed = match self.session() {
             Ok(session) => claim(session, pooled.pair, &claimed_id, label),
             Err(e) => Err(ClaimFailed {
-                detail: e.to_string(),
+                detail: e.to_string().into(),
                 refused: false,
             }),
         };
         if let Err(failed) = claimed {
             self.discard(pooled, &[claimed_id]);
             if failed.refused {
-                self.turn_off(pool, &failed.detail);
+                self.turn_off(pool, failed.detail.as_str());
             }
             return Err(Error::Token {
                 op: "taking a key from the pool (C_SetAttributeValue)",
