@@ -6,6 +6,7 @@
 //! The PIN itself is never in this file, only the path of a file holding it.
 
 mod check;
+mod service;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use crate::algorithm::KeyType;
 use crate::error::{Error, Result};
 use crate::issue::KeyOptions;
 use crate::request::SubjectDefaults;
+pub use service::{AccessKeyConfig, ServiceConfig};
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -27,7 +29,7 @@ pub struct Config {
     /// `[subject]`: subject defaults.
     pub subject: SubjectConfig,
     /// `[service]`: `hsm-csr serve`.
-    pub service: crate::service::ServiceConfig,
+    pub service: ServiceConfig,
     /// `[pool]`: pre-generated keys for `serve`.
     pub pool: PoolConfig,
 }

@@ -32,11 +32,12 @@ use secrecy::ExposeSecret;
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::pkcs11::inventory::report_unchecked;
 use crate::backend::pkcs11::pool::KeyPool;
+pub use crate::config::{AccessKeyConfig, ServiceConfig};
 use crate::error::{Error, Result};
 use crate::issue::KeyOptions;
 use crate::request::SubjectDefaults;
 use config::AccessKey;
-pub use config::{AccessKeyConfig, AccessKeys, ServiceConfig};
+pub use config::AccessKeys;
 
 /// Logged-in sessions, each used by one request at a time.
 struct Workers {

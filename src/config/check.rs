@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+use super::ServiceConfig;
 use super::{Config, parse_key_type};
 use crate::request::CsrRequest;
-use crate::service::ServiceConfig;
 
 /// One numeric setting: its name as written in the file, its value, and the
 /// inclusive range it must lie in.
