@@ -1,5 +1,5 @@
 //! One error type for the library, and the one place where each error is
-//! given its API code (the seed's table) and its class.
+//! given its API code (the cloud API's error table) and its class.
 //!
 //! Front ends map [`ErrorClass`] to what they speak: the CLI to exit codes
 //! (`src/main.rs`), the HTTP service to statuses. Messages never contain a
@@ -148,7 +148,7 @@ pub enum Error {
     KeyGen(Detail),
 
     /// The public key could not be read from the token or encoded. The
-    /// message keeps the seed's wording ("private key"), which the API
+    /// message keeps the cloud API's wording ("private key"), which the API
     /// contract fixes; the detail says what really failed.
     #[error("Failed to encode private key. ({0})")]
     EncodeKey(Detail),
@@ -241,7 +241,7 @@ fn list_or_none(labels: &[String]) -> String {
 }
 
 impl Error {
-    /// The API error code, as the seed's error table names it.
+    /// The API error code, as the cloud API's error table names it.
     pub fn code(&self) -> &'static str {
         match self {
             Error::MissingCommonName => "MissingCommonName",

@@ -195,7 +195,7 @@ pub fn prepare_csr<'b>(
 
         let t = Instant::now();
         let signature = alg.encode_signature(&raw)?;
-        verify::verify(key.key_type, alg, &key.spki_der, &tbs, &signature)?;
+        verify::token_signature(key.key_type, alg, &key.spki_der, &tbs, &signature)?;
         let der = csr::assemble(info, alg, &signature)?;
         let response = CsrResponse {
             request_id,

@@ -2,14 +2,14 @@
 //!
 //! One context per module per process ([`context`]), one read-write
 //! session per backend, one login. The token is found by label or serial
-//! ([`select`]), never by slot number alone.
+//! ([`token_selection`]), never by slot number alone.
 
 mod context;
 pub mod inventory;
 mod keygen;
 pub mod pool;
-pub mod select;
 mod sign;
+pub mod token_selection;
 pub mod uri;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ use crate::algorithm::SignatureAlgorithm;
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::error::{Error, Result};
 
-pub use select::TokenSelector;
+pub use token_selection::TokenSelector;
 
 /// A logged-in session on one token.
 pub struct Pkcs11Backend {
@@ -34,7 +34,7 @@ pub struct Pkcs11Backend {
     session: Option<Session>,
     ctx: Arc<context::Context>,
     slot: Slot,
-    /// None when the module cannot report it (see [`select`]).
+    /// None when the module cannot report it (see [`token_selection`]).
     token: Option<TokenInfo>,
     label: String,
     serial: String,
@@ -78,7 +78,7 @@ impl Pkcs11Backend {
         }
         let ctx = context::get(module)?;
         let t = std::time::Instant::now();
-        let found = select::find(&ctx.pkcs11, &module.display().to_string(), selector)?;
+        let found = token_selection::find(&ctx.pkcs11, &module.display().to_string(), selector)?;
         log::debug!("found token {} in {:?}", selector.describe(), t.elapsed());
         let (label, serial) = match &found.info {
             Some(info) => (info.label().to_owned(), info.serial_number().to_owned()),

@@ -140,7 +140,7 @@ fn get<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
 ///
 /// # Errors
 /// The cloud's error for each way a request can fail to authenticate.
-pub fn verify<'s>(
+pub fn authenticate<'s>(
     req: &RawRequest<'_>,
     secret_of: impl Fn(&str) -> Option<&'s str>,
 ) -> Result<Verified, ApiError> {

@@ -210,7 +210,7 @@ async fn handle(
             .collect(),
         body: &body,
     };
-    let verified = match auth::verify(&raw, |id| svc.secret_of(id)) {
+    let verified = match auth::authenticate(&raw, |id| svc.secret_of(id)) {
         Ok(v) => v,
         Err(e) => return (Err(e), early_format, String::new(), String::new()),
     };

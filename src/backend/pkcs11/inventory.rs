@@ -344,7 +344,7 @@ impl Pkcs11Backend {
 ///
 /// # Errors
 /// `Key.NotFound` or `Key.Ambiguous`.
-pub fn select<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
+pub fn find_key<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
     // Shown in errors without its query part, which may carry a PIN.
     let shown = query.split('?').next().unwrap_or_default();
     let matches: Vec<&KeyEntry> = if query.starts_with("pkcs11:") {

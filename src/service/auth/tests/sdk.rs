@@ -33,8 +33,8 @@ impl Req {
         }
     }
 
-    pub fn verify(&self) -> Result<Verified, ApiError> {
-        verify(&self.raw(), |id| (id == "AKID").then_some("SECRET"))
+    pub fn authenticate(&self) -> Result<Verified, ApiError> {
+        authenticate(&self.raw(), |id| (id == "AKID").then_some("SECRET"))
     }
 
     pub fn with(mut self, name: &str, value: &[u8]) -> Req {
