@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::algorithm::{Hash, KeyType, RSA_SIZES, SignatureAlgorithm};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::csr;
 use crate::error::{Error, Result};
@@ -18,47 +17,9 @@ use crate::fingerprint;
 use crate::request::ValidRequest;
 use crate::verify;
 
-/// How keys are made, how they sign, and how they are named.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyOptions {
-    /// Key type; default RSA-2048 (the API's).
-    pub key_type: KeyType,
-    /// Signature hash; default SHA-256 (SHA-384 for P-384).
-    pub hash: Option<Hash>,
-    /// RSASSA-PSS instead of PKCS#1 v1.5 (RSA only).
-    pub pss: bool,
-    /// CKA_LABEL is this prefix followed by the common name.
-    pub label_prefix: String,
-}
+mod options;
 
-impl Default for KeyOptions {
-    fn default() -> Self {
-        KeyOptions {
-            key_type: KeyType::Rsa { bits: 2048 },
-            hash: None,
-            pss: false,
-            label_prefix: "hsm-csr:".into(),
-        }
-    }
-}
-
-impl KeyOptions {
-    /// Checks the options and returns the signature algorithm they mean.
-    ///
-    /// # Errors
-    /// `Config.Invalid` for an RSA size other than 2048, 3072 or 4096, or a
-    /// hash or `pss` that does not fit the key type.
-    pub fn signature(&self) -> Result<SignatureAlgorithm> {
-        if let KeyType::Rsa { bits } = self.key_type {
-            if !RSA_SIZES.contains(&bits) {
-                return Err(Error::Config(format!(
-                    "key size {bits} is not supported; use 2048, 3072 or 4096."
-                )));
-            }
-        }
-        SignatureAlgorithm::for_key(self.key_type, self.hash, self.pss)
-    }
-}
+pub use options::{KeyOptions, ValidKeyOptions};
 
 /// The API response, field names as the API spells them, plus `KeyUri`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -164,16 +125,17 @@ impl Drop for PendingCsr<'_> {
 pub fn prepare_csr<'b>(
     backend: &'b mut dyn KeyBackend,
     request: &ValidRequest,
-    key_options: &KeyOptions,
+    key_options: &ValidKeyOptions,
     request_id: String,
 ) -> Result<PendingCsr<'b>> {
-    let alg = key_options.signature()?;
+    let alg = key_options.signature();
     let spec = KeySpec {
-        key_type: key_options.key_type,
+        key_type: key_options.key_type(),
         signature: alg,
         label: format!(
             "{}{}",
-            key_options.label_prefix, request.subject.common_name
+            key_options.label_prefix(),
+            request.subject.common_name
         ),
     };
 
@@ -233,7 +195,7 @@ pub fn prepare_csr<'b>(
 pub fn issue_csr(
     backend: &mut dyn KeyBackend,
     request: &ValidRequest,
-    key_options: &KeyOptions,
+    key_options: &ValidKeyOptions,
     request_id: String,
 ) -> Result<CsrResponse> {
     prepare_csr(backend, request, key_options, request_id).map(PendingCsr::commit)
@@ -264,6 +226,7 @@ pub fn retry_on_lost_session<B, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithm::KeyType;
     use crate::backend::mock::{MockBackend, pkcs11_failure};
     use crate::request::{CsrRequest, SubjectDefaults};
     use cryptoki::context::Function;
@@ -281,7 +244,7 @@ mod tests {
     #[test]
     fn success_keeps_the_key_and_fills_the_response() {
         let mut b = MockBackend::default();
-        let r = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let r = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         assert_eq!(b.live.len(), 1);
         assert_eq!(r.request_id, "ID");
         assert_eq!(r.common_name, "example.com");
@@ -307,7 +270,7 @@ mod tests {
             fail_sign: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert_eq!(b.generated, 1);
         assert!(b.live.is_empty());
@@ -319,7 +282,7 @@ mod tests {
             corrupt_signature: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert!(e.to_string().contains("does not verify"), "{e}");
         assert!(b.live.is_empty());
@@ -332,7 +295,7 @@ mod tests {
             fail_destroy: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert!(
             e.to_string().contains("pkcs11:object=hsm-csr:example.com"),
@@ -343,10 +306,12 @@ mod tests {
     #[test]
     fn undelivered_response_rolls_back() {
         let mut b = MockBackend::default();
-        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let pending =
+            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         drop(pending);
         assert!(b.live.is_empty());
-        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let pending =
+            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         pending.rollback().unwrap();
         assert!(b.live.is_empty());
         assert_eq!(b.generated, 2);
@@ -356,14 +321,22 @@ mod tests {
     fn delivered_keys_are_forgotten_so_a_session_holds_only_requests_in_flight() {
         let mut b = MockBackend::default();
         for i in 0..100 {
-            issue_csr(&mut b, &valid(), &KeyOptions::default(), format!("ID{i}")).unwrap();
+            issue_csr(
+                &mut b,
+                &valid(),
+                &ValidKeyOptions::default(),
+                format!("ID{i}"),
+            )
+            .unwrap();
             assert!(b.tracked.is_empty(), "after CSR {i}: {:?}", b.tracked);
         }
         assert_eq!(b.live.len(), 100, "every delivered key stays on the token");
 
-        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let pending =
+            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         drop(pending);
-        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let pending =
+            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         pending.rollback().unwrap();
         assert!(b.tracked.is_empty());
         assert_eq!(b.live.len(), 100);
@@ -376,7 +349,10 @@ mod tests {
             key_type: KeyType::Rsa { bits: 1024 },
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &opts, "ID".into()).unwrap_err();
+        let e = opts
+            .validate()
+            .and_then(|opts| issue_csr(&mut b, &valid(), &opts, "ID".into()))
+            .unwrap_err();
         assert_eq!(e.code(), "Config.Invalid");
         assert_eq!(b.generated, 0);
     }
@@ -393,7 +369,7 @@ mod tests {
         reopen: impl FnOnce(&mut MockBackend) -> Result<MockBackend>,
     ) -> Result<CsrResponse> {
         retry_on_lost_session(b, reopen, |b| {
-            issue_csr(b, &valid(), &KeyOptions::default(), "ID".into())
+            issue_csr(b, &valid(), &ValidKeyOptions::default(), "ID".into())
         })
     }
 

@@ -34,7 +34,7 @@ use crate::backend::pkcs11::inventory::report_unchecked;
 use crate::backend::pkcs11::pool::KeyPool;
 pub use crate::config::{AccessKeyConfig, ServiceConfig};
 use crate::error::{Error, Result};
-use crate::issue::KeyOptions;
+use crate::issue::ValidKeyOptions;
 use crate::request::SubjectDefaults;
 use config::AccessKey;
 pub use config::AccessKeys;
@@ -50,7 +50,7 @@ struct Workers {
 pub struct Service {
     workers: Workers,
     keys: HashMap<String, AccessKey>,
-    key_options: KeyOptions,
+    key_options: ValidKeyOptions,
     defaults: SubjectDefaults,
     config: ServiceConfig,
     nonces: limits::Nonces,
@@ -137,21 +137,17 @@ fn spawn_refiller(
 
 impl Service {
     /// Takes over the logged-in `backends`, one per worker.
-    ///
-    /// # Errors
-    /// `Config.Invalid` when the key options are unusable.
     pub fn new(
         backends: Vec<Pkcs11Backend>,
         config: ServiceConfig,
         keys: AccessKeys,
-        key_options: KeyOptions,
+        key_options: ValidKeyOptions,
         defaults: SubjectDefaults,
         pool: Option<Arc<KeyPool>>,
         token: Reconnect,
-    ) -> Result<Service> {
+    ) -> Service {
         let keys = keys.0;
-        key_options.signature()?;
-        Ok(Service {
+        Service {
             workers: Workers {
                 available: Arc::new(tokio::sync::Semaphore::new(backends.len())),
                 total: backends.len(),
@@ -169,7 +165,7 @@ impl Service {
             broken: AtomicBool::new(false),
             refiller: Mutex::new(None),
             orphans: Arc::default(),
-        })
+        }
     }
 
     /// The router: the RPC endpoint at `/`, and `/healthz`.
@@ -229,7 +225,7 @@ impl Service {
         let handle = spawn_refiller(
             Arc::clone(pool),
             session,
-            self.key_options.signature()?,
+            self.key_options.signature(),
             Arc::clone(&stop),
             Arc::clone(&self.orphans),
         );

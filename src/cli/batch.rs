@@ -64,7 +64,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
     if let Some(p) = &args.label_prefix {
         key_options.label_prefix = p.clone();
     }
-    key_options.signature()?;
+    let key_options = key_options.validate()?;
     let target = token::target(&args.token, &config)?;
     let opened = token::open(&target, &args.token, &config)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

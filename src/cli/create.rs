@@ -49,8 +49,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     if let Some(p) = &args.label_prefix {
         key_config.label_prefix = p.clone();
     }
-    let key_options = key_config.options()?;
-    key_options.signature()?;
+    let key_options = key_config.options()?.validate()?;
 
     let target = token::target(&args.token, &config)?;
     let mut out_file = args.out.as_deref().map(OutFile::open).transpose()?;
@@ -96,7 +95,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
 fn issue_and_deliver(
     backend: &mut hsm_csr::backend::pkcs11::Pkcs11Backend,
     request: &hsm_csr::ValidRequest,
-    key_options: &hsm_csr::KeyOptions,
+    key_options: &hsm_csr::ValidKeyOptions,
     request_id: &str,
     out_file: Option<&mut OutFile>,
     format: super::Format,

@@ -16,7 +16,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(listen) = &args.listen {
         service_config.listen = listen.clone();
     }
-    let key_options = config.key.options()?;
+    let key_options = config.key.options()?.validate()?;
     // The whole configuration, secrets included, is checked before the
     // token is opened: a mistake there must not cost a login.
     let keys = AccessKeys::load(&service_config.access_keys)?;
@@ -51,18 +51,18 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let pool = if config.pool.size > 0 {
         let pool_type = match &config.pool.key_type {
             Some(t) => parse_key_type(t, config.key.bits)?,
-            None => key_options.key_type,
+            None => key_options.key_type(),
         };
-        if pool_type != key_options.key_type {
+        if pool_type != key_options.key_type() {
             return Err(Error::Config(format!(
                 "[pool] key_type {pool_type} differs from [key] type {}: its keys would never be used.",
-                key_options.key_type
+                key_options.key_type()
             )));
         }
         Some(Arc::new(KeyPool::new(
             config.pool.size,
             pool_type,
-            format!("{}pool:unassigned", key_options.label_prefix),
+            format!("{}pool:unassigned", key_options.label_prefix()),
         )))
     } else {
         None
@@ -79,7 +79,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             selector: target.selector.clone(),
             pin: opened_pin,
         },
-    )?);
+    ));
     service.start_pool()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
