@@ -60,7 +60,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         .collect();
 
     let config = token::load_config(&args.token)?;
-    let mut key_options = config.key.options()?;
+    let mut key_options = config.key.options();
     if let Some(p) = &args.label_prefix {
         key_options.label_prefix = p.clone();
     }

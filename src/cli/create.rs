@@ -34,22 +34,22 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     .validate(&config.subject.defaults)?;
 
     let mut key_config = config.key.clone();
-    if let Some(t) = &args.key_type {
-        key_config.key_type = t.clone();
+    if let Some(t) = args.key_type {
+        key_config.key_type = t.into();
     }
     if let Some(bits) = &args.key_size {
         key_config.bits = bits
             .parse()
             .map_err(|_| Error::Config(format!("--key-size {bits} is not a number")))?;
     }
-    if let Some(h) = &args.hash {
-        key_config.hash = Some(h.clone());
+    if let Some(h) = args.hash {
+        key_config.hash = Some(h.into());
     }
     key_config.pss |= args.pss;
     if let Some(p) = &args.label_prefix {
         key_config.label_prefix = p.clone();
     }
-    let key_options = key_config.options()?.validate()?;
+    let key_options = key_config.options().validate()?;
 
     let target = token::target(&args.token, &config)?;
     let mut out_file = args.out.as_deref().map(OutFile::open).transpose()?;

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use hsm_csr::backend::pkcs11::pool::KeyPool;
-use hsm_csr::config::parse_key_type;
 use hsm_csr::service::{AccessKeys, Reconnect, Service};
 use hsm_csr::{Error, Result};
 
@@ -16,7 +15,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(listen) = &args.listen {
         service_config.listen = listen.clone();
     }
-    let key_options = config.key.options()?.validate()?;
+    let key_options = config.key.options().validate()?;
     // The whole configuration, secrets included, is checked before the
     // token is opened: a mistake there must not cost a login.
     let keys = AccessKeys::load(&service_config.access_keys)?;
@@ -50,7 +49,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     );
     let pool = if config.pool.size > 0 {
         let pool_type = match &config.pool.key_type {
-            Some(t) => parse_key_type(t, config.key.bits)?,
+            Some(t) => t.with_bits(config.key.bits),
             None => key_options.key_type(),
         };
         if pool_type != key_options.key_type() {

@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+use super::Config;
 use super::ServiceConfig;
-use super::{Config, parse_key_type};
 use crate::request::CsrRequest;
 
 /// One numeric setting: its name as written in the file, its value, and the
@@ -128,15 +128,14 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
     let key_options = config
         .key
         .options()
-        .and_then(|o| o.validate())
+        .validate()
         .map_err(|e| format!("[key]: {e}"))?;
     if key_options.label_prefix().chars().any(char::is_control) {
         return Err("[key] label_prefix must not contain control characters.".into());
     }
     if config.pool.size > 0 {
-        if let Some(t) = &config.pool.key_type {
-            let pool_type =
-                parse_key_type(t, config.key.bits).map_err(|e| format!("[pool]: {e}"))?;
+        if let Some(t) = config.pool.key_type {
+            let pool_type = t.with_bits(config.key.bits);
             if pool_type != key_options.key_type() {
                 return Err(format!(
                     "[pool] key_type {pool_type} differs from [key] type {}: its keys would never be used.",
