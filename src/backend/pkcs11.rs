@@ -7,7 +7,9 @@
 mod context;
 pub mod inventory;
 mod keygen;
+pub mod orphans;
 pub mod pool;
+pub mod session_pool;
 mod sign;
 pub mod token_selection;
 pub mod uri;
@@ -45,11 +47,8 @@ pub struct Pkcs11Backend {
     /// map back to objects. [`KeyBackend::forget`] drops delivered ones: a
     /// long-lived session holds only the pairs of the requests in flight.
     made: Vec<keygen::Pair>,
-    /// CKA_IDs of key pairs that may be on the token although nobody will
-    /// receive them: C_GenerateKeyPair or C_DestroyObject failed, and when
-    /// the token goes away mid-call nobody knows what it did. See
-    /// [`Self::sweep`].
-    unsettled: Vec<Vec<u8>>,
+    /// CKA_IDs of this session's orphans ([`orphans`]).
+    orphans: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -105,7 +104,7 @@ impl Pkcs11Backend {
             module: module.to_owned(),
             mechanisms: None,
             made: Vec::new(),
-            unsettled: Vec::new(),
+            orphans: Vec::new(),
         })
     }
 
@@ -154,7 +153,7 @@ impl Pkcs11Backend {
             module: self.module.clone(),
             mechanisms: self.mechanisms.clone(),
             made: Vec::new(),
-            unsettled: Vec::new(),
+            orphans: Vec::new(),
         })
     }
 
@@ -299,7 +298,7 @@ impl KeyBackend for Pkcs11Backend {
             })
         });
         if destroyed.is_err() {
-            self.unsettled.push(key.id.clone());
+            self.orphans.push(key.id.clone());
         }
         destroyed?;
         self.forget(key);

@@ -10,7 +10,7 @@ mod out_file;
 use std::io::Write;
 use std::time::Instant;
 
-use hsm_csr::backend::pkcs11::inventory::report_unchecked;
+use hsm_csr::backend::pkcs11::orphans;
 use hsm_csr::{CsrRequest, Error, Result, prepare_csr};
 
 use super::{CreateArgs, output, token};
@@ -69,7 +69,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         args.format,
     );
     if delivered.is_err() {
-        report_unchecked(&backend.settle(), "");
+        orphans::report(&backend.destroy_orphans(), "");
     }
     let timings = delivered?;
     drop(backend);

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use hsm_csr::backend::pkcs11::pool::KeyPool;
-use hsm_csr::service::{AccessKeys, Reconnect, Service};
+use hsm_csr::backend::pkcs11::session_pool::{Reconnect, SessionPool};
+use hsm_csr::service::{AccessKeys, Service};
 use hsm_csr::{Error, Result};
 
 use super::{ServeArgs, token};
@@ -31,22 +32,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     } else {
         service_config.workers
     };
-    let cap = opened
-        .backend
-        .max_rw_sessions()
-        .map_or(wanted, |m| (m as usize).max(1));
-    let workers = wanted.min(cap);
-    let opened_pin = opened.pin;
-    let mut backends = vec![opened.backend];
-    for _ in 1..workers {
-        // The login belongs to the application, not the session: extra
-        // sessions start logged in, and C_Login is not called again.
-        backends.push(backends[0].another_session()?);
-    }
-    log::info!(
-        "{workers} worker session(s) on token {:?}",
-        backends[0].token_label()
-    );
     let pool = if config.pool.size > 0 {
         let pool_type = match &config.pool.key_type {
             Some(t) => t.with_bits(config.key.bits),
@@ -66,29 +51,32 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     } else {
         None
     };
-    let service = Arc::new(Service::new(
-        backends,
-        service_config,
-        keys,
-        key_options,
-        config.subject.defaults.clone(),
-        pool,
+    let sessions = Arc::new(SessionPool::open(
+        opened.backend,
+        wanted,
         Reconnect {
             module: target.module.clone(),
             selector: target.selector.clone(),
-            pin: opened_pin,
+            pin: opened.pin,
         },
+        key_options,
+        pool,
+    )?);
+    sessions.start_key_pool()?;
+    let service = Arc::new(Service::new(
+        Arc::clone(&sessions),
+        service_config,
+        keys,
+        config.subject.defaults.clone(),
     ));
-    service.start_pool()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("tokio runtime: {e}")))?;
-    let served = runtime.block_on(Arc::clone(&service).serve());
+    let served = runtime.block_on(service.serve());
     // Cancels the handlers cut off by the shutdown deadline and waits for
     // their workers, which remove the key pairs nobody received.
     drop(runtime);
-    service.stop_pool();
-    service.settle_orphans();
+    sessions.close();
     served
 }

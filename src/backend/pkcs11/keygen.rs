@@ -110,7 +110,7 @@ pub(super) fn generate(
         Ok(pair) => pair,
         Err(e) => {
             // A token that went away mid-call may have stored the pair.
-            backend.unsettled.push(id);
+            backend.orphans.push(id);
             return Err(Error::KeyGen(describe(&e)));
         }
     };
@@ -151,7 +151,7 @@ pub(super) fn generate(
         Err(e) => Err(match destroy_pair(session, pair) {
             Ok(()) => e,
             Err(rollback) => {
-                backend.unsettled.push(id.clone());
+                backend.orphans.push(id.clone());
                 Error::RollbackFailed {
                     original: Box::new(e),
                     rollback,

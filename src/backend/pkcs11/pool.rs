@@ -17,7 +17,7 @@
 //! token's RNG), read back to check the token kept it: from then on nothing
 //! adopts the key again, across restarts too, whatever its label. Only then
 //! are both objects relabelled to the request's label. If any step fails
-//! the pair is destroyed (or remembered for a later sweep when even that
+//! the pair is destroyed (or remembered as an orphan when even that
 //! fails), and the request generates a key on demand. A crash between the
 //! two CKA_ID updates leaves halves with different CKA_IDs: never adopted.
 //!
@@ -370,7 +370,7 @@ impl Pkcs11Backend {
     }
 
     /// Destroys a pool key nobody will get. When that fails, remembers its
-    /// CKA_ID and `other_ids` (IDs it may carry by now) for a later sweep.
+    /// CKA_ID and `other_ids` (IDs it may carry by now) as orphans (see [`super::orphans`]).
     fn discard(&mut self, pooled: PooledKey, other_ids: &[Vec<u8>]) {
         let destroyed = self
             .session()
@@ -378,8 +378,8 @@ impl Pkcs11Backend {
             .and_then(|session| keygen::destroy_pair(session, pooled.pair));
         if let Err(e) = destroyed {
             log::warn!("could not destroy an unusable pool key, will retry: {e}");
-            self.unsettled.push(pooled.key.id);
-            self.unsettled.extend(other_ids.iter().cloned());
+            self.orphans.push(pooled.key.id);
+            self.orphans.extend(other_ids.iter().cloned());
         }
     }
 
