@@ -21,6 +21,9 @@ pub mod sessions;
 pub mod signature;
 pub mod tls;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
