@@ -62,7 +62,7 @@ impl Orphans {
 
 impl Pkcs11Backend {
     /// Hands over the CKA_IDs of this session's orphans.
-    pub fn take_orphans(&mut self) -> Vec<Vec<u8>> {
+    pub(crate) fn take_orphans(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.orphans)
     }
 
@@ -90,7 +90,7 @@ impl Pkcs11Backend {
 
     /// Makes `ids` this session's orphans too, e.g. those of a session this
     /// one replaces.
-    pub fn adopt_orphans(&mut self, mut ids: Vec<Vec<u8>>) {
+    pub(crate) fn adopt_orphans(&mut self, mut ids: Vec<Vec<u8>>) {
         self.orphans.append(&mut ids);
     }
 
