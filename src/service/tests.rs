@@ -155,6 +155,36 @@ async fn every_refusal_before_the_token_has_its_code() {
         code_of(&svc, header_twice).await,
         (StatusCode::BAD_REQUEST, "InvalidParameter".to_owned())
     );
+    // ACS3: a signature must cover the headers that say what is asked,
+    // and a body's content-type; both are checked before the signature.
+    let acs3 = |signed: &str, body: &'static str| {
+        Request::post("/")
+            .header(
+                "authorization",
+                format!("ACS3-HMAC-SHA256 Credential=AKID,SignedHeaders={signed},Signature=00"),
+            )
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let all =
+        "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version";
+    for (what, request) in [
+        ("x-acs-action unsigned", acs3("host", "")),
+        ("content-type unsigned", acs3(all, "CommonName=a.example")),
+    ] {
+        let (status, body, _) = send(&svc, request).await;
+        assert_eq!(
+            (status, body["Code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("IncompleteSignature")),
+            "{what}"
+        );
+        if what == "content-type unsigned" {
+            assert!(
+                body["Message"].as_str().unwrap().contains("content-type"),
+                "{body}"
+            );
+        }
+    }
     let sts_header = Request::get("/")
         .header("x-acs-security-token", "sts")
         .body(Body::empty())
