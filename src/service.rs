@@ -16,9 +16,9 @@ pub mod deadline;
 mod handler;
 pub mod limits;
 pub mod metrics;
+pub mod request_signing;
 pub mod server;
 pub mod sessions;
-pub mod signature;
 pub mod tls;
 
 #[cfg(test)]

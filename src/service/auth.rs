@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 
 use super::api::ApiError;
-use super::signature::{self, Acs3Authorization};
+use super::request_signing::{self, Acs3Authorization};
 
 /// A request as received, before anything is trusted.
 #[derive(Debug)]
@@ -165,7 +165,7 @@ pub fn authenticate<'s>(
     }
     match req.header("authorization")? {
         Some(auth) => {
-            let auth = signature::parse_acs3(auth).ok_or(ApiError::IncompleteSignature)?;
+            let auth = request_signing::parse_acs3(auth).ok_or(ApiError::IncompleteSignature)?;
             verify_acs3(req, &query, params, auth, secret_of)
         }
         None => verify_rpc(req, params, secret_of),
@@ -187,14 +187,14 @@ fn verify_rpc<'s>(
         return Err(ApiError::IncompleteSignature);
     }
     let nonce = signature_part("SignatureNonce")?.to_owned();
-    let timestamp = signature::parse_timestamp(required("Timestamp")?)
+    let timestamp = request_signing::parse_timestamp(required("Timestamp")?)
         .ok_or(ApiError::InvalidTimeStampFormat)?;
     let action = required("Action")?.to_owned();
     let version = required("Version")?.to_owned();
     let secret = secret_of(&access_key_id).ok_or(ApiError::InvalidAccessKeyId)?;
-    let string_to_sign = signature::rpc_string_to_sign(req.method, &params);
-    let expected = signature::rpc_signature(secret, &string_to_sign);
-    if !signature::matches(&expected, &signature_given) {
+    let string_to_sign = request_signing::rpc_string_to_sign(req.method, &params);
+    let expected = request_signing::rpc_signature(secret, &string_to_sign);
+    if !request_signing::matches(&expected, &signature_given) {
         return Err(ApiError::SignatureDoesNotMatch(Some(string_to_sign)));
     }
     let format = format_of(&params);
@@ -252,19 +252,19 @@ fn verify_acs3<'s>(
             .ok_or(ApiError::IncompleteSignature)
     };
     let payload_hash = header("x-acs-content-sha256")?;
-    if !signature::matches(&signature::sha256_hex(req.body), payload_hash) {
+    if !request_signing::matches(&request_signing::sha256_hex(req.body), payload_hash) {
         return Err(ApiError::SignatureDoesNotMatch(None));
     }
-    let timestamp = signature::parse_timestamp(header("x-acs-date")?)
+    let timestamp = request_signing::parse_timestamp(header("x-acs-date")?)
         .ok_or(ApiError::InvalidTimeStampFormat)?;
     let nonce = header("x-acs-signature-nonce")?.to_owned();
     let action = header("x-acs-action")?.to_owned();
     let version = header("x-acs-version")?.to_owned();
     let secret = secret_of(&auth.access_key_id).ok_or(ApiError::InvalidAccessKeyId)?;
     let canonical =
-        signature::acs3_canonical_request(req.method, req.path, query, &signed, payload_hash);
-    if !signature::matches(
-        &signature::acs3_signature(secret, &canonical),
+        request_signing::acs3_canonical_request(req.method, req.path, query, &signed, payload_hash);
+    if !request_signing::matches(
+        &request_signing::acs3_signature(secret, &canonical),
         &auth.signature,
     ) {
         return Err(ApiError::SignatureDoesNotMatch(None));

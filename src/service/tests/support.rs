@@ -18,7 +18,7 @@ use crate::backend::pkcs11::pool::PoolStats;
 use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr};
 use crate::request::{SubjectDefaults, ValidRequest};
 use crate::service::config::{AccessKey, AccessKeys};
-use crate::service::{Service, ServiceConfig, Sessions, signature};
+use crate::service::{Service, ServiceConfig, Sessions, request_signing};
 
 /// [`Sessions`] on one mock backend.
 #[derive(Default)]
@@ -196,8 +196,8 @@ pub(super) fn query_of(params: &[(String, String)]) -> String {
         .map(|(k, v)| {
             format!(
                 "{}={}",
-                signature::percent_encode(k),
-                signature::percent_encode(v)
+                request_signing::percent_encode(k),
+                request_signing::percent_encode(v)
             )
         })
         .collect::<Vec<_>>()
@@ -206,8 +206,11 @@ pub(super) fn query_of(params: &[(String, String)]) -> String {
 
 /// A GET signed with `secret` over `params`.
 pub(super) fn signed_with(secret: &str, mut params: Vec<(String, String)>) -> Request<Body> {
-    let sts = signature::rpc_string_to_sign("GET", &params);
-    params.push(("Signature".into(), signature::rpc_signature(secret, &sts)));
+    let sts = request_signing::rpc_string_to_sign("GET", &params);
+    params.push((
+        "Signature".into(),
+        request_signing::rpc_signature(secret, &sts),
+    ));
     get(&query_of(&params))
 }
 

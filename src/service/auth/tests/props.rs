@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use crate::service::signature::percent_encode;
+use crate::service::request_signing::percent_encode;
 
 use super::*;
 

@@ -5,7 +5,7 @@ use base64::Engine;
 use ring::hmac;
 
 use super::*;
-use crate::service::signature::{percent_encode, sha256_hex};
+use crate::service::request_signing::{percent_encode, sha256_hex};
 
 pub(super) const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -175,7 +175,7 @@ pub(super) fn acs3_signing(
         "POST\n/\n{}\n{canonical_headers}\n{names}\n{payload}",
         sdk_query(query, false)
     );
-    let signature = signature::acs3_signature("SECRET", &canonical);
+    let signature = request_signing::acs3_signature("SECRET", &canonical);
     let auth =
         format!("ACS3-HMAC-SHA256 Credential=AKID,SignedHeaders={names},Signature={signature}");
     Req {
