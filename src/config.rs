@@ -133,8 +133,11 @@ impl KeyTypeName {
 fn hash_name<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Option<Hash>, D::Error> {
+    // The value is not echoed: it could be a misplaced secret.
     let name = String::deserialize(d)?;
-    name.parse().map(Some).map_err(serde::de::Error::custom)
+    name.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom("invalid type or value, expected sha256, sha384 or sha512")
+    })
 }
 
 /// `[subject]`.
@@ -177,7 +180,10 @@ impl Config {
             let mut message = e.message().trim_end_matches('\n').replace('\n', " ");
             // "invalid type: integer `123456`, expected ..." would echo a
             // value put in the wrong place, possibly a PIN: drop the value.
-            if message.starts_with("invalid type") || message.starts_with("invalid value") {
+            if message.starts_with("invalid type")
+                || message.starts_with("invalid value")
+                || message.starts_with("unknown variant")
+            {
                 message = message
                     .split_once(", expected")
                     .map(|(_, rest)| format!("invalid type or value, expected{rest}"))
@@ -257,11 +263,14 @@ mod tests {
             crate::SignatureAlgorithm::Ecdsa(Hash::Sha384)
         );
         let e = Config::parse("[key]\ntype = \"dsa\"\n").unwrap_err();
-        assert!(e.starts_with("line 2: unknown variant"), "{e}");
+        assert!(
+            e.starts_with("line 2: invalid type or value, expected one of `rsa`"),
+            "{e}"
+        );
         let e = Config::parse("[key]\nhash = \"md5\"\n").unwrap_err();
-        assert!(e.contains("use sha256, sha384 or sha512"), "{e}");
+        assert!(e.contains("expected sha256, sha384 or sha512"), "{e}");
         let e = Config::parse("[pool]\nsize = 1\nkey_type = \"ed448\"\n").unwrap_err();
-        assert!(e.starts_with("line 3: unknown variant"), "{e}");
+        assert!(e.starts_with("line 3: invalid type or value"), "{e}");
     }
 
     #[test]
@@ -269,6 +278,16 @@ mod tests {
         let e = Config::parse("[token]\npin_file = 987654\n").unwrap_err();
         assert!(!e.contains("987654"), "{e}");
         assert!(e.starts_with("line 2: invalid type or value"), "{e}");
+        // A PIN pasted where a name goes.
+        for text in [
+            "[key]\ntype = \"987654\"\n",
+            "[key]\nhash = \"987654\"\n",
+            "[pool]\nkey_type = \"987654\"\n",
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(!e.contains("987654"), "{e}");
+            assert!(e.starts_with("line 2: invalid type or value"), "{e}");
+        }
     }
 
     #[test]
