@@ -91,7 +91,7 @@ impl<S: Sessions> Service<S> {
     /// cannot be used.
     pub async fn serve(self: Arc<Self>) -> Result<()> {
         tokio::spawn(Arc::clone(&self).reconnect_loop());
-        let sessions = self.sessions.open();
+        let sessions = self.sessions.sessions_open();
         let router = Arc::clone(&self).router();
         if server::run(&self.config, sessions, router).await? == server::Stopped::DeadlinePassed {
             // Returning drops the runtime, which cancels the handlers: their

@@ -16,7 +16,7 @@ pub trait Sessions: Send + Sync + 'static {
 
     /// How many sessions are open in all (request sessions and any other,
     /// such as the key pool's refiller).
-    fn open(&self) -> usize;
+    fn sessions_open(&self) -> usize;
 
     /// Whether the token stopped answering and is being reconnected.
     fn is_broken(&self) -> bool;
@@ -59,7 +59,7 @@ impl Sessions for SessionPool {
         SessionPool::total(self)
     }
 
-    fn open(&self) -> usize {
+    fn sessions_open(&self) -> usize {
         SessionPool::total(self) + usize::from(self.key_pool().is_some())
     }
 

@@ -44,7 +44,7 @@ impl Sessions for MockSessions {
         1
     }
 
-    fn open(&self) -> usize {
+    fn sessions_open(&self) -> usize {
         1
     }
 
