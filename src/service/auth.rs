@@ -1,5 +1,5 @@
 //! Who is calling: the request's signature, checked against the configured
-//! access keys, in either scheme of [`super::signature`].
+//! access keys, in either scheme of [`super::request_signing`].
 //!
 //! A signature vouches for what the request means only if nothing that
 //! changes the meaning can change while the signature stays the same. So
