@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hsm_csr::service::signature::{percent_encode, rpc_signature, rpc_string_to_sign};
+use hsm_csr::service::request_signing::{percent_encode, rpc_signature, rpc_string_to_sign};
 
 /// What one call came back with: `"ok"` or the error code, and its latency.
 type Outcome = (String, Duration);

@@ -21,7 +21,7 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
 
 DEFAULT_FILES=(
-  src/service/signature.rs
+  src/service/request_signing.rs
   src/service/auth.rs
   src/san.rs
   src/request.rs

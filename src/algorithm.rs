@@ -308,10 +308,13 @@ impl SignatureAlgorithm {
             s: UintRef<'a>,
         }
         if raw.is_empty() || raw.len() % 2 != 0 {
-            return Err(Error::CreateCsr(format!(
-                "the token returned a {}-byte ECDSA signature; expected r || s",
-                raw.len()
-            )));
+            return Err(Error::CreateCsr(
+                format!(
+                    "the token returned a {}-byte ECDSA signature; expected r || s",
+                    raw.len()
+                )
+                .into(),
+            ));
         }
         let (r, s) = raw.split_at(raw.len() / 2);
         Ok(EcdsaSigValue {

@@ -177,6 +177,51 @@ pub enum Format {
     Pem,
 }
 
+/// `--key-type`, as `[key] type` spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyTypeArg {
+    /// RSA, of `--key-size` bits.
+    Rsa,
+    /// ECDSA on P-256.
+    EcP256,
+    /// ECDSA on P-384.
+    EcP384,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl From<KeyTypeArg> for hsm_csr::config::KeyTypeName {
+    fn from(arg: KeyTypeArg) -> Self {
+        match arg {
+            KeyTypeArg::Rsa => Self::Rsa,
+            KeyTypeArg::EcP256 => Self::EcP256,
+            KeyTypeArg::EcP384 => Self::EcP384,
+            KeyTypeArg::Ed25519 => Self::Ed25519,
+        }
+    }
+}
+
+/// `--hash`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HashArg {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl From<HashArg> for hsm_csr::Hash {
+    fn from(arg: HashArg) -> Self {
+        match arg {
+            HashArg::Sha256 => Self::Sha256,
+            HashArg::Sha384 => Self::Sha384,
+            HashArg::Sha512 => Self::Sha512,
+        }
+    }
+}
+
 /// `hsm-csr create`.
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
@@ -206,14 +251,14 @@ pub struct CreateArgs {
     #[arg(long, value_name = "E")]
     pub email: Option<String>,
     /// Key type [default: rsa, or the config's].
-    #[arg(long, value_name = "TYPE", value_parser = ["rsa", "ec-p256", "ec-p384", "ed25519"])]
-    pub key_type: Option<String>,
+    #[arg(long, value_name = "TYPE", value_enum)]
+    pub key_type: Option<KeyTypeArg>,
     /// RSA key size [default: 2048, or the config's].
     #[arg(long, value_name = "BITS", value_parser = ["2048", "3072", "4096"])]
     pub key_size: Option<String>,
     /// Signature hash [default: sha256; sha384 for ec-p384].
-    #[arg(long, value_name = "HASH", value_parser = ["sha256", "sha384", "sha512"])]
-    pub hash: Option<String>,
+    #[arg(long, value_name = "HASH", value_enum)]
+    pub hash: Option<HashArg>,
     /// Sign with RSASSA-PSS (RSA keys; the token must offer PSS).
     #[arg(long)]
     pub pss: bool,

@@ -6,15 +6,17 @@
 //! The PIN itself is never in this file, only the path of a file holding it.
 
 mod check;
+mod service;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::algorithm::KeyType;
+use crate::algorithm::{Hash, KeyType};
 use crate::error::{Error, Result};
 use crate::issue::KeyOptions;
 use crate::request::SubjectDefaults;
+pub use service::{AccessKeyConfig, ServiceConfig};
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -27,7 +29,7 @@ pub struct Config {
     /// `[subject]`: subject defaults.
     pub subject: SubjectConfig,
     /// `[service]`: `hsm-csr serve`.
-    pub service: crate::service::ServiceConfig,
+    pub service: ServiceConfig,
     /// `[pool]`: pre-generated keys for `serve`.
     pub pool: PoolConfig,
 }
@@ -39,7 +41,7 @@ pub struct PoolConfig {
     /// How many unassigned key pairs to keep ready; 0 (default) turns the pool off.
     pub size: usize,
     /// Their key type; must be `[key] type` (the default), or they would never be used.
-    pub key_type: Option<String>,
+    pub key_type: Option<KeyTypeName>,
 }
 
 /// `[token]`.
@@ -65,11 +67,12 @@ pub struct TokenConfig {
 pub struct KeyConfig {
     /// `rsa`, `ec-p256`, `ec-p384` or `ed25519`.
     #[serde(rename = "type")]
-    pub key_type: String,
+    pub key_type: KeyTypeName,
     /// RSA modulus size: 2048, 3072 or 4096.
     pub bits: u32,
     /// `sha256`, `sha384` or `sha512`; default by key type.
-    pub hash: Option<String>,
+    #[serde(deserialize_with = "hash_name")]
+    pub hash: Option<Hash>,
     /// RSASSA-PSS instead of PKCS#1 v1.5 (RSA only).
     pub pss: bool,
     /// Prefix of each key's CKA_LABEL; the common name follows it.
@@ -79,7 +82,7 @@ pub struct KeyConfig {
 impl Default for KeyConfig {
     fn default() -> Self {
         KeyConfig {
-            key_type: "rsa".into(),
+            key_type: KeyTypeName::Rsa,
             bits: 2048,
             hash: None,
             pss: false,
@@ -89,35 +92,51 @@ impl Default for KeyConfig {
 }
 
 impl KeyConfig {
-    /// As [`KeyOptions`].
-    ///
-    /// # Errors
-    /// `Config.Invalid` for an unknown key type or hash.
-    pub fn options(&self) -> Result<KeyOptions> {
-        Ok(KeyOptions {
-            key_type: parse_key_type(&self.key_type, self.bits)?,
-            hash: self.hash.as_deref().map(str::parse).transpose()?,
+    /// As [`KeyOptions`], to be checked with [`KeyOptions::validate`].
+    pub fn options(&self) -> KeyOptions {
+        KeyOptions {
+            key_type: self.key_type.with_bits(self.bits),
+            hash: self.hash,
             pss: self.pss,
             label_prefix: self.label_prefix.clone(),
-        })
+        }
     }
 }
 
-/// `rsa` (with `bits`), `ec-p256`, `ec-p384` or `ed25519`.
-///
-/// # Errors
-/// `Config.Invalid` for anything else.
-pub fn parse_key_type(name: &str, bits: u32) -> Result<KeyType> {
-    Ok(match name {
-        "rsa" => KeyType::Rsa { bits },
-        "ec-p256" => KeyType::EcP256,
-        "ec-p384" => KeyType::EcP384,
-        "ed25519" => KeyType::Ed25519,
-        other => {
-            return Err(Error::Config(format!(
-                "unknown key type {other:?}: use rsa, ec-p256, ec-p384 or ed25519."
-            )));
+/// A key type as the file names it: `rsa`, `ec-p256`, `ec-p384` or `ed25519`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyTypeName {
+    /// RSA, of `[key] bits`.
+    Rsa,
+    /// ECDSA on P-256.
+    EcP256,
+    /// ECDSA on P-384.
+    EcP384,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl KeyTypeName {
+    /// The key type; `bits` is the RSA size (checked by [`KeyOptions::validate`]).
+    pub fn with_bits(self, bits: u32) -> KeyType {
+        match self {
+            KeyTypeName::Rsa => KeyType::Rsa { bits },
+            KeyTypeName::EcP256 => KeyType::EcP256,
+            KeyTypeName::EcP384 => KeyType::EcP384,
+            KeyTypeName::Ed25519 => KeyType::Ed25519,
         }
+    }
+}
+
+/// `[key] hash`, spelled as [`Hash`]'s `FromStr` takes it.
+fn hash_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Hash>, D::Error> {
+    // The value is not echoed: it could be a misplaced secret.
+    let name = String::deserialize(d)?;
+    name.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom("invalid type or value, expected sha256, sha384 or sha512")
     })
 }
 
@@ -161,7 +180,10 @@ impl Config {
             let mut message = e.message().trim_end_matches('\n').replace('\n', " ");
             // "invalid type: integer `123456`, expected ..." would echo a
             // value put in the wrong place, possibly a PIN: drop the value.
-            if message.starts_with("invalid type") || message.starts_with("invalid value") {
+            if message.starts_with("invalid type")
+                || message.starts_with("invalid value")
+                || message.starts_with("unknown variant")
+            {
                 message = message
                     .split_once(", expected")
                     .map(|(_, rest)| format!("invalid type or value, expected{rest}"))
@@ -232,10 +254,40 @@ mod tests {
     }
 
     #[test]
+    fn key_type_and_hash_are_read_as_names() {
+        let c = Config::parse("[key]\ntype = \"ec-p384\"\nhash = \"SHA-384\"\n").unwrap();
+        let options = c.key.options().validate().unwrap();
+        assert_eq!(options.key_type(), KeyType::EcP384);
+        assert_eq!(
+            options.signature(),
+            crate::SignatureAlgorithm::Ecdsa(Hash::Sha384)
+        );
+        let e = Config::parse("[key]\ntype = \"dsa\"\n").unwrap_err();
+        assert!(
+            e.starts_with("line 2: invalid type or value, expected one of `rsa`"),
+            "{e}"
+        );
+        let e = Config::parse("[key]\nhash = \"md5\"\n").unwrap_err();
+        assert!(e.contains("expected sha256, sha384 or sha512"), "{e}");
+        let e = Config::parse("[pool]\nsize = 1\nkey_type = \"ed448\"\n").unwrap_err();
+        assert!(e.starts_with("line 3: invalid type or value"), "{e}");
+    }
+
+    #[test]
     fn type_errors_do_not_echo_values() {
         let e = Config::parse("[token]\npin_file = 987654\n").unwrap_err();
         assert!(!e.contains("987654"), "{e}");
         assert!(e.starts_with("line 2: invalid type or value"), "{e}");
+        // A PIN pasted where a name goes.
+        for text in [
+            "[key]\ntype = \"987654\"\n",
+            "[key]\nhash = \"987654\"\n",
+            "[pool]\nkey_type = \"987654\"\n",
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(!e.contains("987654"), "{e}");
+            assert!(e.starts_with("line 2: invalid type or value"), "{e}");
+        }
     }
 
     #[test]

@@ -152,12 +152,12 @@ mod tests {
             "a", "Z", "0", "-", ".", "*", "@", ",", " ", "\u{0}", "\n", "\t", "é", "杭", "😀",
             "xn--", "[", "]", ":", "::1", "10.0.0.1", "'", "&", "\u{202e}", "\u{fffd}", "%",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
         };
         let spki = include_bytes!("../tests/fixtures/rsa2048-spki.der");
         let mut field = || -> Option<String> {

@@ -1,11 +1,14 @@
 //! One error type for the library, and the one place where each error is
-//! given its API code (the seed's table) and its class.
+//! given its API code (the cloud API's error table) and its class.
 //!
 //! Front ends map [`ErrorClass`] to what they speak: the CLI to exit codes
 //! (`src/main.rs`), the HTTP service to statuses. Messages never contain a
 //! PIN or key material.
 
 use std::fmt;
+
+use cryptoki::context::Function;
+use cryptoki::error::{Error as Pkcs11Error, RvError};
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -90,7 +93,7 @@ pub enum Error {
         /// Token label.
         token: String,
         /// The PKCS#11 answer.
-        detail: String,
+        detail: Detail,
     },
 
     /// No PIN could be obtained from any source.
@@ -123,7 +126,7 @@ pub enum Error {
         /// Token label.
         token: String,
         /// The PKCS#11 function and return value, e.g. `C_Sign: CKR_DEVICE_ERROR`.
-        detail: String,
+        detail: Detail,
     },
 
     /// An operation failed after the key pair was made, and removing the
@@ -142,17 +145,17 @@ pub enum Error {
 
     /// C_GenerateKeyPair failed.
     #[error("Failed to generate rsa key. ({0})")]
-    KeyGen(String),
+    KeyGen(Detail),
 
     /// The public key could not be read from the token or encoded. The
-    /// message keeps the seed's wording ("private key"), which the API
+    /// message keeps the cloud API's wording ("private key"), which the API
     /// contract fixes; the detail says what really failed.
     #[error("Failed to encode private key. ({0})")]
-    EncodeKey(String),
+    EncodeKey(Detail),
 
     /// Signing the CertificationRequestInfo failed.
     #[error("Failed to create CSR. ({0})")]
-    CreateCsr(String),
+    CreateCsr(Detail),
 
     /// DER or PEM encoding of the CSR failed.
     #[error("Failed to encode CSR. ({0})")]
@@ -219,14 +222,6 @@ pub enum Error {
     Internal(String),
 }
 
-/// The PKCS#11 return values behind [`Error::session_lost`], as the
-/// errors' details spell them.
-const SESSION_LOST: [&str; 3] = [
-    "CKR_SESSION_HANDLE_INVALID",
-    "CKR_SESSION_CLOSED",
-    "CKR_DEVICE_REMOVED",
-];
-
 fn list_or_none(labels: &[String]) -> String {
     if labels.is_empty() {
         "none".to_owned()
@@ -246,7 +241,7 @@ fn list_or_none(labels: &[String]) -> String {
 }
 
 impl Error {
-    /// The API error code, as the seed's error table names it.
+    /// The API error code, as the cloud API's error table names it.
     pub fn code(&self) -> &'static str {
         match self {
             Error::MissingCommonName => "MissingCommonName",
@@ -309,11 +304,23 @@ impl Error {
     /// (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_REMOVED):
     /// the request was not judged, and another session may serve it.
     pub fn session_lost(&self) -> bool {
-        let text = match self {
-            Error::RollbackFailed { original, .. } => return original.session_lost(),
-            other => other.to_string(),
-        };
-        SESSION_LOST.iter().any(|rv| text.contains(rv))
+        matches!(
+            self.return_value(),
+            Some(RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::DeviceRemoved)
+        )
+    }
+
+    /// The PKCS#11 return value behind this error, when a token call failed
+    /// (for [`Error::RollbackFailed`], that of the first failure).
+    pub fn return_value(&self) -> Option<RvError> {
+        match self {
+            Error::KeyGen(d) | Error::EncodeKey(d) | Error::CreateCsr(d) => d.return_value(),
+            Error::Token { detail, .. } | Error::LoginUnavailable { detail, .. } => {
+                detail.return_value()
+            }
+            Error::RollbackFailed { original, .. } => original.return_value(),
+            _ => None,
+        }
     }
 
     /// Whether a key pair made for the request may still be on the token.
@@ -327,8 +334,138 @@ impl Error {
     }
 }
 
+/// What a failed call said: text for people, and the PKCS#11 function and
+/// return value when a token call failed, for code to decide on
+/// ([`Error::session_lost`]) without reading the text.
+#[derive(Clone, Debug)]
+pub struct Detail {
+    text: String,
+    pkcs11: Option<(Function, RvError)>,
+}
+
+impl Detail {
+    /// A token call's failure, in the spec's own words:
+    /// `C_Sign: CKR_KEY_TYPE_INCONSISTENT`.
+    pub fn pkcs11(e: &Pkcs11Error) -> Self {
+        match e {
+            Pkcs11Error::Pkcs11(rv, function) => Detail {
+                text: format!("C_{function:?}: {}", screaming("CKR", &format!("{rv:?}"))),
+                pkcs11: Some((*function, *rv)),
+            },
+            other => other.to_string().into(),
+        }
+    }
+
+    /// The same failure, with what was being done in front: `what: detail`.
+    #[must_use]
+    pub fn context(self, what: impl fmt::Display) -> Self {
+        Detail {
+            text: format!("{what}: {}", self.text),
+            pkcs11: self.pkcs11,
+        }
+    }
+
+    /// The PKCS#11 return value, when a token call failed.
+    pub fn return_value(&self) -> Option<RvError> {
+        self.pkcs11.map(|(_, rv)| rv)
+    }
+
+    /// The PKCS#11 function that failed, when a token call failed.
+    pub fn function(&self) -> Option<Function> {
+        self.pkcs11.map(|(f, _)| f)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl From<String> for Detail {
+    fn from(text: String) -> Self {
+        Detail { text, pkcs11: None }
+    }
+}
+
+impl From<&str> for Detail {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
+}
+
+/// `PinIncorrect` -> `CKR_PIN_INCORRECT`.
+fn screaming(prefix: &str, camel: &str) -> String {
+    let mut out = String::from(prefix);
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 impl From<der::Error> for Error {
     fn from(e: der::Error) -> Self {
         Error::EncodeCsr(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(function: Function, rv: RvError) -> Detail {
+        Detail::pkcs11(&Pkcs11Error::Pkcs11(rv, function))
+    }
+
+    #[test]
+    fn a_lost_session_is_known_by_its_return_value() {
+        for rv in [
+            RvError::SessionHandleInvalid,
+            RvError::SessionClosed,
+            RvError::DeviceRemoved,
+        ] {
+            let e = Error::KeyGen(failed(Function::GenerateKeyPair, rv).context("making a key"));
+            assert!(e.session_lost(), "{e}");
+            assert_eq!(e.return_value(), Some(rv));
+        }
+        let e = Error::KeyGen(failed(Function::GenerateKeyPair, RvError::DeviceError));
+        assert!(!e.session_lost(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "Failed to generate rsa key. (C_GenerateKeyPair: CKR_DEVICE_ERROR)"
+        );
+    }
+
+    #[test]
+    fn text_that_names_a_return_value_is_not_one() {
+        // Request text reaches error messages: a caller must not be able to
+        // make the service retry (or reconnect) by writing a CKR_ name.
+        let e = Error::Malformed("CommonName \"CKR_SESSION_HANDLE_INVALID\" is invalid".into());
+        assert!(!e.session_lost());
+        let e = Error::KeyGen("C_GenerateKeyPair: CKR_SESSION_HANDLE_INVALID".into());
+        assert!(!e.session_lost());
+        assert_eq!(e.return_value(), None);
+    }
+
+    #[test]
+    fn a_failed_rollback_reports_the_first_failure() {
+        let e = Error::RollbackFailed {
+            original: Box::new(Error::CreateCsr(failed(
+                Function::Sign,
+                RvError::SessionClosed,
+            ))),
+            rollback: "C_DestroyObject: CKR_SESSION_CLOSED".into(),
+            key_uri: "pkcs11:object=x".into(),
+        };
+        assert!(e.session_lost());
+        assert_eq!(e.return_value(), Some(RvError::SessionClosed));
     }
 }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::algorithm::{Hash, KeyType, RSA_SIZES, SignatureAlgorithm};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::csr;
 use crate::error::{Error, Result};
@@ -18,47 +17,9 @@ use crate::fingerprint;
 use crate::request::ValidRequest;
 use crate::verify;
 
-/// How keys are made, how they sign, and how they are named.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyOptions {
-    /// Key type; default RSA-2048 (the API's).
-    pub key_type: KeyType,
-    /// Signature hash; default SHA-256 (SHA-384 for P-384).
-    pub hash: Option<Hash>,
-    /// RSASSA-PSS instead of PKCS#1 v1.5 (RSA only).
-    pub pss: bool,
-    /// CKA_LABEL is this prefix followed by the common name.
-    pub label_prefix: String,
-}
+mod options;
 
-impl Default for KeyOptions {
-    fn default() -> Self {
-        KeyOptions {
-            key_type: KeyType::Rsa { bits: 2048 },
-            hash: None,
-            pss: false,
-            label_prefix: "hsm-csr:".into(),
-        }
-    }
-}
-
-impl KeyOptions {
-    /// Checks the options and returns the signature algorithm they mean.
-    ///
-    /// # Errors
-    /// `Config.Invalid` for an RSA size other than 2048, 3072 or 4096, or a
-    /// hash or `pss` that does not fit the key type.
-    pub fn signature(&self) -> Result<SignatureAlgorithm> {
-        if let KeyType::Rsa { bits } = self.key_type {
-            if !RSA_SIZES.contains(&bits) {
-                return Err(Error::Config(format!(
-                    "key size {bits} is not supported; use 2048, 3072 or 4096."
-                )));
-            }
-        }
-        SignatureAlgorithm::for_key(self.key_type, self.hash, self.pss)
-    }
-}
+pub use options::{KeyOptions, ValidKeyOptions};
 
 /// The API response, field names as the API spells them, plus `KeyUri`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -164,16 +125,17 @@ impl Drop for PendingCsr<'_> {
 pub fn prepare_csr<'b>(
     backend: &'b mut dyn KeyBackend,
     request: &ValidRequest,
-    key_options: &KeyOptions,
+    key_options: &ValidKeyOptions,
     request_id: String,
 ) -> Result<PendingCsr<'b>> {
-    let alg = key_options.signature()?;
+    let alg = key_options.signature();
     let spec = KeySpec {
-        key_type: key_options.key_type,
+        key_type: key_options.key_type(),
         signature: alg,
         label: format!(
             "{}{}",
-            key_options.label_prefix, request.subject.common_name
+            key_options.label_prefix(),
+            request.subject.common_name
         ),
     };
 
@@ -195,7 +157,7 @@ pub fn prepare_csr<'b>(
 
         let t = Instant::now();
         let signature = alg.encode_signature(&raw)?;
-        verify::verify(key.key_type, alg, &key.spki_der, &tbs, &signature)?;
+        verify::token_signature(key.key_type, alg, &key.spki_der, &tbs, &signature)?;
         let der = csr::assemble(info, alg, &signature)?;
         let response = CsrResponse {
             request_id,
@@ -233,37 +195,16 @@ pub fn prepare_csr<'b>(
 pub fn issue_csr(
     backend: &mut dyn KeyBackend,
     request: &ValidRequest,
-    key_options: &KeyOptions,
+    key_options: &ValidKeyOptions,
     request_id: String,
 ) -> Result<CsrResponse> {
     prepare_csr(backend, request, key_options, request_id).map(PendingCsr::commit)
 }
 
-/// Runs `attempt` on `backend`; when it fails because the session was lost
-/// (see [`Error::session_lost`]) before any key pair was made, replaces
-/// `backend` with what `reopen` gives and runs `attempt` once more. A
-/// failure of `reopen` is returned as is: the token itself is gone.
-///
-/// # Errors
-/// The error of the last attempt, or of `reopen`.
-pub fn retry_on_lost_session<B, T>(
-    backend: &mut B,
-    reopen: impl FnOnce(&mut B) -> Result<B>,
-    mut attempt: impl FnMut(&mut B) -> Result<T>,
-) -> Result<T> {
-    match attempt(backend) {
-        Err(e) if e.session_lost() && !e.key_left_behind() => {
-            log::warn!("the token's session was lost ({e}); retrying once on a new session");
-            *backend = reopen(backend)?;
-            attempt(backend)
-        }
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithm::KeyType;
     use crate::backend::mock::MockBackend;
     use crate::request::{CsrRequest, SubjectDefaults};
 
@@ -279,7 +220,7 @@ mod tests {
     #[test]
     fn success_keeps_the_key_and_fills_the_response() {
         let mut b = MockBackend::default();
-        let r = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let r = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         assert_eq!(b.live.len(), 1);
         assert_eq!(r.request_id, "ID");
         assert_eq!(r.common_name, "example.com");
@@ -305,7 +246,7 @@ mod tests {
             fail_sign: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert_eq!(b.generated, 1);
         assert!(b.live.is_empty());
@@ -317,7 +258,7 @@ mod tests {
             corrupt_signature: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert!(e.to_string().contains("does not verify"), "{e}");
         assert!(b.live.is_empty());
@@ -330,7 +271,7 @@ mod tests {
             fail_destroy: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert!(
             e.to_string().contains("pkcs11:object=hsm-csr:example.com"),
@@ -341,10 +282,12 @@ mod tests {
     #[test]
     fn undelivered_response_rolls_back() {
         let mut b = MockBackend::default();
-        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let pending =
+            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         drop(pending);
         assert!(b.live.is_empty());
-        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let pending =
+            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         pending.rollback().unwrap();
         assert!(b.live.is_empty());
         assert_eq!(b.generated, 2);
@@ -354,14 +297,22 @@ mod tests {
     fn delivered_keys_are_forgotten_so_a_session_holds_only_requests_in_flight() {
         let mut b = MockBackend::default();
         for i in 0..100 {
-            issue_csr(&mut b, &valid(), &KeyOptions::default(), format!("ID{i}")).unwrap();
+            issue_csr(
+                &mut b,
+                &valid(),
+                &ValidKeyOptions::default(),
+                format!("ID{i}"),
+            )
+            .unwrap();
             assert!(b.tracked.is_empty(), "after CSR {i}: {:?}", b.tracked);
         }
         assert_eq!(b.live.len(), 100, "every delivered key stays on the token");
 
-        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let pending =
+            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         drop(pending);
-        let pending = prepare_csr(&mut b, &valid(), &KeyOptions::default(), "ID".into()).unwrap();
+        let pending =
+            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
         pending.rollback().unwrap();
         assert!(b.tracked.is_empty());
         assert_eq!(b.live.len(), 100);
@@ -374,94 +325,12 @@ mod tests {
             key_type: KeyType::Rsa { bits: 1024 },
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &opts, "ID".into()).unwrap_err();
+        let e = opts
+            .validate()
+            .and_then(|opts| issue_csr(&mut b, &valid(), &opts, "ID".into()))
+            .unwrap_err();
         assert_eq!(e.code(), "Config.Invalid");
         assert_eq!(b.generated, 0);
-    }
-
-    fn lose_sessions(n: u32) -> MockBackend {
-        MockBackend {
-            lose_session_on_generate: n,
-            ..Default::default()
-        }
-    }
-
-    fn issue_retrying(
-        b: &mut MockBackend,
-        reopen: impl FnOnce(&mut MockBackend) -> Result<MockBackend>,
-    ) -> Result<CsrResponse> {
-        retry_on_lost_session(b, reopen, |b| {
-            issue_csr(b, &valid(), &KeyOptions::default(), "ID".into())
-        })
-    }
-
-    /// A new session on the same mock token.
-    fn next_session(old: &mut MockBackend) -> Result<MockBackend> {
-        Ok(MockBackend {
-            lose_session_on_generate: old.lose_session_on_generate,
-            session: old.session + 1,
-            ..Default::default()
-        })
-    }
-
-    #[test]
-    fn a_session_lost_before_keygen_is_reopened_and_the_request_retried_once() {
-        let mut b = lose_sessions(1);
-        let r = issue_retrying(&mut b, next_session).unwrap();
-        assert_eq!(r.request_id, "ID");
-        assert_eq!((b.session, b.live.len()), (1, 1));
-    }
-
-    #[test]
-    fn only_one_retry() {
-        let mut b = lose_sessions(2);
-        let e = issue_retrying(&mut b, next_session).unwrap_err();
-        assert!(e.session_lost(), "{e}");
-        assert_eq!((b.session, b.generated), (1, 0));
-    }
-
-    #[test]
-    fn no_retry_when_the_token_is_gone_or_the_error_is_not_the_session() {
-        let mut b = lose_sessions(1);
-        let e = issue_retrying(&mut b, |_| {
-            Err(Error::Token {
-                op: "opening a read-write session",
-                token: "t".into(),
-                detail: "C_OpenSession: CKR_DEVICE_ERROR".into(),
-            })
-        })
-        .unwrap_err();
-        assert_eq!(e.code(), "Token.Error");
-
-        let mut b = MockBackend {
-            fail_sign: true,
-            ..Default::default()
-        };
-        let e = issue_retrying(&mut b, |_| panic!("not a lost session")).unwrap_err();
-        assert_eq!(e.code(), "Internal.CreateCSRError");
-    }
-
-    #[test]
-    fn no_retry_once_a_key_was_made_and_left() {
-        let left = || Error::RollbackFailed {
-            original: Box::new(Error::CreateCsr(
-                "C_Sign: CKR_SESSION_HANDLE_INVALID".into(),
-            )),
-            rollback: "C_DestroyObject: CKR_SESSION_HANDLE_INVALID".into(),
-            key_uri: "pkcs11:object=x".into(),
-        };
-        assert!(left().session_lost() && left().key_left_behind());
-        let mut calls = 0;
-        let got: Result<()> = retry_on_lost_session(
-            &mut MockBackend::default(),
-            |_| panic!("a key is on the token: no retry"),
-            |_| {
-                calls += 1;
-                Err(left())
-            },
-        );
-        assert!(got.unwrap_err().key_left_behind());
-        assert_eq!(calls, 1);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!     .validate(&SubjectDefaults::default())?;
 //! let mut token = Pkcs11Backend::open("/usr/lib/softhsm/libsofthsm2.so".as_ref(), &TokenSelector::label("demo"))?;
 //! token.login(Some(&AuthPin::from("1234")))?;
-//! let response = issue_csr(&mut token, &request, &KeyOptions::default(), new_request_id())?;
+//! let options = KeyOptions::default().validate()?;
+//! let response = issue_csr(&mut token, &request, &options, new_request_id())?;
 //! println!("{}", response.csr);
 //! # Ok(()) }
 //! ```
@@ -42,6 +43,7 @@ pub mod verify;
 pub use algorithm::{Hash, KeyType, SignatureAlgorithm};
 pub use error::{Error, ErrorClass, Result};
 pub use issue::{
-    CsrResponse, KeyOptions, PendingCsr, Timings, issue_csr, new_request_id, prepare_csr,
+    CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, new_request_id,
+    prepare_csr,
 };
 pub use request::{CsrRequest, SubjectDefaults, ValidRequest};

@@ -52,7 +52,7 @@ pub fn rsa_spki_der(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>> {
         }
         .to_der()
     };
-    encode().map_err(|e| Error::EncodeKey(format!("RSA public key: {e}")))
+    encode().map_err(|e| Error::EncodeKey(format!("RSA public key: {e}").into()))
 }
 
 /// The DER SubjectPublicKeyInfo of an EC or Ed25519 key from its
@@ -73,10 +73,13 @@ pub fn ec_spki_der(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>> {
             .map(OctetStringRef::as_bytes)
             .filter(|p| p.len() == want)
             .ok_or_else(|| {
-                Error::EncodeKey(format!(
-                    "CKA_EC_POINT of {} bytes is not a {key_type} public key",
-                    ec_point.len()
-                ))
+                Error::EncodeKey(
+                    format!(
+                        "CKA_EC_POINT of {} bytes is not a {key_type} public key",
+                        ec_point.len()
+                    )
+                    .into(),
+                )
             })?
     };
     if key_type != KeyType::Ed25519 && point[0] != 0x04 {
@@ -99,7 +102,7 @@ pub fn ec_spki_der(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>> {
         subject_public_key: BitString::from_bytes(point)?,
     }
     .to_der()
-    .map_err(|e| Error::EncodeKey(format!("{key_type} public key: {e}")))
+    .map_err(|e| Error::EncodeKey(format!("{key_type} public key: {e}").into()))
 }
 
 /// Size in bits of the modulus in an RSA SubjectPublicKeyInfo.
@@ -115,7 +118,7 @@ pub fn rsa_modulus_bits(spki_der: &[u8]) -> Result<u32> {
         let lead = m.first().map_or(0, |b| 8 - b.leading_zeros());
         Ok((m.len().saturating_sub(1) * 8) as u32 + lead)
     };
-    parse().map_err(|e| Error::EncodeKey(format!("RSA public key: {e}")))
+    parse().map_err(|e| Error::EncodeKey(format!("RSA public key: {e}").into()))
 }
 
 #[cfg(test)]
@@ -138,7 +141,7 @@ mod tests {
 /// point, or the Ed25519 key (the SPKI's BIT STRING contents in each case).
 pub fn subject_public_key(spki_der: &[u8]) -> Result<Vec<u8>> {
     let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
-        .map_err(|e| Error::EncodeKey(format!("SubjectPublicKeyInfo: {e}")))?;
+        .map_err(|e| Error::EncodeKey(format!("SubjectPublicKeyInfo: {e}").into()))?;
     Ok(spki.subject_public_key.raw_bytes().to_vec())
 }
 

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! One attribute per RDN, in the order C, ST, L, O, OU, CN, emailAddress
-//! (the order of the seed's sample CSR). countryName is always a
+//! (the order of the cloud API's sample CSR). countryName is always a
 //! PrintableString; the other DirectoryStrings are PrintableString when every
 //! character is in its repertoire and UTF8String otherwise; emailAddress is
 //! an IA5String.

@@ -14,7 +14,7 @@ use crate::spki;
 ///
 /// # Errors
 /// `Internal.CreateCSRError` when the signature does not verify.
-pub fn verify(
+pub fn token_signature(
     key_type: KeyType,
     alg: SignatureAlgorithm,
     spki_der: &[u8],
@@ -55,8 +55,9 @@ pub fn verify(
     UnparsedPublicKey::new(verifier, public_key)
         .verify(message, signature)
         .map_err(|_| {
-            Error::CreateCsr(format!(
-                "the token's {alg} signature does not verify against the new public key"
-            ))
+            Error::CreateCsr(
+                format!("the token's {alg} signature does not verify against the new public key")
+                    .into(),
+            )
         })
 }

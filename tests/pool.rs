@@ -347,7 +347,9 @@ fn session_child() {
         key_type: KeyType::EcP256,
         label_prefix: prefix.clone(),
         ..KeyOptions::default()
-    };
+    }
+    .validate()
+    .unwrap();
     let request = |i: usize| {
         CsrRequest {
             common_name: Some(format!("s{i}.example")),
@@ -364,8 +366,7 @@ fn session_child() {
     let pool = KeyPool::new(3, KeyType::EcP256, format!("{prefix}pool:unassigned"));
     let mut refiller = backend.another_session().unwrap();
     for _ in 0..3 {
-        pool.refill(&mut refiller, options.signature().unwrap())
-            .unwrap();
+        pool.refill(&mut refiller, options.signature()).unwrap();
     }
     assert_eq!(refiller.tracked_pairs(), 0, "pool keys belong to the pool");
     for i in 30..35 {

@@ -5,7 +5,10 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 
 use crate::algorithm::SignatureAlgorithm;
 use crate::backend::{GeneratedKey, KeyBackend, KeyHandles, KeySpec};
-use crate::error::{Error, Result};
+use cryptoki::context::Function;
+use cryptoki::error::RvError;
+
+use crate::error::{Detail, Error, Result};
 
 pub(crate) const SPKI: &[u8] = include_bytes!("../../tests/fixtures/mock-rsa2048-spki.der");
 const PKCS1: &[u8] = include_bytes!("../../tests/fixtures/mock-rsa2048.der");
@@ -31,9 +34,10 @@ impl KeyBackend for MockBackend {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
         if self.lose_session_on_generate > 0 {
             self.lose_session_on_generate -= 1;
-            return Err(Error::KeyGen(
-                "C_GenerateKeyPair: CKR_SESSION_HANDLE_INVALID".into(),
-            ));
+            return Err(Error::KeyGen(pkcs11_failure(
+                Function::GenerateKeyPair,
+                RvError::SessionHandleInvalid,
+            )));
         }
         self.generated += 1;
         let handles = KeyHandles {
@@ -95,6 +99,11 @@ impl KeyBackend for MockBackend {
     fn forget(&mut self, key: &GeneratedKey) {
         self.tracked.retain(|h| *h != key.handles);
     }
+}
+
+/// What a PKCS#11 module's `function` answering `rv` makes of an error.
+pub(crate) fn pkcs11_failure(function: Function, rv: RvError) -> Detail {
+    Detail::pkcs11(&cryptoki::error::Error::Pkcs11(rv, function))
 }
 
 impl MockBackend {

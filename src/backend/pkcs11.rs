@@ -2,14 +2,16 @@
 //!
 //! One context per module per process ([`context`]), one read-write
 //! session per backend, one login. The token is found by label or serial
-//! ([`select`]), never by slot number alone.
+//! ([`token_selection`]), never by slot number alone.
 
 mod context;
 pub mod inventory;
 mod keygen;
+pub mod orphans;
 pub mod pool;
-pub mod select;
+pub mod session_pool;
 mod sign;
+pub mod token_selection;
 pub mod uri;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +27,7 @@ use crate::algorithm::SignatureAlgorithm;
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::error::{Error, Result};
 
-pub use select::TokenSelector;
+pub use token_selection::TokenSelector;
 
 /// A logged-in session on one token.
 pub struct Pkcs11Backend {
@@ -34,7 +36,7 @@ pub struct Pkcs11Backend {
     session: Option<Session>,
     ctx: Arc<context::Context>,
     slot: Slot,
-    /// None when the module cannot report it (see [`select`]).
+    /// None when the module cannot report it (see [`token_selection`]).
     token: Option<TokenInfo>,
     label: String,
     serial: String,
@@ -45,11 +47,8 @@ pub struct Pkcs11Backend {
     /// map back to objects. [`KeyBackend::forget`] drops delivered ones: a
     /// long-lived session holds only the pairs of the requests in flight.
     made: Vec<keygen::Pair>,
-    /// CKA_IDs of key pairs that may be on the token although nobody will
-    /// receive them: C_GenerateKeyPair or C_DestroyObject failed, and when
-    /// the token goes away mid-call nobody knows what it did. See
-    /// [`Self::sweep`].
-    unsettled: Vec<Vec<u8>>,
+    /// CKA_IDs of this session's orphans ([`orphans`]).
+    orphans: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -78,7 +77,7 @@ impl Pkcs11Backend {
         }
         let ctx = context::get(module)?;
         let t = std::time::Instant::now();
-        let found = select::find(&ctx.pkcs11, &module.display().to_string(), selector)?;
+        let found = token_selection::find(&ctx.pkcs11, &module.display().to_string(), selector)?;
         log::debug!("found token {} in {:?}", selector.describe(), t.elapsed());
         let (label, serial) = match &found.info {
             Some(info) => (info.label().to_owned(), info.serial_number().to_owned()),
@@ -105,7 +104,7 @@ impl Pkcs11Backend {
             module: module.to_owned(),
             mechanisms: None,
             made: Vec::new(),
-            unsettled: Vec::new(),
+            orphans: Vec::new(),
         })
     }
 
@@ -154,7 +153,7 @@ impl Pkcs11Backend {
             module: self.module.clone(),
             mechanisms: self.mechanisms.clone(),
             made: Vec::new(),
-            unsettled: Vec::new(),
+            orphans: Vec::new(),
         })
     }
 
@@ -295,11 +294,11 @@ impl KeyBackend for Pkcs11Backend {
             keygen::destroy_pair(session, pair).map_err(|detail| Error::Token {
                 op: "destroying the new key pair",
                 token: self.token_label().to_owned(),
-                detail,
+                detail: detail.into(),
             })
         });
         if destroyed.is_err() {
-            self.unsettled.push(key.id.clone());
+            self.orphans.push(key.id.clone());
         }
         destroyed?;
         self.forget(key);
@@ -311,26 +310,10 @@ impl KeyBackend for Pkcs11Backend {
     }
 }
 
-/// A PKCS#11 error in the spec's own words: `C_Sign: CKR_KEY_TYPE_INCONSISTENT`.
-pub(crate) fn describe(e: &P11Error) -> String {
-    match e {
-        P11Error::Pkcs11(rv, function) => {
-            format!("C_{function:?}: {}", screaming("CKR", &format!("{rv:?}")))
-        }
-        other => other.to_string(),
-    }
-}
-
-/// `PinIncorrect` -> `CKR_PIN_INCORRECT`.
-fn screaming(prefix: &str, camel: &str) -> String {
-    let mut out = String::from(prefix);
-    for c in camel.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
+/// A PKCS#11 error in the spec's own words: `C_Sign: CKR_KEY_TYPE_INCONSISTENT`,
+/// with its return value kept (see [`crate::error::Detail`]).
+pub(crate) fn describe(e: &P11Error) -> crate::error::Detail {
+    crate::error::Detail::pkcs11(e)
 }
 
 #[cfg(test)]
@@ -341,6 +324,10 @@ mod tests {
     #[test]
     fn errors_read_like_the_spec() {
         let e = P11Error::Pkcs11(RvError::MechanismInvalid, Function::GenerateKeyPair);
-        assert_eq!(describe(&e), "C_GenerateKeyPair: CKR_MECHANISM_INVALID");
+        assert_eq!(
+            describe(&e).to_string(),
+            "C_GenerateKeyPair: CKR_MECHANISM_INVALID"
+        );
+        assert_eq!(describe(&e).return_value(), Some(RvError::MechanismInvalid));
     }
 }

@@ -16,7 +16,8 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use hsm_csr::backend::pkcs11::inventory::report_unchecked;
+use hsm_csr::backend::pkcs11::orphans;
+use hsm_csr::backend::pkcs11::session_pool::open_sessions;
 use hsm_csr::{CsrRequest, Error, ErrorClass, Result, issue_csr, new_request_id};
 
 use super::{BatchArgs, token};
@@ -60,11 +61,11 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         .collect();
 
     let config = token::load_config(&args.token)?;
-    let mut key_options = config.key.options()?;
+    let mut key_options = config.key.options();
     if let Some(p) = &args.label_prefix {
         key_options.label_prefix = p.clone();
     }
-    key_options.signature()?;
+    let key_options = key_options.validate()?;
     let target = token::target(&args.token, &config)?;
     let opened = token::open(&target, &args.token, &config)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -72,10 +73,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         .workers
         .unwrap_or(cores)
         .clamp(1, requests.len().max(1));
-    let mut backends = vec![opened.backend];
-    for _ in 1..workers {
-        backends.push(backends[0].another_session()?);
-    }
+    let backends = open_sessions(opened.backend, workers)?;
 
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(requests.len() as u64);
@@ -136,7 +134,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
                         .and_then(|r| r.validate(defaults))
                         .and_then(|v| issue_csr(&mut backend, &v, key_options, request_id.clone()));
                     if result.is_err() {
-                        report_unchecked(&backend.settle(), &format!("line {line_no}: "));
+                        orphans::report(&backend.destroy_orphans(), &format!("line {line_no}: "));
                     }
                     let message = match result {
                         Ok(response) => (

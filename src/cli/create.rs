@@ -10,7 +10,7 @@ mod out_file;
 use std::io::Write;
 use std::time::Instant;
 
-use hsm_csr::backend::pkcs11::inventory::report_unchecked;
+use hsm_csr::backend::pkcs11::orphans;
 use hsm_csr::{CsrRequest, Error, Result, prepare_csr};
 
 use super::{CreateArgs, output, token};
@@ -34,23 +34,22 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     .validate(&config.subject.defaults)?;
 
     let mut key_config = config.key.clone();
-    if let Some(t) = &args.key_type {
-        key_config.key_type = t.clone();
+    if let Some(t) = args.key_type {
+        key_config.key_type = t.into();
     }
     if let Some(bits) = &args.key_size {
         key_config.bits = bits
             .parse()
             .map_err(|_| Error::Config(format!("--key-size {bits} is not a number")))?;
     }
-    if let Some(h) = &args.hash {
-        key_config.hash = Some(h.clone());
+    if let Some(h) = args.hash {
+        key_config.hash = Some(h.into());
     }
     key_config.pss |= args.pss;
     if let Some(p) = &args.label_prefix {
         key_config.label_prefix = p.clone();
     }
-    let key_options = key_config.options()?;
-    key_options.signature()?;
+    let key_options = key_config.options().validate()?;
 
     let target = token::target(&args.token, &config)?;
     let mut out_file = args.out.as_deref().map(OutFile::open).transpose()?;
@@ -70,7 +69,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         args.format,
     );
     if delivered.is_err() {
-        report_unchecked(&backend.settle(), "");
+        orphans::report(&backend.destroy_orphans(), "");
     }
     let timings = delivered?;
     drop(backend);
@@ -96,7 +95,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
 fn issue_and_deliver(
     backend: &mut hsm_csr::backend::pkcs11::Pkcs11Backend,
     request: &hsm_csr::ValidRequest,
-    key_options: &hsm_csr::KeyOptions,
+    key_options: &hsm_csr::ValidKeyOptions,
     request_id: &str,
     out_file: Option<&mut OutFile>,
     format: super::Format,

@@ -36,11 +36,11 @@ pub fn run(command: &KeysCommand) -> Result<()> {
     let written = match command {
         KeysCommand::List(_) => print(&mut out, format, &keys),
         KeysCommand::Show(KeyArgs { key, .. }) => {
-            let k = inventory::select(&keys, key, &token_label)?;
+            let k = inventory::find_key(&keys, key, &token_label)?;
             print(&mut out, format, std::slice::from_ref(k))
         }
         KeysCommand::Delete(a) => {
-            let k = inventory::select(&keys, &a.key.key, &token_label)?.clone();
+            let k = inventory::find_key(&keys, &a.key.key, &token_label)?.clone();
             opened.backend.delete_key(&k)?;
             print(&mut out, format, std::slice::from_ref(&k))
         }

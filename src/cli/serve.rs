@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use hsm_csr::backend::pkcs11::pool::KeyPool;
-use hsm_csr::config::parse_key_type;
-use hsm_csr::service::{AccessKeys, Reconnect, Service};
+use hsm_csr::backend::pkcs11::session_pool::{Reconnect, SessionPool};
+use hsm_csr::service::{AccessKeys, Service};
 use hsm_csr::{Error, Result};
 
 use super::{ServeArgs, token};
@@ -21,7 +21,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         })?;
         service_config.listen = listen.clone();
     }
-    let key_options = config.key.options()?;
+    let key_options = config.key.options().validate()?;
     // The whole configuration, secrets included, is checked before the
     // token is opened: a mistake there must not cost a login.
     let keys = AccessKeys::load(&service_config.access_keys)?;
@@ -37,64 +37,51 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     } else {
         service_config.workers
     };
-    let cap = opened
-        .backend
-        .max_rw_sessions()
-        .map_or(wanted, |m| (m as usize).max(1));
-    let workers = wanted.min(cap);
-    let opened_pin = opened.pin;
-    let mut backends = vec![opened.backend];
-    for _ in 1..workers {
-        // The login belongs to the application, not the session: extra
-        // sessions start logged in, and C_Login is not called again.
-        backends.push(backends[0].another_session()?);
-    }
-    log::info!(
-        "{workers} worker session(s) on token {:?}",
-        backends[0].token_label()
-    );
     let pool = if config.pool.size > 0 {
         let pool_type = match &config.pool.key_type {
-            Some(t) => parse_key_type(t, config.key.bits)?,
-            None => key_options.key_type,
+            Some(t) => t.with_bits(config.key.bits),
+            None => key_options.key_type(),
         };
-        if pool_type != key_options.key_type {
+        if pool_type != key_options.key_type() {
             return Err(Error::Config(format!(
                 "[pool] key_type {pool_type} differs from [key] type {}: its keys would never be used.",
-                key_options.key_type
+                key_options.key_type()
             )));
         }
         Some(Arc::new(KeyPool::new(
             config.pool.size,
             pool_type,
-            format!("{}pool:unassigned", key_options.label_prefix),
+            format!("{}pool:unassigned", key_options.label_prefix()),
         )))
     } else {
         None
     };
-    let service = Arc::new(Service::new(
-        backends,
-        service_config,
-        keys,
-        key_options,
-        config.subject.defaults.clone(),
-        pool,
+    let sessions = Arc::new(SessionPool::open(
+        opened.backend,
+        wanted,
         Reconnect {
             module: target.module.clone(),
             selector: target.selector.clone(),
-            pin: opened_pin,
+            pin: opened.pin,
         },
+        key_options,
+        pool,
     )?);
-    service.start_pool()?;
+    sessions.start_key_pool()?;
+    let service = Arc::new(Service::new(
+        Arc::clone(&sessions),
+        service_config,
+        keys,
+        config.subject.defaults.clone(),
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("tokio runtime: {e}")))?;
-    let served = runtime.block_on(Arc::clone(&service).serve());
+    let served = runtime.block_on(service.serve());
     // Cancels the handlers cut off by the shutdown deadline and waits for
     // their workers, which remove the key pairs nobody received.
     drop(runtime);
-    service.stop_pool();
-    service.settle_orphans();
+    sessions.close();
     served
 }

@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use super::{Config, parse_key_type};
+use super::Config;
+use super::ServiceConfig;
 use crate::request::CsrRequest;
-use crate::service::ServiceConfig;
 
 /// One numeric setting: its name as written in the file, its value, and the
 /// inclusive range it must lie in.
@@ -125,19 +125,21 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
             ));
         }
     }
-    let key_options = config.key.options().map_err(|e| format!("[key]: {e}"))?;
-    key_options.signature().map_err(|e| format!("[key]: {e}"))?;
-    if key_options.label_prefix.chars().any(char::is_control) {
+    let key_options = config
+        .key
+        .options()
+        .validate()
+        .map_err(|e| format!("[key]: {e}"))?;
+    if key_options.label_prefix().chars().any(char::is_control) {
         return Err("[key] label_prefix must not contain control characters.".into());
     }
     if config.pool.size > 0 {
-        if let Some(t) = &config.pool.key_type {
-            let pool_type =
-                parse_key_type(t, config.key.bits).map_err(|e| format!("[pool]: {e}"))?;
-            if pool_type != key_options.key_type {
+        if let Some(t) = config.pool.key_type {
+            let pool_type = t.with_bits(config.key.bits);
+            if pool_type != key_options.key_type() {
                 return Err(format!(
                     "[pool] key_type {pool_type} differs from [key] type {}: its keys would never be used.",
-                    key_options.key_type
+                    key_options.key_type()
                 ));
             }
         }

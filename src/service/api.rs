@@ -299,7 +299,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn library_errors_map_to_the_seeds_statuses() {
+    fn library_errors_map_to_the_api_statuses() {
         let e = Error::Malformed("Country must be 2 characters.".into());
         assert_eq!(
             ApiError::from(&e).parts(),

@@ -1,5 +1,5 @@
 //! Who is calling: the request's signature, checked against the configured
-//! access keys, in either scheme of [`super::signature`].
+//! access keys, in either scheme of [`super::request_signing`].
 //!
 //! A signature vouches for what the request means only if nothing that
 //! changes the meaning can change while the signature stays the same. So
@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 
 use super::api::ApiError;
-use super::signature::{self, Acs3Authorization};
+use super::request_signing::{self, Acs3Authorization};
 
 /// A request as received, before anything is trusted.
 #[derive(Debug)]
@@ -140,7 +140,7 @@ fn get<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
 ///
 /// # Errors
 /// The cloud's error for each way a request can fail to authenticate.
-pub fn verify<'s>(
+pub fn authenticate<'s>(
     req: &RawRequest<'_>,
     secret_of: impl Fn(&str) -> Option<&'s str>,
 ) -> Result<Verified, ApiError> {
@@ -165,7 +165,7 @@ pub fn verify<'s>(
     }
     match req.header("authorization")? {
         Some(auth) => {
-            let auth = signature::parse_acs3(auth).ok_or(ApiError::IncompleteSignature)?;
+            let auth = request_signing::parse_acs3(auth).ok_or(ApiError::IncompleteSignature)?;
             verify_acs3(req, &query, params, auth, secret_of)
         }
         None => verify_rpc(req, params, secret_of),
@@ -187,14 +187,14 @@ fn verify_rpc<'s>(
         return Err(ApiError::IncompleteSignature);
     }
     let nonce = signature_part("SignatureNonce")?.to_owned();
-    let timestamp = signature::parse_timestamp(required("Timestamp")?)
+    let timestamp = request_signing::parse_timestamp(required("Timestamp")?)
         .ok_or(ApiError::InvalidTimeStampFormat)?;
     let action = required("Action")?.to_owned();
     let version = required("Version")?.to_owned();
     let secret = secret_of(&access_key_id).ok_or(ApiError::InvalidAccessKeyId)?;
-    let string_to_sign = signature::rpc_string_to_sign(req.method, &params);
-    let expected = signature::rpc_signature(secret, &string_to_sign);
-    if !signature::matches(&expected, &signature_given) {
+    let string_to_sign = request_signing::rpc_string_to_sign(req.method, &params);
+    let expected = request_signing::rpc_signature(secret, &string_to_sign);
+    if !request_signing::matches(&expected, &signature_given) {
         return Err(ApiError::SignatureDoesNotMatch(Some(string_to_sign)));
     }
     let format = format_of(&params);
@@ -252,19 +252,19 @@ fn verify_acs3<'s>(
             .ok_or(ApiError::IncompleteSignature)
     };
     let payload_hash = header("x-acs-content-sha256")?;
-    if !signature::matches(&signature::sha256_hex(req.body), payload_hash) {
+    if !request_signing::matches(&request_signing::sha256_hex(req.body), payload_hash) {
         return Err(ApiError::SignatureDoesNotMatch(None));
     }
-    let timestamp = signature::parse_timestamp(header("x-acs-date")?)
+    let timestamp = request_signing::parse_timestamp(header("x-acs-date")?)
         .ok_or(ApiError::InvalidTimeStampFormat)?;
     let nonce = header("x-acs-signature-nonce")?.to_owned();
     let action = header("x-acs-action")?.to_owned();
     let version = header("x-acs-version")?.to_owned();
     let secret = secret_of(&auth.access_key_id).ok_or(ApiError::InvalidAccessKeyId)?;
     let canonical =
-        signature::acs3_canonical_request(req.method, req.path, query, &signed, payload_hash);
-    if !signature::matches(
-        &signature::acs3_signature(secret, &canonical),
+        request_signing::acs3_canonical_request(req.method, req.path, query, &signed, payload_hash);
+    if !request_signing::matches(
+        &request_signing::acs3_signature(secret, &canonical),
         &auth.signature,
     ) {
         return Err(ApiError::SignatureDoesNotMatch(None));

@@ -5,7 +5,6 @@
 //! to make its key on; every answer is rendered by [`super::api`].
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -13,20 +12,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, header};
 
 use super::api::{self, ApiError};
-use super::{Service, auth, metrics, settle};
-use crate::backend::KeyBackend;
-use crate::backend::pkcs11::pool::{KeyPool, Pooled};
+use super::{Service, Sessions, auth, metrics};
 use crate::error::Error;
-use crate::issue::{new_request_id, prepare_csr, retry_on_lost_session};
+use crate::issue::{CsrResponse, new_request_id};
 use crate::request::CsrRequest;
 
-pub(super) async fn metrics_text(State(svc): State<Arc<Service>>) -> Response<Body> {
-    let busy = svc.workers.total - svc.workers.available.available_permits();
-    let body = svc.metrics.render(
-        busy,
-        svc.workers.total,
-        svc.pool.as_deref().map(KeyPool::stats),
-    );
+pub(super) async fn metrics_text<S: Sessions>(
+    State(svc): State<Arc<Service<S>>>,
+) -> Response<Body> {
+    let body = svc
+        .metrics
+        .render(svc.busy(), svc.sessions.total(), svc.sessions.key_pool());
     Response::builder()
         .header(
             header::CONTENT_TYPE,
@@ -36,23 +32,8 @@ pub(super) async fn metrics_text(State(svc): State<Arc<Service>>) -> Response<Bo
         .unwrap_or_default()
 }
 
-pub(super) async fn healthz(State(svc): State<Arc<Service>>) -> Response<Body> {
-    let status = tokio::task::spawn_blocking(move || {
-        if svc.broken.load(Ordering::Relaxed) {
-            return Err(Error::Token {
-                op: "reaching the token",
-                token: svc.token.selector.describe(),
-                detail: "sessions lost; reconnecting".into(),
-            });
-        }
-        let idle = svc.workers.idle.lock().unwrap_or_else(|p| p.into_inner());
-        match idle.first() {
-            // Every session is busy making a key: the token answers.
-            None => Ok(true),
-            Some(b) => b.logged_in(),
-        }
-    })
-    .await;
+pub(super) async fn healthz<S: Sessions>(State(svc): State<Arc<Service<S>>>) -> Response<Body> {
+    let status = tokio::task::spawn_blocking(move || svc.sessions.health()).await;
     let (code, body) = match status {
         Ok(Ok(true)) => (
             StatusCode::OK,
@@ -79,8 +60,8 @@ pub(super) async fn healthz(State(svc): State<Arc<Service>>) -> Response<Body> {
         .unwrap_or_default()
 }
 
-pub(super) async fn rpc(
-    State(svc): State<Arc<Service>>,
+pub(super) async fn rpc<S: Sessions>(
+    State(svc): State<Arc<Service<S>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -113,27 +94,31 @@ pub(super) async fn rpc(
             Err(_) => Err(ApiError::RequestTimeout),
         }
     };
-    let (outcome, format, action, key_id) = match body {
-        Err(e) => (Err(e), early_format, String::new(), String::new()),
-        Ok(bytes) => {
-            handle(
-                &svc,
-                &method,
-                &uri,
-                &query,
-                &headers,
-                bytes,
-                &request_id,
-                early_format,
-            )
-            .await
+    let answer = match body {
+        Err(e) => Answer::unverified(e, early_format),
+        Ok(body) => {
+            let call = Call {
+                method: &method,
+                uri: &uri,
+                query: &query,
+                headers: &headers,
+                body,
+                request_id: &request_id,
+            };
+            handle(&svc, call, early_format).await
         }
     };
-    let rendered = match &outcome {
-        Ok((action, response)) => api::success(action, &format, response, svc.config.key_uri),
+    let Answer {
+        result,
+        format,
+        action,
+        access_key: key_id,
+    } = answer;
+    let rendered = match &result {
+        Ok(response) => api::success(&action, &format, response, svc.config.key_uri),
         Err(e) => api::error(&format, &request_id, &svc.config.host_id, e),
     };
-    let code = match &outcome {
+    let code = match &result {
         Ok(_) => "OK",
         Err(e) => e.parts().1,
     };
@@ -151,7 +136,7 @@ pub(super) async fn rpc(
         .status(rendered.status)
         .header(header::CONTENT_TYPE, rendered.content_type)
         .header(REQUEST_ID_HEADER, &request_id);
-    match &outcome {
+    match &result {
         Err(ApiError::Throttling { retry_after_ms }) => {
             // The new SDK raises ThrottlingException from x-acs-retry-after
             // (milliseconds); Retry-After (RFC 9110 section 10.2.3) is whole seconds.
@@ -182,37 +167,60 @@ pub(super) async fn with_request_id(mut response: Response<Body>) -> Response<Bo
     response
 }
 
-type Outcome = (
-    std::result::Result<(String, crate::CsrResponse), ApiError>,
-    String,
-    String,
-    String,
-);
-
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    svc: &Arc<Service>,
-    method: &Method,
-    uri: &Uri,
-    query: &str,
-    headers: &HeaderMap,
+/// An RPC call as it came in, body read, not yet verified.
+struct Call<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    query: &'a str,
+    headers: &'a HeaderMap,
     body: Bytes,
-    request_id: &str,
+    request_id: &'a str,
+}
+
+/// How a call ended, with what its answer and log line need to say.
+struct Answer {
+    /// The response, or why there is none.
+    result: std::result::Result<CsrResponse, ApiError>,
+    /// `JSON` or `XML`.
+    format: String,
+    /// The action asked for; empty when the call was not verified.
+    action: String,
+    /// The caller's access key id; empty when the call was not verified.
+    access_key: String,
+}
+
+impl Answer {
+    /// A refusal before the caller is known.
+    fn unverified(e: ApiError, format: String) -> Answer {
+        Answer {
+            result: Err(e),
+            format,
+            action: String::new(),
+            access_key: String::new(),
+        }
+    }
+}
+
+/// Verifies `call`, then authorizes and serves it.
+async fn handle<S: Sessions>(
+    svc: &Arc<Service<S>>,
+    call: Call<'_>,
     early_format: String,
-) -> Outcome {
+) -> Answer {
     let raw = auth::RawRequest {
-        method: method.as_str(),
-        path: uri.path(),
-        query,
-        headers: headers
+        method: call.method.as_str(),
+        path: call.uri.path(),
+        query: call.query,
+        headers: call
+            .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_bytes()))
             .collect(),
-        body: &body,
+        body: &call.body,
     };
-    let verified = match auth::verify(&raw, |id| svc.secret_of(id)) {
+    let verified = match auth::authenticate(&raw, |id| svc.secret_of(id)) {
         Ok(v) => v,
-        Err(e) => return (Err(e), early_format, String::new(), String::new()),
+        Err(e) => return Answer::unverified(e, early_format),
     };
     let format = if verified.format == "XML" {
         "XML"
@@ -221,13 +229,18 @@ async fn handle(
     }
     .to_owned();
     let action = verified.action.clone();
-    let key_id = verified.access_key_id.clone();
-    let result = authorize_and_issue(svc, verified, request_id).await;
-    (result.map(|r| (action.clone(), r)), format, action, key_id)
+    let access_key = verified.access_key_id.clone();
+    let result = authorize_and_issue(svc, verified, call.request_id).await;
+    Answer {
+        result,
+        format,
+        action,
+        access_key,
+    }
 }
 
-async fn authorize_and_issue(
-    svc: &Arc<Service>,
+async fn authorize_and_issue<S: Sessions>(
+    svc: &Arc<Service<S>>,
     v: auth::Verified,
     request_id: &str,
 ) -> std::result::Result<crate::CsrResponse, ApiError> {
@@ -298,14 +311,14 @@ fn nonce_lifetime(window: Duration) -> Duration {
 
 /// Runs the CSR on a blocking thread and keeps its key only if the
 /// response is taken within the timeout.
-async fn issue_on_token(
-    svc: &Arc<Service>,
+async fn issue_on_token<S: Sessions>(
+    svc: &Arc<Service<S>>,
     valid: crate::ValidRequest,
     request_id: String,
-) -> std::result::Result<crate::CsrResponse, ApiError> {
+) -> std::result::Result<CsrResponse, ApiError> {
     let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
-    if svc.broken.load(Ordering::Relaxed) {
+    if svc.sessions.is_broken() {
         return Err(ApiError::TokenUnavailable);
     }
     let worker = Arc::clone(svc);
@@ -313,76 +326,38 @@ async fn issue_on_token(
     // guarantees one is idle (unless the token is being reopened).
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(svc.config.request_timeout_ms);
-    let acquire = Arc::clone(&svc.workers.available).acquire_owned();
+    let acquire = Arc::clone(&svc.available).acquire_owned();
     let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, acquire).await else {
         // Every session stayed busy past the deadline: no key was made.
         return Err(ApiError::Timeout);
     };
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let popped = worker
-            .workers
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let Some(mut backend) = popped else {
-            // Sessions are being reopened after the token went away.
-            let _ = resp_tx.send(Err(ApiError::TokenUnavailable));
-            return;
-        };
         let mut resp_tx = Some(resp_tx);
-        let served = retry_on_lost_session(
-            &mut backend,
-            |old| worker.fresh_session(old),
-            |backend| {
-                let mut pooled;
-                let source: &mut dyn KeyBackend = match worker.pool.as_deref() {
-                    Some(pool) => {
-                        pooled = Pooled { backend, pool };
-                        &mut pooled
-                    }
-                    None => backend,
-                };
-                let pending = prepare_csr(source, &valid, &worker.key_options, request_id.clone())?;
-                worker.metrics.observe_phases(pending.timings());
-                let response = pending.response().clone();
-                let sent = resp_tx
-                    .take()
-                    .is_some_and(|tx| tx.send(Ok(response)).is_ok());
-                // Commit only once the handler has the response in hand; a
-                // handler that gave up drops the acknowledgement channel.
-                if sent && ack_rx.recv().is_ok() {
-                    let _ = pending.commit();
-                } else if let Err(e) = pending.rollback() {
-                    log::error!("could not remove an undelivered key pair: {e}");
-                } else {
-                    log::warn!(
-                        "nobody took the response (timeout or shutdown); its key pair was removed"
-                    );
-                }
-                Ok(())
-            },
-        );
-        let mut check_session = false;
-        if let Err(e) = served {
-            log::warn!("CSR failed: {} {e}", e.code());
-            check_session = e.class() != crate::ErrorClass::Request;
-            if let Some(tx) = resp_tx.take() {
-                let _ = tx.send(Err(ApiError::from(&e)));
+        // The handler acknowledges once it has the response in hand; a
+        // handler that gave up drops the acknowledgement channel.
+        let mut deliver = |response: CsrResponse| {
+            let sent = resp_tx
+                .take()
+                .is_some_and(|tx| tx.send(Ok(response)).is_ok());
+            sent && ack_rx.recv().is_ok()
+        };
+        let served = worker.sessions.issue(&valid, &request_id, &mut deliver);
+        let failed = match served {
+            Ok(Some(timings)) => {
+                worker.metrics.observe_phases(timings);
+                None
             }
+            // Sessions are being reopened after the token went away.
+            Ok(None) => Some(ApiError::TokenUnavailable),
+            Err(e) => {
+                log::warn!("CSR failed: {} {e}", e.code());
+                Some(ApiError::from(&e))
+            }
+        };
+        if let (Some(e), Some(tx)) = (failed, resp_tx.take()) {
+            let _ = tx.send(Err(e));
         }
-        settle(&mut backend, &worker.orphans);
-        if check_session && !matches!(backend.logged_in(), Ok(true)) {
-            log::warn!("the session no longer answers; reconnecting to the token");
-            worker.broken.store(true, Ordering::Relaxed);
-        }
-        worker
-            .workers
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(backend);
     });
     match tokio::time::timeout_at(deadline, resp_rx).await {
         Ok(Ok(Ok(response))) => {

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hsm_csr::service::signature::{percent_encode, rpc_signature, rpc_string_to_sign};
+use hsm_csr::service::request_signing::{percent_encode, rpc_signature, rpc_string_to_sign};
 
 /// What came back: status, headers (lowercase names), body, and the
 /// `Code` of an error body ("OK" for a 200).

@@ -17,18 +17,6 @@ use crate::algorithm::KeyType;
 use crate::error::{Error, Result};
 use crate::fingerprint;
 
-/// Names, for the operator, the CKA_IDs of key pairs that may be on the
-/// token although no CSR was delivered for them and that no sweep could
-/// check. `context` (e.g. `"line 3: "`) starts each line.
-pub fn report_unchecked(ids: &[Vec<u8>], context: &str) {
-    for id in ids {
-        log::warn!(
-            "{context}a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
-            fingerprint::hex(id)
-        );
-    }
-}
-
 /// One key pair (or lone key) on the token.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -205,7 +193,12 @@ impl Pkcs11Backend {
         let failures: Vec<String> = key
             .objects
             .iter()
-            .filter_map(|h| session.destroy_object(*h).err().map(|e| describe(&e)))
+            .filter_map(|h| {
+                session
+                    .destroy_object(*h)
+                    .err()
+                    .map(|e| describe(&e).to_string())
+            })
             .collect();
         if failures.is_empty() {
             Ok(())
@@ -213,84 +206,9 @@ impl Pkcs11Backend {
             Err(Error::Token {
                 op: "C_DestroyObject",
                 token: self.label.clone(),
-                detail: failures.join("; "),
+                detail: failures.join("; ").into(),
             })
         }
-    }
-
-    /// Hands over the CKA_IDs of key pairs whose fate this session does not
-    /// know (see [`Self::sweep`]).
-    pub fn take_unsettled(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.unsettled)
-    }
-
-    /// Destroys what this session's failed calls may have left on the token
-    /// ([`Self::sweep`]). Returns the IDs it could not check, for later.
-    pub fn settle(&mut self) -> Vec<Vec<u8>> {
-        let ids = self.take_unsettled();
-        if ids.is_empty() {
-            return ids;
-        }
-        match self.sweep(&ids) {
-            Ok(0) => Vec::new(),
-            Ok(n) => {
-                log::warn!("removed {n} key pair(s) that a failed call left on the token");
-                Vec::new()
-            }
-            Err(e) => {
-                log::warn!(
-                    "cannot yet check for key pairs that failed calls may have left on the token: {e}"
-                );
-                ids
-            }
-        }
-    }
-
-    /// Adds CKA_IDs for the next [`Self::settle`], e.g. those of a session
-    /// this one replaces.
-    pub fn adopt_ids(&mut self, mut ids: Vec<Vec<u8>>) {
-        self.unsettled.append(&mut ids);
-    }
-
-    /// Destroys the key objects with these CKA_IDs, if the token has them:
-    /// pairs made or kept by calls that failed while the token went away,
-    /// which no response delivered. Each ID has 16 random bytes from the
-    /// token's RNG, chosen for that one key pair (after a fixed prefix for
-    /// pool keys). Returns how many IDs had objects.
-    ///
-    /// # Errors
-    /// A token error when the search or a C_DestroyObject fails; call again
-    /// with the same IDs later.
-    pub fn sweep(&mut self, ids: &[Vec<u8>]) -> Result<usize> {
-        let session = self.session()?;
-        let token = || self.label.clone();
-        let mut found = 0;
-        for id in ids {
-            let mut objects = Vec::new();
-            for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
-                objects.extend(
-                    session
-                        .find_objects(&[Attribute::Class(class), Attribute::Id(id.clone())])
-                        .map_err(|e| Error::Token {
-                            op: "looking for a key pair left by a failed call",
-                            token: token(),
-                            detail: describe(&e),
-                        })?,
-                );
-            }
-            if objects.is_empty() {
-                continue;
-            }
-            found += 1;
-            for object in objects {
-                session.destroy_object(object).map_err(|e| Error::Token {
-                    op: "destroying a key pair left by a failed call",
-                    token: token(),
-                    detail: describe(&e),
-                })?;
-            }
-        }
-        Ok(found)
     }
 
     /// Stores `cert_der` as a CKO_CERTIFICATE next to `key`, with the key's
@@ -327,7 +245,8 @@ impl Pkcs11Backend {
                 detail: format!(
                     "{}; some tokens (e.g. AWS CloudHSM) cannot store certificates",
                     describe(&e)
-                ),
+                )
+                .into(),
             })?;
         Ok(true)
     }
@@ -338,7 +257,7 @@ impl Pkcs11Backend {
 ///
 /// # Errors
 /// `Key.NotFound` or `Key.Ambiguous`.
-pub fn select<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
+pub fn find_key<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
     // Shown in errors without its query part, which may carry a PIN.
     let shown = query.split('?').next().unwrap_or_default();
     let matches: Vec<&KeyEntry> = if query.starts_with("pkcs11:") {

@@ -37,7 +37,7 @@ pub(super) fn new_id(session: &Session, prefix: &[u8]) -> Result<Vec<u8>> {
     id[..prefix.len()].copy_from_slice(prefix);
     session
         .generate_random_slice(&mut id[prefix.len()..])
-        .map_err(|e| Error::KeyGen(format!("CKA_ID from the token RNG: {}", describe(&e))))?;
+        .map_err(|e| Error::KeyGen(describe(&e).context("CKA_ID from the token RNG")))?;
     Ok(id)
 }
 
@@ -110,7 +110,7 @@ pub(super) fn generate(
         Ok(pair) => pair,
         Err(e) => {
             // A token that went away mid-call may have stored the pair.
-            backend.unsettled.push(id);
+            backend.orphans.push(id);
             return Err(Error::KeyGen(describe(&e)));
         }
     };
@@ -129,9 +129,9 @@ pub(super) fn generate(
         if let KeyType::Rsa { bits: want } = spec.key_type {
             let bits = spki::rsa_modulus_bits(&spki_der)?;
             if bits != want {
-                return Err(Error::EncodeKey(format!(
-                    "asked for RSA-{want} but the token made RSA-{bits}"
-                )));
+                return Err(Error::EncodeKey(
+                    format!("asked for RSA-{want} but the token made RSA-{bits}").into(),
+                ));
             }
         }
         Ok(spki_der)
@@ -151,7 +151,7 @@ pub(super) fn generate(
         Err(e) => Err(match destroy_pair(session, pair) {
             Ok(()) => e,
             Err(rollback) => {
-                backend.unsettled.push(id.clone());
+                backend.orphans.push(id.clone());
                 Error::RollbackFailed {
                     original: Box::new(e),
                     rollback,
@@ -177,7 +177,7 @@ fn check_key_size(
         .map_err(|e| Error::Token {
             op: "C_GetMechanismInfo",
             token: backend.token_label().to_owned(),
-            detail: format!("{mech}: {}", describe(&e)),
+            detail: describe(&e).context(mech),
         })?;
     let (min, max) = (info.min_key_size(), info.max_key_size());
     let bits = bits as usize;
@@ -208,10 +208,7 @@ fn check_private_attributes(session: &Session, key: ObjectHandle) -> Result<()> 
             ],
         )
         .map_err(|e| {
-            Error::KeyGen(format!(
-                "reading the new private key's attributes: {}",
-                describe(&e)
-            ))
+            Error::KeyGen(describe(&e).context("reading the new private key's attributes"))
         })?;
     let (mut sensitive, mut extractable, mut token) = (false, true, false);
     for a in attrs {
@@ -225,10 +222,13 @@ fn check_private_attributes(session: &Session, key: ObjectHandle) -> Result<()> 
     if sensitive && !extractable && token {
         Ok(())
     } else {
-        Err(Error::KeyGen(format!(
-            "the token made a private key with CKA_SENSITIVE={sensitive}, CKA_EXTRACTABLE={extractable}, \
-             CKA_TOKEN={token}; refusing to use it"
-        )))
+        Err(Error::KeyGen(
+            format!(
+                "the token made a private key with CKA_SENSITIVE={sensitive}, CKA_EXTRACTABLE={extractable}, \
+                 CKA_TOKEN={token}; refusing to use it"
+            )
+            .into(),
+        ))
     }
 }
 
@@ -247,7 +247,7 @@ pub(super) fn read_public_key(
     };
     let attrs = session
         .get_attributes(key, wanted)
-        .map_err(|e| Error::EncodeKey(format!("reading the public key: {}", describe(&e))))?;
+        .map_err(|e| Error::EncodeKey(describe(&e).context("reading the public key")))?;
     let (mut modulus, mut exponent, mut point) = (None, None, None);
     for a in attrs {
         match a {

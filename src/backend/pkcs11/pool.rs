@@ -17,7 +17,7 @@
 //! token's RNG), read back to check the token kept it: from then on nothing
 //! adopts the key again, across restarts too, whatever its label. Only then
 //! are both objects relabelled to the request's label. If any step fails
-//! the pair is destroyed (or remembered for a later sweep when even that
+//! the pair is destroyed (or remembered as an orphan when even that
 //! fails), and the request generates a key on demand. A crash between the
 //! two CKA_ID updates leaves halves with different CKA_IDs: never adopted.
 //!
@@ -273,7 +273,7 @@ impl KeyPool {
 
 /// Why a claim failed, and whether the token said it never will succeed.
 struct ClaimFailed {
-    detail: String,
+    detail: crate::error::Detail,
     refused: bool,
 }
 
@@ -283,7 +283,7 @@ fn set_both(session: &Session, pair: Pair, attribute: Attribute, what: &str) -> 
         session
             .update_attributes(object, std::slice::from_ref(&attribute))
             .map_err(|e| ClaimFailed {
-                detail: format!("{what}: {}", describe(&e)),
+                detail: describe(&e).context(what),
                 // The token will never make this change, as opposed to a
                 // failure of this one call.
                 refused: matches!(
@@ -314,7 +314,7 @@ fn claim(session: &Session, pair: Pair, claimed_id: &[u8], label: &str) -> Claim
         let kept = session
             .get_attributes(object, &[AttributeType::Id])
             .map_err(|e| ClaimFailed {
-                detail: format!("reading back a claimed CKA_ID: {}", describe(&e)),
+                detail: describe(&e).context("reading back a claimed CKA_ID"),
                 refused: false,
             })?;
         if !matches!(kept.as_slice(), [Attribute::Id(id)] if id == claimed_id) {
@@ -346,14 +346,14 @@ impl Pkcs11Backend {
         let claimed = match self.session() {
             Ok(session) => claim(session, pooled.pair, &claimed_id, label),
             Err(e) => Err(ClaimFailed {
-                detail: e.to_string(),
+                detail: e.to_string().into(),
                 refused: false,
             }),
         };
         if let Err(failed) = claimed {
             self.discard(pooled, &[claimed_id]);
             if failed.refused {
-                self.turn_off(pool, &failed.detail);
+                self.turn_off(pool, failed.detail.as_str());
             }
             return Err(Error::Token {
                 op: "taking a key from the pool (C_SetAttributeValue)",
@@ -370,7 +370,7 @@ impl Pkcs11Backend {
     }
 
     /// Destroys a pool key nobody will get. When that fails, remembers its
-    /// CKA_ID and `other_ids` (IDs it may carry by now) for a later sweep.
+    /// CKA_ID and `other_ids` (IDs it may carry by now) as orphans (see [`super::orphans`]).
     fn discard(&mut self, pooled: PooledKey, other_ids: &[Vec<u8>]) {
         let destroyed = self
             .session()
@@ -378,8 +378,8 @@ impl Pkcs11Backend {
             .and_then(|session| keygen::destroy_pair(session, pooled.pair));
         if let Err(e) = destroyed {
             log::warn!("could not destroy an unusable pool key, will retry: {e}");
-            self.unsettled.push(pooled.key.id);
-            self.unsettled.extend(other_ids.iter().cloned());
+            self.orphans.push(pooled.key.id);
+            self.orphans.extend(other_ids.iter().cloned());
         }
     }
 

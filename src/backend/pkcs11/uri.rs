@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use super::select::TokenSelector;
+use super::token_selection::TokenSelector;
 use crate::error::{Error, Result};
 
 /// The URI of a private key: `pkcs11:token=..;serial=..;object=..;id=..;type=private`.

@@ -27,7 +27,9 @@ fn official_sdk_requests_verify() {
             body: v["body"].as_str().unwrap().as_bytes().to_vec(),
         };
         let sdk = v["sdk"].as_str().unwrap();
-        let ok = req.verify().unwrap_or_else(|e| panic!("{sdk}: {e:?}"));
+        let ok = req
+            .authenticate()
+            .unwrap_or_else(|e| panic!("{sdk}: {e:?}"));
         assert_eq!(ok.action, "CreateCdnCertificateSigningRequest", "{sdk}");
         assert_eq!(ok.version, "2018-05-10", "{sdk}");
         assert_eq!(ok.access_key_id, "AKID", "{sdk}");
@@ -40,19 +42,22 @@ fn official_sdk_requests_verify() {
             "{sdk}"
         );
         assert_eq!(get(&ok.params, "Signature"), None, "{sdk}");
-        let wrong = verify(&req.raw(), |id| (id == "AKID").then_some("WRONG"));
+        let wrong = authenticate(&req.raw(), |id| (id == "AKID").then_some("WRONG"));
         assert!(
             matches!(wrong, Err(ApiError::SignatureDoesNotMatch(_))),
             "{sdk}"
         );
-        let unknown = verify(&req.raw(), |_| None);
+        let unknown = authenticate(&req.raw(), |_| None);
         assert_eq!(unknown, Err(ApiError::InvalidAccessKeyId), "{sdk}");
         let tampered = Req {
             query: q.replace("a.example", "evil.example"),
             ..req.clone()
         };
         assert!(
-            matches!(tampered.verify(), Err(ApiError::SignatureDoesNotMatch(_))),
+            matches!(
+                tampered.authenticate(),
+                Err(ApiError::SignatureDoesNotMatch(_))
+            ),
             "{sdk}"
         );
     }
@@ -86,7 +91,7 @@ fn sdk_signed_awkward_requests_verify() {
             .collect();
         expected.extend(decode(&req.body).unwrap());
         let mut got = req
-            .verify()
+            .authenticate()
             .unwrap_or_else(|e| panic!("{case}: {e:?}"))
             .params;
         got.sort();
@@ -102,9 +107,12 @@ fn sdk_signed_awkward_requests_verify() {
 fn a_name_cannot_smuggle_other_parameters() {
     let signed = owned(&[("CommonName", "k"), ("Country", "DE"), ("SANs", "x")]);
     let mut req = acs3(&signed);
-    assert_eq!(req.verify().unwrap().params, signed);
+    assert_eq!(req.authenticate().unwrap().params, signed);
     req.query = "CommonName=k&Country%3DDE%26SANs=x".into();
-    assert_eq!(req.verify(), Err(ApiError::SignatureDoesNotMatch(None)));
+    assert_eq!(
+        req.authenticate(),
+        Err(ApiError::SignatureDoesNotMatch(None))
+    );
 }
 
 #[test]
@@ -133,7 +141,7 @@ fn a_parameter_given_twice_is_refused() {
         ),
     ];
     for (what, req) in cases {
-        assert_eq!(req.verify(), Err(dup()), "{what}");
+        assert_eq!(req.authenticate(), Err(dup()), "{what}");
     }
     let spelled_twice = Req {
         query: rpc(&a, &[])
@@ -142,7 +150,7 @@ fn a_parameter_given_twice_is_refused() {
         ..rpc(&a, &[])
     };
     assert_eq!(
-        spelled_twice.verify(),
+        spelled_twice.authenticate(),
         Err(dup()),
         "the same name, encoded apart"
     );
@@ -157,32 +165,36 @@ fn a_parameter_given_twice_is_refused() {
 fn an_acs3_body_needs_a_signed_content_type() {
     let body = b"SANs=form.example";
     let signed = acs3_with(&cn("a.example"), body, &[("content-type", FORM)], &[]);
-    let ok = signed.verify().unwrap();
+    let ok = signed.authenticate().unwrap();
     assert_eq!(get(&ok.params, "SANs"), Some("form.example"));
     assert_eq!(get(&ok.params, "CommonName"), Some("a.example"));
     let unsigned = acs3_with(&cn("a.example"), body, &[], &[("content-type", FORM)]);
-    assert_eq!(unsigned.verify(), Err(ApiError::UnsignedContentType));
+    assert_eq!(unsigned.authenticate(), Err(ApiError::UnsignedContentType));
     let stripped = unsigned.without("content-type");
-    assert_eq!(stripped.verify(), Err(ApiError::UnsignedContentType));
+    assert_eq!(stripped.authenticate(), Err(ApiError::UnsignedContentType));
     let empty = acs3_with(&cn("a.example"), b"", &[], &[("content-type", FORM)]);
-    assert_eq!(empty.verify().unwrap().params, cn("a.example"));
+    assert_eq!(empty.authenticate().unwrap().params, cn("a.example"));
     let text = acs3_with(
         &cn("a.example"),
         body,
         &[("content-type", "text/plain")],
         &[],
     );
-    assert_eq!(text.verify().unwrap().params, cn("a.example"), "not a form");
+    assert_eq!(
+        text.authenticate().unwrap().params,
+        cn("a.example"),
+        "not a form"
+    );
     let mut changed = signed
         .without("content-type")
         .with("content-type", b"text/plain");
     assert!(matches!(
-        changed.verify(),
+        changed.authenticate(),
         Err(ApiError::SignatureDoesNotMatch(_))
     ));
     changed.body = b"SANs=other.example".to_vec();
     assert!(matches!(
-        changed.verify(),
+        changed.authenticate(),
         Err(ApiError::SignatureDoesNotMatch(_))
     ));
 }
@@ -202,13 +214,13 @@ fn content_types_that_are_forms() {
     // The form is read from POST bodies only.
     let mut get = rpc(&cn("a.example"), &[]).with("content-type", FORM.as_bytes());
     get.body = b"SANs=x.example".to_vec();
-    assert_eq!(get.verify().map(|v| v.params.len()), Ok(8));
+    assert_eq!(get.authenticate().map(|v| v.params.len()), Ok(8));
     let post = rpc(&cn("a.example"), &owned(&[("SANs", "x.example")]));
     assert_eq!(get_of(&post, "SANs"), Some("x.example".into()));
 }
 
 fn get_of(req: &Req, name: &str) -> Option<String> {
-    get(&req.verify().unwrap().params, name).map(str::to_owned)
+    get(&req.authenticate().unwrap().params, name).map(str::to_owned)
 }
 
 /// A header that is read or signed counts once; two could be read either
@@ -219,15 +231,15 @@ fn a_header_given_twice_is_refused() {
     let types = [("content-type", FORM), ("content-type", "text/plain")];
     let req = acs3_with(&cn("a.example"), body, &types, &[]);
     let dup = |h: &str| Err(ApiError::DuplicateHeader(h.into()));
-    assert_eq!(req.verify(), dup("content-type"));
+    assert_eq!(req.authenticate(), dup("content-type"));
     let two_actions = acs3_with(&cn("a"), b"", &[("x-acs-action", "Other")], &[]);
-    assert_eq!(two_actions.verify(), dup("x-acs-action"));
+    assert_eq!(two_actions.authenticate(), dup("x-acs-action"));
     let two_auth = acs3(&cn("a")).with("authorization", b"ACS3-HMAC-SHA256 x");
-    assert_eq!(two_auth.verify(), dup("authorization"));
+    assert_eq!(two_auth.authenticate(), dup("authorization"));
     let rpc_types = rpc(&[], &cn("a")).with("content-type", b"text/plain");
-    assert_eq!(rpc_types.verify(), dup("content-type"));
+    assert_eq!(rpc_types.authenticate(), dup("content-type"));
     let unread = acs3(&cn("a")).with("accept", b"*/*").with("accept", b"x/y");
-    assert!(unread.verify().is_ok(), "neither signed nor read");
+    assert!(unread.authenticate().is_ok(), "neither signed nor read");
 }
 
 /// Issue 9, item 7: `%FE` and `%FF` both decoded to U+FFFD, so a request
@@ -236,24 +248,24 @@ fn a_header_given_twice_is_refused() {
 fn bytes_that_are_not_utf8_are_refused() {
     let malformed = |name: &str| Err(ApiError::NotUtf8(name.into()));
     let mut req = rpc(&owned(&[("Organization", "\u{FFFD}")]), &[]);
-    assert!(req.verify().is_ok());
+    assert!(req.authenticate().is_ok());
     req.query = req.query.replace("%EF%BF%BD", "%FE");
-    assert_eq!(req.verify(), malformed("Organization"));
+    assert_eq!(req.authenticate(), malformed("Organization"));
     req.query = req.query.replace("Organization=%FE", "Organization%FF=x");
-    assert_eq!(req.verify(), malformed("Organization%FF"));
+    assert_eq!(req.authenticate(), malformed("Organization%FF"));
     let form = acs3_with(&[], b"Organization=%FFcorp", &[("content-type", FORM)], &[]);
-    assert_eq!(form.verify(), malformed("Organization"));
+    assert_eq!(form.authenticate(), malformed("Organization"));
     let header = acs3_with(&[], b"", &[("user-agent", "\u{FFFD}")], &[]);
-    assert!(header.verify().is_ok());
+    assert!(header.authenticate().is_ok());
     let mut header = header.without("user-agent").with("user-agent", b"\xff");
-    assert_eq!(header.verify(), malformed("user-agent"));
+    assert_eq!(header.authenticate(), malformed("user-agent"));
     header.headers.retain(|(n, _)| n != "authorization");
     assert_eq!(
-        header.with("authorization", b"\xff").verify(),
+        header.with("authorization", b"\xff").authenticate(),
         malformed("authorization")
     );
     let unread = acs3(&cn("a")).with("user-agent", b"\xff");
-    assert!(unread.verify().is_ok(), "neither signed nor read");
+    assert!(unread.authenticate().is_ok(), "neither signed nor read");
     let parts = ApiError::NotUtf8("Organization".into()).parts();
     assert_eq!((parts.0, parts.1), (400, "InvalidValue.Malformed"));
     assert!(parts.2.contains("\"Organization\""), "{}", parts.2);
@@ -274,7 +286,7 @@ fn security_tokens_are_refused() {
     ];
     for req in cases {
         assert_eq!(
-            req.verify(),
+            req.authenticate(),
             Err(ApiError::SecurityTokenUnsupported),
             "{req:?}"
         );
@@ -292,7 +304,7 @@ fn rpc_signature_method_and_version() {
         let mut params = rpc_common();
         params.retain(|(k, _)| k != name);
         params.extend(value.map(|v| (name.to_owned(), v.to_owned())));
-        sign_rpc(params, &[]).verify()
+        sign_rpc(params, &[]).authenticate()
     };
     assert!(with("SignatureMethod", Some("HMAC-SHA1")).is_ok());
     assert!(with("SignatureVersion", Some("1.0")).is_ok());
@@ -316,7 +328,7 @@ fn rpc_common_parameters() {
     let without = |name: &str| {
         let mut params = rpc_common();
         params.retain(|(k, _)| k != name);
-        sign_rpc(params, &[]).verify()
+        sign_rpc(params, &[]).authenticate()
     };
     for name in ["AccessKeyId", "Timestamp", "Action", "Version"] {
         assert_eq!(
@@ -331,16 +343,16 @@ fn rpc_common_parameters() {
     );
     let mut unsigned = rpc(&[], &[]);
     unsigned.query = unsigned.query.split("&Signature=").next().unwrap().into();
-    assert_eq!(unsigned.verify(), Err(ApiError::IncompleteSignature));
+    assert_eq!(unsigned.authenticate(), Err(ApiError::IncompleteSignature));
     let mut params = rpc_common();
     params.push(("Format".into(), "xml".into()));
     assert_eq!(
-        sign_rpc(params.clone(), &[]).verify().unwrap().format,
+        sign_rpc(params.clone(), &[]).authenticate().unwrap().format,
         "XML"
     );
     params.retain(|(k, _)| k != "Timestamp");
     params.push(("Timestamp".into(), "2026-11-22 12:00:00".into()));
-    let bad_time = sign_rpc(params, &[]).verify();
+    let bad_time = sign_rpc(params, &[]).authenticate();
     assert_eq!(bad_time, Err(ApiError::InvalidTimeStampFormat));
 }
 
@@ -353,7 +365,11 @@ fn acs3_must_sign_the_headers_that_carry_meaning() {
         let auth = req.headers.last().unwrap();
         assert!(!String::from_utf8_lossy(&auth.1).contains(name), "{name}");
         assert!(req.headers.iter().any(|(n, _)| n == name), "{name}");
-        assert_eq!(req.verify(), Err(ApiError::IncompleteSignature), "{name}");
+        assert_eq!(
+            req.authenticate(),
+            Err(ApiError::IncompleteSignature),
+            "{name}"
+        );
     }
 }
 
@@ -361,7 +377,10 @@ fn acs3_must_sign_the_headers_that_carry_meaning() {
 fn acs3_payload_and_date() {
     let mut req = acs3_with(&[], b"CommonName=a", &[("content-type", FORM)], &[]);
     req.body = b"CommonName=b".to_vec();
-    assert_eq!(req.verify(), Err(ApiError::SignatureDoesNotMatch(None)));
+    assert_eq!(
+        req.authenticate(),
+        Err(ApiError::SignatureDoesNotMatch(None))
+    );
     let late = acs3_with(&[], b"", &[], &[]);
     let late = Req {
         headers: late
@@ -374,12 +393,12 @@ fn acs3_payload_and_date() {
             .collect(),
         ..late
     };
-    assert_eq!(late.verify(), Err(ApiError::InvalidTimeStampFormat));
+    assert_eq!(late.authenticate(), Err(ApiError::InvalidTimeStampFormat));
     let bad = acs3(&cn("a"))
         .without("authorization")
         .with("authorization", b"ACS3-HMAC-SHA256 x=y");
-    assert_eq!(bad.verify(), Err(ApiError::IncompleteSignature));
-    let ok = acs3(&owned(&[("Format", "xml")])).verify().unwrap();
+    assert_eq!(bad.authenticate(), Err(ApiError::IncompleteSignature));
+    let ok = acs3(&owned(&[("Format", "xml")])).authenticate().unwrap();
     assert_eq!((ok.format.as_str(), ok.nonce.as_str()), ("XML", "nonce-1"));
     assert_eq!(ok.timestamp, 1_795_348_800);
 }

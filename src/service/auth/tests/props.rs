@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use crate::service::signature::percent_encode;
+use crate::service::request_signing::percent_encode;
 
 use super::*;
 
@@ -33,7 +33,7 @@ fn signed(params: &[(String, String, bool)], acs3: bool) -> (Req, Vec<(String, S
     } else {
         rpc(&query, &form)
     };
-    let mut meaning = req.verify().expect("signed as the SDKs sign").params;
+    let mut meaning = req.authenticate().expect("signed as the SDKs sign").params;
     meaning.sort();
     (req, meaning)
 }
@@ -44,8 +44,8 @@ fn same_or_refused(
     original: &Req,
     meaning: &[(String, String)],
 ) -> Result<(), TestCaseError> {
-    if let Ok(v) = changed.verify() {
-        let before = original.verify().unwrap();
+    if let Ok(v) = changed.authenticate() {
+        let before = original.authenticate().unwrap();
         let mut params = v.params.clone();
         params.sort();
         prop_assert_eq!(
@@ -144,7 +144,7 @@ proptest! {
         } else {
             req.query.push_str(&format!("&{again}"));
         }
-        prop_assert_eq!(req.verify(), Err(ApiError::DuplicateParameter(shown(name.as_bytes()))));
+        prop_assert_eq!(req.authenticate(), Err(ApiError::DuplicateParameter(shown(name.as_bytes()))));
     }
 
     /// Two signed query parameters joined into one name (`a=1&b`, value
@@ -168,6 +168,6 @@ proptest! {
             .filter(|(k, _)| *k != a.0 && *k != b.0)
             .collect();
         req.query = format!("{}={}&{}", percent_encode(&joined), percent_encode(&b.1), urlencode(&rest));
-        prop_assert!(req.verify().is_err(), "{:?}", req);
+        prop_assert!(req.authenticate().is_err(), "{:?}", req);
     }
 }

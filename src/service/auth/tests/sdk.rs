@@ -5,7 +5,7 @@ use base64::Engine;
 use ring::hmac;
 
 use super::*;
-use crate::service::signature::{percent_encode, sha256_hex};
+use crate::service::request_signing::{percent_encode, sha256_hex};
 
 pub(super) const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -33,8 +33,8 @@ impl Req {
         }
     }
 
-    pub fn verify(&self) -> Result<Verified, ApiError> {
-        verify(&self.raw(), |id| (id == "AKID").then_some("SECRET"))
+    pub fn authenticate(&self) -> Result<Verified, ApiError> {
+        authenticate(&self.raw(), |id| (id == "AKID").then_some("SECRET"))
     }
 
     pub fn with(mut self, name: &str, value: &[u8]) -> Req {
@@ -175,7 +175,7 @@ pub(super) fn acs3_signing(
         "POST\n/\n{}\n{canonical_headers}\n{names}\n{payload}",
         sdk_query(query, false)
     );
-    let signature = signature::acs3_signature("SECRET", &canonical);
+    let signature = request_signing::acs3_signature("SECRET", &canonical);
     let auth =
         format!("ACS3-HMAC-SHA256 Credential=AKID,SignedHeaders={names},Signature={signature}");
     Req {

@@ -1,0 +1,462 @@
+//! Logged-in sessions on one token, shared by the requests of a long-lived
+//! process (`serve`; `batch` opens its sessions here too).
+//!
+//! The login belongs to the application, not the session (PKCS #11 v2.40
+//! section 5.6: "all sessions that an application has with a token share
+//! the same login state"): C_Login is called once, and every further
+//! session starts logged in. When the token goes away, [`SessionPool::reopen`]
+//! finalizes the module, opens the token again and logs in once more,
+//! for all sessions; a request that finds its session lost before a key
+//! pair was made is retried once on a fresh one
+//! ([`retry_on_lost_session`]). Key pairs that failed calls may have left
+//! behind are destroyed as soon as a session can reach them
+//! ([`super::orphans`]).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::orphans::{self, Orphans};
+use super::pool::{KeyPool, Pooled};
+use super::{Pkcs11Backend, TokenSelector};
+use crate::backend::KeyBackend;
+use crate::error::{Error, ErrorClass, Result};
+use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr};
+use crate::request::ValidRequest;
+
+/// What it takes to open the token again after it went away: module,
+/// selector, and the PIN, kept (as a zeroizing secret) for the new login.
+pub struct Reconnect {
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// Which token.
+    pub selector: TokenSelector,
+    /// The user PIN, or None for a token that needs no login or takes it on
+    /// its own PIN pad.
+    pub pin: Option<cryptoki::types::AuthPin>,
+}
+
+/// `first` and `count - 1` more sessions on its token, all sharing its
+/// login: extra sessions start logged in, and C_Login is not called again.
+///
+/// # Errors
+/// A token error when a session cannot be opened.
+pub fn open_sessions(first: Pkcs11Backend, count: usize) -> Result<Vec<Pkcs11Backend>> {
+    let mut sessions = vec![first];
+    for _ in 1..count {
+        sessions.push(sessions[0].another_session()?);
+    }
+    Ok(sessions)
+}
+
+/// Runs `attempt` on `backend`; when it fails because the session was lost
+/// (see [`Error::session_lost`]) before any key pair was made, replaces
+/// `backend` with what `reopen` gives and runs `attempt` once more. A
+/// failure of `reopen` is returned as is: the token itself is gone.
+///
+/// # Errors
+/// The error of the last attempt, or of `reopen`.
+pub fn retry_on_lost_session<B, T>(
+    backend: &mut B,
+    reopen: impl FnOnce(&mut B) -> Result<B>,
+    mut attempt: impl FnMut(&mut B) -> Result<T>,
+) -> Result<T> {
+    match attempt(backend) {
+        Err(e) if e.session_lost() && !e.key_left_behind() => {
+            log::warn!("the token's session was lost ({e}); retrying once on a new session");
+            *backend = reopen(backend)?;
+            attempt(backend)
+        }
+        other => other,
+    }
+}
+
+/// The key pool's refiller thread, and the flag that stops it.
+type Refiller = (JoinHandle<()>, Arc<AtomicBool>);
+
+/// Logged-in sessions, each used by one request at a time, with the key
+/// pool (if any) and its refiller on a session of its own.
+pub struct SessionPool {
+    idle: Mutex<Vec<Pkcs11Backend>>,
+    total: usize,
+    token: Reconnect,
+    key_options: ValidKeyOptions,
+    key_pool: Option<Arc<KeyPool>>,
+    /// Set when a session stops answering; cleared once all sessions have
+    /// been opened again.
+    broken: AtomicBool,
+    refiller: Mutex<Option<Refiller>>,
+    orphans: Arc<Orphans>,
+}
+
+impl SessionPool {
+    /// `wanted` sessions on the token `first` is logged in to (fewer when
+    /// the token allows fewer read-write sessions), making keys as
+    /// `key_options` say, from `key_pool` when there is one.
+    ///
+    /// # Errors
+    /// A token error when a session cannot be opened.
+    pub fn open(
+        first: Pkcs11Backend,
+        wanted: usize,
+        token: Reconnect,
+        key_options: ValidKeyOptions,
+        key_pool: Option<Arc<KeyPool>>,
+    ) -> Result<SessionPool> {
+        let cap = first
+            .max_rw_sessions()
+            .map_or(wanted, |m| usize::try_from(m).unwrap_or(usize::MAX).max(1));
+        let total = wanted.clamp(1, cap.max(1));
+        let sessions = open_sessions(first, total)?;
+        log::info!(
+            "{total} worker session(s) on token {:?}",
+            sessions[0].token_label()
+        );
+        Ok(SessionPool {
+            idle: Mutex::new(sessions),
+            total,
+            token,
+            key_options,
+            key_pool,
+            broken: AtomicBool::new(false),
+            refiller: Mutex::new(None),
+            orphans: Arc::default(),
+        })
+    }
+
+    /// How many requests can be on the token at once.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The key pool, if any.
+    pub fn key_pool(&self) -> Option<&KeyPool> {
+        self.key_pool.as_deref()
+    }
+
+    /// Whether the token stopped answering and [`Self::reopen`] is due.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// The token, as the operator named it.
+    pub fn token_name(&self) -> String {
+        self.token.selector.describe()
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Pkcs11Backend>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether an idle session is still logged in; `Ok(true)` when every
+    /// session is busy making a key (the token answers).
+    ///
+    /// # Errors
+    /// A token error when the session does not answer, or the token is
+    /// being reconnected.
+    pub fn health(&self) -> Result<bool> {
+        if self.is_broken() {
+            return Err(Error::Token {
+                op: "reaching the token",
+                token: self.token_name(),
+                detail: "sessions lost; reconnecting".into(),
+            });
+        }
+        match self.idle().first() {
+            None => Ok(true),
+            Some(b) => b.logged_in(),
+        }
+    }
+
+    /// Makes the CSR for `request` on an idle session. `deliver` hands the
+    /// response to the caller and says whether it was taken: the key pair
+    /// is kept only then, and removed otherwise. Returns the phase
+    /// durations, or None when no session is idle (the token is being
+    /// reopened). The caller makes sure no more than [`Self::total`]
+    /// requests run at once.
+    ///
+    /// # Errors
+    /// What making the key or CSR failed with; nothing is left on the token.
+    pub fn issue(
+        &self,
+        request: &ValidRequest,
+        request_id: &str,
+        deliver: &mut dyn FnMut(CsrResponse) -> bool,
+    ) -> Result<Option<Timings>> {
+        let Some(mut backend) = self.idle().pop() else {
+            return Ok(None);
+        };
+        let served = retry_on_lost_session(
+            &mut backend,
+            |old| self.fresh_session(old),
+            |backend| {
+                let mut pooled;
+                let source: &mut dyn KeyBackend = match self.key_pool.as_deref() {
+                    Some(pool) => {
+                        pooled = Pooled { backend, pool };
+                        &mut pooled
+                    }
+                    None => backend,
+                };
+                let pending =
+                    prepare_csr(source, request, &self.key_options, request_id.to_owned())?;
+                let timings = pending.timings();
+                // Commit only once the caller has the response in hand.
+                if deliver(pending.response().clone()) {
+                    let _ = pending.commit();
+                } else if let Err(e) = pending.rollback() {
+                    log::error!("could not remove an undelivered key pair: {e}");
+                } else {
+                    log::warn!(
+                        "nobody took the response (timeout or shutdown); its key pair was removed"
+                    );
+                }
+                Ok(timings)
+            },
+        );
+        let check_session = served
+            .as_ref()
+            .is_err_and(|e| e.class() != ErrorClass::Request);
+        self.orphans.destroy_on(&mut backend);
+        if check_session && !matches!(backend.logged_in(), Ok(true)) {
+            log::warn!("the session no longer answers; reconnecting to the token");
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        self.idle().push(backend);
+        served.map(Some)
+    }
+
+    /// A new session in place of one the token lost. It must find the
+    /// login still in place: logging in again is left to [`Self::reopen`],
+    /// which tries the PIN once for all sessions, never once per request.
+    fn fresh_session(&self, old: &mut Pkcs11Backend) -> Result<Pkcs11Backend> {
+        let mut fresh = old.another_session()?;
+        if fresh.login_required() && !fresh.logged_in()? {
+            return Err(Error::Token {
+                op: "opening a new session",
+                token: fresh.token_label().to_owned(),
+                detail: "the token no longer has our login; reconnecting".into(),
+            });
+        }
+        fresh.adopt_orphans(old.take_orphans());
+        Ok(fresh)
+    }
+
+    /// Adopts the unassigned pool keys on the token and starts the
+    /// refiller on a session of its own. Does nothing without a pool.
+    ///
+    /// # Errors
+    /// A token error when the keys cannot be listed or the session opened.
+    pub fn start_key_pool(&self) -> Result<()> {
+        let Some(pool) = &self.key_pool else {
+            return Ok(());
+        };
+        let session = {
+            let idle = self.idle();
+            let first = idle
+                .first()
+                .ok_or_else(|| Error::Internal("no session to refill the pool from".into()))?;
+            let adopted = pool.adopt_existing(first)?;
+            log::info!(
+                "key pool: {adopted} unassigned key(s) adopted from the token, target {}",
+                pool.target
+            );
+            first.another_session()?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = spawn_refiller(
+            Arc::clone(pool),
+            session,
+            self.key_options.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&self.orphans),
+        );
+        *self.refiller.lock().unwrap_or_else(|p| p.into_inner()) = Some((handle, stop));
+        Ok(())
+    }
+
+    /// Stops the refiller, if any, and waits for it.
+    pub fn stop_key_pool(&self) {
+        if let Some((handle, stop)) = self
+            .refiller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
+
+    /// Drops every session (so the module is finalized), opens the token
+    /// again, logs in and refills the session list, then clears
+    /// [`Self::is_broken`]. The caller makes sure no request is using a
+    /// session.
+    ///
+    /// # Errors
+    /// What opening the token or logging in failed with; a PIN verdict
+    /// (`Token.PinIncorrect`, ...) must not be retried.
+    pub fn reopen(&self) -> Result<()> {
+        self.stop_key_pool();
+        if let Some(pool) = &self.key_pool {
+            pool.clear();
+        }
+        let mut idle = self.idle();
+        for mut old in idle.drain(..) {
+            self.orphans.keep(old.take_orphans());
+        }
+        let mut first = Pkcs11Backend::open(&self.token.module, &self.token.selector)?;
+        if first.login_required() {
+            first.login(self.token.pin.as_ref())?;
+        }
+        // Not fatal: what this cannot reach is tried again later.
+        self.orphans.destroy_on(&mut first);
+        *idle = open_sessions(first, self.total)?;
+        drop(idle);
+        self.start_key_pool()?;
+        self.broken.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// At exit: stops the refiller, makes one last try to remove the
+    /// orphans, and names the CKA_IDs that remain, for the operator.
+    pub fn close(&self) {
+        self.stop_key_pool();
+        if let Some(backend) = self.idle().first_mut() {
+            self.orphans.destroy_on(backend);
+        }
+        orphans::report(&self.orphans.take(), "");
+    }
+}
+
+/// Keeps `pool` at its target on a session of its own, until `stop`.
+fn spawn_refiller(
+    pool: Arc<KeyPool>,
+    mut backend: Pkcs11Backend,
+    key_options: ValidKeyOptions,
+    stop: Arc<AtomicBool>,
+    orphans: Arc<Orphans>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if !pool.wants_more() {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            if let Err(e) = pool.refill(&mut backend, key_options.signature()) {
+                log::warn!("pool refill failed: {} {e}", e.code());
+                orphans.destroy_on(&mut backend);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        orphans.keep(backend.take_orphans());
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptoki::context::Function;
+    use cryptoki::error::RvError;
+
+    use super::*;
+    use crate::backend::mock::{MockBackend, pkcs11_failure};
+    use crate::issue::issue_csr;
+    use crate::request::{CsrRequest, SubjectDefaults};
+
+    fn valid() -> ValidRequest {
+        CsrRequest {
+            common_name: Some("example.com".into()),
+            ..Default::default()
+        }
+        .validate(&SubjectDefaults::default())
+        .unwrap()
+    }
+
+    fn lose_sessions(n: u32) -> MockBackend {
+        MockBackend {
+            lose_session_on_generate: n,
+            ..Default::default()
+        }
+    }
+
+    fn issue_retrying(
+        b: &mut MockBackend,
+        reopen: impl FnOnce(&mut MockBackend) -> Result<MockBackend>,
+    ) -> Result<CsrResponse> {
+        retry_on_lost_session(b, reopen, |b| {
+            issue_csr(b, &valid(), &ValidKeyOptions::default(), "ID".into())
+        })
+    }
+
+    /// A new session on the same mock token.
+    fn next_session(old: &mut MockBackend) -> Result<MockBackend> {
+        Ok(MockBackend {
+            lose_session_on_generate: old.lose_session_on_generate,
+            session: old.session + 1,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_session_lost_before_keygen_is_reopened_and_the_request_retried_once() {
+        let mut b = lose_sessions(1);
+        let r = issue_retrying(&mut b, next_session).unwrap();
+        assert_eq!(r.request_id, "ID");
+        assert_eq!((b.session, b.live.len()), (1, 1));
+    }
+
+    #[test]
+    fn only_one_retry() {
+        let mut b = lose_sessions(2);
+        let e = issue_retrying(&mut b, next_session).unwrap_err();
+        assert!(e.session_lost(), "{e}");
+        assert_eq!((b.session, b.generated), (1, 0));
+    }
+
+    #[test]
+    fn no_retry_when_the_token_is_gone_or_the_error_is_not_the_session() {
+        let mut b = lose_sessions(1);
+        let e = issue_retrying(&mut b, |_| {
+            Err(Error::Token {
+                op: "opening a read-write session",
+                token: "t".into(),
+                detail: "C_OpenSession: CKR_DEVICE_ERROR".into(),
+            })
+        })
+        .unwrap_err();
+        assert_eq!(e.code(), "Token.Error");
+
+        let mut b = MockBackend {
+            fail_sign: true,
+            ..Default::default()
+        };
+        let e = issue_retrying(&mut b, |_| panic!("not a lost session")).unwrap_err();
+        assert_eq!(e.code(), "Internal.CreateCSRError");
+    }
+
+    #[test]
+    fn no_retry_once_a_key_was_made_and_left() {
+        let left = || Error::RollbackFailed {
+            original: Box::new(Error::CreateCsr(pkcs11_failure(
+                Function::Sign,
+                RvError::SessionHandleInvalid,
+            ))),
+            rollback: "C_DestroyObject: CKR_SESSION_HANDLE_INVALID".into(),
+            key_uri: "pkcs11:object=x".into(),
+        };
+        assert!(left().session_lost() && left().key_left_behind());
+        let mut calls = 0;
+        let got: Result<()> = retry_on_lost_session(
+            &mut MockBackend::default(),
+            |_| panic!("a key is on the token: no retry"),
+            |_| {
+                calls += 1;
+                Err(left())
+            },
+        );
+        assert!(got.unwrap_err().key_left_behind());
+        assert_eq!(calls, 1);
+    }
+}

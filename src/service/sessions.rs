@@ -1,0 +1,94 @@
+//! Where the service's key pairs are made: [`Sessions`], implemented by
+//! the token's [`SessionPool`] and, in the router's unit tests, by the mock
+//! backend. The HTTP layer sees no PKCS#11.
+
+use crate::backend::pkcs11::pool::PoolStats;
+use crate::backend::pkcs11::session_pool::SessionPool;
+use crate::error::Result;
+use crate::issue::{CsrResponse, Timings};
+use crate::request::ValidRequest;
+
+/// Sessions to make key pairs and CSRs on. Every method but the counters
+/// may block: the service calls them on blocking threads.
+pub trait Sessions: Send + Sync + 'static {
+    /// How many requests can be on the token at once.
+    fn total(&self) -> usize;
+
+    /// How many sessions are open in all (request sessions and any other,
+    /// such as the key pool's refiller).
+    fn sessions_open(&self) -> usize;
+
+    /// Whether the token stopped answering and is being reconnected.
+    fn is_broken(&self) -> bool;
+
+    /// The token, as the operator named it.
+    fn token_name(&self) -> String;
+
+    /// Whether an idle session is still logged in.
+    ///
+    /// # Errors
+    /// When the token does not answer.
+    fn health(&self) -> Result<bool>;
+
+    /// The key pool's counters, when there is a pool.
+    fn key_pool(&self) -> Option<PoolStats>;
+
+    /// Makes the CSR for `request` on an idle session; keeps the key pair
+    /// only when `deliver` says the response was taken. None when no
+    /// session is idle (the token is being reopened).
+    ///
+    /// # Errors
+    /// What making the key or CSR failed with; nothing is left on the token.
+    fn issue(
+        &self,
+        request: &ValidRequest,
+        request_id: &str,
+        deliver: &mut dyn FnMut(CsrResponse) -> bool,
+    ) -> Result<Option<Timings>>;
+
+    /// Opens the token again after it went away; called while no request
+    /// holds a session.
+    ///
+    /// # Errors
+    /// What opening or logging in failed with.
+    fn reopen(&self) -> Result<()>;
+}
+
+impl Sessions for SessionPool {
+    fn total(&self) -> usize {
+        SessionPool::total(self)
+    }
+
+    fn sessions_open(&self) -> usize {
+        SessionPool::total(self) + usize::from(self.key_pool().is_some())
+    }
+
+    fn is_broken(&self) -> bool {
+        SessionPool::is_broken(self)
+    }
+
+    fn token_name(&self) -> String {
+        SessionPool::token_name(self)
+    }
+
+    fn health(&self) -> Result<bool> {
+        SessionPool::health(self)
+    }
+
+    fn key_pool(&self) -> Option<PoolStats> {
+        SessionPool::key_pool(self).map(|p| p.stats())
+    }
+
+    fn issue(
+        &self,
+        request: &ValidRequest,
+        request_id: &str,
+        deliver: &mut dyn FnMut(CsrResponse) -> bool,
+    ) -> Result<Option<Timings>> {
+        SessionPool::issue(self, request, request_id, deliver)
+    }
+
+    fn reopen(&self) -> Result<()> {
+        SessionPool::reopen(self)
+    }
+}

@@ -1,0 +1,264 @@
+//! A mock [`Sessions`], and calls signed as the RPC SDKs sign them.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Response, StatusCode};
+use hyper::service::Service as _;
+use hyper_util::service::TowerToHyperService;
+use secrecy::SecretString;
+
+use crate::backend::mock::MockBackend;
+use crate::backend::pkcs11::pool::PoolStats;
+use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr};
+use crate::request::{SubjectDefaults, ValidRequest};
+use crate::service::config::{AccessKey, AccessKeys};
+use crate::service::{Service, ServiceConfig, Sessions, request_signing};
+
+/// [`Sessions`] on one mock backend.
+#[derive(Default)]
+pub(super) struct MockSessions {
+    pub(super) backend: Mutex<MockBackend>,
+    pub(super) broken: AtomicBool,
+    /// Every session taken by a reconnect in progress.
+    pub(super) none_idle: AtomicBool,
+    /// How long making a CSR takes.
+    pub(super) keygen_time: Duration,
+    /// The token answers every call with CKR_DEVICE_ERROR.
+    pub(super) device_error: bool,
+}
+
+impl MockSessions {
+    pub(super) fn backend(&self) -> std::sync::MutexGuard<'_, MockBackend> {
+        self.backend.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Sessions for MockSessions {
+    fn total(&self) -> usize {
+        1
+    }
+
+    fn sessions_open(&self) -> usize {
+        1
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    fn token_name(&self) -> String {
+        "mock".into()
+    }
+
+    fn health(&self) -> crate::Result<bool> {
+        Ok(!self.is_broken())
+    }
+
+    fn key_pool(&self) -> Option<PoolStats> {
+        None
+    }
+
+    fn issue(
+        &self,
+        request: &ValidRequest,
+        request_id: &str,
+        deliver: &mut dyn FnMut(CsrResponse) -> bool,
+    ) -> crate::Result<Option<Timings>> {
+        if self.none_idle.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        std::thread::sleep(self.keygen_time);
+        if self.device_error {
+            return Err(crate::Error::Token {
+                op: "C_GenerateKeyPair",
+                token: "mock-token-label".into(),
+                detail: crate::backend::mock::pkcs11_failure(
+                    cryptoki::context::Function::GenerateKeyPair,
+                    cryptoki::error::RvError::DeviceError,
+                ),
+            });
+        }
+        let mut backend = self.backend();
+        let options = ValidKeyOptions::default();
+        let pending = prepare_csr(&mut *backend, request, &options, request_id.to_owned())?;
+        let timings = pending.timings();
+        if deliver(pending.response().clone()) {
+            let _ = pending.commit();
+        } else {
+            pending.rollback()?;
+        }
+        Ok(Some(timings))
+    }
+
+    fn reopen(&self) -> crate::Result<()> {
+        self.broken.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn access_key(actions: &[&str]) -> AccessKey {
+    AccessKey {
+        secret: SecretString::from("SECRET"),
+        actions: actions
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect::<HashSet<_>>(),
+    }
+}
+
+pub(super) fn service_with(
+    sessions: MockSessions,
+    config: ServiceConfig,
+) -> Arc<Service<MockSessions>> {
+    let keys = AccessKeys(HashMap::from([
+        ("AKID".to_owned(), access_key(&["*"])),
+        ("NOGRANT".to_owned(), access_key(&[])),
+    ]));
+    Arc::new(Service::new(
+        Arc::new(sessions),
+        config,
+        keys,
+        SubjectDefaults::default(),
+    ))
+}
+
+pub(super) fn service() -> Arc<Service<MockSessions>> {
+    service_with(MockSessions::default(), ServiceConfig::default())
+}
+
+/// Sends `request` through the router; the status and the body as JSON
+/// (Null when it is not JSON).
+pub(super) async fn send(
+    svc: &Arc<Service<MockSessions>>,
+    request: Request<Body>,
+) -> (StatusCode, serde_json::Value, Response<()>) {
+    let router = TowerToHyperService::new(Arc::clone(svc).router());
+    let response = router.call(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (parts.status, json, Response::from_parts(parts, ()))
+}
+
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+/// The common parameters of an RPC call by AKID, now, with a fresh nonce.
+pub(super) fn common() -> Vec<(String, String)> {
+    let nonce = format!("nonce-{}", NONCE.fetch_add(1, Ordering::Relaxed));
+    [
+        ("AccessKeyId", "AKID"),
+        ("Action", "CreateCdnCertificateSigningRequest"),
+        ("Version", "2018-05-10"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", nonce.as_str()),
+        ("Timestamp", now().as_str()),
+        ("CommonName", "www.example.com"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+pub(super) fn query_of(params: &[(String, String)]) -> String {
+    params
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                request_signing::percent_encode(k),
+                request_signing::percent_encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A GET signed with `secret` over `params`.
+pub(super) fn signed_with(secret: &str, mut params: Vec<(String, String)>) -> Request<Body> {
+    let sts = request_signing::rpc_string_to_sign("GET", &params);
+    params.push((
+        "Signature".into(),
+        request_signing::rpc_signature(secret, &sts),
+    ));
+    get(&query_of(&params))
+}
+
+pub(super) fn signed(params: Vec<(String, String)>) -> Request<Body> {
+    signed_with("SECRET", params)
+}
+
+pub(super) fn get(query: &str) -> Request<Body> {
+    Request::get(format!("/?{query}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// `params` with `name` set to `value` (added when absent).
+pub(super) fn with(
+    mut params: Vec<(String, String)>,
+    name: &str,
+    value: &str,
+) -> Vec<(String, String)> {
+    params.retain(|(k, _)| k != name);
+    params.push((name.into(), value.into()));
+    params
+}
+
+pub(super) fn without(mut params: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
+    params.retain(|(k, _)| k != name);
+    params
+}
+
+pub(super) async fn code_of(
+    svc: &Arc<Service<MockSessions>>,
+    request: Request<Body>,
+) -> (StatusCode, String) {
+    let (status, body, _) = send(svc, request).await;
+    (status, body["Code"].as_str().unwrap_or("").to_owned())
+}
+
+/// A body that never comes.
+pub(super) struct Stalled;
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Poll::Pending
+    }
+}
