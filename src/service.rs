@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod request_signing;
 pub mod server;
 pub mod sessions;
+mod shedding;
 pub mod tls;
 
 #[cfg(test)]
