@@ -179,6 +179,88 @@ fn out_to_a_link_only_the_kernel_can_follow_writes_through_it() {
     assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
 }
 
+/// `create --common-name err.example --format pem --out OUT`, with stdout
+/// and stderr as given.
+fn create_to_streams(token: &Token, out: &Path, stdout: Stdio, stderr: Stdio) -> i32 {
+    let mut cmd = token.hsm_csr();
+    cmd.arg("create")
+        .args(token.token_flags())
+        .args(["--label-prefix", &token.prefix])
+        .args(["--common-name", "err.example", "--format", "pem", "--out"])
+        .arg(out)
+        .stdout(stdout)
+        .stderr(stderr);
+    cmd.status().unwrap().code().unwrap_or(-1)
+}
+
+fn append_to(file: &Path) -> Stdio {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn out_to_a_std_stream_the_shell_appends_to_a_file_is_refused_before_keygen() {
+    // `hsm-csr create --out /dev/stderr 2>>ops.log`: /proc/self/fd/2 links
+    // to ops.log itself, and replacing that would wipe the log.
+    let token = Token::new();
+    let dir = out_dir(&token, "appended");
+    let log = dir.join("ops.log");
+    // A link of the test's own stands in for /dev/stderr, so that a
+    // regression cannot replace the machine's.
+    let stderr_link = dir.join("stderr");
+    std::os::unix::fs::symlink("/dev/stderr", &stderr_link).unwrap();
+    for out in [
+        stderr_link.as_path(),
+        Path::new("/dev/fd/2"),
+        Path::new("/proc/self/fd/2"),
+    ] {
+        fs::write(&log, "line1\n").unwrap();
+        let code = create_to_streams(&token, out, Stdio::piped(), append_to(&log));
+        let logged = fs::read_to_string(&log).unwrap();
+        assert_eq!(code, 3, "--out {}: {logged}", out.display());
+        let expected = format!(
+            "line1\nConfig.Invalid: --out {} is a regular file opened by the shell",
+            out.display()
+        );
+        assert!(logged.starts_with(&expected), "{logged}");
+        assert!(logged.contains("--format pem > FILE"), "{logged}");
+        assert!(token.keys().is_empty(), "a refused --out left a key");
+    }
+    assert_eq!(names(&dir), ["ops.log", "stderr"]);
+
+    // `hsm-csr create --out /dev/stdout >> all.pem`.
+    let all = dir.join("all.pem");
+    fs::write(&all, "earlier\n").unwrap();
+    let stdout_link = dir.join("stdout");
+    std::os::unix::fs::symlink("/dev/stdout", &stdout_link).unwrap();
+    fs::write(&log, "").unwrap();
+    let code = create_to_streams(&token, &stdout_link, append_to(&all), append_to(&log));
+    let logged = fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 3, "{logged}");
+    assert!(
+        logged.contains("is a regular file opened by the shell"),
+        "{logged}"
+    );
+    assert_eq!(fs::read_to_string(&all).unwrap(), "earlier\n");
+    assert!(token.keys().is_empty(), "a refused --out left a key");
+}
+
+#[test]
+fn out_to_std_streams_that_are_pipes_writes_through_them() {
+    let token = Token::new();
+    for out in ["/dev/fd/2", "/proc/self/fd/2"] {
+        let run = token
+            .create(&["--common-name", "err.example", "--out", out])
+            .ok();
+        let csr = run.json()["Csr"].as_str().unwrap().to_owned();
+        assert!(run.stderr.contains(&csr), "--out {out}: {}", run.stderr);
+    }
+    assert_eq!(token.keys().len(), 4);
+}
+
 #[test]
 fn out_to_a_fifo_without_a_reader_fails_before_keygen() {
     let token = Token::new();

@@ -294,6 +294,88 @@ fn a_token_that_refuses_the_claim_turns_the_pool_off_and_hands_out_nothing_uncla
     assert_eq!(delivered, served.iter().cloned().collect());
 }
 
+#[test]
+fn keys_planted_under_the_pool_mark_are_never_adopted() {
+    // Whoever plants a pool-shaped key whose private half they know gets
+    // it into the next caller's CSR, unless the pool adopts only keys made
+    // on the token that never left it.
+    let Some(token) = Token::private_softhsm("keys are planted with softhsm2-util and PyKCS11")
+    else {
+        return;
+    };
+    let unassigned = format!("{}pool:unassigned", token.prefix);
+    let imported_id = format!("{POOL_ID_HEX}00112233445566778899aabbccddeeff");
+    let extracted_id = format!("{POOL_ID_HEX}{}", "5a".repeat(16));
+
+    // Made outside the token and imported (C_CreateObject): CKA_LOCAL FALSE.
+    let p8 = token.dir().join("planted.p8");
+    let made = token
+        .openssl()
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-out"])
+        .arg(&p8)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let imported = Command::new("softhsm2-util")
+        .arg("--import")
+        .arg(&p8)
+        .args(["--token", &token.label, "--label", &unassigned])
+        .args(["--id", &imported_id, "--pin", PIN])
+        .env("SOFTHSM2_CONF", token.conf())
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+
+    // Made on the token, read out, then locked: CKA_LOCAL TRUE, but
+    // CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE FALSE.
+    let extracted = Command::new(python())
+        .arg(repo().join("tests/tools/p11extracted.py"))
+        .args([&token.module, &token.label, &extracted_id, &unassigned])
+        .env("HSM_CSR_PIN", PIN)
+        .env("SOFTHSM2_CONF", token.conf())
+        .output()
+        .unwrap();
+    assert!(
+        extracted.status.success() && extracted.stdout == b"32\n",
+        "{extracted:?}"
+    );
+
+    let before = listing(&token);
+    let planted: Vec<String> = before
+        .iter()
+        .map(|k| k["PubMd5"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(planted.len(), 2, "{before:#?}");
+    assert!(before.iter().all(|k| k["Label"] == unassigned.as_str()));
+
+    let server = Server::start_with(&token, "ec-p256", "", "[pool]\nsize = 1\n");
+    wait_for(&server, "hsm_csr_pool_depth", 1.0);
+    let served = call(&server, 3);
+    let log = server.stop();
+    assert_eq!(adopted(&log), 0, "{log}");
+    assert!(log.contains("2 key pair(s) labelled"), "{log}");
+    // Each planted pair is named, with what gives it away.
+    for (id, doubt) in [
+        (&imported_id, "CKA_LOCAL=FALSE"),
+        (&extracted_id, "CKA_NEVER_EXTRACTABLE=FALSE"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("CKA_ID {id} carries the pool's mark")))
+            .unwrap_or_else(|| panic!("{id} not named:\n{log}"));
+        assert!(line.contains(doubt), "{line}");
+    }
+    assert_disjoint(&planted, &served);
+    // The planted pairs stay as they were, for the operator to look at.
+    let left: Vec<String> = listing(&token)
+        .iter()
+        .filter(|k| [&imported_id, &extracted_id].contains(&&k["Id"].as_str().unwrap().to_owned()))
+        .map(|k| k["PubMd5"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left, planted);
+}
+
 /// Runs [`session_child`] in a process of its own: the PKCS#11 module is
 /// initialised once per process, with the token's SoftHSM configuration.
 #[test]

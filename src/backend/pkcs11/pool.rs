@@ -31,14 +31,17 @@
 //!
 //! **Adoption.** At start (and when the token comes back) a pair already on
 //! the token joins the pool only if both objects carry the same pool-shaped
-//! CKA_ID, it has the pool's key type and label, and no certificate shares
-//! its CKA_ID.
+//! CKA_ID, it has the pool's key type and label, no certificate shares its
+//! CKA_ID, and its private key shows it was made on the token and never
+//! left it ([`provenance`]): anyone can give an imported key the pool's mark.
 //!
 //! The shape of the CKA_ID is the key's state. A claim is two
 //! C_SetAttributeValue calls, not a compare-and-swap: two processes that
 //! adopted the same key could both claim it. Hence one pool per token and
 //! label prefix. Sharing a pool would need an atomic claim, and possibly a
 //! further shape for "claimed, not yet delivered".
+
+mod provenance;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -199,15 +202,13 @@ impl KeyPool {
             label: self.unassigned_label.clone(),
         };
         let (key, pair) = keygen::generate(backend, &spec, &POOL_ID_PREFIX)?;
-        if let Some(unwanted) = self.put(PooledKey { pair, key }, true) {
-            backend.discard(unwanted, &[]);
-        }
-        Ok(())
+        backend.admit(self, PooledKey { pair, key })
     }
 
     /// Adopts the unassigned pool keys already on the token: pairs whose
     /// two objects carry the same pool CKA_ID ([`is_pool_id`]), of this
-    /// pool's key type and label, with no certificate. Returns how many.
+    /// pool's key type and label, with no certificate, whose private key
+    /// never left the token ([`provenance`]). Returns how many.
     ///
     /// # Errors
     /// A token error when the objects cannot be listed.
@@ -231,7 +232,11 @@ impl KeyPool {
             };
             // Exactly the two key objects: no certificate, no third object
             // with the same CKA_ID.
-            if !is_pool_id(&entry.id_bytes) || entry.objects.len() != 2 || kt != self.key_type {
+            if !is_pool_id(&entry.id_bytes)
+                || entry.objects.len() != 2
+                || kt != self.key_type
+                || !provenance::adoptable(backend, &entry.id_bytes, private)
+            {
                 passed_over += 1;
                 continue;
             }
@@ -259,8 +264,9 @@ impl KeyPool {
             log::warn!(
                 "key pool: {passed_over} key pair(s) labelled {:?} were not adopted: only a \
                  {} pair whose two objects carry the pool's CKA_ID mark ({}...), with no \
-                 certificate, is a pool key. They may be delivered keys whose label matches, \
-                 keys of an earlier hsm-csr, or pool keys whose claim was cut off; check \
+                 certificate, made on the token and never out of it, is a pool key. They may \
+                 be delivered keys whose label matches, keys of an earlier hsm-csr, pool keys \
+                 whose claim was cut off, or keys imported under the pool's mark; check \
                  `hsm-csr keys list`",
                 self.unassigned_label,
                 self.key_type,

@@ -14,6 +14,9 @@
 //!   (POSIX open(2): "If O_NONBLOCK is set ... An open() for writing-only
 //!   shall return an error if no process currently has the file open for
 //!   reading", ENXIO).
+//! - /dev/stdout, /dev/stderr, /dev/fd/N or /proc/PID/fd/N leading to a
+//!   regular file (`--out /dev/stderr 2>>ops.log`) is refused: replacing
+//!   that file would wipe what the shell appends to.
 //! - Anything else (directory, socket, block device, dangling symlink) is
 //!   refused, before the token is opened.
 
@@ -242,6 +245,7 @@ fn resolve(path: &Path) -> std::result::Result<(PathBuf, Option<fs::Metadata>), 
         if !meta.file_type().is_symlink() {
             return Ok((at, Some(meta)));
         }
+        refuse_open_regular_file(&at)?;
         let dir = fs::metadata(dir_of(&at)).map_err(Resolve::Io)?;
         let shared = dir.mode() & 0o1002 == 0o1002;
         if shared && meta.uid() != euid && meta.uid() != dir.uid() {
@@ -256,6 +260,30 @@ fn resolve(path: &Path) -> std::result::Result<(PathBuf, Option<fs::Metadata>), 
     Err(Resolve::Refused(format!(
         "goes through more than {MAX_LINKS} symbolic links"
     )))
+}
+
+/// Refuses `link` when it is a procfs link to a regular file that a process
+/// has open: /dev/stdout, /dev/stderr and /dev/fd/N lead to
+/// /proc/self/fd/N, and proc(5) says of /proc/PID/fd: "one entry for each
+/// file which the process has open, named by its file descriptor, and
+/// which is a symbolic link to the actual file". Replacing that file would
+/// wipe what the shell appends to (`2>>ops.log`). Such a link to a pipe,
+/// terminal or other device is followed as any other.
+fn refuse_open_regular_file(link: &Path) -> std::result::Result<(), Resolve> {
+    let in_proc = fs::canonicalize(dir_of(link)).is_ok_and(|dir| dir.starts_with("/proc"));
+    if !in_proc {
+        return Ok(());
+    }
+    // The kernel follows the link to the open file itself, even one
+    // renamed or deleted since it was opened.
+    match fs::metadata(link) {
+        Ok(meta) if meta.file_type().is_file() => Err(Resolve::Refused(
+            "is a regular file opened by the shell; writing it would replace its contents: \
+             name the file instead, or use --format pem > FILE"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Opens a temporary file beside `real` that will replace it: with the old
