@@ -25,7 +25,7 @@ use const_oid::db::rfc5912::{
 };
 use der::asn1::{Any, OctetString, UintRef};
 use der::{Encode, Sequence};
-use sha2::Digest;
+use ring::digest;
 use spki::AlgorithmIdentifierOwned;
 
 use crate::error::{Error, Result};
@@ -144,11 +144,12 @@ impl Hash {
 
     /// Hashes `data` on the host.
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        match self {
-            Hash::Sha256 => sha2::Sha256::digest(data).to_vec(),
-            Hash::Sha384 => sha2::Sha384::digest(data).to_vec(),
-            Hash::Sha512 => sha2::Sha512::digest(data).to_vec(),
-        }
+        let algorithm = match self {
+            Hash::Sha256 => &digest::SHA256,
+            Hash::Sha384 => &digest::SHA384,
+            Hash::Sha512 => &digest::SHA512,
+        };
+        digest::digest(algorithm, data).as_ref().to_vec()
     }
 
     /// `AlgorithmIdentifier` of the hash with NULL parameters, as RSA
