@@ -336,22 +336,20 @@ impl fmt::Display for SignatureAlgorithm {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use hex_literal::hex;
 
-    fn hex(b: &[u8]) -> String {
-        crate::fingerprint::hex(b)
-    }
+    use super::*;
 
     /// RFC 8017 section 9.2, note 1: the DER prefixes of DigestInfo.
     #[test]
     fn digest_info_matches_rfc8017() {
         for (h, prefix) in [
-            (Hash::Sha256, "3031300d060960864801650304020105000420"),
-            (Hash::Sha384, "3041300d060960864801650304020205000430"),
-            (Hash::Sha512, "3051300d060960864801650304020305000440"),
+            (Hash::Sha256, hex!("3031300d060960864801650304020105000420")),
+            (Hash::Sha384, hex!("3041300d060960864801650304020205000430")),
+            (Hash::Sha512, hex!("3051300d060960864801650304020305000440")),
         ] {
             let di = h.digest_info(b"abc").unwrap();
-            assert_eq!(hex(&di[..19]), prefix, "{h}");
+            assert_eq!(di[..19], prefix, "{h}");
             assert_eq!(&di[19..], h.digest(b"abc").as_slice());
         }
     }
@@ -366,8 +364,11 @@ mod tests {
         // SEQUENCE { id-RSASSA-PSS, SEQUENCE { [0] sha256+NULL, [1] mgf1(sha256+NULL), [2] 32 } },
         // the encoding OpenSSL and RustCrypto's rsa crate produce.
         assert_eq!(
-            hex(&der),
-            "304106092a864886f70d01010a3034a00f300d06096086480165030402010500a11c301a06092a864886f70d010108300d06096086480165030402010500a203020120"
+            der,
+            hex!(
+                "304106092a864886f70d01010a3034a00f300d06096086480165030402010500a11c301a06092a864886f70d"
+                "010108300d06096086480165030402010500a203020120"
+            )
         );
     }
 
