@@ -37,6 +37,13 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+say "library without default features: no HTTP, TLS, async or CLI crates"
+cargo check --locked --no-default-features --lib
+cargo clippy --locked --no-default-features --lib --tests -- -D warnings
+if cargo tree --locked -e normal --no-default-features --prefix none \
+    | grep -E '^(axum|hyper|hyper-util|tokio|tokio-rustls|rustls|tower|h2|http|http-body|mio|prometheus-client|clap|indicatif|rpassword|tempfile) v'; then
+  die "cargo tree --no-default-features shows the crates above; gate them behind the service or cli feature"
+fi
 say "cargo test (private SoftHSM2 tokens)"
 cargo test --locked
 

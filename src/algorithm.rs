@@ -25,7 +25,7 @@ use const_oid::db::rfc5912::{
 };
 use der::asn1::{Any, OctetString, UintRef};
 use der::{Encode, Sequence};
-use sha2::Digest;
+use ring::digest;
 use spki::AlgorithmIdentifierOwned;
 
 use crate::error::{Error, Result};
@@ -144,11 +144,12 @@ impl Hash {
 
     /// Hashes `data` on the host.
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        match self {
-            Hash::Sha256 => sha2::Sha256::digest(data).to_vec(),
-            Hash::Sha384 => sha2::Sha384::digest(data).to_vec(),
-            Hash::Sha512 => sha2::Sha512::digest(data).to_vec(),
-        }
+        let algorithm = match self {
+            Hash::Sha256 => &digest::SHA256,
+            Hash::Sha384 => &digest::SHA384,
+            Hash::Sha512 => &digest::SHA512,
+        };
+        digest::digest(algorithm, data).as_ref().to_vec()
     }
 
     /// `AlgorithmIdentifier` of the hash with NULL parameters, as RSA
@@ -338,22 +339,20 @@ impl fmt::Display for SignatureAlgorithm {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use hex_literal::hex;
 
-    fn hex(b: &[u8]) -> String {
-        crate::fingerprint::hex(b)
-    }
+    use super::*;
 
     /// RFC 8017 section 9.2, note 1: the DER prefixes of DigestInfo.
     #[test]
     fn digest_info_matches_rfc8017() {
         for (h, prefix) in [
-            (Hash::Sha256, "3031300d060960864801650304020105000420"),
-            (Hash::Sha384, "3041300d060960864801650304020205000430"),
-            (Hash::Sha512, "3051300d060960864801650304020305000440"),
+            (Hash::Sha256, hex!("3031300d060960864801650304020105000420")),
+            (Hash::Sha384, hex!("3041300d060960864801650304020205000430")),
+            (Hash::Sha512, hex!("3051300d060960864801650304020305000440")),
         ] {
             let di = h.digest_info(b"abc").unwrap();
-            assert_eq!(hex(&di[..19]), prefix, "{h}");
+            assert_eq!(di[..19], prefix, "{h}");
             assert_eq!(&di[19..], h.digest(b"abc").as_slice());
         }
     }
@@ -368,8 +367,11 @@ mod tests {
         // SEQUENCE { id-RSASSA-PSS, SEQUENCE { [0] sha256+NULL, [1] mgf1(sha256+NULL), [2] 32 } },
         // the encoding OpenSSL and RustCrypto's rsa crate produce.
         assert_eq!(
-            hex(&der),
-            "304106092a864886f70d01010a3034a00f300d06096086480165030402010500a11c301a06092a864886f70d010108300d06096086480165030402010500a203020120"
+            der,
+            hex!(
+                "304106092a864886f70d01010a3034a00f300d06096086480165030402010500a11c301a06092a864886f70d"
+                "010108300d06096086480165030402010500a203020120"
+            )
         );
     }
 

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod create;
 pub mod keys;
 pub mod output;
+#[cfg(feature = "service")]
 pub mod serve;
 pub mod token;
 
@@ -37,6 +38,7 @@ pub enum Command {
     AttachCert(AttachCertArgs),
     /// Answer CreateCdnCertificateSigningRequest / CreateDcdnCertificateSigningRequest
     /// over the cloud's RPC protocol, for the official SDKs ([service] in the config).
+    #[cfg(feature = "service")]
     Serve(ServeArgs),
     /// Make one CSR per line of a JSON-lines file ({"CommonName": ..., ...}),
     /// several at a time; one JSON answer per line, in order.
@@ -64,6 +66,7 @@ pub struct BatchArgs {
 }
 
 /// `serve`.
+#[cfg(feature = "service")]
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on (overrides [service] listen; default 127.0.0.1:8080).

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             cli::keys::run(command),
             cli::keys::parts(command).0 == cli::ListFormat::Json,
         ),
+        #[cfg(feature = "service")]
         Command::Serve(args) => (cli::serve::run(args), false),
         Command::Batch(args) => (cli::batch::run(args), false),
         Command::AttachCert(args) => (

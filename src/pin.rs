@@ -5,7 +5,7 @@
 //! 3. the token URI's `pin-source=` (`file:PATH`, a path, or `env:VAR`),
 //!    then its `pin-value=` (with a warning: it is visible in `ps`);
 //! 4. `[token] pin_file` in the config;
-//! 5. a prompt, when stdin is a terminal.
+//! 5. a prompt, when stdin is a terminal (with the `cli` feature).
 //!
 //! There is no PIN flag (argv is visible to every user of the machine);
 //! a URI's `pin-value=` is accepted, with a warning, for compatibility.
@@ -13,6 +13,7 @@
 //! The PIN is an [`AuthPin`] (`secrecy::SecretString`) from the moment it is
 //! read; intermediate buffers are zeroized.
 
+#[cfg(feature = "cli")]
 use std::io::IsTerminal;
 use std::path::Path;
 
@@ -79,6 +80,7 @@ pub fn resolve(sources: &PinSources<'_>, token: &str) -> Result<AuthPin> {
     if let Some(path) = sources.config_file {
         return from_file(path);
     }
+    #[cfg(feature = "cli")]
     if std::io::stdin().is_terminal() {
         let value = Zeroizing::new(
             rpassword::prompt_password(format!("PIN for token {token:?}: ")).map_err(|e| {

@@ -173,15 +173,12 @@ mod known_answer {
         assert_eq!(a, ec_spki_der(KeyType::EcP256, &wrapped).unwrap());
         // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING }
         assert_eq!(
-            crate::fingerprint::hex(&a[..26]),
-            "3059301306072a8648ce3d020106082a8648ce3d030107034200"
+            a[..26],
+            hex_literal::hex!("3059301306072a8648ce3d020106082a8648ce3d030107034200")
         );
         assert!(ec_spki_der(KeyType::EcP384, &point).is_err());
         let ed = ec_spki_der(KeyType::Ed25519, &[9u8; 32]).unwrap();
-        assert_eq!(
-            crate::fingerprint::hex(&ed[..12]),
-            "302a300506032b6570032100"
-        );
+        assert_eq!(ed[..12], hex_literal::hex!("302a300506032b6570032100"));
         let mut ed_wrapped = vec![0x04, 32];
         ed_wrapped.extend([9u8; 32]);
         assert_eq!(ed, ec_spki_der(KeyType::Ed25519, &ed_wrapped).unwrap());

@@ -156,11 +156,13 @@ mod tests {
         let der = s.to_name().unwrap().to_der().unwrap();
         // The subject `openssl req -subj '/C=CN/ST=Zhejiang/L=Hangzhou/O=Alibaba Inc/OU=Aliyun CDN/CN=example.com'`
         // writes with `string_mask = default` in its config.
-        let want = "3074310b300906035504061302434e3111300f060355040813085a68656a69616e673111300f06\
-                    03550407130848616e677a686f7531143012060355040a130b416c696261626120496e633113\
-                    3011060355040b130a416c6979756e2043444e311430120603550403130b6578616d706c652e\
-                    636f6d";
-        assert_eq!(hex(&der), want);
+        let want = hex_literal::hex!(
+            "3074310b300906035504061302434e3111300f060355040813085a68656a69616e673111300f06"
+            "03550407130848616e677a686f7531143012060355040a130b416c696261626120496e633113"
+            "3011060355040b130a416c6979756e2043444e311430120603550403130b6578616d706c652e"
+            "636f6d"
+        );
+        assert_eq!(der, want);
     }
 
     #[test]
@@ -173,9 +175,5 @@ mod tests {
         assert_eq!(tags[2], Tag::Utf8String);
         assert_eq!(tags[3], Tag::Utf8String, "'&' is not PrintableString");
         assert_eq!(tags[0], Tag::PrintableString);
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }

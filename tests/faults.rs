@@ -5,6 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::server::ServeLog;
 use crate::common::{SOFTHSM, Token, python};
 
 const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
@@ -40,13 +41,14 @@ fn kill_p11kit(pid: &str) {
     let _ = Command::new("kill").args(["-KILL", pid]).status();
 }
 
-fn serve(token: &Token, address: &str, port: u16) -> Child {
+/// `hsm-csr serve` on a port of its choosing (it logs which).
+fn serve(token: &Token, address: &str) -> Child {
     let config = token.dir().join("serve.toml");
     std::fs::write(
         &config,
         format!(
             "[token]\nmodule = \"{CLIENT_MODULE}\"\nlabel = \"test-token\"\n[key]\ntype = \"ec-p256\"\nlabel_prefix = \"{}\"\n\
-             [service]\nlisten = \"127.0.0.1:{port}\"\nworkers = 2\n\
+             [service]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
              [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n",
             token.prefix
         ),
@@ -124,18 +126,54 @@ fn load_client() -> std::path::PathBuf {
     client
 }
 
-fn healthy(addr: &str) -> bool {
+/// A bare GET; the response, empty when the server cannot be reached.
+fn get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return false;
+        return String::new();
     };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = write!(
         s,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
+    out
+}
+
+fn healthy(addr: &str) -> bool {
+    get(addr, "/healthz").starts_with("HTTP/1.1 200")
+}
+
+/// The calls answered so far, from /metrics: (with code OK, with any other
+/// code).
+fn answered(addr: &str) -> (f64, f64) {
+    let (mut ok, mut other) = (0.0, 0.0);
+    for line in get(addr, "/metrics").lines() {
+        let Some((labels, n)) = line
+            .strip_prefix("hsm_csr_requests_total{")
+            .and_then(|l| l.rsplit_once(' '))
+        else {
+            continue;
+        };
+        let n: f64 = n.parse().unwrap_or(0.0);
+        if labels.contains("code=\"OK\"") {
+            ok += n;
+        } else {
+            other += n;
+        }
+    }
+    (ok, other)
+}
+
+/// Polls `done` every 50 ms until it holds; fails the test after 30 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -150,21 +188,14 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
         server: None,
         p11kit: vec![pid.clone()],
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let server = cleanup.server.insert(serve(&token, &address, port));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !healthy(&addr) {
-        assert!(Instant::now() < deadline, "serve did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = cleanup.server.insert(serve(&token, &address));
+    let log = ServeLog::follow(server.stderr.take().unwrap());
+    let addr = log.listening_addr();
+    wait_until("serve did not come up", || healthy(&addr));
     let mut delivered = vec![one(&addr).expect("before the fault")];
 
-    // 20 calls a second for 8 s; the token goes away 1.5 s in, for about 1.5 s.
+    // 20 calls a second for 8 s; the token goes away once the load has had
+    // answers, and comes back once the load has seen it gone.
     let load = Command::new(load_client())
         .args([&addr, "rate", "20", "8"])
         .env("LOAD_AK_ID", "MainKey")
@@ -172,9 +203,11 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until("the load got no answers", || answered(&addr).0 >= 6.0);
     kill_p11kit(&pid);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("healthz kept reporting the token reachable", || {
+        !healthy(&addr)
+    });
     // While the token is gone: clear errors, never a hang or a crash.
     for _ in 0..3 {
         let code = one(&addr).expect_err("the token is gone");
@@ -184,18 +217,14 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
         );
     }
     assert!(!healthy(&addr), "healthz must report the token unreachable");
-    std::thread::sleep(Duration::from_millis(1000));
+    // Besides the three calls above, at least one of the load's failed.
+    wait_until("the load never saw the token gone", || {
+        answered(&addr).1 >= 4.0
+    });
 
     let (_, pid) = start_p11kit(&token);
     cleanup.p11kit.push(pid.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !healthy(&addr) {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not reconnect to the token"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("serve did not reconnect to the token", || healthy(&addr));
     for _ in 0..2 {
         delivered.push(one(&addr).expect("after the token came back"));
     }
@@ -219,8 +248,7 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
         .args(["-TERM", &server.id().to_string()])
         .status();
     let status = server.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut log).unwrap();
+    let log = log.finish();
     kill_p11kit(&pid);
     assert!(status.success(), "{log}");
     assert!(log.contains("is back: sessions reopened"), "{log}");

@@ -2,7 +2,6 @@
 //! SDKs (tests/sdk/check_sdks.py), with private SoftHSM2 tokens.
 
 use std::process::Command;
-use std::time::Duration;
 
 use crate::common::server::{Server, call, call_in_flight, metric, wait_for};
 use crate::common::{Token, python, repo};
@@ -90,9 +89,9 @@ fn a_request_that_times_out_keeps_no_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The worker finishes the keygen after the answer (RSA-2048 on SoftHSM
-    // takes well under 5 s), then removes the key instead of keeping it.
-    std::thread::sleep(Duration::from_secs(5));
+    // The worker finishes the keygen after the answer, then removes the key
+    // instead of keeping it.
+    server.wait_for_log("its key pair was removed");
     let log = server.stop();
     assert!(log.contains("its key pair was removed"), "{log}");
     assert!(token.keys().is_empty(), "{log}");

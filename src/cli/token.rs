@@ -25,6 +25,7 @@ pub fn load_config(args: &TokenArgs) -> Result<Config> {
 pub struct Opened {
     pub backend: Pkcs11Backend,
     /// The PIN used, for callers that must log in again later (`serve`).
+    #[cfg_attr(not(feature = "service"), allow(dead_code))]
     pub pin: Option<cryptoki::types::AuthPin>,
     pub init: Duration,
     pub login: Duration,

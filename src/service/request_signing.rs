@@ -33,22 +33,27 @@
 //! CanonicalQuery stands for one set of parameters. Signatures are compared
 //! in constant time.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use base64::Engine;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use ring::{digest, hmac};
+use time::PrimitiveDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
+/// Every byte but RFC 3986 section 2.3's unreserved characters
+/// (`ALPHA / DIGIT / "-" / "." / "_" / "~"`) is percent-encoded.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// RFC 3986 percent-encoding of `s` (UTF-8), as both schemes use it.
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// `join("&", pe(name) "=" pe(value))`, sorted by the decoded name (then
@@ -164,74 +169,30 @@ pub fn matches(expected: &str, given: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ`, digits only, every field zero-padded.
+const TIMESTAMP: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
 /// Seconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SSZ` (the SDKs'
 /// Timestamp and x-acs-date; RFC 3339 `date-time` in UTC, seconds 00-60),
 /// or None for anything else, including dates the calendar lacks.
+///
+/// The calendar is the `time` crate's. Two things are settled here first:
+/// the length, since `time` would read a signed year (`+2026-...`), which
+/// this format has not; and second 60, which RFC 3339 section 5.6 allows
+/// (`time-second = 2DIGIT ; 00-58, 00-59, 00-60 based on leap second
+/// rules`) and `time` does not: it is read as the first second of the next
+/// minute.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let &[
-        y1,
-        y2,
-        y3,
-        y4,
-        b'-',
-        m1,
-        m2,
-        b'-',
-        d1,
-        d2,
-        b'T',
-        h1,
-        h2,
-        b':',
-        i1,
-        i2,
-        b':',
-        s1,
-        s2,
-        b'Z',
-    ] = s.as_bytes()
-    else {
+    if s.len() != 20 {
         return None;
+    }
+    let (s, leap) = match s.strip_suffix(":60Z") {
+        Some(head) => (Cow::Owned(format!("{head}:59Z")), 1),
+        None => (Cow::Borrowed(s), 0),
     };
-    let number = |digits: &[u8]| {
-        digits.iter().try_fold(0i64, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
-        })
-    };
-    let (y, m, d) = (
-        number(&[y1, y2, y3, y4])?,
-        number(&[m1, m2])?,
-        number(&[d1, d2])?,
-    );
-    let (hh, mm, ss) = (number(&[h1, h2])?, number(&[i1, i2])?, number(&[s1, s2])?);
-    if !(1..=12).contains(&m) || !(1..=days_in_month(y, m)).contains(&d) {
-        return None;
-    }
-    if hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Days in month `m` (1-12) of the proleptic Gregorian year `y`.
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a valid date: Howard Hinnant's
-/// `days_from_civil` (<https://howardhinnant.github.io/date_algorithms.html>).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let t = PrimitiveDateTime::parse(&s, TIMESTAMP).ok()?;
+    Some(t.assume_utc().unix_timestamp() + leap)
 }
 
 #[cfg(test)]

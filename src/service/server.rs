@@ -100,6 +100,7 @@ pub async fn run(config: &ServiceConfig, sessions: usize, router: Router) -> Res
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    let addr = listener.local_addr().unwrap_or(addr);
     let scheme = if tls.is_some() { "https" } else { "http" };
     log::info!("listening on {scheme}://{addr} (HTTP/1.1)");
     let (max_connections, fd_limit) = connection_limit(config.max_connections, sessions);

@@ -1,9 +1,12 @@
 //! A running `hsm-csr serve` on 127.0.0.1 with a private token, and the
 //! calls the service tests make against it.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Token, python, repo};
@@ -12,6 +15,85 @@ use super::{Token, python, repo};
 pub struct Server {
     child: Child,
     pub addr: String,
+    log: ServeLog,
+}
+
+/// What `hsm-csr serve` writes to stderr, read as it comes (so that the
+/// pipe never fills up and stalls the server).
+pub struct ServeLog {
+    text: Arc<Mutex<(String, bool)>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl ServeLog {
+    pub fn follow(stderr: ChildStderr) -> ServeLog {
+        let text = Arc::new(Mutex::new((String::new(), false)));
+        let shared = Arc::clone(&text);
+        let reader = std::thread::spawn(move || {
+            let mut stderr = BufReader::new(stderr);
+            let mut line = String::new();
+            while matches!(stderr.read_line(&mut line), Ok(n) if n > 0) {
+                shared.lock().unwrap().0.push_str(&line);
+                line.clear();
+            }
+            shared.lock().unwrap().1 = true;
+        });
+        ServeLog {
+            text,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap().0.clone()
+    }
+
+    /// The first line holding `needle`, once it is logged; None when the
+    /// server closes stderr (exits) or `within` passes first.
+    pub fn wait_for(&self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            {
+                let (text, ended) = &*self.text.lock().unwrap();
+                if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                    return Some(line.to_owned());
+                }
+                if *ended || Instant::now() >= deadline {
+                    return None;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address `serve` bound (it logs `listening on http://ADDR ...`),
+    /// so that tests can listen on port 0 and never race for a port.
+    pub fn listening_addr(&self) -> String {
+        let line = self
+            .wait_for("listening on ", Duration::from_secs(30))
+            .unwrap_or_else(|| {
+                panic!(
+                    "hsm-csr serve never said where it listens:\n{}",
+                    self.text()
+                )
+            });
+        let url = line.split("listening on ").nth(1).unwrap_or_default();
+        let url = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        url.and_then(|u| u.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected listening line: {line}"))
+            .to_owned()
+    }
+
+    /// The whole log, once the server has exited.
+    pub fn finish(mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.text()
+    }
 }
 
 impl Server {
@@ -36,23 +118,20 @@ impl Server {
         top: &str,
         nofile: Option<u64>,
     ) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        // The server binds port 0 and logs the port it got.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
         std::fs::write(token.dir().join("pin"), "1234\n").unwrap();
         // "rsa-4096" is type rsa with bits = 4096.
         let key_table = match key_type.split_once('-') {
             Some(("rsa", bits)) => format!("type = \"rsa\"\nbits = {bits}"),
             _ => format!("type = \"{key_type}\""),
         };
-        let config = token.dir().join(format!("serve-{port}.toml"));
+        let config = token.dir().join(format!("serve-{n}.toml"));
         std::fs::write(
             &config,
             format!(
-                "{}\n[key]\n{key_table}\nlabel_prefix = \"{}\"\n\n[service]\nlisten = \"{addr}\"\n{extra}\n\
+                "{}\n[key]\n{key_table}\nlabel_prefix = \"{}\"\n\n[service]\nlisten = \"127.0.0.1:0\"\n{extra}\n\
                  [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\n\
                  actions = [\"cdn:CreateCdnCertificateSigningRequest\", \"dcdn:CreateDcdnCertificateSigningRequest\"]\n\
                  [[service.access_keys]]\nid = \"CdnOnly\"\nsecret_file = \"cdn-secret\"\nactions = [\"cdn:CreateCdnCertificateSigningRequest\"]\n\
@@ -79,7 +158,7 @@ impl Server {
             }
             cmd = limited;
         }
-        let child = cmd
+        let mut child = cmd
             .current_dir(token.dir())
             .env_remove("HSM_CSR_PIN")
             .env("MAIN_SECRET", "s3cret")
@@ -90,7 +169,13 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let server = Server { child, addr };
+        let log = ServeLog::follow(child.stderr.take().unwrap());
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            log,
+        };
+        server.addr = server.log.listening_addr();
         let deadline = Instant::now() + Duration::from_secs(20);
         let tls = extra.contains("tls_cert");
         while if tls {
@@ -106,6 +191,13 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// Waits (up to 60 s) for a log line holding `needle`; the line.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        self.log
+            .wait_for(needle, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("serve never logged {needle:?}:\n{}", self.log.text()))
     }
 
     /// The server's process id.
@@ -156,13 +248,14 @@ impl Server {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let status = self.child.wait().unwrap();
-        let mut log = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut log)
-            .unwrap();
+        let log = std::mem::replace(
+            &mut self.log,
+            ServeLog {
+                text: Arc::default(),
+                reader: None,
+            },
+        )
+        .finish();
         assert!(status.success(), "serve exited with {status}:\n{log}");
         log
     }

@@ -2,8 +2,9 @@
 //! run never loses the file that was there.
 //!
 //! - A regular file, or a symbolic link to one, is replaced atomically: the
-//!   PEM goes to a temporary file in the real file's directory, is fsync'ed
-//!   and renamed over it (POSIX rename(2): "If the link named by the new
+//!   PEM goes to a temporary file in the real file's directory (tempfile's
+//!   `NamedTempFile`, which removes it if the run stops first), is fsync'ed
+//!   and renamed over it by `persist` (POSIX rename(2): "If the link named by the new
 //!   argument exists, it shall be removed and old renamed to new ... a link
 //!   named new shall remain visible to other threads throughout the renaming
 //!   operation"). A symlink stays; its target is replaced. The old file is
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hsm_csr::{Error, Result};
+use tempfile::NamedTempFile;
 
 /// How long a FIFO's or device's reader may take no data before the write
 /// is given up.
@@ -46,8 +48,8 @@ enum Dest {
     /// A regular file, replaced by renaming `tmp` over `real`.
     Replace {
         real: PathBuf,
-        tmp: PathBuf,
-        file: File,
+        /// The new file until it is renamed over `real`.
+        tmp: Option<NamedTempFile>,
         /// The previous `real`, kept under another name once `tmp` has taken
         /// its place.
         backup: Option<PathBuf>,
@@ -125,23 +127,26 @@ impl OutFile {
             Dest::Replace {
                 real,
                 tmp,
-                file,
                 backup,
                 placed,
             } => {
+                let Some(file) = tmp.as_mut() else {
+                    return Err(context(io::Error::other("written once already")));
+                };
                 file.write_all(data).map_err(context)?;
-                file.sync_all().map_err(context)?;
+                file.as_file().sync_all().map_err(context)?;
                 *backup = keep_old(real).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!("--out {shown}: cannot keep the existing file until the run has succeeded: {e}"),
                     )
                 })?;
-                if let Err(e) = fs::rename(&*tmp, &*real) {
+                // On failure, dropping the returned file removes it.
+                if let Some(Err(e)) = tmp.take().map(|file| file.persist(&*real)) {
                     if let Some(b) = backup.take() {
                         let _ = fs::remove_file(b);
                     }
-                    return Err(context(e));
+                    return Err(context(e.error));
                 }
                 *placed = true;
                 // Makes the rename itself durable; the file is in place
@@ -191,16 +196,6 @@ impl OutFile {
         if let Dest::Replace { backup, .. } = &mut self.dest {
             if let Some(b) = backup.take() {
                 let _ = fs::remove_file(b);
-            }
-        }
-    }
-}
-
-impl Drop for OutFile {
-    fn drop(&mut self) {
-        if let Dest::Replace { tmp, placed, .. } = &self.dest {
-            if !placed {
-                let _ = fs::remove_file(tmp);
             }
         }
     }
@@ -292,31 +287,35 @@ fn new_file(shown: &Path, real: PathBuf, old: Option<&fs::Metadata>) -> io::Resu
     let Some(name) = real.file_name() else {
         return Err(io::Error::new(ErrorKind::InvalidInput, "not a file path"));
     };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-    let tmp = real.with_file_name(tmp_name);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if old.is_some() { 0o600 } else { 0o644 })
-        .open(&tmp)?;
-    let out = OutFile {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    // O_CREAT | O_EXCL with this mode, less the umask.
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .rand_bytes(16)
+        .permissions(Permissions::from_mode(if old.is_some() {
+            0o600
+        } else {
+            0o644
+        }))
+        .tempfile_in(dir_of(&real))?;
+    if let Some(old) = old {
+        // Only root can give a file away; anyone else's new file stays theirs.
+        let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(old.uid()), Some(old.gid()));
+        tmp.as_file()
+            .set_permissions(Permissions::from_mode(old.mode() & 0o777))?;
+    }
+    Ok(OutFile {
         shown: shown.to_owned(),
         dest: Dest::Replace {
             real,
-            tmp,
-            file,
+            tmp: Some(tmp),
             backup: None,
             placed: false,
         },
-    };
-    if let (Some(old), Dest::Replace { file, .. }) = (old, &out.dest) {
-        // Only root can give a file away; anyone else's new file stays theirs.
-        let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
-        file.set_permissions(Permissions::from_mode(old.mode() & 0o777))?;
-    }
-    Ok(out)
+    })
 }
 
 /// Keeps the file at `real`, if any, under another name in its directory:

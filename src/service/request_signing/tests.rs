@@ -282,6 +282,20 @@ fn timestamps() {
     }
 }
 
+/// `time` reads a sign before the year; this format has none.
+#[test]
+fn signed_years_are_refused() {
+    for bad in [
+        "+2026-11-22T23:17:35Z",
+        "-2026-11-22T23:17:35Z",
+        "+026-11-22T23:17:35Z",
+        "+02026-11-22T23:17:35Z",
+        " 2026-11-22T23:17:35Z",
+    ] {
+        assert_eq!(parse_timestamp(bad), None, "{bad:?}");
+    }
+}
+
 /// Howard Hinnant's `civil_from_days`, the inverse of the algorithm under
 /// test, written out separately as the reference.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
