@@ -4,7 +4,8 @@
 //! Features (both default): `service`, the HTTP service
 //! ([`service`], `hsm-csr serve`), and `cli`, what the `hsm-csr` binary
 //! needs. With neither, the library builds without HTTP, TLS or async
-//! crates.
+//! crates; `[service]` in a config file is read and checked all the same
+//! ([`config::ServiceConfig`]).
 //!
 //! It answers like the cloud operations CreateCdnCertificateSigningRequest
 //! and CreateDcdnCertificateSigningRequest (`RequestId`, `PubMd5`, `Csr`,
@@ -42,17 +43,6 @@ pub mod request;
 pub mod san;
 #[cfg(feature = "service")]
 pub mod service;
-/// Without the `service` feature, only what reads `[service]` in the config
-/// file, so that one config file parses and checks the same in every build.
-#[cfg(not(feature = "service"))]
-pub mod service {
-    #[allow(
-        dead_code,
-        reason = "the access keys' secrets are read by the service only"
-    )]
-    pub mod config;
-    pub use config::{AccessKeyConfig, AccessKeys, ServiceConfig};
-}
 pub mod spki;
 pub mod subject;
 pub mod verify;

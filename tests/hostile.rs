@@ -361,7 +361,7 @@ fn unknown_actions_count_against_the_callers_rate() {
 /// body timeout, and is never itself the connection closed to make room.
 #[test]
 fn stalled_bodies_at_the_connection_limit_cannot_lock_out_a_caller() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
         return;
     };
@@ -372,6 +372,9 @@ fn stalled_bodies_at_the_connection_limit_cannot_lock_out_a_caller() {
     );
     let addr = server.addr.clone();
     let stop = AtomicBool::new(false);
+    // Connections the server closed on a stalling client: it does so only
+    // to make room, so once there are some, every place has been taken.
+    let closed = AtomicUsize::new(0);
     let answer = std::thread::scope(|s| {
         for _ in 0..12 {
             s.spawn(|| {
@@ -386,7 +389,10 @@ fn stalled_bodies_at_the_connection_limit_cannot_lock_out_a_caller() {
                     let mut sink = [0u8; 512];
                     while !stop.load(Ordering::Relaxed) {
                         match c.read(&mut sink) {
-                            Ok(0) => break,
+                            Ok(0) => {
+                                closed.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
                             Ok(_) => {}
                             Err(e)
                                 if e.kind() == std::io::ErrorKind::WouldBlock
@@ -397,7 +403,14 @@ fn stalled_bodies_at_the_connection_limit_cannot_lock_out_a_caller() {
                 }
             });
         }
-        std::thread::sleep(Duration::from_secs(3));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while closed.load(Ordering::Relaxed) < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "the stalling clients never filled the connection limit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let asked = Instant::now();
         let answer = main_call(&addr, &[("CommonName", "through.example.com")]);
         let waited = asked.elapsed();
