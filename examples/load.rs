@@ -22,9 +22,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use hsm_csr::service::request_signing::{percent_encode, rpc_signature, rpc_string_to_sign};
+use hsm_csr::service::request_signing::{
+    percent_encode, rpc_signature, rpc_string_to_sign, timestamp_now,
+};
 
 /// What one call came back with: `"ok"` or the error code, and its latency.
 type Outcome = (String, Duration);
@@ -66,7 +68,7 @@ impl Client {
             ("SignatureMethod", "HMAC-SHA1".to_owned()),
             ("SignatureVersion", "1.0".to_owned()),
             ("SignatureNonce", uuid::Uuid::new_v4().to_string()),
-            ("Timestamp", timestamp()),
+            ("Timestamp", timestamp_now()),
             ("CommonName", format!("load{n}.example.com")),
         ]
         .into_iter()
@@ -139,31 +141,6 @@ impl Client {
             .unwrap_or_else(|| format!("http:{status}"));
         Ok(code)
     }
-}
-
-/// Now as `YYYY-MM-DDTHH:MM:SSZ`.
-fn timestamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// `closed`: CONCURRENCY clients, each sending its next call when the last

@@ -195,5 +195,24 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     Some(t.assume_utc().unix_timestamp() + leap)
 }
 
+/// `secs` since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`, as a caller
+/// writes Timestamp and x-acs-date: the inverse of [`parse_timestamp`]. None
+/// outside the years 0000 to 9999.
+pub fn format_timestamp(secs: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    if !(0..=9999).contains(&t.year()) {
+        return None;
+    }
+    t.format(TIMESTAMP).ok()
+}
+
+/// Now, as [`format_timestamp`] writes it.
+pub fn timestamp_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    format_timestamp(secs).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use hsm_csr::service::request_signing::{percent_encode, rpc_signature, rpc_string_to_sign};
+use hsm_csr::service::request_signing::{
+    percent_encode, rpc_signature, rpc_string_to_sign, timestamp_now,
+};
 
 /// What came back: status, headers (lowercase names), body, and the
 /// `Code` of an error body ("OK" for a 200).
@@ -33,12 +35,7 @@ impl Answer {
 /// order given.
 pub fn signed_query(id: &str, secret: &str, extra: &[(&str, &str)]) -> String {
     let nonce = uuid::Uuid::new_v4().to_string();
-    let now = timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    );
+    let now = timestamp_now();
     let mut params: Vec<(String, String)> = Vec::new();
     for (k, v) in [
         ("Action", "CreateCdnCertificateSigningRequest"),
@@ -111,25 +108,4 @@ pub fn parse(raw: &[u8]) -> Answer {
         body: body.to_owned(),
         code,
     }
-}
-
-/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (Howard Hinnant's
-/// civil_from_days).
-pub fn timestamp(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }

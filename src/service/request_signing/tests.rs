@@ -323,6 +323,7 @@ proptest! {
         let (y, m, d) = civil_from_days(day);
         let s = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", second / 3600, second / 60 % 60, second % 60);
         prop_assert_eq!(parse_timestamp(&s), Some(day * 86_400 + second), "{}", s);
+        prop_assert_eq!(format_timestamp(day * 86_400 + second), Some(s));
     }
 
     /// A date is accepted only if the calendar has it.
