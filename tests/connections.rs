@@ -5,11 +5,10 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::server::Server;
+use crate::common::server::{Server, self_signed};
 use crate::common::{Run, Token, python, repo};
 
 /// How long a test waits for something the server should do within a
@@ -273,25 +272,6 @@ fn only_get_and_post_reach_the_rpc_endpoint_over_http_1_1() {
 }
 
 /// A self-signed certificate for 127.0.0.1 and its key, in the token's directory.
-fn self_signed(token: &Token) -> (PathBuf, PathBuf) {
-    let (cert, key) = (token.dir().join("tls.pem"), token.dir().join("tls.key"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=127.0.0.1", "-addext"])
-        .args(["subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    (cert, key)
-}
 
 #[test]
 fn https_has_the_same_limits_and_serves_http_1_1_only() {

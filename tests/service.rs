@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::common::server::{Server, call, call_in_flight, metric, wait_for};
+use crate::common::server::{Server, call, call_in_flight, metric, self_signed, wait_for};
 use crate::common::{Token, python, repo};
 
 #[test]
@@ -133,36 +133,7 @@ fn https_with_the_configured_certificate() {
     let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
         return;
     };
-    let (cert, key) = (token.dir().join("tls.pem"), token.dir().join("tls.key"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = self_signed(&token);
     let extra = format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"",
         cert.display(),

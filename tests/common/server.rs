@@ -319,3 +319,25 @@ pub fn call_in_flight(server: &Server) -> std::process::Child {
     }
     client
 }
+
+/// A self-signed P-256 certificate for 127.0.0.1 and its key, made by
+/// openssl in the token's directory, for `tls_cert` / `tls_key`.
+pub fn self_signed(token: &Token) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (token.dir().join("tls.pem"), token.dir().join("tls.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext"])
+        .args(["subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
