@@ -403,6 +403,9 @@ fn stalled_bodies_at_the_connection_limit_cannot_lock_out_a_caller() {
                 }
             });
         }
+        // The stalling clients stop however this ends, a failed assertion
+        // included: the scope waits for them.
+        let _stop = StopOnDrop(&stop);
         let deadline = Instant::now() + Duration::from_secs(30);
         while closed.load(Ordering::Relaxed) < 4 {
             assert!(
@@ -414,7 +417,6 @@ fn stalled_bodies_at_the_connection_limit_cannot_lock_out_a_caller() {
         let asked = Instant::now();
         let answer = main_call(&addr, &[("CommonName", "through.example.com")]);
         let waited = asked.elapsed();
-        stop.store(true, Ordering::Relaxed);
         (answer, waited)
     });
     let (answer, waited) = answer;
@@ -464,4 +466,13 @@ fn endless_request_heads_cannot_grow_memory() {
     drop(held);
     assert!(server.get("/healthz").unwrap().starts_with("HTTP/1.1 200"));
     server.stop();
+}
+
+/// Sets its flag when dropped, on a panic too.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
