@@ -206,21 +206,17 @@ mod tests {
     use super::*;
     use crate::algorithm::KeyType;
     use crate::backend::mock::MockBackend;
-    use crate::request::{CsrRequest, SubjectDefaults};
-
-    fn valid() -> ValidRequest {
-        CsrRequest {
-            common_name: Some("example.com".into()),
-            ..Default::default()
-        }
-        .validate(&SubjectDefaults::default())
-        .unwrap()
-    }
 
     #[test]
     fn success_keeps_the_key_and_fills_the_response() {
         let mut b = MockBackend::default();
-        let r = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
+        let r = issue_csr(
+            &mut b,
+            &ValidRequest::example(),
+            &ValidKeyOptions::default(),
+            "ID".into(),
+        )
+        .unwrap();
         assert_eq!(b.live.len(), 1);
         assert_eq!(r.request_id, "ID");
         assert_eq!(r.common_name, "example.com");
@@ -246,7 +242,13 @@ mod tests {
             fail_sign: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(
+            &mut b,
+            &ValidRequest::example(),
+            &ValidKeyOptions::default(),
+            "ID".into(),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert_eq!(b.generated, 1);
         assert!(b.live.is_empty());
@@ -258,7 +260,13 @@ mod tests {
             corrupt_signature: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(
+            &mut b,
+            &ValidRequest::example(),
+            &ValidKeyOptions::default(),
+            "ID".into(),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert!(e.to_string().contains("does not verify"), "{e}");
         assert!(b.live.is_empty());
@@ -271,7 +279,13 @@ mod tests {
             fail_destroy: true,
             ..Default::default()
         };
-        let e = issue_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap_err();
+        let e = issue_csr(
+            &mut b,
+            &ValidRequest::example(),
+            &ValidKeyOptions::default(),
+            "ID".into(),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), "Internal.CreateCSRError");
         assert!(
             e.to_string().contains("pkcs11:object=hsm-csr:example.com"),
@@ -282,12 +296,22 @@ mod tests {
     #[test]
     fn undelivered_response_rolls_back() {
         let mut b = MockBackend::default();
-        let pending =
-            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
+        let pending = prepare_csr(
+            &mut b,
+            &ValidRequest::example(),
+            &ValidKeyOptions::default(),
+            "ID".into(),
+        )
+        .unwrap();
         drop(pending);
         assert!(b.live.is_empty());
-        let pending =
-            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
+        let pending = prepare_csr(
+            &mut b,
+            &ValidRequest::example(),
+            &ValidKeyOptions::default(),
+            "ID".into(),
+        )
+        .unwrap();
         pending.rollback().unwrap();
         assert!(b.live.is_empty());
         assert_eq!(b.generated, 2);
@@ -299,7 +323,7 @@ mod tests {
         for i in 0..100 {
             issue_csr(
                 &mut b,
-                &valid(),
+                &ValidRequest::example(),
                 &ValidKeyOptions::default(),
                 format!("ID{i}"),
             )
@@ -308,11 +332,21 @@ mod tests {
         }
         assert_eq!(b.live.len(), 100, "every delivered key stays on the token");
 
-        let pending =
-            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
+        let pending = prepare_csr(
+            &mut b,
+            &ValidRequest::example(),
+            &ValidKeyOptions::default(),
+            "ID".into(),
+        )
+        .unwrap();
         drop(pending);
-        let pending =
-            prepare_csr(&mut b, &valid(), &ValidKeyOptions::default(), "ID".into()).unwrap();
+        let pending = prepare_csr(
+            &mut b,
+            &ValidRequest::example(),
+            &ValidKeyOptions::default(),
+            "ID".into(),
+        )
+        .unwrap();
         pending.rollback().unwrap();
         assert!(b.tracked.is_empty());
         assert_eq!(b.live.len(), 100);
@@ -327,7 +361,7 @@ mod tests {
         };
         let e = opts
             .validate()
-            .and_then(|opts| issue_csr(&mut b, &valid(), &opts, "ID".into()))
+            .and_then(|opts| issue_csr(&mut b, &ValidRequest::example(), &opts, "ID".into()))
             .unwrap_err();
         assert_eq!(e.code(), "Config.Invalid");
         assert_eq!(b.generated, 0);

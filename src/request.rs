@@ -150,6 +150,20 @@ impl CsrRequest {
     }
 }
 
+#[cfg(test)]
+impl ValidRequest {
+    /// `example.com` with the API's defaults, for tests of what comes after
+    /// validation.
+    pub(crate) fn example() -> ValidRequest {
+        CsrRequest {
+            common_name: Some("example.com".into()),
+            ..CsrRequest::default()
+        }
+        .validate(&SubjectDefaults::default())
+        .expect("example.com is a valid request")
+    }
+}
+
 /// A field counts as given when it has non-blank content.
 fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())

@@ -363,16 +363,6 @@ mod tests {
     use super::*;
     use crate::backend::mock::{MockBackend, pkcs11_failure};
     use crate::issue::issue_csr;
-    use crate::request::{CsrRequest, SubjectDefaults};
-
-    fn valid() -> ValidRequest {
-        CsrRequest {
-            common_name: Some("example.com".into()),
-            ..Default::default()
-        }
-        .validate(&SubjectDefaults::default())
-        .unwrap()
-    }
 
     fn lose_sessions(n: u32) -> MockBackend {
         MockBackend {
@@ -386,7 +376,12 @@ mod tests {
         reopen: impl FnOnce(&mut MockBackend) -> Result<MockBackend>,
     ) -> Result<CsrResponse> {
         retry_on_lost_session(b, reopen, |b| {
-            issue_csr(b, &valid(), &ValidKeyOptions::default(), "ID".into())
+            issue_csr(
+                b,
+                &ValidRequest::example(),
+                &ValidKeyOptions::default(),
+                "ID".into(),
+            )
         })
     }
 
