@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::common::server::{Server, call, call_in_flight, metric, self_signed, wait_for};
+use crate::common::server::{Server, call, call_in_flight, metric, wait_for};
 use crate::common::{Token, python, repo};
 
 #[test]
@@ -126,48 +126,6 @@ fn wrong_pin_stops_the_start_without_retrying() {
         "{}",
         run.stderr
     );
-}
-
-#[test]
-fn https_with_the_configured_certificate() {
-    let Some(token) = Token::private_softhsm("the service suite runs on a private token") else {
-        return;
-    };
-    let (cert, key) = self_signed(&token);
-    let extra = format!(
-        "tls_cert = \"{}\"\ntls_key = \"{}\"",
-        cert.display(),
-        key.display()
-    );
-    let server = Server::start(&token, "rsa", &extra);
-    // A request signed with the SDK's own RPC signature function, over TLS
-    // verified against the configured certificate.
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import datetime,json,ssl,sys,urllib.parse,urllib.request,uuid\n\
-             from alibabacloud_tea_openapi.utils import Utils\n\
-             p={'Action':'CreateCdnCertificateSigningRequest','Version':'2018-05-10','CommonName':'tls.example.com',\n\
-                'AccessKeyId':'MainKey','SignatureMethod':'HMAC-SHA1','SignatureVersion':'1.0','Format':'JSON',\n\
-                'SignatureNonce':str(uuid.uuid4()),'Timestamp':datetime.datetime.utcnow().strftime('%Y-%m-%dT%H:%M:%SZ')}\n\
-             p['Signature']=Utils.get_rpcsignature(p,'GET','s3cret')\n\
-             ctx=ssl.create_default_context(cafile=sys.argv[2])\n\
-             r=urllib.request.urlopen('https://'+sys.argv[1]+'/?'+urllib.parse.urlencode(p),context=ctx)\n\
-             print(r.status, json.loads(r.read())['CommonName'])\n",
-            &server.addr,
-            cert.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        said.trim(),
-        "200 tls.example.com",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    server.stop();
-    assert_eq!(token.keys().len(), 2);
 }
 
 #[test]
