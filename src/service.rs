@@ -16,6 +16,7 @@ pub mod deadline;
 mod handler;
 pub mod limits;
 pub mod metrics;
+pub mod redis;
 pub mod request_signing;
 pub mod server;
 pub mod sessions;

@@ -166,6 +166,7 @@ fn check_service(s: &ServiceConfig) -> Result<(), String> {
     if s.tls_cert.is_some() != s.tls_key.is_some() {
         return Err("[service] tls_cert and tls_key go together.".into());
     }
+    check_redis(s)?;
     let mut seen = HashSet::new();
     for (i, k) in s.access_keys.iter().enumerate() {
         let n = i + 1;
@@ -193,6 +194,57 @@ fn check_service(s: &ServiceConfig) -> Result<(), String> {
                 GRANTS.join(", ")
             ));
         }
+    }
+    Ok(())
+}
+
+/// `redis_url` and its companions. The URL is never echoed: it might carry
+/// the password this check refuses.
+fn check_redis(s: &ServiceConfig) -> Result<(), String> {
+    let prefix = &s.redis_key_prefix;
+    if prefix.is_empty()
+        || prefix.len() > 64
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
+    {
+        return Err(
+            "[service] redis_key_prefix must be 1 to 64 characters from A-Z a-z 0-9 - _ : .".into(),
+        );
+    }
+    let Some(url) = &s.redis_url else {
+        if s.redis_password_env.is_some() || s.redis_password_file.is_some() {
+            return Err(
+                "[service] redis_password_env and redis_password_file need redis_url.".into(),
+            );
+        }
+        return Ok(());
+    };
+    let Some(rest) = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+    else {
+        return Err("[service] redis_url must start with redis:// or rediss://.".into());
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    {
+        return Err(
+            "[service] redis_url must not carry a password: put it in the variable named by redis_password_env or the file named by redis_password_file."
+                .into(),
+        );
+    }
+    if authority.rsplit('@').next().is_none_or(str::is_empty) || !url.bytes().all(visible) {
+        return Err(
+            "[service] redis_url must name a host, such as redis://127.0.0.1:6379/0.".into(),
+        );
+    }
+    if s.redis_password_env.is_some() && s.redis_password_file.is_some() {
+        return Err(
+            "[service] give at most one of redis_password_env and redis_password_file.".into(),
+        );
     }
     Ok(())
 }
@@ -293,6 +345,35 @@ mod tests {
         let e =
             key("id = \"A\"\nsecret_env = \"S\"\nactions = [\"cdn:DeleteCdnDomain\"]").unwrap_err();
         assert!(e.contains("unknown action"), "{e}");
+        for (body, says) in [
+            (
+                "redis_url = \"redis://:hunter2@127.0.0.1/\"",
+                "must not carry a password",
+            ),
+            (
+                "redis_url = \"redis://u:hunter2@127.0.0.1/\"",
+                "must not carry a password",
+            ),
+            (
+                "redis_url = \"http://127.0.0.1/\"",
+                "must start with redis://",
+            ),
+            ("redis_url = \"redis:///0\"", "must name a host"),
+            ("redis_password_env = \"P\"", "need redis_url"),
+            ("redis_key_prefix = \"a b\"", "redis_key_prefix"),
+            (
+                "redis_url = \"rediss://h\"\nredis_password_env = \"P\"\nredis_password_file = \"p\"",
+                "at most one",
+            ),
+        ] {
+            let e = Config::parse(&format!("[service]\n{body}\n")).unwrap_err();
+            assert!(e.to_string().contains(says), "{body}: {e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        Config::parse(
+            "[service]\nredis_url = \"redis://user@10.0.0.1:6380/2\"\nredis_password_env = \"P\"\n",
+        )
+        .unwrap();
         let e = Config::parse("[service]\nlisten = \"localhost:80\"\n").unwrap_err();
         assert!(e.contains("listen"), "{e}");
         let e = Config::parse("[service]\nhost_id = \"a\\nb\"\n").unwrap_err();

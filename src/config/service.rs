@@ -60,6 +60,18 @@ pub struct ServiceConfig {
     /// Whether success responses carry `KeyUri` (the token's label and
     /// serial and the key's CKA_ID). Off: the cloud's response has four fields.
     pub key_uri: bool,
+    /// Redis (`redis://host:port/db` or `rediss://…`) holding what
+    /// replicas share: rate-limit windows, nonces, key-pool claims. None
+    /// (the default): each process keeps them in memory. The URL carries
+    /// no password; see `redis_password_env` and `redis_password_file`.
+    pub redis_url: Option<String>,
+    /// Environment variable holding the Redis password (AUTH).
+    pub redis_password_env: Option<String>,
+    /// File holding the Redis password (one line).
+    pub redis_password_file: Option<PathBuf>,
+    /// Prefix of every Redis key the service writes, so that several
+    /// deployments can share one Redis. Default `hsm-csr`.
+    pub redis_key_prefix: String,
     /// Who may call.
     pub access_keys: Vec<AccessKeyConfig>,
 }
@@ -83,6 +95,10 @@ impl Default for ServiceConfig {
             idle_timeout_ms: 30_000,
             max_connections: 256,
             key_uri: false,
+            redis_url: None,
+            redis_password_env: None,
+            redis_password_file: None,
+            redis_key_prefix: "hsm-csr".into(),
             access_keys: Vec::new(),
         }
     }

@@ -2,6 +2,7 @@
 //! `[[service.access_keys]]` names ([`crate::config::AccessKeyConfig`]).
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -32,36 +33,11 @@ impl AccessKeys {
         }
         let mut keys = HashMap::new();
         for k in configured {
-            let secret = match (&k.secret_env, &k.secret_file) {
-                (Some(var), None) => Zeroizing::new(std::env::var(var).map_err(|_| {
-                    Error::Config(format!(
-                        "access key {}: environment variable {var} is not set.",
-                        k.id
-                    ))
-                })?),
-                (None, Some(path)) => {
-                    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                        Error::Config(format!(
-                            "access key {}: cannot read {}: {e}",
-                            k.id,
-                            path.display()
-                        ))
-                    })?);
-                    Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
-                }
-                _ => {
-                    return Err(Error::Config(format!(
-                        "access key {}: give exactly one of secret_env and secret_file.",
-                        k.id
-                    )));
-                }
-            };
-            if secret.is_empty() {
-                return Err(Error::Config(format!(
-                    "access key {}: the secret is empty.",
-                    k.id
-                )));
-            }
+            let secret = read_secret(
+                k.secret_env.as_deref(),
+                k.secret_file.as_deref(),
+                &format!("access key {}", k.id),
+            )?;
             keys.insert(
                 k.id.clone(),
                 AccessKey {
@@ -72,4 +48,38 @@ impl AccessKeys {
         }
         Ok(AccessKeys(keys))
     }
+}
+
+/// A secret from exactly one of an environment variable and a file (its
+/// first line); `what` names the setting in errors, which never carry the
+/// secret.
+///
+/// # Errors
+/// `Config.Invalid` when neither or both are given, the source cannot be
+/// read, or the secret is empty.
+pub(super) fn read_secret(
+    env: Option<&str>,
+    file: Option<&Path>,
+    what: &str,
+) -> Result<Zeroizing<String>> {
+    let secret = match (env, file) {
+        (Some(var), None) => Zeroizing::new(std::env::var(var).map_err(|_| {
+            Error::Config(format!("{what}: environment variable {var} is not set."))
+        })?),
+        (None, Some(path)) => {
+            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("{what}: cannot read {}: {e}", path.display()))
+            })?);
+            Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        _ => {
+            return Err(Error::Config(format!(
+                "{what}: give exactly one of an environment variable and a file."
+            )));
+        }
+    };
+    if secret.is_empty() {
+        return Err(Error::Config(format!("{what}: the secret is empty.")));
+    }
+    Ok(secret)
 }
