@@ -5,10 +5,18 @@
 //! so the figures are the server's and not the client's.
 //!
 //! ```text
-//! load ADDR closed COUNT CONCURRENCY DEADLINE_S  COUNT calls over CONCURRENCY keep-alive connections
-//! load ADDR rate RPS SECONDS                     open loop: one call every 1/RPS s for SECONDS
-//! load ADDR burst COUNT [SPREAD_MS]              COUNT calls released at once (or evenly within SPREAD_MS)
+//! load ADDRS closed COUNT CONCURRENCY DEADLINE_S  COUNT calls over CONCURRENCY keep-alive connections
+//! load ADDRS rate RPS SECONDS                     open loop: one call every 1/RPS s for SECONDS
+//! load ADDRS burst COUNT [SPREAD_MS]              COUNT calls released at once (or evenly within SPREAD_MS)
+//! load ADDRS replay FILE                          each call recorded in FILE, sent again to another address
 //! ```
+//!
+//! ADDRS is one loopback address or several, comma-separated (replicas):
+//! call n goes to the (n mod count)th. With `LOAD_RECORD=FILE`, each
+//! successful call appends a line to FILE: the index of the address it
+//! went to, its signed query, and the PubMd5 it got (tab-separated); the
+//! `replay` mode sends each such query again, unchanged, to the next
+//! address, which must refuse it as a replay.
 //!
 //! The access key is read from `LOAD_AK_ID` / `LOAD_AK_SECRET`. Every mode
 //! stops by itself. Latency is taken from the moment a call was due, not
@@ -31,7 +39,20 @@ use hsm_csr::service::request_signing::{
 /// What one call came back with: `"ok"` or the error code, and its latency.
 type Outcome = (String, Duration);
 
+/// Where successful calls are recorded (`LOAD_RECORD`), shared by the
+/// client threads.
+static RECORD: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+    std::sync::OnceLock::new();
+
+fn record(line: &str) {
+    if let Some(Some(file)) = RECORD.get() {
+        let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(file, "{line}").expect("write LOAD_RECORD");
+    }
+}
+
 struct Client {
+    index: usize,
     addr: SocketAddr,
     id: String,
     secret: String,
@@ -39,9 +60,11 @@ struct Client {
 }
 
 impl Client {
-    fn new(addr: SocketAddr) -> Client {
+    fn new(addrs: &[SocketAddr], n: usize) -> Client {
+        let index = n % addrs.len();
         Client {
-            addr,
+            index,
+            addr: addrs[index],
             id: std::env::var("LOAD_AK_ID").expect("LOAD_AK_ID"),
             secret: std::env::var("LOAD_AK_SECRET").expect("LOAD_AK_SECRET"),
             conn: None,
@@ -85,7 +108,13 @@ impl Client {
 
     /// One call; the latency runs from `due`.
     fn call(&mut self, n: usize, due: Instant) -> Outcome {
-        let code = match self.exchange(n) {
+        let query = self.query(n);
+        self.send(&query, due)
+    }
+
+    /// Sends `query` as it is; the latency runs from `due`.
+    fn send(&mut self, query: &str, due: Instant) -> Outcome {
+        let code = match self.exchange(query) {
             Ok(code) => code,
             Err(e) => {
                 self.conn = None;
@@ -95,8 +124,7 @@ impl Client {
         (code, due.elapsed())
     }
 
-    fn exchange(&mut self, n: usize) -> std::io::Result<String> {
-        let query = self.query(n);
+    fn exchange(&mut self, query: &str) -> std::io::Result<String> {
         self.connect()?;
         let conn = self.conn.as_mut().expect("connected");
         write!(
@@ -132,27 +160,37 @@ impl Client {
         if close {
             self.conn = None;
         }
+        let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v.get(name)?.as_str().map(str::to_owned))
+        };
         if status == 200 {
+            let pub_md5 = field("PubMd5").unwrap_or_default();
+            record(&format!("{}\t{query}\t{pub_md5}", self.index));
             return Ok("ok".into());
         }
-        let code = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("Code")?.as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("http:{status}"));
+        let code = field("Code").unwrap_or_else(|| format!("http:{status}"));
         Ok(code)
     }
 }
 
 /// `closed`: CONCURRENCY clients, each sending its next call when the last
 /// one is answered, until COUNT calls are done or the deadline passes.
-fn closed(addr: SocketAddr, count: usize, concurrency: usize, deadline: Duration) -> Vec<Outcome> {
+fn closed(
+    addrs: &[SocketAddr],
+    count: usize,
+    concurrency: usize,
+    deadline: Duration,
+) -> Vec<Outcome> {
     let next = Arc::new(AtomicUsize::new(0));
     let stop_at = Instant::now() + deadline;
     let threads: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|c| {
             let next = Arc::clone(&next);
+            let addrs = addrs.to_vec();
             std::thread::spawn(move || {
-                let mut client = Client::new(addr);
+                let mut client = Client::new(&addrs, c);
                 let mut out = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +214,7 @@ fn closed(addr: SocketAddr, count: usize, concurrency: usize, deadline: Duration
 /// opened long before would sit idle (servers close those), and hundreds
 /// of them would weigh on the server. Only calls due soon or in flight hold
 /// a thread.
-fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> (Vec<Outcome>, Instant) {
+fn scheduled(addrs: &[SocketAddr], offsets: &[Duration]) -> (Vec<Outcome>, Instant) {
     const LEAD: Duration = Duration::from_millis(200);
     let start = Instant::now() + LEAD;
     let sleep_until = |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
@@ -184,11 +222,11 @@ fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> (Vec<Outcome>, Instant) 
     for (n, &offset) in offsets.iter().enumerate() {
         let due = start + offset;
         sleep_until(due.checked_sub(LEAD).unwrap_or(due));
+        let mut client = Client::new(addrs, n);
         threads.push(
             std::thread::Builder::new()
                 .stack_size(128 * 1024)
                 .spawn(move || {
-                    let mut client = Client::new(addr);
                     let connected = client.connect();
                     sleep_until(due);
                     match connected {
@@ -206,6 +244,24 @@ fn scheduled(addr: SocketAddr, offsets: &[Duration]) -> (Vec<Outcome>, Instant) 
     (results, start)
 }
 
+/// `replay`: every call recorded in `file`, sent again as it was, one
+/// after another, each to the address after the one that answered it.
+fn replay(addrs: &[SocketAddr], file: &str) -> (Vec<Outcome>, Instant) {
+    let started = Instant::now();
+    let text = std::fs::read_to_string(file).expect("read the recorded calls");
+    let results = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let index: usize = fields.next()?.parse().ok()?;
+            let query = fields.next()?;
+            let mut client = Client::new(addrs, index + 1);
+            Some(client.send(query, Instant::now()))
+        })
+        .collect();
+    (results, started)
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
     args.get(i)
         .and_then(|a| a.parse().ok())
@@ -214,13 +270,30 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let addr: SocketAddr = arg(&args, 1, "ADDR, e.g. 127.0.0.1:8080");
-    assert!(addr.ip().is_loopback(), "load goes to loopback only");
+    let addrs: Vec<SocketAddr> = args
+        .get(1)
+        .expect("ADDRS, e.g. 127.0.0.1:8080 or 127.0.0.1:8081,127.0.0.1:8082")
+        .split(',')
+        .map(|a| a.parse().expect("ADDRS: IP:port[,IP:port...]"))
+        .collect();
+    assert!(
+        addrs.iter().all(|a| a.ip().is_loopback()),
+        "load goes to loopback only"
+    );
+    let recording = std::env::var_os("LOAD_RECORD").map(|path| {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open LOAD_RECORD");
+        std::sync::Mutex::new(file)
+    });
+    RECORD.set(recording).expect("set once");
     let (results, started) = match args.get(2).map(String::as_str) {
         Some("closed") => {
             let started = Instant::now();
             let results = closed(
-                addr,
+                &addrs,
                 arg(&args, 3, "COUNT"),
                 arg(&args, 4, "CONCURRENCY"),
                 Duration::from_secs_f64(arg(&args, 5, "DEADLINE_S")),
@@ -232,7 +305,7 @@ fn main() {
             let offsets: Vec<_> = (0..(rps * seconds) as usize)
                 .map(|n| Duration::from_secs_f64(n as f64 / rps))
                 .collect();
-            scheduled(addr, &offsets)
+            scheduled(&addrs, &offsets)
         }
         Some("burst") => {
             let count: usize = arg(&args, 3, "COUNT");
@@ -242,9 +315,10 @@ fn main() {
             let offsets: Vec<_> = (0..count)
                 .map(|n| Duration::from_secs_f64(spread / 1000.0 * n as f64 / count as f64))
                 .collect();
-            scheduled(addr, &offsets)
+            scheduled(&addrs, &offsets)
         }
-        _ => panic!("mode: closed, rate or burst"),
+        Some("replay") => replay(&addrs, &arg::<String>(&args, 3, "FILE")),
+        _ => panic!("mode: closed, rate, burst or replay"),
     };
     let elapsed = started.elapsed().as_secs_f64();
     let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
