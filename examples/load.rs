@@ -16,7 +16,10 @@
 //! successful call appends a line to FILE: the index of the address it
 //! went to, its signed query, and the PubMd5 it got (tab-separated); the
 //! `replay` mode sends each such query again, unchanged, to the next
-//! address, which must refuse it as a replay.
+//! address, which must refuse it as a replay. With `LOAD_TIMELINE=FILE`,
+//! every call appends the Unix time in milliseconds at which it was
+//! answered and its outcome, so that a script can tell when answers
+//! changed (an outage, a recovery).
 //!
 //! The access key is read from `LOAD_AK_ID` / `LOAD_AK_SECRET`. Every mode
 //! stops by itself. Latency is taken from the moment a call was due, not
@@ -44,11 +47,19 @@ type Outcome = (String, Duration);
 static RECORD: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
     std::sync::OnceLock::new();
 
-fn record(line: &str) {
-    if let Some(Some(file)) = RECORD.get() {
+/// Where every call's answer time and outcome go (`LOAD_TIMELINE`).
+static TIMELINE: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+    std::sync::OnceLock::new();
+
+fn append_to(file: &std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>>, line: &str) {
+    if let Some(Some(file)) = file.get() {
         let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
-        writeln!(file, "{line}").expect("write LOAD_RECORD");
+        writeln!(file, "{line}").expect("write a LOAD_ file");
     }
+}
+
+fn record(line: &str) {
+    append_to(&RECORD, line);
 }
 
 struct Client {
@@ -121,6 +132,10 @@ impl Client {
                 format!("io:{:?}", e.kind())
             }
         };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        append_to(&TIMELINE, &format!("{}\t{code}", now.as_millis()));
         (code, due.elapsed())
     }
 
@@ -280,15 +295,18 @@ fn main() {
         addrs.iter().all(|a| a.ip().is_loopback()),
         "load goes to loopback only"
     );
-    let recording = std::env::var_os("LOAD_RECORD").map(|path| {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("open LOAD_RECORD");
-        std::sync::Mutex::new(file)
-    });
-    RECORD.set(recording).expect("set once");
+    let open = |var: &str| {
+        std::env::var_os(var).map(|path| {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("open {var}: {e}"));
+            std::sync::Mutex::new(file)
+        })
+    };
+    RECORD.set(open("LOAD_RECORD")).expect("set once");
+    TIMELINE.set(open("LOAD_TIMELINE")).expect("set once");
     let (results, started) = match args.get(2).map(String::as_str) {
         Some("closed") => {
             let started = Instant::now();
