@@ -362,6 +362,17 @@ mod tests {
     }
 
     #[test]
+    fn a_companion_answers_only_its_request_id() {
+        let a = "SetCdnDomainCSRCertificate";
+        assert_eq!(attached(a, "JSON", "R").body, r#"{"RequestId":"R"}"#);
+        assert_eq!(
+            attached(a, "XML", "R").body,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><SetCdnDomainCSRCertificateResponse>\
+             <RequestId>R</RequestId></SetCdnDomainCSRCertificateResponse>"
+        );
+    }
+
+    #[test]
     fn xml_is_escaped() {
         let r = error(
             "XML",
