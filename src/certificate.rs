@@ -1,6 +1,6 @@
-//! Certificates coming back from a CA: how they are read ([`decode`]), the
+//! Certificates coming back from a CA: how they are read (`decode`), the
 //! PubMd5 of their public key, and whether they cover a domain
-//! ([`names`]).
+//! (`names`).
 //!
 //! RFC 5280 section 4.1 (the certificate) and 4.2.1.6 (subjectAltName).
 
@@ -30,7 +30,7 @@ pub struct ParsedCertificate {
 impl ParsedCertificate {
     /// Reads a certificate as a CA or a caller hands it over: PEM (a chain
     /// too: the first certificate is the leaf), base64 DER, base64 of
-    /// PEM, or DER ([`decode`] has the rules).
+    /// PEM, or DER (the `decode` module has the rules).
     ///
     /// # Errors
     /// `Certificate.MissingParameter` for empty input,

@@ -2,7 +2,7 @@
 //! CreateDcdnCertificateSigningRequest over its RPC protocol, so that the
 //! official SDKs work against it with only the endpoint changed; and their
 //! companions SetCdnDomainCSRCertificate / SetDcdnDomainCSRCertificate,
-//! which store the signed certificate beside its key ([`companion`]).
+//! which store the signed certificate beside its key (`companion`).
 //!
 //! The HTTP layer only translates: authentication ([`auth`]), replay and
 //! flow control ([`limits`]), the wire format ([`api`]); the CSR itself is

@@ -11,7 +11,7 @@ use crate::issue::CsrResponse;
 
 /// The operations, with the API version and product each belongs to:
 /// the two CSR calls, and their companions that attach the signed
-/// certificate ([`super::companion`]).
+/// certificate (`companion`).
 pub const ACTIONS: [(&str, &str, &str); 4] = [
     ("CreateCdnCertificateSigningRequest", "2018-05-10", "cdn"),
     ("CreateDcdnCertificateSigningRequest", "2018-01-15", "dcdn"),

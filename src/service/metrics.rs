@@ -3,7 +3,7 @@
 //! keygen and signing, sessions in use, and the key pool.
 //!
 //! Every label value comes from a closed set fixed at compile time: the
-//! action is one of the two API operations, `none` or `other`, whatever
+//! action is one of the four API operations, `none` or `other`, whatever
 //! the caller sent; the code is one of the `&'static str` codes this crate
 //! answers with. So no request can add a line, a series or a byte to the
 //! exposition beyond its counters (at most 6 actions × the crate's codes).
