@@ -37,7 +37,8 @@ pub enum Command {
     /// public key (the on-token SetCdnDomainCSRCertificate).
     AttachCert(AttachCertArgs),
     /// Answer CreateCdnCertificateSigningRequest / CreateDcdnCertificateSigningRequest
-    /// over the cloud's RPC protocol, for the official SDKs ([service] in the config).
+    /// and SetCdnDomainCSRCertificate / SetDcdnDomainCSRCertificate over the
+    /// cloud's RPC protocol, for the official SDKs ([service] in the config).
     #[cfg(feature = "service")]
     Serve(ServeArgs),
     /// Make one CSR per line of a JSON-lines file ({"CommonName": ..., ...}),
@@ -136,7 +137,7 @@ pub struct KeysDeleteArgs {
 /// `attach-cert`.
 #[derive(Debug, clap::Args)]
 pub struct AttachCertArgs {
-    /// The certificate, PEM or DER.
+    /// The certificate: PEM (of a chain, the first is stored), base64 or DER.
     #[arg(long, value_name = "FILE")]
     pub cert: PathBuf,
     /// Fail with Certificate.MissMatch unless the certificate covers this domain.

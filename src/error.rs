@@ -171,27 +171,39 @@ pub enum Error {
         rolled_back: bool,
     },
 
-    /// The given file is not an X.509 certificate.
-    #[error("not an X.509 certificate (PEM or DER): {0}")]
+    /// No certificate was given (the API's ServerCertificate is missing or empty).
+    #[error(
+        "You must specify the Certificate parameter. (Send the PEM certificate as ServerCertificate.)"
+    )]
+    CertificateMissing,
+
+    /// The certificate is not PEM, base64 or DER, or its PEM or base64 is broken.
+    #[error("An error occurred while decoding the certificate. ({0}; send the PEM certificate.)")]
+    CertificateDecode(String),
+
+    /// What was given decodes, but not to X.509 certificates.
+    #[error("The format of the certificate is invalid. ({0})")]
     CertificateFormat(String),
 
     /// No key on the token has the certificate's public key.
     #[error(
-        "The private key of the certificate does not exist on token {token:?} (no key with PubMd5 {pub_md5})."
+        "The private key of the certificate does not exist. (No key on the token has its public key, PubMd5 {pub_md5}.)"
     )]
     CertificateNoPrivateKey {
-        /// Token label.
+        /// Token label; not in the message, which API callers see.
         token: String,
         /// The certificate's PubMd5.
         pub_md5: String,
     },
 
     /// The certificate does not cover the domain asked for.
-    #[error("The certificate does not match the domain {domain:?} (it covers: {covers}).")]
+    #[error(
+        "The certificate does not match the domain. ({domain:?} is not among its names: {covers}.)"
+    )]
     CertificateMismatch {
-        /// The `--domain` given.
+        /// The domain asked for, as an A-label.
         domain: String,
-        /// The names the certificate covers.
+        /// The names the certificate covers, quoted and escaped.
         covers: String,
     },
 
@@ -261,6 +273,8 @@ impl Error {
             Error::CreateCsr(_) => "Internal.CreateCSRError",
             Error::EncodeCsr(_) => "Internal.EncodeCSRError",
             Error::Output { .. } | Error::Internal(_) => "Internal.Error",
+            Error::CertificateMissing => "Certificate.MissingParameter",
+            Error::CertificateDecode(_) => "Certificate.DecodeError",
             Error::CertificateFormat(_) => "Certificate.FormatError",
             Error::CertificateNoPrivateKey { .. } => "Certificate.NoPrivateKey",
             Error::CertificateMismatch { .. } => "Certificate.MissMatch",
@@ -275,6 +289,8 @@ impl Error {
         match self {
             Error::MissingCommonName
             | Error::Malformed(_)
+            | Error::CertificateMissing
+            | Error::CertificateDecode(_)
             | Error::CertificateFormat(_)
             | Error::CertificateNoPrivateKey { .. }
             | Error::CertificateMismatch { .. }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod algorithm;
+pub mod attach;
 pub mod backend;
 pub mod certificate;
 pub mod config;

@@ -1,6 +1,8 @@
 //! `hsm-csr serve`: the cloud's CreateCdnCertificateSigningRequest and
 //! CreateDcdnCertificateSigningRequest over its RPC protocol, so that the
-//! official SDKs work against it with only the endpoint changed.
+//! official SDKs work against it with only the endpoint changed; and their
+//! companions SetCdnDomainCSRCertificate / SetDcdnDomainCSRCertificate,
+//! which store the signed certificate beside its key (`companion`).
 //!
 //! The HTTP layer only translates: authentication ([`auth`]), replay and
 //! flow control ([`limits`]), the wire format ([`api`]); the CSR itself is
@@ -11,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+mod companion;
 pub mod config;
 pub mod deadline;
 mod handler;

@@ -108,10 +108,12 @@ fn bounds(c: &Config) -> [Bound; 12] {
 }
 
 /// The RAM-style action names an access key may be granted.
-const GRANTS: [&str; 3] = [
+const GRANTS: [&str; 5] = [
     "*",
     "cdn:CreateCdnCertificateSigningRequest",
     "dcdn:CreateDcdnCertificateSigningRequest",
+    "cdn:SetCdnDomainCSRCertificate",
+    "dcdn:SetDcdnDomainCSRCertificate",
 ];
 
 /// Checks `config`; the message names the setting and what it must be,

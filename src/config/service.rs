@@ -115,6 +115,7 @@ pub struct AccessKeyConfig {
     /// File holding the AccessKeySecret (one line).
     pub secret_file: Option<PathBuf>,
     /// RAM-style actions it may call: `cdn:CreateCdnCertificateSigningRequest`,
-    /// `dcdn:CreateDcdnCertificateSigningRequest`, or `*`.
+    /// `dcdn:CreateDcdnCertificateSigningRequest`, `cdn:SetCdnDomainCSRCertificate`,
+    /// `dcdn:SetDcdnDomainCSRCertificate`, or `*`.
     pub actions: Vec<String>,
 }

@@ -9,10 +9,14 @@ use serde::Serialize;
 use crate::error::{Error, ErrorClass};
 use crate::issue::CsrResponse;
 
-/// The two operations, with the API version each belongs to.
-pub const ACTIONS: [(&str, &str, &str); 2] = [
+/// The operations, with the API version and product each belongs to:
+/// the two CSR calls, and their companions that attach the signed
+/// certificate (`companion`).
+pub const ACTIONS: [(&str, &str, &str); 4] = [
     ("CreateCdnCertificateSigningRequest", "2018-05-10", "cdn"),
     ("CreateDcdnCertificateSigningRequest", "2018-01-15", "dcdn"),
+    ("SetCdnDomainCSRCertificate", "2018-05-10", "cdn"),
+    ("SetDcdnDomainCSRCertificate", "2018-01-15", "dcdn"),
 ];
 
 /// Errors of the protocol layer, with the cloud's codes.
@@ -260,6 +264,23 @@ pub fn success(action: &str, format: &str, r: &CsrResponse, with_key_uri: bool) 
     }
 }
 
+/// Renders the answer of a companion call: only its `RequestId`, as the
+/// cloud's.
+pub fn attached(action: &str, format: &str, request_id: &str) -> Rendered {
+    if format == "XML" {
+        return Rendered {
+            status: 200,
+            content_type: "text/xml;charset=utf-8",
+            body: xml(&format!("{action}Response"), &[("RequestId", request_id)]),
+        };
+    }
+    Rendered {
+        status: 200,
+        content_type: "application/json;charset=utf-8",
+        body: serde_json::json!({ "RequestId": request_id }).to_string(),
+    }
+}
+
 /// Renders an error in `format`.
 pub fn error(format: &str, request_id: &str, host_id: &str, e: &ApiError) -> Rendered {
     let (status, code, message) = e.parts();
@@ -337,6 +358,17 @@ mod tests {
         assert_eq!(
             success(a, "JSON", &r, false).body,
             r#"{"RequestId":"R","PubMd5":"m","Csr":"c","CommonName":"n"}"#
+        );
+    }
+
+    #[test]
+    fn a_companion_answers_only_its_request_id() {
+        let a = "SetCdnDomainCSRCertificate";
+        assert_eq!(attached(a, "JSON", "R").body, r#"{"RequestId":"R"}"#);
+        assert_eq!(
+            attached(a, "XML", "R").body,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><SetCdnDomainCSRCertificateResponse>\
+             <RequestId>R</RequestId></SetCdnDomainCSRCertificateResponse>"
         );
     }
 

@@ -12,7 +12,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, header};
 
 use super::api::{self, ApiError};
-use super::{Service, Sessions, auth, metrics};
+use super::{Service, Sessions, auth, companion, metrics};
+use crate::attach::Attached;
 use crate::error::Error;
 use crate::issue::{CsrResponse, new_request_id};
 use crate::request::CsrRequest;
@@ -115,7 +116,8 @@ pub(super) async fn rpc<S: Sessions>(
         access_key: key_id,
     } = answer;
     let rendered = match &result {
-        Ok(response) => api::success(&action, &format, response, svc.config.key_uri),
+        Ok(Reply::Csr(response)) => api::success(&action, &format, response, svc.config.key_uri),
+        Ok(Reply::Attached(a)) => api::attached(&action, &format, &a.request_id),
         Err(e) => api::error(&format, &request_id, &svc.config.host_id, e),
     };
     let code = match &result {
@@ -177,10 +179,18 @@ struct Call<'a> {
     request_id: &'a str,
 }
 
+/// What a call answered with.
+enum Reply {
+    /// A CSR call's response.
+    Csr(CsrResponse),
+    /// A companion call's certificate, attached.
+    Attached(Attached),
+}
+
 /// How a call ended, with what its answer and log line need to say.
 struct Answer {
     /// The response, or why there is none.
-    result: std::result::Result<CsrResponse, ApiError>,
+    result: std::result::Result<Reply, ApiError>,
     /// `JSON` or `XML`.
     format: String,
     /// The action asked for; empty when the call was not verified.
@@ -243,7 +253,7 @@ async fn authorize_and_issue<S: Sessions>(
     svc: &Arc<Service<S>>,
     v: auth::Verified,
     request_id: &str,
-) -> std::result::Result<crate::CsrResponse, ApiError> {
+) -> std::result::Result<Reply, ApiError> {
     // Every correctly signed call counts against its caller's rate before
     // the service does anything else for it (nonce store, lookups, keygen).
     svc.rate
@@ -278,6 +288,11 @@ async fn authorize_and_issue<S: Sessions>(
     if !granted {
         return Err(ApiError::Forbidden);
     }
+    if companion::is_companion(&v.action) {
+        return companion::set_certificate(svc, &v, request_id)
+            .await
+            .map(Reply::Attached);
+    }
     let param = |name: &str| {
         v.params
             .iter()
@@ -297,7 +312,9 @@ async fn authorize_and_issue<S: Sessions>(
     let valid = request
         .validate(&svc.defaults)
         .map_err(|e| ApiError::from(&e))?;
-    issue_on_token(svc, valid, request_id.to_owned()).await
+    issue_on_token(svc, valid, request_id.to_owned())
+        .await
+        .map(Reply::Csr)
 }
 
 /// How long a nonce stays used: twice the timestamp window (a request

@@ -3,10 +3,10 @@
 //! keygen and signing, sessions in use, and the key pool.
 //!
 //! Every label value comes from a closed set fixed at compile time: the
-//! action is one of the two API operations, `none` or `other`, whatever
+//! action is one of the four API operations, `none` or `other`, whatever
 //! the caller sent; the code is one of the `&'static str` codes this crate
 //! answers with. So no request can add a line, a series or a byte to the
-//! exposition beyond its counters (at most 4 actions × the crate's codes).
+//! exposition beyond its counters (at most 6 actions × the crate's codes).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +36,10 @@ pub enum ActionLabel {
     Cdn,
     /// CreateDcdnCertificateSigningRequest.
     Dcdn,
+    /// SetCdnDomainCSRCertificate.
+    SetCdn,
+    /// SetDcdnDomainCSRCertificate.
+    SetDcdn,
     /// No action was read (the request failed before).
     None,
     /// Any other value the caller sent.
@@ -49,6 +53,8 @@ impl ActionLabel {
             "" => ActionLabel::None,
             "CreateCdnCertificateSigningRequest" => ActionLabel::Cdn,
             "CreateDcdnCertificateSigningRequest" => ActionLabel::Dcdn,
+            "SetCdnDomainCSRCertificate" => ActionLabel::SetCdn,
+            "SetDcdnDomainCSRCertificate" => ActionLabel::SetDcdn,
             _ => ActionLabel::Other,
         }
     }
@@ -58,6 +64,8 @@ impl ActionLabel {
         match self {
             ActionLabel::Cdn => "CreateCdnCertificateSigningRequest",
             ActionLabel::Dcdn => "CreateDcdnCertificateSigningRequest",
+            ActionLabel::SetCdn => "SetCdnDomainCSRCertificate",
+            ActionLabel::SetDcdn => "SetDcdnDomainCSRCertificate",
             ActionLabel::None => "none",
             ActionLabel::Other => "other",
         }
@@ -309,5 +317,8 @@ mod tests {
             ActionLabel::of("CreateDcdnCertificateSigningRequestX"),
             ActionLabel::Other
         );
+        for (action, _, _) in super::super::api::ACTIONS {
+            assert_eq!(ActionLabel::of(action).as_str(), action);
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! the token's [`SessionPool`] and, in the router's unit tests, by the mock
 //! backend. The HTTP layer sees no PKCS#11.
 
+use crate::attach::Attached;
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::backend::pkcs11::session_pool::SessionPool;
+use crate::certificate::ParsedCertificate;
 use crate::error::Result;
 use crate::issue::{CsrResponse, Timings};
 use crate::request::ValidRequest;
@@ -52,6 +54,22 @@ pub trait Sessions: Send + Sync + 'static {
     /// # Errors
     /// What opening or logging in failed with.
     fn reopen(&self) -> Result<()>;
+
+    /// Stores `cert` beside its key on an idle session
+    /// ([`crate::attach::attach_certificate`]), once it covers `domain`;
+    /// keeps a newly stored certificate only when `deliver` says the
+    /// answer was taken. None when no session is idle.
+    ///
+    /// # Errors
+    /// `Certificate.MissMatch`, `Certificate.NoPrivateKey`, or what the
+    /// token failed with.
+    fn attach(
+        &self,
+        cert: &ParsedCertificate,
+        domain: &str,
+        request_id: &str,
+        deliver: &mut dyn FnMut(&Attached) -> bool,
+    ) -> Result<Option<Attached>>;
 }
 
 impl Sessions for SessionPool {
@@ -90,5 +108,15 @@ impl Sessions for SessionPool {
 
     fn reopen(&self) -> Result<()> {
         SessionPool::reopen(self)
+    }
+
+    fn attach(
+        &self,
+        cert: &ParsedCertificate,
+        domain: &str,
+        request_id: &str,
+        deliver: &mut dyn FnMut(&Attached) -> bool,
+    ) -> Result<Option<Attached>> {
+        SessionPool::attach(self, cert, domain, request_id, deliver)
     }
 }

@@ -212,15 +212,19 @@ impl Pkcs11Backend {
     }
 
     /// Stores `cert_der` as a CKO_CERTIFICATE next to `key`, with the key's
-    /// CKA_ID and CKA_LABEL. Returns false, storing nothing, when that exact
-    /// certificate is already there.
+    /// CKA_ID and CKA_LABEL; the new object. None, storing nothing, when
+    /// that exact certificate is already there.
     ///
     /// # Errors
     /// `Certificate.FormatError` for bytes that are not a certificate; a
     /// token error (naming the likely cause) when the token refuses.
-    pub fn attach_certificate(&mut self, key: &KeyEntry, cert_der: &[u8]) -> Result<bool> {
+    pub fn attach_certificate(
+        &mut self,
+        key: &KeyEntry,
+        cert_der: &[u8],
+    ) -> Result<Option<ObjectHandle>> {
         if key.certificates.iter().any(|c| c == cert_der) {
-            return Ok(false);
+            return Ok(None);
         }
         let cert =
             Certificate::from_der(cert_der).map_err(|e| Error::CertificateFormat(e.to_string()))?;
@@ -247,8 +251,22 @@ impl Pkcs11Backend {
                     describe(&e)
                 )
                 .into(),
-            })?;
-        Ok(true)
+            })
+            .map(Some)
+    }
+
+    /// Destroys a certificate [`Self::attach_certificate`] stored.
+    ///
+    /// # Errors
+    /// A token error when the object cannot be destroyed.
+    pub fn remove_certificate(&mut self, certificate: ObjectHandle) -> Result<()> {
+        self.session()?
+            .destroy_object(certificate)
+            .map_err(|e| Error::Token {
+                op: "removing the certificate (C_DestroyObject)",
+                token: self.label.clone(),
+                detail: describe(&e),
+            })
     }
 }
 

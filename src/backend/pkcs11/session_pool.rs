@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod attach;
+
 use super::orphans::{self, Orphans};
 use super::pool::{KeyPool, Pooled};
 use super::{Pkcs11Backend, TokenSelector};

@@ -13,8 +13,10 @@ use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
 use secrecy::SecretString;
 
+use crate::attach::Attached;
 use crate::backend::mock::MockBackend;
 use crate::backend::pkcs11::pool::PoolStats;
+use crate::certificate::ParsedCertificate;
 use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr};
 use crate::request::{SubjectDefaults, ValidRequest};
 use crate::service::config::{AccessKey, AccessKeys};
@@ -31,6 +33,11 @@ pub(super) struct MockSessions {
     pub(super) keygen_time: Duration,
     /// The token answers every call with CKR_DEVICE_ERROR.
     pub(super) device_error: bool,
+    /// Certificates attached to the mock key (its SPKI is that of every
+    /// key the mock makes).
+    pub(super) certificates: Mutex<Vec<Vec<u8>>>,
+    /// How many attach calls reached the token.
+    pub(super) attach_calls: AtomicU64,
 }
 
 impl MockSessions {
@@ -100,6 +107,40 @@ impl Sessions for MockSessions {
         self.broken.store(false, Ordering::Relaxed);
         Ok(())
     }
+
+    fn attach(
+        &self,
+        cert: &ParsedCertificate,
+        domain: &str,
+        request_id: &str,
+        deliver: &mut dyn FnMut(&Attached) -> bool,
+    ) -> crate::Result<Option<Attached>> {
+        self.attach_calls.fetch_add(1, Ordering::Relaxed);
+        cert.check_domain(domain)?;
+        let spki = cert.spki_der()?;
+        let pub_md5 = crate::fingerprint::pub_md5(&spki);
+        if self.backend().live.is_empty() || spki != crate::backend::mock::SPKI {
+            return Err(crate::Error::CertificateNoPrivateKey {
+                token: "mock".into(),
+                pub_md5,
+            });
+        }
+        let mut certificates = self.certificates.lock().unwrap();
+        let stored = !certificates.contains(&cert.der);
+        if stored {
+            certificates.push(cert.der.clone());
+        }
+        let attached = Attached {
+            request_id: request_id.to_owned(),
+            pub_md5,
+            key_uri: "pkcs11:object=mock".into(),
+            stored,
+        };
+        if !deliver(&attached) && stored {
+            certificates.pop();
+        }
+        Ok(Some(attached))
+    }
 }
 
 fn access_key(actions: &[&str]) -> AccessKey {
@@ -119,6 +160,10 @@ pub(super) fn service_with(
     let keys = AccessKeys(HashMap::from([
         ("AKID".to_owned(), access_key(&["*"])),
         ("NOGRANT".to_owned(), access_key(&[])),
+        (
+            "CSRONLY".to_owned(),
+            access_key(&["cdn:CreateCdnCertificateSigningRequest"]),
+        ),
     ]));
     Arc::new(Service::new(
         Arc::new(sessions),

@@ -1,0 +1,138 @@
+//! The CSR calls' companions, SetCdnDomainCSRCertificate (Cdn,
+//! 2018-05-10) and SetDcdnDomainCSRCertificate (dcdn, 2018-01-15): the
+//! certificate a CA signed for a CSR, stored on the token beside its key
+//! ([`crate::attach`]).
+//!
+//! Parameters, as both SDK generations send them: `DomainName` and
+//! `ServerCertificate` (the PEM text; a chain's first certificate is the
+//! leaf, [`crate::certificate`] says what else is read). The answer is
+//! `{RequestId}`; errors are the cloud's `Certificate.*` codes. A call is
+//! signed, rate-limited, checked for replay and granted exactly as a CSR
+//! call ([`super::handler`]); the certificate is read and matched to the
+//! domain before a session is taken, and the token work runs on a blocking
+//! thread holding a session permit, within `request_timeout_ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::api::ApiError;
+use super::{Service, Sessions, auth};
+use crate::attach::Attached;
+use crate::certificate::ParsedCertificate;
+use crate::error::Error;
+
+/// Whether `action` is one of the companion calls.
+pub(super) fn is_companion(action: &str) -> bool {
+    matches!(
+        action,
+        "SetCdnDomainCSRCertificate" | "SetDcdnDomainCSRCertificate"
+    )
+}
+
+/// Serves a verified, granted companion call made by `v`.
+pub(super) async fn set_certificate<S: Sessions>(
+    svc: &Arc<Service<S>>,
+    v: &auth::Verified,
+    request_id: &str,
+) -> Result<Attached, ApiError> {
+    let param = |name: &str| {
+        v.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, val)| val.as_str())
+    };
+    let domain = param("DomainName")
+        .filter(|d| !d.is_empty())
+        .ok_or(ApiError::MissingParameter("DomainName"))?;
+    let cert = ParsedCertificate::parse(param("ServerCertificate").unwrap_or("").as_bytes())
+        .map_err(|e| ApiError::from(&e))?;
+    // Refused here, before it waits for a session; checked again where
+    // the certificate is stored.
+    cert.check_domain(domain).map_err(|e| ApiError::from(&e))?;
+    attach_on_token(
+        svc,
+        cert,
+        domain.to_owned(),
+        request_id.to_owned(),
+        v.access_key_id.clone(),
+    )
+    .await
+}
+
+/// The point where a certificate is attached and its answer about to be
+/// released: the log line, and the place for an audit record (written
+/// before the answer goes out; return false to refuse the answer, which
+/// removes a certificate this call stored).
+fn on_attached(a: &Attached, access_key: &str, chain_after: usize) -> bool {
+    log::info!(
+        "certificate attached RequestId={} access_key={access_key:?} PubMd5={} KeyUri={} stored={} chain_dropped={chain_after}",
+        a.request_id,
+        a.pub_md5,
+        a.key_uri,
+        a.stored
+    );
+    true
+}
+
+/// Attaches `cert` on a blocking thread holding a session permit; keeps a
+/// newly stored certificate only when the answer is taken within the
+/// request timeout.
+async fn attach_on_token<S: Sessions>(
+    svc: &Arc<Service<S>>,
+    cert: ParsedCertificate,
+    domain: String,
+    request_id: String,
+    access_key: String,
+) -> Result<Attached, ApiError> {
+    if svc.sessions.is_broken() {
+        return Err(ApiError::TokenUnavailable);
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(svc.config.request_timeout_ms);
+    let acquire = Arc::clone(&svc.available).acquire_owned();
+    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, acquire).await else {
+        return Err(ApiError::Timeout);
+    };
+    let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+    let worker = Arc::clone(svc);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut resp_tx = Some(resp_tx);
+        let mut deliver = |a: &Attached| {
+            on_attached(a, &access_key, cert.chain_after)
+                && resp_tx
+                    .take()
+                    .is_some_and(|tx| tx.send(Ok(a.clone())).is_ok())
+                && ack_rx.recv().is_ok()
+        };
+        let done = worker
+            .sessions
+            .attach(&cert, &domain, &request_id, &mut deliver);
+        let failed = match done {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(ApiError::TokenUnavailable),
+            Err(e) => {
+                log::warn!(
+                    "attaching a certificate failed: RequestId={request_id} {} {e}",
+                    e.code()
+                );
+                Some(ApiError::from(&e))
+            }
+        };
+        if let (Some(e), Some(tx)) = (failed, resp_tx.take()) {
+            let _ = tx.send(Err(e));
+        }
+    });
+    match tokio::time::timeout_at(deadline, resp_rx).await {
+        Ok(Ok(Ok(attached))) => {
+            let _ = ack_tx.send(());
+            Ok(attached)
+        }
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => Err(ApiError::from(&Error::Internal(
+            "worker ended without an answer".into(),
+        ))),
+        Err(_) => Err(ApiError::Timeout),
+    }
+}
