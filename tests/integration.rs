@@ -9,6 +9,7 @@ mod batch;
 mod config_checks;
 mod connections;
 mod create;
+mod csr_rules;
 mod errors;
 mod faults;
 mod hostile;
