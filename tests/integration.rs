@@ -6,6 +6,7 @@ mod common;
 
 mod algorithms;
 mod batch;
+mod ca_compliance;
 mod config_checks;
 mod connections;
 mod create;
