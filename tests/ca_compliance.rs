@@ -21,7 +21,7 @@ use crate::common::{Token, openssl};
 
 /// How certbot proves control of the names.
 #[derive(Clone, Copy, Debug)]
-enum Validation {
+pub(crate) enum Validation {
     /// http-01, answered by `certbot --standalone`, checked by pebble.
     Http01,
     /// dns-01, a TXT record published in challtestsrv by certbot's manual
@@ -93,7 +93,11 @@ fn issue(case: &str, args: &[&str], how: Validation) -> Option<Issued> {
 
 /// `certbot certonly --csr` against `pebble`; the leaf certificate's PEM,
 /// or what certbot and its log said.
-fn certbot_csr(pebble: &Pebble, csr_pem: &str, how: Validation) -> Result<String, String> {
+pub(crate) fn certbot_csr(
+    pebble: &Pebble,
+    csr_pem: &str,
+    how: Validation,
+) -> Result<String, String> {
     let dir = pebble.dir().join("certbot");
     std::fs::create_dir_all(&dir).unwrap();
     let csr = dir.join("request.csr");

@@ -17,6 +17,7 @@ mod hostile;
 mod keys;
 mod lifecycle;
 mod output;
+mod pebble_harness;
 mod pool;
 mod selection;
 mod service;
