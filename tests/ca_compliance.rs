@@ -120,7 +120,9 @@ pub(crate) fn certbot_csr(
         .arg(dir.join("chain.pem"))
         .arg("--fullchain-path")
         .arg(dir.join("fullchain.pem"))
-        .env("REQUESTS_CA_BUNDLE", pebble.tls_ca());
+        .env("REQUESTS_CA_BUNDLE", pebble.tls_ca())
+        // certbot logs an early refusal to a new directory under TMPDIR.
+        .env("TMPDIR", &dir);
     match how {
         Validation::Http01 => cmd
             .args(["--standalone", "--preferred-challenges", "http"])
