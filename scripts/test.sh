@@ -16,7 +16,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
 
-need_packages softhsm2 opensc openssl libengine-pkcs11-openssl p11-kit p11-kit-modules redis-server redis-tools
+need_packages softhsm2 opensc openssl libengine-pkcs11-openssl p11-kit p11-kit-modules redis-server redis-tools \
+  pebble certbot curl
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
 
 # PyKCS11 reads attributes the way any other PKCS#11 application would; the

@@ -233,7 +233,8 @@ pub struct CreateArgs {
     #[arg(long, value_name = "CN")]
     pub common_name: Option<String>,
     /// Subject alternative names, comma-separated: DNS names, IP addresses,
-    /// email addresses. Default: the common name, when it is a DNS name.
+    /// email addresses. A common name that is a DNS name or an IP address is
+    /// always among them (added first if left out; see docs/csr-rules.md).
     #[arg(long, value_name = "LIST")]
     pub sans: Option<String>,
     /// organizationName [default: Alibaba Inc, or the config's].

@@ -128,6 +128,8 @@ mod tests {
         assert_eq!(
             san.0,
             vec![
+                // The common name, which the SANs left out (docs/csr-rules.md).
+                GeneralName::DnsName(Ia5String::new("example.com").unwrap()),
                 GeneralName::DnsName(Ia5String::new("a.example").unwrap()),
                 GeneralName::IpAddress(OctetString::new([10, 1, 2, 3]).unwrap()),
                 GeneralName::Rfc822Name(Ia5String::new("x@a.example").unwrap()),

@@ -31,7 +31,8 @@ pub struct CsrResponse {
     pub pub_md5: String,
     /// The CSR as PEM with `\n` line ends.
     pub csr: String,
-    /// The common name, as it went into the subject.
+    /// The common name as the caller sent it (the subject carries its
+    /// A-label form; see docs/csr-rules.md).
     pub common_name: String,
     /// RFC 7512 URI of the new private key.
     pub key_uri: String,
@@ -132,11 +133,7 @@ pub fn prepare_csr<'b>(
     let spec = KeySpec {
         key_type: key_options.key_type(),
         signature: alg,
-        label: format!(
-            "{}{}",
-            key_options.label_prefix(),
-            request.subject.common_name
-        ),
+        label: format!("{}{}", key_options.label_prefix(), request.common_name),
     };
 
     let t = Instant::now();
@@ -163,7 +160,7 @@ pub fn prepare_csr<'b>(
             request_id,
             pub_md5: fingerprint::pub_md5(&key.spki_der),
             csr: csr::to_pem(&der),
-            common_name: request.subject.common_name.clone(),
+            common_name: request.common_name.clone(),
             key_uri: key.uri.clone(),
         };
         timings.encode = encode_before + t.elapsed();

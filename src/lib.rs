@@ -6,6 +6,7 @@ pub mod algorithm;
 pub mod attach;
 pub mod backend;
 pub mod certificate;
+pub mod common_name;
 pub mod config;
 pub mod csr;
 pub mod error;

@@ -7,12 +7,13 @@
 use serde::{Deserialize, Serialize};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
+use crate::common_name;
 use crate::error::{Error, Result};
 use crate::san::{self, San};
 use crate::subject::Subject;
 
 /// Upper bounds from RFC 5280 appendix A.1 (`ub-*`), counted in characters.
-const UB_COMMON_NAME: usize = 64;
+pub(crate) const UB_COMMON_NAME: usize = 64;
 const UB_ORGANIZATION_NAME: usize = 64;
 const UB_ORGANIZATIONAL_UNIT_NAME: usize = 64;
 const UB_STATE_NAME: usize = 128;
@@ -78,10 +79,16 @@ impl Default for SubjectDefaults {
 /// A request that passed validation: what goes into the CSR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidRequest {
-    /// The subject, with defaults filled in.
+    /// The common name as the caller sent it (trimmed): what the response's
+    /// `CommonName` echoes and the key label carries.
+    pub common_name: String,
+    /// The subject, with defaults filled in. Its common name is the form a
+    /// CA accepts (see [`crate::common_name`]), which may differ from
+    /// [`Self::common_name`].
     pub subject: Subject,
-    /// The subjectAltNames, typed and de-duplicated. When the request has no
-    /// SANs and the common name is a DNS name, this is that name alone.
+    /// The subjectAltNames, typed and de-duplicated. When the common name is
+    /// a DNS name or an IP address, it is among them (first, when the caller
+    /// left it out).
     pub sans: Vec<San>,
 }
 
@@ -117,7 +124,7 @@ impl CsrRequest {
                 })?)
             }
         };
-        let subject = Subject {
+        let mut subject = Subject {
             country: country.to_ascii_uppercase(),
             state: pick("State", &self.state, &defaults.state, UB_STATE_NAME)?,
             city: pick("City", &self.city, &defaults.city, UB_LOCALITY_NAME)?,
@@ -133,20 +140,17 @@ impl CsrRequest {
                 &defaults.organization_unit,
                 UB_ORGANIZATIONAL_UNIT_NAME,
             )?,
-            common_name,
+            common_name: common_name.clone(),
             email,
         };
 
         let mut sans = san::parse_sans(self.sans.as_deref().unwrap_or(""))?;
-        if sans.is_empty() {
-            if let Some(dns) = san::dns_name(&subject.common_name) {
-                sans.push(San::Dns(dns));
-            } else if let Ok(ip) = subject.common_name.parse::<std::net::IpAddr>() {
-                // A certificate for an IP address needs it as an iPAddress SAN.
-                sans.push(San::Ip(ip));
-            }
-        }
-        Ok(ValidRequest { subject, sans })
+        subject.common_name = common_name::place(&common_name, &mut sans)?;
+        Ok(ValidRequest {
+            common_name,
+            subject,
+            sans,
+        })
     }
 }
 
@@ -244,30 +248,6 @@ mod tests {
             vec![San::Dns("example.com".into())],
             "CN doubles as the SAN"
         );
-    }
-
-    #[test]
-    fn common_name_that_is_not_a_dns_name_gives_no_san() {
-        let v = req("My Service")
-            .validate(&SubjectDefaults::default())
-            .unwrap();
-        assert!(v.sans.is_empty());
-    }
-
-    #[test]
-    fn common_name_that_is_an_ip_address_becomes_an_ip_san() {
-        let v = req("10.0.0.1")
-            .validate(&SubjectDefaults::default())
-            .unwrap();
-        assert_eq!(v.sans, vec![San::Ip("10.0.0.1".parse().unwrap())]);
-    }
-
-    #[test]
-    fn explicit_sans_replace_the_common_name_default() {
-        let mut r = req("example.com");
-        r.sans = Some("www.example.com".into());
-        let v = r.validate(&SubjectDefaults::default()).unwrap();
-        assert_eq!(v.sans, vec![San::Dns("www.example.com".into())]);
     }
 
     /// (field setter, expected code, expected message fragment)

@@ -74,6 +74,20 @@ fn parse_one(entry: &str) -> Result<San> {
     })
 }
 
+/// The common name as the SAN it names: a DNS name (A-label, lower case,
+/// wildcard kept) or an IP address (`[::1]` accepted like in `SANs`); None
+/// for any other text, such as `My Service` or an email address.
+pub fn host(common_name: &str) -> Option<San> {
+    let bare = common_name
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .unwrap_or(common_name);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(San::Ip(ip));
+    }
+    dns_name(common_name).map(San::Dns)
+}
+
 /// Validates a DNS name (optionally `*.`-prefixed) and returns its A-label form.
 pub fn dns_name(name: &str) -> Option<String> {
     let (wildcard, rest) = match name.strip_prefix("*.") {
