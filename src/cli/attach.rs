@@ -33,7 +33,7 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
 
     let config = token::load_config(&args.token)?;
     let target = token::target(&args.token, &config)?;
-    let mut opened = token::open(&target, &args.token, &config)?;
+    let mut opened = token::open(&target, &args.token)?;
     let keys = opened.backend.list_keys()?;
     let key = keys
         .iter()

@@ -37,7 +37,7 @@ async fn a_signed_call_gets_a_csr_and_its_key_is_kept() {
         head.headers()["x-acs-request-id"],
         body["RequestId"].as_str().unwrap()
     );
-    let backend = svc.sessions.backend();
+    let backend = svc.sessions().backend();
     assert_eq!((backend.live.len(), backend.tracked.len()), (1, 0));
 }
 
@@ -197,7 +197,7 @@ async fn every_refusal_before_the_token_has_its_code() {
         )
     );
     assert_eq!(
-        svc.sessions.backend().generated,
+        svc.sessions().backend().generated,
         0,
         "no key for a refused call"
     );
@@ -215,7 +215,7 @@ async fn a_nonce_is_used_once() {
         code_of(&svc, signed(params)).await,
         (StatusCode::BAD_REQUEST, "SignatureNonceUsed".to_owned())
     );
-    assert_eq!(svc.sessions.backend().live.len(), 1);
+    assert_eq!(svc.sessions().backend().live.len(), 1);
 }
 
 #[tokio::test]
@@ -330,7 +330,7 @@ async fn a_request_past_its_timeout_keeps_no_key() {
     );
     // The worker finishes later, finds nobody waiting, and removes the key.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while svc.sessions.backend().generated == 0 || !svc.sessions.backend().live.is_empty() {
+    while svc.sessions().backend().generated == 0 || !svc.sessions().backend().live.is_empty() {
         assert!(
             Instant::now() < deadline,
             "the undelivered key pair was not removed"
@@ -352,7 +352,7 @@ async fn a_failing_token_is_an_internal_error_and_leaves_no_key() {
             Some("Internal.CreateCSRError")
         )
     );
-    let backend = svc.sessions.backend();
+    let backend = svc.sessions().backend();
     assert_eq!((backend.generated, backend.live.len()), (1, 0));
 }
 
