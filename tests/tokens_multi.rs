@@ -285,3 +285,177 @@ fn two_tokens_one_killed_under_load_only_its_calls_fail_and_it_rejoins() {
     assert_eq!((on_a.len(), on_b.len()), served, "{log}");
     kill_p11kit(&pid);
 }
+
+/// Adds a token labelled `label` to `token`'s private SoftHSM store, so
+/// that one module (one SOFTHSM2_CONF) holds two tokens.
+fn add_token(token: &Token, label: &str) {
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--so-pin", "12345678", "--pin", PIN])
+        .env("SOFTHSM2_CONF", token.conf())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two tokens of one module: `serve` keeps a key pool on each, and hands
+/// out each pool's keys with a KeyUri naming the token they are on; the
+/// other commands work on the one `--token` picks, with that table's
+/// module and pin file; a misconfigured [[tokens]] is refused before any
+/// call is served.
+#[test]
+fn a_pool_on_each_token_and_one_token_per_command() {
+    let Some(a) = Token::private_softhsm("adds a second token to a private SoftHSM store") else {
+        return;
+    };
+    add_token(&a, "token-b");
+    std::fs::write(a.dir().join("pin"), format!("{PIN}\n")).unwrap();
+    let tables = format!(
+        "[[tokens]]\nmodule = \"{SOFTHSM}\"\nlabel = \"test-token\"\npin_file = \"pin\"\n\
+         [[tokens]]\nmodule = \"{SOFTHSM}\"\nlabel = \"token-b\"\npin_file = \"pin\"\n"
+    );
+    let write = |name: &str, text: &str| {
+        let path = a.dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let key = format!(
+        "[key]\ntype = \"ec-p256\"\nlabel_prefix = \"{}\"\n",
+        a.prefix
+    );
+    let service = "[service]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nkey_uri = true\n\
+                   [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n";
+    let config = write("c.toml", &format!("{tables}{key}{service}"));
+    let run = |args: &[&str]| {
+        let mut cmd = a.hsm_csr();
+        cmd.env_remove("HSM_CSR_PIN")
+            .env("MAIN_SECRET", "s3cret")
+            .args(args)
+            .arg("--config")
+            .arg(&config);
+        crate::common::Run::of(&mut cmd)
+    };
+
+    // create works on one token: --token picks it, its table gives the rest.
+    let refused = run(&["create", "--common-name", "x.example.com"]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("Config.Invalid")
+            && refused.stderr.contains("\"test-token\", \"token-b\"")
+            && refused.stderr.contains("--token"),
+        "{}",
+        refused.stderr
+    );
+    let made = run(&[
+        "create",
+        "--token",
+        "token-b",
+        "--common-name",
+        "b.example.com",
+    ])
+    .ok();
+    let uri = made.json()["KeyUri"].as_str().unwrap().to_owned();
+    assert!(uri.starts_with("pkcs11:token=token-b;"), "{uri}");
+    let id = uri
+        .split("id=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .replace('%', "");
+    assert!(private_key_ids(&a.conf(), "token-b").contains(&id));
+    assert!(private_key_ids(&a.conf(), "test-token").is_empty());
+    let serial_b = uri
+        .split("serial=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // serve refuses flags meant for one token, and one token listed twice.
+    let e = run(&["serve", "--module", SOFTHSM]);
+    assert!(
+        e.code != 0 && e.stderr.contains("--module and --pin-file name one token"),
+        "{}",
+        e.stderr
+    );
+    let twice = write(
+        "twice.toml",
+        &format!(
+            "{tables}[[tokens]]\nmodule = \"{SOFTHSM}\"\nserial = \"{serial_b}\"\npin_file = \"pin\"\n{key}{service}"
+        ),
+    );
+    let mut cmd = a.hsm_csr();
+    cmd.env_remove("HSM_CSR_PIN")
+        .env("MAIN_SECRET", "s3cret")
+        .args(["serve", "--config"])
+        .arg(&twice);
+    let e = crate::common::Run::of(&mut cmd);
+    assert!(
+        e.code == 3
+            && e.stderr
+                .contains("number 2 and number 3 reach the same token"),
+        "{}",
+        e.stderr
+    );
+
+    // A pool on each token; pooled keys are handed out from both.
+    let serve_config = write(
+        "serve.toml",
+        &format!("{tables}{key}{service}[pool]\nsize = 2\n"),
+    );
+    let mut cleanup = Cleanup {
+        server: None,
+        p11kit: Vec::new(),
+    };
+    let server = cleanup.server.insert(
+        a.hsm_csr()
+            .env_remove("HSM_CSR_PIN")
+            .env("MAIN_SECRET", "s3cret")
+            .args(["serve", "--config"])
+            .arg(&serve_config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = ServeLog::follow(server.stderr.take().unwrap());
+    let addr = log.listening_addr();
+    wait_until("both pools did not fill", || {
+        token_series(&addr, "hsm_csr_token_pool_depth", 0, None) == 2.0
+            && token_series(&addr, "hsm_csr_token_pool_depth", 1, None) == 2.0
+    });
+    let calls: Vec<(String, String)> = (0..4).map(|_| call_with_key_uri(&addr)).collect();
+    let (_, metrics) = get(&addr, "/metrics");
+    assert!(
+        metrics.contains("\nhsm_csr_pool_hits_total 4\n"),
+        "all four calls from the pools: {metrics}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    assert!(server.wait().unwrap().success());
+    let log = log.finish();
+    let on_a = private_key_ids(&a.conf(), "test-token");
+    let on_b = private_key_ids(&a.conf(), "token-b");
+    for (token, id) in &calls {
+        let (here, there) = if token == "test-token" {
+            (&on_a, &on_b)
+        } else {
+            (&on_b, &on_a)
+        };
+        assert!(
+            here.contains(id) && !there.contains(id),
+            "{token} {id}: {log}"
+        );
+    }
+    let tokens: std::collections::BTreeSet<&str> = calls.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(tokens.len(), 2, "pooled calls from both tokens: {calls:?}");
+}
