@@ -411,3 +411,39 @@ async fn token_failures_are_internal_errors_that_name_no_token() {
         )
     );
 }
+
+/// A call the token went away under says so (503, reconnecting), so that
+/// the caller retries, on another token if there is one; the next call is
+/// not given to that token.
+#[tokio::test]
+async fn a_call_the_token_went_away_under_is_service_unavailable() {
+    let going = MockSessions {
+        device_error: true,
+        gone_on_error: true,
+        ..MockSessions::default()
+    };
+    let svc = service_over(
+        vec![going, MockSessions::default()],
+        ServiceConfig::default(),
+    );
+    let (status, body, _) = send(&svc, signed(common())).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("ServiceUnavailable"))
+    );
+    assert!(
+        body["Message"].as_str().unwrap().contains("unreachable"),
+        "{body}"
+    );
+    for _ in 0..3 {
+        let (status, body, _) = send(&svc, signed(common())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body, _) = send(&svc, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // (The mock answers health as reachable but logged out once gone.)
+    assert_eq!(body["LoggedIn"], true);
+    assert_eq!(body["Tokens"][0]["Label"], "t0");
+    assert_eq!(body["Tokens"][0]["LoggedIn"], false);
+    assert_eq!(body["Tokens"][1]["LoggedIn"], true);
+}
