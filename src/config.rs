@@ -7,6 +7,7 @@
 
 mod check;
 mod service;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::issue::KeyOptions;
 use crate::request::SubjectDefaults;
 pub use service::{AccessKeyConfig, ServiceConfig};
+pub use tokens::MAX_TOKENS;
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -24,6 +26,9 @@ pub use service::{AccessKeyConfig, ServiceConfig};
 pub struct Config {
     /// `[token]`: which module and token.
     pub token: TokenConfig,
+    /// `[[tokens]]`: several tokens for `serve`, instead of `[token]`
+    /// (see [`tokens`]).
+    pub tokens: Vec<TokenConfig>,
     /// `[key]`: how keys are made.
     pub key: KeyConfig,
     /// `[subject]`: subject defaults.
@@ -159,10 +164,12 @@ impl Config {
         })?;
         let mut config = Config::parse(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
-        if let Some(pin_file) = &config.token.pin_file {
-            if pin_file.is_relative() {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                config.token.pin_file = Some(dir.join(pin_file));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for token in std::iter::once(&mut config.token).chain(&mut config.tokens) {
+            if let Some(pin_file) = &token.pin_file {
+                if pin_file.is_relative() {
+                    token.pin_file = Some(dir.join(pin_file));
+                }
             }
         }
         Ok(config)

@@ -6,8 +6,8 @@
 //!
 //! The HTTP layer only translates: authentication ([`auth`]), replay and
 //! flow control ([`limits`]), the wire format ([`api`]); the CSR itself is
-//! [`crate::prepare_csr`], unchanged, made on [`Sessions`] (the token's
-//! [`SessionPool`]). PKCS#11 calls run on blocking threads, never on the
+//! [`crate::prepare_csr`], unchanged, made on [`Sessions`] (a token's
+//! [`SessionPool`]; several tokens are spread over by [`tokens`]). PKCS#11 calls run on blocking threads, never on the
 //! async runtime. A key pair is kept only when its response is handed to
 //! the connection; a request that times out has its key removed.
 
@@ -25,13 +25,13 @@ pub mod server;
 pub mod sessions;
 mod shedding;
 pub mod tls;
+pub mod tokens;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get};
@@ -39,7 +39,7 @@ use secrecy::ExposeSecret;
 
 use crate::backend::pkcs11::session_pool::SessionPool;
 pub use crate::config::{AccessKeyConfig, ServiceConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::request::SubjectDefaults;
 use config::AccessKey;
 pub use config::AccessKeys;
@@ -47,9 +47,9 @@ pub use sessions::Sessions;
 
 /// Everything a request handler needs.
 pub struct Service<S: Sessions = SessionPool> {
-    sessions: Arc<S>,
-    /// One permit per session: a request holds one while it is on the token.
-    available: Arc<tokio::sync::Semaphore>,
+    /// The tokens, each with one permit per session: a request holds one
+    /// while it is on a token.
+    tokens: Arc<tokens::Tokens<S>>,
     keys: HashMap<String, AccessKey>,
     defaults: SubjectDefaults,
     config: ServiceConfig,
@@ -66,9 +66,20 @@ impl<S: Sessions> Service<S> {
         keys: AccessKeys,
         defaults: SubjectDefaults,
     ) -> Service<S> {
+        let name = sessions.token_name();
+        Service::with_tokens(vec![(sessions, name)], config, keys, defaults)
+    }
+
+    /// Answers calls from `keys` with CSRs made on several tokens, each
+    /// named (for `/healthz` and `/metrics`) as the configuration names it.
+    pub fn with_tokens(
+        tokens: Vec<(Arc<S>, String)>,
+        config: ServiceConfig,
+        keys: AccessKeys,
+        defaults: SubjectDefaults,
+    ) -> Service<S> {
         Service {
-            available: Arc::new(tokio::sync::Semaphore::new(sessions.total())),
-            sessions,
+            tokens: Arc::new(tokens::Tokens::new(tokens)),
             keys: keys.0,
             defaults,
             rate: limits::RateLimit::new(config.rate_limit),
@@ -95,8 +106,8 @@ impl<S: Sessions> Service<S> {
     /// `Config.Invalid` when the address cannot be bound or the TLS files
     /// cannot be used.
     pub async fn serve(self: Arc<Self>) -> Result<()> {
-        tokio::spawn(Arc::clone(&self).reconnect_loop());
-        let sessions = self.sessions.sessions_open();
+        self.tokens.spawn_reconnects();
+        let sessions = self.tokens.sessions_open();
         let router = Arc::clone(&self).router();
         if server::run(&self.config, sessions, router).await? == server::Stopped::DeadlinePassed {
             // Returning drops the runtime, which cancels the handlers: their
@@ -111,50 +122,13 @@ impl<S: Sessions> Service<S> {
 
     /// Sessions in use by a request now.
     fn busy(&self) -> usize {
-        self.sessions.total() - self.available.available_permits()
+        self.tokens.busy()
     }
 
-    /// Every half second while the token is unreachable, tries to open it
-    /// again, holding every session permit so that no request is using one.
-    async fn reconnect_loop(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if !self.sessions.is_broken() {
-                continue;
-            }
-            let Ok(permits) = Arc::clone(&self.available)
-                .acquire_many_owned(self.sessions.total() as u32)
-                .await
-            else {
-                return;
-            };
-            let sessions = Arc::clone(&self.sessions);
-            let reopened = tokio::task::spawn_blocking(move || sessions.reopen()).await;
-            match reopened {
-                Ok(Ok(())) => {
-                    log::warn!(
-                        "token {} is back: sessions reopened",
-                        self.sessions.token_name()
-                    );
-                }
-                Ok(Err(
-                    e @ (Error::PinIncorrect { .. }
-                    | Error::PinLocked { .. }
-                    | Error::PinNotInitialized { .. }),
-                )) => {
-                    // A PIN verdict: retrying would walk the token into lockout.
-                    log::error!(
-                        "cannot log in again ({} {e}); not retrying. Restart the service with the right PIN.",
-                        e.code()
-                    );
-                    drop(permits);
-                    return;
-                }
-                Ok(Err(e)) => log::warn!("token still unreachable: {} {e}", e.code()),
-                Err(e) => log::error!("reconnect task failed: {e}"),
-            }
-            drop(permits);
-        }
+    /// The first token's sessions.
+    #[cfg(test)]
+    fn sessions(&self) -> &S {
+        &self.tokens.lanes()[0].sessions
     }
 
     fn secret_of(&self, id: &str) -> Option<&str> {

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use crate::common::server::ServeLog;
 use crate::common::{SOFTHSM, Token, python};
 
-const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+pub(crate) const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
 
 /// `p11-kit server` for the private token; returns the client address and
 /// the server's pid.
-fn start_p11kit(token: &Token) -> (String, String) {
+pub(crate) fn start_p11kit(token: &Token) -> (String, String) {
     let sock = token.dir().join("p11kit.sock");
     let _ = std::fs::remove_file(&sock);
     let out = Command::new("p11-kit")
@@ -36,7 +36,7 @@ fn start_p11kit(token: &Token) -> (String, String) {
 }
 
 /// Kills the server and the connection handlers (`p11-kit-remote`) it forked.
-fn kill_p11kit(pid: &str) {
+pub(crate) fn kill_p11kit(pid: &str) {
     let _ = Command::new("pkill").args(["-KILL", "-P", pid]).status();
     let _ = Command::new("kill").args(["-KILL", pid]).status();
 }
@@ -111,7 +111,7 @@ impl Drop for Cleanup {
 }
 
 /// examples/load.rs, which `cargo test` builds next to the test binary.
-fn load_client() -> std::path::PathBuf {
+pub(crate) fn load_client() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let client = exe
         .parent()

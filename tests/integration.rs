@@ -23,3 +23,4 @@ mod pool;
 mod selection;
 mod service;
 mod tamper;
+mod tokens_multi;

@@ -16,7 +16,7 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
     let cert = ParsedCertificate::parse(&bytes)?;
     let config = token::load_config(&args.token)?;
     let target = token::target(&args.token, &config)?;
-    let mut opened = token::open(&target, &args.token, &config)?;
+    let mut opened = token::open(&target, &args.token)?;
     let mut written = Ok(());
     attach_certificate(
         &mut opened.backend,

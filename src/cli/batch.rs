@@ -67,7 +67,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
     }
     let key_options = key_options.validate()?;
     let target = token::target(&args.token, &config)?;
-    let opened = token::open(&target, &args.token, &config)?;
+    let opened = token::open(&target, &args.token)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args
         .workers

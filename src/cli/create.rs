@@ -58,7 +58,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         init,
         login,
         ..
-    } = token::open(&target, &args.token, &config)?;
+    } = token::open(&target, &args.token)?;
 
     let delivered = issue_and_deliver(
         &mut backend,

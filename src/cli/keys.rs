@@ -29,7 +29,7 @@ pub fn run(command: &KeysCommand) -> Result<()> {
     }
     let config = token::load_config(token_args)?;
     let target = token::target(token_args, &config)?;
-    let mut opened = token::open(&target, token_args, &config)?;
+    let mut opened = token::open(&target, token_args)?;
     let keys = opened.backend.list_keys()?;
     let token_label = opened.backend.token_label().to_owned();
     let mut out = std::io::stdout().lock();

@@ -28,48 +28,53 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let (Some(cert), Some(key)) = (&service_config.tls_cert, &service_config.tls_key) {
         hsm_csr::service::tls::acceptor(cert, key)?;
     }
-    let target = token::target(&args.token, &config)?;
-    // A wrong PIN stops the start here, after one C_Login: never retried.
-    let opened = token::open(&target, &args.token, &config)?;
+    let targets = token::targets(&args.token, &config)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let wanted = if service_config.workers == 0 {
+    let workers = if service_config.workers == 0 {
         cores
     } else {
         service_config.workers
     };
-    let pool = if config.pool.size > 0 {
-        let pool_type = match &config.pool.key_type {
-            Some(t) => t.with_bits(config.key.bits),
-            None => key_options.key_type(),
-        };
-        if pool_type != key_options.key_type() {
+    // Every token is opened (and logged in to) before any pool starts: a
+    // wrong PIN or a missing token stops the start, naming it.
+    let mut tokens: Vec<(Arc<SessionPool>, String)> = Vec::new();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        // A wrong PIN stops the start here, after one C_Login: never retried.
+        let opened = token::open(target, &args.token)?;
+        let identity = (
+            opened.backend.token_label().to_owned(),
+            opened.backend.token_serial().to_owned(),
+        );
+        if let Some(earlier) = seen.iter().position(|s| *s == identity) {
             return Err(Error::Config(format!(
-                "[pool] key_type {pool_type} differs from [key] type {}: its keys would never be used.",
-                key_options.key_type()
+                "[[tokens]] number {} and number {} reach the same token (label {:?}, serial {:?}): list each token once.",
+                earlier + 1,
+                i + 1,
+                identity.0,
+                identity.1
             )));
         }
-        Some(Arc::new(KeyPool::new(
-            config.pool.size,
-            pool_type,
-            format!("{}pool:unassigned", key_options.label_prefix()),
-        )))
-    } else {
-        None
-    };
-    let sessions = Arc::new(SessionPool::open(
-        opened.backend,
-        wanted,
-        Reconnect {
-            module: target.module.clone(),
-            selector: target.selector.clone(),
-            pin: opened.pin,
-        },
-        key_options,
-        pool,
-    )?);
-    sessions.start_key_pool()?;
-    let service = Arc::new(Service::new(
-        Arc::clone(&sessions),
+        seen.push(identity);
+        let sessions = SessionPool::open(
+            opened.backend,
+            share(workers, targets.len(), i),
+            Reconnect {
+                module: target.module.clone(),
+                selector: target.selector.clone(),
+                pin: opened.pin,
+            },
+            key_options.clone(),
+            key_pool(&config, &key_options)?,
+        )?;
+        tokens.push((Arc::new(sessions), target.display_name()));
+    }
+    for (sessions, _) in &tokens {
+        sessions.start_key_pool()?;
+    }
+    let pools: Vec<Arc<SessionPool>> = tokens.iter().map(|(s, _)| Arc::clone(s)).collect();
+    let service = Arc::new(Service::with_tokens(
+        tokens,
         service_config,
         keys,
         config.subject.defaults.clone(),
@@ -82,6 +87,51 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     // Cancels the handlers cut off by the shutdown deadline and waits for
     // their workers, which remove the key pairs nobody received.
     drop(runtime);
-    sessions.close();
+    for sessions in pools {
+        sessions.close();
+    }
     served
+}
+
+/// Token `i`'s share of `workers` over `n` tokens: as even as it gets, at
+/// least one each.
+fn share(workers: usize, n: usize, i: usize) -> usize {
+    (workers / n + usize::from(i < workers % n)).max(1)
+}
+
+/// A key pool for one token, when `[pool] size` asks for one.
+fn key_pool(
+    config: &hsm_csr::config::Config,
+    key_options: &hsm_csr::issue::ValidKeyOptions,
+) -> Result<Option<Arc<KeyPool>>> {
+    if config.pool.size == 0 {
+        return Ok(None);
+    }
+    let pool_type = match &config.pool.key_type {
+        Some(t) => t.with_bits(config.key.bits),
+        None => key_options.key_type(),
+    };
+    if pool_type != key_options.key_type() {
+        return Err(Error::Config(format!(
+            "[pool] key_type {pool_type} differs from [key] type {}: its keys would never be used.",
+            key_options.key_type()
+        )));
+    }
+    Ok(Some(Arc::new(KeyPool::new(
+        config.pool.size,
+        pool_type,
+        format!("{}pool:unassigned", key_options.label_prefix()),
+    ))))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn workers_are_spread_evenly_at_least_one_each() {
+        let shares = |w, n| (0..n).map(|i| super::share(w, n, i)).collect::<Vec<_>>();
+        assert_eq!(shares(4, 2), [2, 2]);
+        assert_eq!(shares(5, 2), [3, 2]);
+        assert_eq!(shares(1, 3), [1, 1, 1]);
+        assert_eq!(shares(8, 1), [8]);
+    }
 }

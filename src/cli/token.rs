@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hsm_csr::backend::pkcs11::uri::{self, Pkcs11Uri};
 use hsm_csr::backend::pkcs11::{Pkcs11Backend, TokenSelector};
-use hsm_csr::config::Config;
+use hsm_csr::config::{Config, TokenConfig};
 use hsm_csr::pin::{self, PinSources};
 use hsm_csr::{Error, Result};
 
@@ -38,11 +38,83 @@ pub struct Target {
     /// Which token.
     pub selector: TokenSelector,
     uri: Option<Pkcs11Uri>,
+    /// The `[token]` or `[[tokens]]` table that fills in what the flags
+    /// leave out (the pin file).
+    table: TokenConfig,
+}
+
+impl Target {
+    /// The token as `/healthz` and `/metrics` name it: the configured label
+    /// (or serial), else what `--token` says.
+    #[cfg_attr(not(feature = "service"), allow(dead_code))]
+    pub fn display_name(&self) -> String {
+        let named = TokenConfig {
+            label: self.selector.label.clone(),
+            serial: self.selector.serial.clone(),
+            ..TokenConfig::default()
+        };
+        named.display_name()
+    }
 }
 
 /// Resolves module and token without touching them, so that callers can
-/// finish their own checks first.
+/// finish their own checks first. With `[[tokens]]`, `--token` picks one
+/// of them (their module and pin file apply); without it this fails, as
+/// only `serve` works on several tokens ([`targets`]).
 pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
+    if config.tokens.is_empty() {
+        return target_of(args, &config.token);
+    }
+    let Some(token) = &args.token else {
+        let names: Vec<String> = config
+            .tokens
+            .iter()
+            .map(|t| format!("{:?}", t.display_name()))
+            .collect();
+        return Err(Error::Config(format!(
+            "the config names {} tokens in [[tokens]] ({}); this command works on one: pass --token with the label of one of them.",
+            config.tokens.len(),
+            names.join(", ")
+        )));
+    };
+    let selector = selector_of(token)?;
+    let table = config
+        .tokens
+        .iter()
+        .find(|t| {
+            (t.label.is_some() && t.label == selector.label)
+                || (t.serial.is_some() && t.serial == selector.serial)
+        })
+        .cloned()
+        .unwrap_or_default();
+    target_of(args, &table)
+}
+
+/// Every token `serve` works on: the one of [`target`], or each table of
+/// `[[tokens]]` when `--token` is not given.
+#[cfg(feature = "service")]
+pub fn targets(args: &TokenArgs, config: &Config) -> Result<Vec<Target>> {
+    if config.tokens.is_empty() || args.token.is_some() {
+        return Ok(vec![target(args, config)?]);
+    }
+    if args.module.is_some() || args.pin_file.is_some() {
+        return Err(Error::Config(
+            "--module and --pin-file name one token; with [[tokens]] each table names its module and pin_file (or pass --token LABEL to serve one of them)."
+                .into(),
+        ));
+    }
+    config.tokens.iter().map(|t| target_of(args, t)).collect()
+}
+
+fn selector_of(token: &str) -> Result<TokenSelector> {
+    Ok(if token.starts_with("pkcs11:") {
+        uri::parse(token)?.token
+    } else {
+        TokenSelector::label(token)
+    })
+}
+
+fn target_of(args: &TokenArgs, table: &TokenConfig) -> Result<Target> {
     let uri = match &args.token {
         Some(t) if t.starts_with("pkcs11:") => Some(uri::parse(t)?),
         _ => None,
@@ -51,9 +123,9 @@ pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
         (Some(u), _) => u.token.clone(),
         (None, Some(label)) => TokenSelector::label(label),
         (None, None) => TokenSelector {
-            label: config.token.label.clone(),
-            serial: config.token.serial.clone(),
-            slot_id: config.token.slot_id,
+            label: table.label.clone(),
+            serial: table.serial.clone(),
+            slot_id: table.slot_id,
             ..TokenSelector::default()
         },
     };
@@ -66,7 +138,7 @@ pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
         .module
         .clone()
         .or_else(|| uri.as_ref().and_then(|u| u.module_path.clone()))
-        .or_else(|| config.token.module.clone())
+        .or_else(|| table.module.clone())
         .ok_or_else(|| {
             Error::Config(
                 "no PKCS#11 module: pass --module PATH, add ?module-path= to the token URI, \
@@ -78,6 +150,7 @@ pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
         module,
         selector,
         uri,
+        table: table.clone(),
     })
 }
 
@@ -88,12 +161,12 @@ pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
 /// only those: no PIN was checked in any of them) make hsm-csr open the
 /// token again from scratch, module finalized and re-initialized, a few
 /// times. Every other failure, above all a wrong PIN, ends it at once.
-pub fn open(target: &Target, args: &TokenArgs, config: &Config) -> Result<Opened> {
+pub fn open(target: &Target, args: &TokenArgs) -> Result<Opened> {
     let mut attempt = 1;
     // Asked for (or read) once, however many times the token is reopened.
     let mut pin = None;
     loop {
-        match open_once(target, args, config, &mut pin) {
+        match open_once(target, args, &mut pin) {
             Err(e) if attempt < 6 && looks_half_written(&e) => {
                 log::debug!("token looked half-written ({}); opening it again", e.code());
                 std::thread::sleep(Duration::from_millis(100 * attempt));
@@ -118,7 +191,6 @@ fn looks_half_written(e: &Error) -> bool {
 fn open_once(
     target: &Target,
     args: &TokenArgs,
-    config: &Config,
     pin_cache: &mut Option<cryptoki::types::AuthPin>,
 ) -> Result<Opened> {
     let t = Instant::now();
@@ -132,7 +204,7 @@ fn open_once(
             flag_file: args.pin_file.as_deref(),
             uri_source: target.uri.as_ref().and_then(|u| u.pin_source.as_deref()),
             uri_value: target.uri.as_ref().and_then(|u| u.pin_value.as_ref()),
-            config_file: config.token.pin_file.as_deref(),
+            config_file: target.table.pin_file.as_deref(),
         };
         let from_env = std::env::var_os(pin::PIN_ENV).is_some();
         if backend.has_protected_authentication_path() && !from_env && !sources.any() {

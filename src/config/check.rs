@@ -154,6 +154,7 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
     }
     .validate(&config.subject.defaults)
     .map_err(|e| format!("[subject.defaults]: {e}"))?;
+    super::tokens::check(config)?;
     check_service(&config.service)
 }
 

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::api::ApiError;
-use super::{Service, Sessions, auth};
+use super::{Service, Sessions, auth, tokens};
 use crate::attach::Attached;
 use crate::certificate::ParsedCertificate;
-use crate::error::Error;
+use crate::error::{Error, ErrorClass};
 
 /// Whether `action` is one of the companion calls.
 pub(super) fn is_companion(action: &str) -> bool {
@@ -74,9 +74,10 @@ fn on_attached(a: &Attached, access_key: &str, chain_after: usize) -> bool {
     true
 }
 
-/// Attaches `cert` on a blocking thread holding a session permit; keeps a
-/// newly stored certificate only when the answer is taken within the
-/// request timeout.
+/// Attaches `cert` on the token that holds its key: each token in turn
+/// (on a blocking thread holding one of its session permits) until one has
+/// the key. Keeps a newly stored certificate only when the answer is taken
+/// within the request timeout.
 async fn attach_on_token<S: Sessions>(
     svc: &Arc<Service<S>>,
     cert: ParsedCertificate,
@@ -84,18 +85,71 @@ async fn attach_on_token<S: Sessions>(
     request_id: String,
     access_key: String,
 ) -> Result<Attached, ApiError> {
-    if svc.sessions.is_broken() {
-        return Err(ApiError::TokenUnavailable);
-    }
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(svc.config.request_timeout_ms);
-    let acquire = Arc::clone(&svc.available).acquire_owned();
-    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, acquire).await else {
-        return Err(ApiError::Timeout);
-    };
+    let cert = Arc::new(cert);
+    let mut unreachable = false;
+    let mut no_key = None;
+    for index in 0..svc.tokens.lanes().len() {
+        let permit = match svc.tokens.acquire_on(index, deadline).await {
+            Ok(permit) => permit,
+            Err(tokens::NoSession::Unavailable) => {
+                unreachable = true;
+                continue;
+            }
+            Err(tokens::NoSession::Timeout) => return Err(ApiError::Timeout),
+        };
+        match attach_on(
+            svc,
+            index,
+            permit,
+            &cert,
+            &domain,
+            &request_id,
+            &access_key,
+            deadline,
+        )
+        .await
+        {
+            Err(
+                e @ ApiError::Issue {
+                    code: "Certificate.NoPrivateKey",
+                    ..
+                },
+            ) => no_key = Some(e),
+            Err(ApiError::TokenUnavailable) => unreachable = true,
+            done => return done,
+        }
+    }
+    // The key may be on a token that is out of rotation: say so, so that
+    // the caller retries, rather than that no key exists.
+    match no_key {
+        Some(e) if !unreachable => Err(e),
+        _ => Err(ApiError::TokenUnavailable),
+    }
+}
+
+/// One attempt on token `index`, holding `permit`.
+#[allow(clippy::too_many_arguments)]
+async fn attach_on<S: Sessions>(
+    svc: &Arc<Service<S>>,
+    index: usize,
+    permit: tokens::Permit,
+    cert: &Arc<ParsedCertificate>,
+    domain: &str,
+    request_id: &str,
+    access_key: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Attached, ApiError> {
     let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
     let worker = Arc::clone(svc);
+    let (cert, domain, request_id, access_key) = (
+        Arc::clone(cert),
+        domain.to_owned(),
+        request_id.to_owned(),
+        access_key.to_owned(),
+    );
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut resp_tx = Some(resp_tx);
@@ -106,12 +160,21 @@ async fn attach_on_token<S: Sessions>(
                     .is_some_and(|tx| tx.send(Ok(a.clone())).is_ok())
                 && ack_rx.recv().is_ok()
         };
-        let done = worker
+        let lane = &worker.tokens.lanes()[index];
+        let done = lane
             .sessions
             .attach(&cert, &domain, &request_id, &mut deliver);
         let failed = match done {
             Ok(Some(_)) => None,
             Ok(None) => Some(ApiError::TokenUnavailable),
+            Err(e) if e.class() != ErrorClass::Request && lane.sessions.is_broken() => {
+                log::warn!(
+                    "attaching a certificate failed: token {:?} went away: RequestId={request_id} {} {e}",
+                    lane.name,
+                    e.code()
+                );
+                Some(ApiError::TokenUnavailable)
+            }
             Err(e) => {
                 log::warn!(
                     "attaching a certificate failed: RequestId={request_id} {} {e}",

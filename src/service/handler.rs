@@ -12,18 +12,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, header};
 
 use super::api::{self, ApiError};
-use super::{Service, Sessions, auth, companion, metrics};
+use super::{Service, Sessions, auth, companion, metrics, tokens};
 use crate::attach::Attached;
-use crate::error::Error;
+use crate::error::{Error, ErrorClass};
 use crate::issue::{CsrResponse, new_request_id};
 use crate::request::CsrRequest;
 
 pub(super) async fn metrics_text<S: Sessions>(
     State(svc): State<Arc<Service<S>>>,
 ) -> Response<Body> {
+    svc.metrics.set_tokens(svc.tokens.stats());
     let body = svc
         .metrics
-        .render(svc.busy(), svc.sessions.total(), svc.sessions.key_pool());
+        .render(svc.busy(), svc.tokens.total(), svc.tokens.key_pool());
     Response::builder()
         .header(
             header::CONTENT_TYPE,
@@ -34,21 +35,15 @@ pub(super) async fn metrics_text<S: Sessions>(
 }
 
 pub(super) async fn healthz<S: Sessions>(State(svc): State<Arc<Service<S>>>) -> Response<Body> {
-    let status = tokio::task::spawn_blocking(move || svc.sessions.health()).await;
+    let status = tokio::task::spawn_blocking(move || svc.tokens.health()).await;
     let (code, body) = match status {
-        Ok(Ok(true)) => (
-            StatusCode::OK,
-            r#"{"Token":"reachable","LoggedIn":true}"#.to_owned(),
-        ),
-        Ok(Ok(false)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"Token":"reachable","LoggedIn":false}"#.to_owned(),
-        ),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"Token": "unreachable", "LoggedIn": false, "Error": e.code()})
-                .to_string(),
-        ),
+        Ok(tokens) => {
+            let (code, body) = tokens::health_body(&tokens);
+            (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                body,
+            )
+        }
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             r#"{"Token":"unknown"}"#.to_owned(),
@@ -335,18 +330,17 @@ async fn issue_on_token<S: Sessions>(
 ) -> std::result::Result<CsrResponse, ApiError> {
     let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
-    if svc.sessions.is_broken() {
-        return Err(ApiError::TokenUnavailable);
-    }
     let worker = Arc::clone(svc);
-    // Wait for a free session without holding a thread; the permit
-    // guarantees one is idle (unless the token is being reopened).
+    // Wait for a free session on a token in rotation without holding a
+    // thread; the permit guarantees one is idle (unless that token is
+    // being reopened).
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(svc.config.request_timeout_ms);
-    let acquire = Arc::clone(&svc.available).acquire_owned();
-    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, acquire).await else {
+    let (lane, permit) = match svc.tokens.acquire(deadline).await {
+        Ok(got) => got,
+        Err(tokens::NoSession::Unavailable) => return Err(ApiError::TokenUnavailable),
         // Every session stayed busy past the deadline: no key was made.
-        return Err(ApiError::Timeout);
+        Err(tokens::NoSession::Timeout) => return Err(ApiError::Timeout),
     };
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -359,7 +353,9 @@ async fn issue_on_token<S: Sessions>(
                 .is_some_and(|tx| tx.send(Ok(response)).is_ok());
             sent && ack_rx.recv().is_ok()
         };
-        let served = worker.sessions.issue(&valid, &request_id, &mut deliver);
+        let lane = &worker.tokens.lanes()[lane];
+        let served = lane.sessions.issue(&valid, &request_id, &mut deliver);
+        lane.observe(matches!(served, Ok(Some(_))));
         let failed = match served {
             Ok(Some(timings)) => {
                 worker.metrics.observe_phases(timings);
@@ -367,8 +363,18 @@ async fn issue_on_token<S: Sessions>(
             }
             // Sessions are being reopened after the token went away.
             Ok(None) => Some(ApiError::TokenUnavailable),
+            // The token went away under this call: say so, so that the
+            // caller retries (and lands on another token, if any).
+            Err(e) if e.class() != ErrorClass::Request && lane.sessions.is_broken() => {
+                log::warn!(
+                    "CSR failed: token {:?} went away: {} {e}",
+                    lane.name,
+                    e.code()
+                );
+                Some(ApiError::TokenUnavailable)
+            }
             Err(e) => {
-                log::warn!("CSR failed: {} {e}", e.code());
+                log::warn!("CSR failed on token {:?}: {} {e}", lane.name, e.code());
                 Some(ApiError::from(&e))
             }
         };

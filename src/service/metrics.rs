@@ -8,6 +8,8 @@
 //! answers with. So no request can add a line, a series or a byte to the
 //! exposition beyond its counters (at most 6 actions × the crate's codes).
 
+mod tokens;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use prometheus_client::registry::Registry;
 
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::issue::Timings;
+use crate::service::tokens::TokenStats;
 
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -167,6 +170,7 @@ pub struct Metrics {
     keygen: Histogram,
     sign: Histogram,
     snapshot: Arc<Mutex<Snapshot>>,
+    tokens: Arc<Mutex<Vec<TokenStats>>>,
 }
 
 impl Default for Metrics {
@@ -198,6 +202,8 @@ impl Default for Metrics {
         );
         let snapshot = Arc::default();
         registry.register_collector(Box::new(SnapshotCollector(Arc::clone(&snapshot))));
+        let tokens = Arc::default();
+        registry.register_collector(Box::new(tokens::TokenCollector(Arc::clone(&tokens))));
         Metrics {
             registry,
             requests,
@@ -205,6 +211,7 @@ impl Default for Metrics {
             keygen,
             sign,
             snapshot,
+            tokens,
         }
     }
 }
@@ -224,6 +231,11 @@ impl Metrics {
     pub fn observe_phases(&self, t: Timings) {
         self.keygen.observe(t.keygen.as_secs_f64());
         self.sign.observe(t.sign.as_secs_f64());
+    }
+
+    /// Each token's figures, for the next [`Self::render`].
+    pub fn set_tokens(&self, tokens: Vec<TokenStats>) {
+        *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) = tokens;
     }
 
     /// The text exposition, with the session and pool figures of now.

@@ -38,7 +38,7 @@ async fn a_signed_call_gets_a_csr_and_its_key_is_kept() {
         head.headers()["x-acs-request-id"],
         body["RequestId"].as_str().unwrap()
     );
-    let backend = svc.sessions.backend();
+    let backend = svc.sessions().backend();
     assert_eq!((backend.live.len(), backend.tracked.len()), (1, 0));
 }
 
@@ -198,7 +198,7 @@ async fn every_refusal_before_the_token_has_its_code() {
         )
     );
     assert_eq!(
-        svc.sessions.backend().generated,
+        svc.sessions().backend().generated,
         0,
         "no key for a refused call"
     );
@@ -216,7 +216,7 @@ async fn a_nonce_is_used_once() {
         code_of(&svc, signed(params)).await,
         (StatusCode::BAD_REQUEST, "SignatureNonceUsed".to_owned())
     );
-    assert_eq!(svc.sessions.backend().live.len(), 1);
+    assert_eq!(svc.sessions().backend().live.len(), 1);
 }
 
 #[tokio::test]
@@ -331,7 +331,7 @@ async fn a_request_past_its_timeout_keeps_no_key() {
     );
     // The worker finishes later, finds nobody waiting, and removes the key.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while svc.sessions.backend().generated == 0 || !svc.sessions.backend().live.is_empty() {
+    while svc.sessions().backend().generated == 0 || !svc.sessions().backend().live.is_empty() {
         assert!(
             Instant::now() < deadline,
             "the undelivered key pair was not removed"
@@ -353,7 +353,7 @@ async fn a_failing_token_is_an_internal_error_and_leaves_no_key() {
             Some("Internal.CreateCSRError")
         )
     );
-    let backend = svc.sessions.backend();
+    let backend = svc.sessions().backend();
     assert_eq!((backend.generated, backend.live.len()), (1, 0));
 }
 
@@ -411,4 +411,40 @@ async fn token_failures_are_internal_errors_that_name_no_token() {
             "Internal.KeyError".to_owned()
         )
     );
+}
+
+/// A call the token went away under says so (503, reconnecting), so that
+/// the caller retries, on another token if there is one; the next call is
+/// not given to that token.
+#[tokio::test]
+async fn a_call_the_token_went_away_under_is_service_unavailable() {
+    let going = MockSessions {
+        device_error: true,
+        gone_on_error: true,
+        ..MockSessions::default()
+    };
+    let svc = service_over(
+        vec![going, MockSessions::default()],
+        ServiceConfig::default(),
+    );
+    let (status, body, _) = send(&svc, signed(common())).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("ServiceUnavailable"))
+    );
+    assert!(
+        body["Message"].as_str().unwrap().contains("unreachable"),
+        "{body}"
+    );
+    for _ in 0..3 {
+        let (status, body, _) = send(&svc, signed(common())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body, _) = send(&svc, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // (The mock answers health as reachable but logged out once gone.)
+    assert_eq!(body["LoggedIn"], true);
+    assert_eq!(body["Tokens"][0]["Label"], "t0");
+    assert_eq!(body["Tokens"][0]["LoggedIn"], false);
+    assert_eq!(body["Tokens"][1]["LoggedIn"], true);
 }

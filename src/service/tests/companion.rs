@@ -47,7 +47,7 @@ async fn the_certificate_is_stored_once_and_the_answer_is_its_request_id() {
         assert_eq!(head.headers()["x-acs-request-id"], id);
         assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
     }
-    assert_eq!(svc.sessions.certificates.lock().unwrap().len(), 1);
+    assert_eq!(svc.sessions().certificates.lock().unwrap().len(), 1);
 
     let xml = with(cdn("www.example.com", LEAF), "Format", "XML");
     let (status, _, head) = send(&svc, signed(xml)).await;
@@ -96,8 +96,8 @@ async fn each_certificate_error_has_its_code_and_none_but_no_key_reaches_the_tok
         let (status, code) = code_of(&svc, signed(params)).await;
         assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, want));
     }
-    assert_eq!(svc.sessions.attach_calls.load(Ordering::Relaxed), 0);
-    assert!(svc.sessions.certificates.lock().unwrap().is_empty());
+    assert_eq!(svc.sessions().attach_calls.load(Ordering::Relaxed), 0);
+    assert!(svc.sessions().certificates.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn grants_version_and_rate_apply_as_to_the_csr_calls() {
     }
     let call = with(cdn("www.example.com", LEAF), "Version", "2018-01-15");
     assert_eq!(code_of(&svc, signed(call)).await.1, "InvalidVersion");
-    assert_eq!(svc.sessions.attach_calls.load(Ordering::Relaxed), 0);
+    assert_eq!(svc.sessions().attach_calls.load(Ordering::Relaxed), 0);
 
     let config = crate::service::ServiceConfig {
         rate_limit: 1,

@@ -38,6 +38,8 @@ pub(super) struct MockSessions {
     pub(super) certificates: Mutex<Vec<Vec<u8>>>,
     /// How many attach calls reached the token.
     pub(super) attach_calls: AtomicU64,
+    /// ... and is found gone after such a call (as a SessionPool marks it).
+    pub(super) gone_on_error: bool,
 }
 
 impl MockSessions {
@@ -82,6 +84,9 @@ impl Sessions for MockSessions {
         }
         std::thread::sleep(self.keygen_time);
         if self.device_error {
+            if self.gone_on_error {
+                self.broken.store(true, Ordering::Relaxed);
+            }
             return Err(crate::Error::Token {
                 op: "C_GenerateKeyPair",
                 token: "mock-token-label".into(),
@@ -157,6 +162,14 @@ pub(super) fn service_with(
     sessions: MockSessions,
     config: ServiceConfig,
 ) -> Arc<Service<MockSessions>> {
+    service_over(vec![sessions], config)
+}
+
+/// A service over several mock tokens, named `t0`, `t1`, ...
+pub(super) fn service_over(
+    tokens: Vec<MockSessions>,
+    config: ServiceConfig,
+) -> Arc<Service<MockSessions>> {
     let keys = AccessKeys(HashMap::from([
         ("AKID".to_owned(), access_key(&["*"])),
         ("NOGRANT".to_owned(), access_key(&[])),
@@ -165,8 +178,13 @@ pub(super) fn service_with(
             access_key(&["cdn:CreateCdnCertificateSigningRequest"]),
         ),
     ]));
-    Arc::new(Service::new(
-        Arc::new(sessions),
+    let tokens = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (Arc::new(s), format!("t{i}")))
+        .collect();
+    Arc::new(Service::with_tokens(
+        tokens,
         config,
         keys,
         SubjectDefaults::default(),
