@@ -25,6 +25,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     // The whole configuration, secrets included, is checked before the
     // token is opened: a mistake there must not cost a login.
     let keys = AccessKeys::load(&service_config.access_keys)?;
+    let shared_state = hsm_csr::service::redis::client(&service_config)?;
     if let (Some(cert), Some(key)) = (&service_config.tls_cert, &service_config.tls_key) {
         hsm_csr::service::tls::acceptor(cert, key)?;
     }
@@ -68,12 +69,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         pool,
     )?);
     sessions.start_key_pool()?;
-    let service = Arc::new(Service::new(
+    let mut service = Service::new(
         Arc::clone(&sessions),
         service_config,
         keys,
         config.subject.defaults.clone(),
-    ));
+    );
+    if let Some(client) = shared_state {
+        service = service.with_shared_state(client);
+    }
+    let service = Arc::new(service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
