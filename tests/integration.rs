@@ -18,4 +18,5 @@ mod output;
 mod pool;
 mod selection;
 mod service;
+mod shared_state;
 mod tamper;

@@ -342,6 +342,23 @@ mod tests {
     }
 
     #[test]
+    fn refusals_map_to_the_api_codes() {
+        use crate::service::limits::Refusal;
+        use std::time::Duration;
+        let (status, code, message) = ApiError::from(Refusal::Unreachable).parts();
+        assert_eq!((status, code), (503, "ServiceUnavailable"));
+        assert!(message.contains("shared state") && message.contains("no key was made"));
+        assert_eq!(
+            ApiError::from(Refusal::NonceUsed),
+            ApiError::SignatureNonceUsed
+        );
+        assert_eq!(
+            ApiError::from(Refusal::Throttled(Duration::from_micros(1500))),
+            ApiError::Throttling { retry_after_ms: 1 }
+        );
+    }
+
+    #[test]
     fn key_uri_only_when_asked() {
         let r = CsrResponse {
             request_id: "R".into(),
