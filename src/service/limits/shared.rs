@@ -152,9 +152,10 @@ impl SharedLimits {
         match reply[..] {
             [1, 1] => Ok(()),
             [1, 0] => Err(Refusal::NonceUsed),
-            [0, wait] => Err(Refusal::Throttled(Duration::from_micros(
-                u64::try_from(wait).unwrap_or(0),
-            ))),
+            // At most the window, whatever Redis' clock did.
+            [0, wait] => Err(Refusal::Throttled(
+                Duration::from_micros(u64::try_from(wait).unwrap_or(0)).min(Duration::from_secs(1)),
+            )),
             _ => Err(self.failed(&format!("unexpected answer {reply:?}"))),
         }
     }
@@ -233,8 +234,10 @@ impl SharedLimits {
         if self.state.swap(UNREACHABLE, Ordering::Relaxed) != UNREACHABLE {
             // The error is Redis' (or the connection's): it never holds the
             // password, which is sent only in AUTH.
+            let e = e.to_string();
             log::error!(
-                "shared state (Redis, [service] redis_url) unreachable ({e}): calls are answered 503 ServiceUnavailable until it answers again; checking every {} ms",
+                "shared state (Redis, [service] redis_url) unreachable ({}): calls are answered 503 ServiceUnavailable until it answers again; checking every {} ms",
+                e.escape_debug(),
                 WATCH_DOWN.as_millis()
             );
         }
