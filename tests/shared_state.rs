@@ -89,6 +89,41 @@ fn the_script_keeps_the_in_memory_meaning() {
     });
 }
 
+/// One command per call, the script by its hash, rate and nonce together
+/// (the script is loaded once, after the first EVALSHA finds it missing).
+#[test]
+fn one_round_trip_per_call() {
+    let redis = Redis::start();
+    let limits = shared(&redis, 100);
+    let life = Duration::from_secs(60);
+    let rt = runtime();
+    rt.block_on(async { assert_eq!(limits.admit("a", Some("0"), life).await, Ok(())) });
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    rt.block_on(async {
+        for n in ["1", "2", "3"] {
+            assert_eq!(limits.admit("a", Some(n), life).await, Ok(()));
+        }
+        assert_eq!(
+            limits.admit("a", Some("2"), life).await,
+            Err(Refusal::NonceUsed)
+        );
+    });
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let commands: Vec<&str> = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_config"))
+        .collect();
+    // The script's own commands are counted too, once per call each: so
+    // the client sent nothing but the four EVALSHA.
+    assert!(
+        commands.iter().any(|l| l.starts_with("cmdstat_evalsha:")),
+        "{stats}"
+    );
+    for c in commands {
+        assert!(c.contains(":calls=4,"), "{c} in {stats}");
+    }
+}
+
 /// Key names are built from hex only: a caller's access key id or nonce
 /// cannot name another key, and a nonce of tens of KB (as large as the
 /// body limit allows) takes a fixed-size key.
@@ -341,6 +376,7 @@ fn redis_away_means_503_then_normal_answers_once_it_is_back() {
         "{health}"
     );
     assert_eq!(metric(&server, "hsm_csr_shared_state_reachable"), Some(0.0));
+    assert!(metric(&server, "hsm_csr_shared_state_errors_total").unwrap_or(0.0) >= refused as f64);
     assert_eq!(
         token.keys().len(),
         keys_before,
