@@ -183,6 +183,27 @@ fn refused_while_redis_is_away_and_admitted_again_after() {
         assert_eq!(limits.admit("a", Some("1"), life).await, Ok(()));
         assert!(limits.ping().await);
     });
+    // A Redis that holds its answers (CLIENT PAUSE) is no better: each
+    // call is refused within the budget, none waits for it.
+    redis.cli(&["CLIENT", "PAUSE", "3000", "ALL"]);
+    rt.block_on(async {
+        let asked = Instant::now();
+        assert_eq!(
+            limits.admit("a", Some("p"), life).await,
+            Err(Refusal::Unreachable)
+        );
+        let refused_after = asked.elapsed();
+        assert!(refused_after < Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !limits.ping().await {
+            assert!(Instant::now() < deadline, "never answered after the pause");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "a paused Redis: the call refused after {} ms",
+            refused_after.as_millis()
+        );
+    });
     redis.stop();
     rt.block_on(async {
         for n in ["1", "2", "3"] {
