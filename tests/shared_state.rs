@@ -19,7 +19,7 @@ fn fresh_query() -> String {
     signed_query("MainKey", "s3cret", &[("CommonName", "shared.example.com")])
 }
 
-fn shared(redis: &Redis, limit: u32) -> SharedLimits {
+fn shared_limits(redis: &Redis, limit: u32) -> SharedLimits {
     let client = redis::Client::open(redis.url()).unwrap();
     SharedLimits::new(client, "t", limit, SharedStateMetrics::default())
 }
@@ -37,7 +37,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn the_script_keeps_the_in_memory_meaning() {
     let redis = Redis::start();
-    let limits = shared(&redis, 3);
+    let limits = shared_limits(&redis, 3);
     let life = Duration::from_secs(60);
     runtime().block_on(async {
         for n in ["n1", "n2", "n3"] {
@@ -94,7 +94,7 @@ fn the_script_keeps_the_in_memory_meaning() {
 #[test]
 fn one_round_trip_per_call() {
     let redis = Redis::start();
-    let limits = shared(&redis, 100);
+    let limits = shared_limits(&redis, 100);
     let life = Duration::from_secs(60);
     let rt = runtime();
     rt.block_on(async { assert_eq!(limits.admit("a", Some("0"), life).await, Ok(())) });
@@ -130,7 +130,7 @@ fn one_round_trip_per_call() {
 #[test]
 fn caller_values_cannot_shape_or_grow_keys() {
     let redis = Redis::start();
-    let limits = shared(&redis, 100);
+    let limits = shared_limits(&redis, 100);
     let life = Duration::from_secs(60);
     let hostile = format!(
         "x:rate:61 {}\r\n*1\r\n$8\r\nFLUSHALL\r\n",
@@ -176,7 +176,7 @@ fn caller_values_cannot_shape_or_grow_keys() {
 #[test]
 fn refused_while_redis_is_away_and_admitted_again_after() {
     let mut redis = Redis::start();
-    let limits = shared(&redis, 100);
+    let limits = shared_limits(&redis, 100);
     let life = Duration::from_secs(60);
     let rt = runtime();
     rt.block_on(async {
@@ -508,6 +508,33 @@ fn cost_of_sharing_p50_pooled_latency() {
         t.sort();
         t[t.len() / 2].as_secs_f64() * 1e3
     };
+    // The decision alone, in this process: what a call pays for sharing.
+    let (memory, redis_limits) = (
+        hsm_csr::service::limits::Limits::in_memory(100_000),
+        hsm_csr::service::limits::Limits::Shared(shared_limits(&redis, 100_000)),
+    );
+    let (mut mem, mut red) = (Vec::new(), Vec::new());
+    runtime().block_on(async {
+        for i in 0..10 * N {
+            let nonce = i.to_string();
+            for (limits, times) in [(&memory, &mut mem), (&redis_limits, &mut red)] {
+                let asked = Instant::now();
+                assert_eq!(
+                    limits
+                        .admit("k", Some(&nonce), Duration::from_secs(60))
+                        .await,
+                    Ok(())
+                );
+                times.push(asked.elapsed());
+            }
+        }
+    });
+    let (mem, red) = (p50(mem), p50(red));
+    println!(
+        "cost of sharing: p50 of {} admission decisions: {mem:.3} ms in memory, {red:.3} ms with Redis: {:+.3} ms",
+        10 * N,
+        red - mem
+    );
     // Pooled calls, then calls refused (InvalidValue.Malformed) right after
     // admission: the whole path without the token, where the round trip
     // to Redis is all that differs. Interleaved, so both see the same noise.
