@@ -53,8 +53,7 @@ pub struct Service<S: Sessions = SessionPool> {
     keys: HashMap<String, AccessKey>,
     defaults: SubjectDefaults,
     config: ServiceConfig,
-    nonces: limits::Nonces,
-    rate: limits::RateLimit,
+    limits: limits::Limits,
     metrics: metrics::Metrics,
 }
 
@@ -82,11 +81,25 @@ impl<S: Sessions> Service<S> {
             tokens: Arc::new(tokens::Tokens::new(tokens)),
             keys: keys.0,
             defaults,
-            rate: limits::RateLimit::new(config.rate_limit),
+            limits: limits::Limits::in_memory(config.rate_limit),
             config,
-            nonces: limits::Nonces::default(),
             metrics: metrics::Metrics::default(),
         }
+    }
+
+    /// Keeps the rate limit and the nonces in the Redis `client` names
+    /// (see [`redis::client`]) instead of in memory, so that every replica
+    /// using it shares them. Nothing is connected until the service runs;
+    /// while Redis does not answer, calls are answered 503.
+    pub fn with_shared_state(mut self, client: ::redis::Client) -> Service<S> {
+        let metrics = self.metrics.register_shared_state();
+        self.limits = limits::Limits::Shared(limits::SharedLimits::new(
+            client,
+            &self.config.redis_key_prefix,
+            self.config.rate_limit,
+            metrics,
+        ));
+        self
     }
 
     /// The router: the RPC endpoint at `/`, `/healthz` and `/metrics`.
@@ -107,6 +120,8 @@ impl<S: Sessions> Service<S> {
     /// cannot be used.
     pub async fn serve(self: Arc<Self>) -> Result<()> {
         self.tokens.spawn_reconnects();
+        let watched = Arc::clone(&self);
+        tokio::spawn(async move { watched.limits.watch().await });
         let sessions = self.tokens.sessions_open();
         let router = Arc::clone(&self).router();
         if server::run(&self.config, sessions, router).await? == server::Stopped::DeadlinePassed {

@@ -22,5 +22,6 @@ mod pebble_harness;
 mod pool;
 mod selection;
 mod service;
+mod shared_state;
 mod tamper;
 mod tokens_multi;

@@ -25,6 +25,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     // The whole configuration, secrets included, is checked before the
     // token is opened: a mistake there must not cost a login.
     let keys = AccessKeys::load(&service_config.access_keys)?;
+    let shared_state = hsm_csr::service::redis::client(&service_config)?;
     if let (Some(cert), Some(key)) = (&service_config.tls_cert, &service_config.tls_key) {
         hsm_csr::service::tls::acceptor(cert, key)?;
     }
@@ -73,12 +74,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         sessions.start_key_pool()?;
     }
     let pools: Vec<Arc<SessionPool>> = tokens.iter().map(|(s, _)| Arc::clone(s)).collect();
-    let service = Arc::new(Service::with_tokens(
+    let mut service = Service::with_tokens(
         tokens,
         service_config,
         keys,
         config.subject.defaults.clone(),
-    ));
+    );
+    if let Some(client) = shared_state {
+        service = service.with_shared_state(client);
+    }
+    let service = Arc::new(service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -60,6 +60,9 @@ pub enum ApiError {
     MethodNotAllowed,
     /// The token went away; the service is reconnecting.
     TokenUnavailable,
+    /// The shared state (Redis) did not answer: the call is refused, its
+    /// nonce unrecorded, no key made.
+    SharedStateUnavailable,
     /// A parameter given more than once (query, form body, or both); its
     /// name as [`super::auth::shown`] prints it.
     DuplicateParameter(String),
@@ -123,6 +126,11 @@ impl ApiError {
                 "ServiceUnavailable",
                 "The key store is unreachable; the service is reconnecting. Try again later.".into(),
             ),
+            ApiError::SharedStateUnavailable => (
+                503,
+                "ServiceUnavailable",
+                "The request has failed due to a temporary failure of the server: the shared state (rate limits and nonces) is unreachable, and no key was made. Try again later.".into(),
+            ),
             ApiError::DuplicateParameter(p) => (
                 400,
                 "InvalidParameter",
@@ -179,6 +187,19 @@ impl From<&Error> for ApiError {
             code,
             message,
             status: http_status(e),
+        }
+    }
+}
+
+impl From<super::limits::Refusal> for ApiError {
+    fn from(r: super::limits::Refusal) -> Self {
+        use super::limits::Refusal;
+        match r {
+            Refusal::Throttled(wait) => ApiError::Throttling {
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            },
+            Refusal::NonceUsed => ApiError::SignatureNonceUsed,
+            Refusal::Unreachable => ApiError::SharedStateUnavailable,
         }
     }
 }
@@ -338,6 +359,23 @@ mod tests {
             ApiError::from(&e).parts().1,
             "Internal.Error",
             "token details stay server-side"
+        );
+    }
+
+    #[test]
+    fn refusals_map_to_the_api_codes() {
+        use crate::service::limits::Refusal;
+        use std::time::Duration;
+        let (status, code, message) = ApiError::from(Refusal::Unreachable).parts();
+        assert_eq!((status, code), (503, "ServiceUnavailable"));
+        assert!(message.contains("shared state") && message.contains("no key was made"));
+        assert_eq!(
+            ApiError::from(Refusal::NonceUsed),
+            ApiError::SignatureNonceUsed
+        );
+        assert_eq!(
+            ApiError::from(Refusal::Throttled(Duration::from_micros(1500))),
+            ApiError::Throttling { retry_after_ms: 1 }
         );
     }
 

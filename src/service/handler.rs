@@ -35,7 +35,8 @@ pub(super) async fn metrics_text<S: Sessions>(
 }
 
 pub(super) async fn healthz<S: Sessions>(State(svc): State<Arc<Service<S>>>) -> Response<Body> {
-    let status = tokio::task::spawn_blocking(move || svc.tokens.health()).await;
+    let token = Arc::clone(&svc);
+    let status = tokio::task::spawn_blocking(move || token.tokens.health()).await;
     let (code, body) = match status {
         Ok(tokens) => {
             let (code, body) = tokens::health_body(&tokens);
@@ -49,11 +50,39 @@ pub(super) async fn healthz<S: Sessions>(State(svc): State<Arc<Service<S>>>) -> 
             r#"{"Token":"unknown"}"#.to_owned(),
         ),
     };
+    let (code, body) = with_shared_state(code, body, svc.limits.shared_state_reachable().await);
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
         .unwrap_or_default()
+}
+
+/// A /healthz answer with `"SharedState"` added when Redis holds the rate
+/// limits and nonces (`reachable`: whether it answered); 503 while it does
+/// not, since every call is then refused.
+fn with_shared_state(
+    code: StatusCode,
+    mut body: String,
+    reachable: Option<bool>,
+) -> (StatusCode, String) {
+    let Some(reachable) = reachable else {
+        return (code, body);
+    };
+    if body.ends_with('}') {
+        body.pop();
+        let state = if reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        };
+        body.push_str(&format!(r#","SharedState":"{state}"}}"#));
+    }
+    if reachable {
+        (code, body)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    }
 }
 
 pub(super) async fn rpc<S: Sessions>(
@@ -249,26 +278,22 @@ async fn authorize_and_issue<S: Sessions>(
     v: auth::Verified,
     request_id: &str,
 ) -> std::result::Result<Reply, ApiError> {
-    // Every correctly signed call counts against its caller's rate before
-    // the service does anything else for it (nonce store, lookups, keygen).
-    svc.rate
-        .admit(&v.access_key_id)
-        .map_err(|wait| ApiError::Throttling {
-            retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-        })?;
     let window = Duration::from_secs(svc.config.timestamp_window_s);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
-    if (now - v.timestamp).unsigned_abs() > window.as_secs() {
+    let in_window = (now - v.timestamp).unsigned_abs() <= window.as_secs();
+    // Every correctly signed call counts against its caller's rate before
+    // the service does anything else for it (lookups, keygen); the nonce
+    // of one within the timestamp window is recorded in the same step
+    // (one round trip when the state is shared).
+    let nonce = in_window.then_some(v.nonce.as_str());
+    svc.limits
+        .admit(&v.access_key_id, nonce, nonce_lifetime(window))
+        .await?;
+    if !in_window {
         return Err(ApiError::InvalidTimeStampExpired);
-    }
-    if !svc
-        .nonces
-        .first_use(&v.access_key_id, &v.nonce, nonce_lifetime(window))
-    {
-        return Err(ApiError::SignatureNonceUsed);
     }
     let (_, version, product) = api::ACTIONS
         .iter()

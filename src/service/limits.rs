@@ -1,101 +1,99 @@
 //! Replay and flow control: signature nonces seen within the timestamp
 //! window, and a sliding one-second window of calls per access key.
+//!
+//! Two implementations answer the same question, "may this call go on?":
+//! [`memory`], one process's own (the default), and [`shared`], in Redis
+//! when `[service] redis_url` is set, so that every replica sees the same
+//! windows and the same nonces. Their meaning is the same: every correctly
+//! signed call is checked against its caller's window; a call over the
+//! limit is refused and not counted, and its nonce is not recorded; an
+//! admitted call is counted, whatever happens to it afterwards, and its
+//! nonce (when its timestamp is within the window) is recorded once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod memory;
+mod shared;
 
-/// Nonces seen in the last `window`, per access key. Each is kept as a
-/// 128-bit keyed hash of (access key, nonce), in arrival order, so that
-/// expiry pops from the front: constant work per call, and about 50 bytes
-/// per nonce held. Only correctly signed calls get here, throttled ones
-/// included: 100 signed calls a second for the default 30 minutes is some
-/// 9 MB.
-#[derive(Debug, Default)]
-pub struct Nonces {
-    log: Mutex<NonceLog>,
-    keys: (RandomState, RandomState),
+use std::time::Duration;
+
+pub use memory::{Nonces, RateLimit};
+pub use shared::SharedLimits;
+
+/// Why a call may not go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the caller's rate: the window admits a call again after this.
+    Throttled(Duration),
+    /// The nonce was seen within its lifetime.
+    NonceUsed,
+    /// The shared state could not be read or written: the call is refused
+    /// (fail closed), since its nonce could not be recorded.
+    Unreachable,
 }
 
-#[derive(Debug, Default)]
-struct NonceLog {
-    order: VecDeque<(Instant, u128)>,
-    live: HashSet<u128>,
-}
-
-impl Nonces {
-    /// Records `nonce` for `key`; false when it was seen within `window`
-    /// (the same window on every call).
-    pub fn first_use(&self, key: &str, nonce: &str, window: Duration) -> bool {
-        let now = Instant::now();
-        let digest = (u128::from(self.keys.0.hash_one((key, nonce))) << 64)
-            | u128::from(self.keys.1.hash_one((key, nonce)));
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(&(t, old)) = log.order.front() {
-            if now.duration_since(t) < window {
-                break;
-            }
-            log.order.pop_front();
-            log.live.remove(&old);
-        }
-        if !log.live.insert(digest) {
-            return false;
-        }
-        log.order.push_back((now, digest));
-        true
-    }
-
-    /// How many nonces are remembered.
-    pub fn len(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .live
-            .len()
-    }
-
-    /// Whether none are.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// At most `limit` calls in any one-second window, per access key.
+/// The rate limit and the nonce record, in memory or shared.
 #[derive(Debug)]
-pub struct RateLimit {
-    limit: usize,
-    calls: Mutex<HashMap<String, VecDeque<Instant>>>,
+pub enum Limits {
+    /// This process's own.
+    Memory {
+        /// Calls per access key in the last second.
+        rate: RateLimit,
+        /// Nonces seen.
+        nonces: Nonces,
+    },
+    /// Shared by every replica, in Redis.
+    Shared(SharedLimits),
 }
 
-impl RateLimit {
-    /// `limit` calls per second per key.
-    pub fn new(limit: u32) -> Self {
-        RateLimit {
-            limit: limit as usize,
-            calls: Mutex::default(),
+impl Limits {
+    /// In memory, `rate_limit` calls per second per access key.
+    pub fn in_memory(rate_limit: u32) -> Limits {
+        Limits::Memory {
+            rate: RateLimit::new(rate_limit),
+            nonces: Nonces::default(),
         }
     }
 
-    /// Counts a call by `key`. Over the limit the call is not counted, and
-    /// the error says how long until the window admits one again.
+    /// Counts a call by `access_key` against its rate and, when admitted
+    /// and `nonce` is given, records the nonce for `lifetime`. Shared, both
+    /// take one round trip to Redis.
     ///
     /// # Errors
-    /// The time to wait, when `key` already made `limit` calls in the last second.
-    pub fn admit(&self, key: &str) -> Result<(), Duration> {
-        const WINDOW: Duration = Duration::from_secs(1);
-        let now = Instant::now();
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        let q = calls.entry(key.to_owned()).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-            q.pop_front();
+    /// The [`Refusal`]: throttled, nonce seen, or shared state unreachable.
+    pub async fn admit(
+        &self,
+        access_key: &str,
+        nonce: Option<&str>,
+        lifetime: Duration,
+    ) -> Result<(), Refusal> {
+        match self {
+            Limits::Memory { rate, nonces } => {
+                rate.admit(access_key).map_err(Refusal::Throttled)?;
+                match nonce {
+                    Some(n) if !nonces.first_use(access_key, n, lifetime) => {
+                        Err(Refusal::NonceUsed)
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Limits::Shared(shared) => shared.admit(access_key, nonce, lifetime).await,
         }
-        if q.len() >= self.limit {
-            let oldest = q.front().copied().unwrap_or(now);
-            return Err(WINDOW.saturating_sub(now.duration_since(oldest)));
+    }
+
+    /// None in memory; shared, whether Redis answers now.
+    pub async fn shared_state_reachable(&self) -> Option<bool> {
+        match self {
+            Limits::Memory { .. } => None,
+            Limits::Shared(shared) => Some(shared.ping().await),
         }
-        q.push_back(now);
-        Ok(())
+    }
+
+    /// Shared, watches Redis for as long as the service runs, so that its
+    /// loss and return are logged, counted and reconnected without waiting
+    /// for a call; in memory, returns at once.
+    pub async fn watch(&self) {
+        if let Limits::Shared(shared) = self {
+            shared.watch().await;
+        }
     }
 }
 
@@ -103,38 +101,35 @@ impl RateLimit {
 mod tests {
     use super::*;
 
-    #[test]
-    fn nonces_are_single_use_per_key() {
-        let n = Nonces::default();
-        let w = Duration::from_secs(900);
-        assert!(n.first_use("a", "1", w));
-        assert!(!n.first_use("a", "1", w));
-        assert!(n.first_use("b", "1", w));
-        assert!(n.first_use("a", "1b", w) && n.first_use("a1", "b", w));
+    /// The in-memory pair keeps the order of the checks: a throttled call
+    /// records no nonce; an admitted call without a nonce (an expired
+    /// timestamp) still counts.
+    #[tokio::test]
+    async fn throttled_calls_record_no_nonce_and_count_nothing() {
+        let limits = Limits::in_memory(2);
+        let life = Duration::from_secs(60);
+        assert_eq!(limits.admit("a", Some("n1"), life).await, Ok(()));
+        assert_eq!(limits.admit("a", None, life).await, Ok(()));
+        assert!(matches!(
+            limits.admit("a", Some("n2"), life).await,
+            Err(Refusal::Throttled(_))
+        ));
+        let Limits::Memory { nonces, .. } = &limits else {
+            unreachable!()
+        };
+        assert_eq!(nonces.len(), 1, "only the admitted call's nonce");
+        assert!(limits.shared_state_reachable().await.is_none());
     }
 
-    #[test]
-    fn nonces_are_forgotten_after_the_window() {
-        let n = Nonces::default();
-        let w = Duration::from_millis(30);
-        assert!(n.first_use("a", "1", w));
-        assert!(n.first_use("a", "2", w));
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(n.first_use("a", "3", w));
-        assert_eq!(n.len(), 1, "the expired ones are dropped");
-        assert!(n.first_use("a", "1", w), "reusable once forgotten");
-    }
-
-    #[test]
-    fn at_most_limit_per_second() {
-        let r = RateLimit::new(100);
-        let admitted = (0..150).filter(|_| r.admit("a").is_ok()).count();
-        assert_eq!(admitted, 100);
-        let wait = r.admit("a").unwrap_err();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
+    #[tokio::test]
+    async fn a_nonce_is_refused_the_second_time() {
+        let limits = Limits::in_memory(10);
+        let life = Duration::from_secs(60);
+        assert_eq!(limits.admit("a", Some("n"), life).await, Ok(()));
+        assert_eq!(
+            limits.admit("a", Some("n"), life).await,
+            Err(Refusal::NonceUsed)
         );
-        assert!(r.admit("b").is_ok());
+        assert_eq!(limits.admit("b", Some("n"), life).await, Ok(()));
     }
 }

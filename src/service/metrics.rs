@@ -1,6 +1,7 @@
 //! `GET /metrics` in the OpenMetrics text format (prometheus-client):
 //! requests by action and code, latency histograms for the whole request,
-//! keygen and signing, sessions in use, and the key pool.
+//! keygen and signing, sessions in use, the key pool, and (when Redis holds
+//! the shared state) whether it answers.
 //!
 //! Every label value comes from a closed set fixed at compile time: the
 //! action is one of the four API operations, `none` or `other`, whatever
@@ -19,7 +20,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -161,6 +162,16 @@ impl Collector for SnapshotCollector {
     }
 }
 
+/// The shared state's figures, in the exposition only when `[service]
+/// redis_url` is set.
+#[derive(Clone, Debug, Default)]
+pub struct SharedStateMetrics {
+    /// 1 while Redis answers, 0 while it does not.
+    pub reachable: Gauge,
+    /// Operations on Redis that failed.
+    pub errors: Counter,
+}
+
 /// The service's counters.
 #[derive(Debug)]
 pub struct Metrics {
@@ -225,6 +236,22 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&ActionOnly { action })
             .observe(d.as_secs_f64());
+    }
+
+    /// Adds the shared state's gauge and counter to the exposition.
+    pub fn register_shared_state(&mut self) -> SharedStateMetrics {
+        let m = SharedStateMetrics::default();
+        self.registry.register(
+            "hsm_csr_shared_state_reachable",
+            "1 while the shared state (Redis) answers, 0 while it does not (calls are then answered 503).",
+            m.reachable.clone(),
+        );
+        self.registry.register(
+            "hsm_csr_shared_state_errors",
+            "Operations on the shared state (Redis) that failed: calls refused with 503, and health checks.",
+            m.errors.clone(),
+        );
+        m
     }
 
     /// Records the phases of a CSR that was made.
