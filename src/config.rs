@@ -32,6 +32,31 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `[pool]`: pre-generated keys for `serve`.
     pub pool: PoolConfig,
+    /// `[audit]`: the audit trail ([`crate::audit`]).
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: where `create`, `batch`, `keys delete`, `attach-cert` and
+/// `serve` record what they do to keys (off when `path` is unset).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines file events are appended to; relative paths are
+    /// relative to the configuration file.
+    pub path: Option<PathBuf>,
+}
+
+impl AuditConfig {
+    /// The audit log, checked and created if need be; None when unset.
+    ///
+    /// # Errors
+    /// `Internal.Error` ([`Error::Audit`]) when it cannot be appended to.
+    pub fn open(&self) -> Result<Option<crate::audit::AuditLog>> {
+        self.path
+            .as_deref()
+            .map(crate::audit::AuditLog::open)
+            .transpose()
+    }
 }
 
 /// `[pool]`: keep key pairs ready on the token (opt-in).
@@ -159,10 +184,10 @@ impl Config {
         })?;
         let mut config = Config::parse(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
-        if let Some(pin_file) = &config.token.pin_file {
-            if pin_file.is_relative() {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                config.token.pin_file = Some(dir.join(pin_file));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for file in [&mut config.token.pin_file, &mut config.audit.path] {
+            if let Some(f) = file.as_mut().filter(|f| f.is_relative()) {
+                *f = dir.join(&*f);
             }
         }
         Ok(config)

@@ -171,6 +171,16 @@ pub enum Error {
         rolled_back: bool,
     },
 
+    /// The audit log (`[audit] path`) cannot be written. For a request
+    /// that made a key pair, the pair was removed (`rolled_back`).
+    #[error("the audit log cannot be written ({detail}){}", if *.rolled_back { "; the new key pair was removed from the token." } else { "." })]
+    Audit {
+        /// The path and the I/O error.
+        detail: String,
+        /// Whether a new key pair was removed because of it.
+        rolled_back: bool,
+    },
+
     /// The given file is not an X.509 certificate.
     #[error("not an X.509 certificate (PEM or DER): {0}")]
     CertificateFormat(String),
@@ -260,7 +270,7 @@ impl Error {
             Error::EncodeKey(_) => "Internal.EncodeKeyError",
             Error::CreateCsr(_) => "Internal.CreateCSRError",
             Error::EncodeCsr(_) => "Internal.EncodeCSRError",
-            Error::Output { .. } | Error::Internal(_) => "Internal.Error",
+            Error::Output { .. } | Error::Audit { .. } | Error::Internal(_) => "Internal.Error",
             Error::CertificateFormat(_) => "Certificate.FormatError",
             Error::CertificateNoPrivateKey { .. } => "Certificate.NoPrivateKey",
             Error::CertificateMismatch { .. } => "Certificate.MissMatch",
@@ -289,6 +299,7 @@ impl Error {
             | Error::PinRequired { .. }
             | Error::Unsupported { .. }
             | Error::Config(_)
+            | Error::Audit { .. }
             | Error::Token { .. } => ErrorClass::Token,
             Error::KeyGen(_)
             | Error::EncodeKey(_)

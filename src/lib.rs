@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod algorithm;
+pub mod audit;
 pub mod backend;
 pub mod certificate;
 pub mod config;
@@ -50,7 +51,7 @@ pub mod verify;
 pub use algorithm::{Hash, KeyType, SignatureAlgorithm};
 pub use error::{Error, ErrorClass, Result};
 pub use issue::{
-    CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, new_request_id,
-    prepare_csr,
+    CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, issue_csr_audited,
+    new_request_id, prepare_csr, prepare_csr_audited,
 };
 pub use request::{CsrRequest, SubjectDefaults, ValidRequest};

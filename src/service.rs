@@ -53,6 +53,7 @@ pub struct Service<S: Sessions = SessionPool> {
     nonces: limits::Nonces,
     rate: limits::RateLimit,
     metrics: metrics::Metrics,
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl<S: Sessions> Service<S> {
@@ -72,7 +73,15 @@ impl<S: Sessions> Service<S> {
             config,
             nonces: limits::Nonces::default(),
             metrics: metrics::Metrics::default(),
+            audit: None,
         }
+    }
+
+    /// Records what each request does to keys in `log` ([`crate::audit`]).
+    #[must_use]
+    pub fn with_audit(mut self, log: Option<crate::audit::AuditLog>) -> Service<S> {
+        self.audit = log;
+        self
     }
 
     /// The router: the RPC endpoint at `/`, `/healthz` and `/metrics`.

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use hsm_csr::audit::{Actor, Trail};
 use hsm_csr::certificate::ParsedCertificate;
 use hsm_csr::{Error, Result};
 
@@ -33,6 +34,7 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
 
     let config = token::load_config(&args.token)?;
     let target = token::target(&args.token, &config)?;
+    let audit_log = config.audit.open()?;
     let mut opened = token::open(&target, &args.token, &config)?;
     let keys = opened.backend.list_keys()?;
     let key = keys
@@ -43,7 +45,32 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
             token: opened.backend.token_label().to_owned(),
             pub_md5: pub_md5.clone(),
         })?;
-    let stored = opened.backend.attach_certificate(key, &cert.der)?;
+    let stored = opened.backend.attach_certificate(key, &cert.der);
+    if let Some(log) = &audit_log {
+        let trail = Trail {
+            log,
+            actor: Actor::local_user(),
+        };
+        let prefix = &config.key.label_prefix;
+        match &stored {
+            Ok(true) => trail
+                .certificate_attached(request_id, key, prefix, "ok")
+                .map_err(|e| match e {
+                    Error::Audit { detail, .. } => Error::Audit {
+                        detail: format!("{detail}; the certificate WAS stored"),
+                        rolled_back: false,
+                    },
+                    e => e,
+                })?,
+            // Already there: nothing happened to the key.
+            Ok(false) => {}
+            Err(e) => {
+                // Best effort: the failure itself is what the caller gets.
+                let _ = trail.certificate_attached(request_id, key, prefix, e.code());
+            }
+        }
+    }
+    let stored = stored?;
 
     let report = Attached {
         request_id,

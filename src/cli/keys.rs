@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use hsm_csr::audit::{Actor, EventKind, Trail};
 use hsm_csr::backend::pkcs11::inventory::{self, KeyEntry};
 use hsm_csr::{Error, Result};
 
@@ -16,8 +17,8 @@ pub fn parts(command: &KeysCommand) -> (ListFormat, &super::TokenArgs) {
     }
 }
 
-/// Runs a `keys` subcommand.
-pub fn run(command: &KeysCommand) -> Result<()> {
+/// Runs a `keys` subcommand; `request_id` names a deletion in the audit trail.
+pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
     let (format, token_args) = parts(command);
     if let KeysCommand::Delete(a) = command {
         if !a.yes {
@@ -29,6 +30,10 @@ pub fn run(command: &KeysCommand) -> Result<()> {
     }
     let config = token::load_config(token_args)?;
     let target = token::target(token_args, &config)?;
+    let audit_log = match command {
+        KeysCommand::Delete(_) => config.audit.open()?,
+        _ => None,
+    };
     let mut opened = token::open(&target, token_args, &config)?;
     let keys = opened.backend.list_keys()?;
     let token_label = opened.backend.token_label().to_owned();
@@ -41,7 +46,24 @@ pub fn run(command: &KeysCommand) -> Result<()> {
         }
         KeysCommand::Delete(a) => {
             let k = inventory::find_key(&keys, &a.key.key, &token_label)?.clone();
-            opened.backend.delete_key(&k)?;
+            let deleted = opened.backend.delete_key(&k);
+            if let Some(log) = &audit_log {
+                let trail = Trail {
+                    log,
+                    actor: Actor::local_user(),
+                };
+                let outcome = deleted.as_ref().map_or_else(|e| e.code(), |()| "ok");
+                let prefix = &config.key.label_prefix;
+                let recorded =
+                    trail.record_key(EventKind::Deleted, request_id, &k, prefix, outcome);
+                if let (Ok(()), Err(Error::Audit { detail, .. })) = (&deleted, recorded) {
+                    return Err(Error::Audit {
+                        detail: format!("{detail}; {} WAS deleted", k.key_uri),
+                        rolled_back: false,
+                    });
+                }
+            }
+            deleted?;
             print(&mut out, format, std::slice::from_ref(&k))
         }
     };

@@ -29,6 +29,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         hsm_csr::service::tls::acceptor(cert, key)?;
     }
     let target = token::target(&args.token, &config)?;
+    let audit_log = config.audit.open()?;
     // A wrong PIN stops the start here, after one C_Login: never retried.
     let opened = token::open(&target, &args.token, &config)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -68,12 +69,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         pool,
     )?);
     sessions.start_key_pool()?;
-    let service = Arc::new(Service::new(
-        Arc::clone(&sessions),
-        service_config,
-        keys,
-        config.subject.defaults.clone(),
-    ));
+    let service = Arc::new(
+        Service::new(
+            Arc::clone(&sessions),
+            service_config,
+            keys,
+            config.subject.defaults.clone(),
+        )
+        .with_audit(audit_log),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,6 +2,7 @@
 //! the token's [`SessionPool`] and, in the router's unit tests, by the mock
 //! backend. The HTTP layer sees no PKCS#11.
 
+use crate::audit::Trail;
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::backend::pkcs11::session_pool::SessionPool;
 use crate::error::Result;
@@ -34,8 +35,10 @@ pub trait Sessions: Send + Sync + 'static {
     fn key_pool(&self) -> Option<PoolStats>;
 
     /// Makes the CSR for `request` on an idle session; keeps the key pair
-    /// only when `deliver` says the response was taken. None when no
-    /// session is idle (the token is being reopened).
+    /// only when `deliver` says the response will be taken and its
+    /// delivery is recorded in `audit` (the caller releases it only once
+    /// this returns). None when no session is idle (the token is being
+    /// reopened).
     ///
     /// # Errors
     /// What making the key or CSR failed with; nothing is left on the token.
@@ -43,6 +46,7 @@ pub trait Sessions: Send + Sync + 'static {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> Result<Option<Timings>>;
 
@@ -83,9 +87,10 @@ impl Sessions for SessionPool {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> Result<Option<Timings>> {
-        SessionPool::issue(self, request, request_id, deliver)
+        SessionPool::issue(self, request, request_id, audit, deliver)
     }
 
     fn reopen(&self) -> Result<()> {
