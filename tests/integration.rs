@@ -5,6 +5,7 @@
 mod common;
 
 mod algorithms;
+mod audit;
 mod batch;
 mod config_checks;
 mod connections;
