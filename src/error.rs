@@ -58,11 +58,15 @@ pub enum Error {
 
     /// C_Login said CKR_PIN_INCORRECT. Never retried: HSMs lock after a few tries.
     #[error(
-        "PIN incorrect for token {token:?}; not retried, since tokens lock after repeated failures. Check HSM_CSR_PIN / the PIN file."
+        "PIN incorrect for token {token:?} ({}); not retried, since tokens lock after repeated failures.",
+        pin_source.as_ref().map_or_else(|| "check HSM_CSR_PIN / the PIN file".to_owned(), |s| format!("the PIN came from {s}"))
     )]
     PinIncorrect {
         /// Token label.
         token: String,
+        /// Where the PIN came from (`--pin-file PATH`, `HSM_CSR_PIN`, ...),
+        /// when the caller knows; never the PIN.
+        pin_source: Option<String>,
     },
 
     /// The user PIN is locked on the token.
@@ -207,7 +211,7 @@ pub enum Error {
 
     /// No key matches the KEY argument.
     #[error(
-        "no key on token {token:?} matches {key:?} (a pkcs11: URI, an id, a label or a PubMd5); see `hsm-csr keys list`."
+        "no key on token {token:?} matches {key:?} (a pkcs11: URI, an id, a label, a common name or a PubMd5); see `hsm-csr keys list`."
     )]
     KeyNotFound {
         /// Token label.

@@ -20,3 +20,4 @@ mod pool;
 mod selection;
 mod service;
 mod tamper;
+mod trips;

@@ -20,14 +20,6 @@ pub fn parts(command: &KeysCommand) -> (ListFormat, &super::TokenArgs) {
 /// Runs a `keys` subcommand; `request_id` names a deletion in the audit trail.
 pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
     let (format, token_args) = parts(command);
-    if let KeysCommand::Delete(a) = command {
-        if !a.yes {
-            return Err(Error::Malformed(format!(
-                "refusing to delete {:?} without --yes (there is no undo on a token).",
-                a.key.key
-            )));
-        }
-    }
     let config = token::load_config(token_args)?;
     let target = token::target(token_args, &config)?;
     let audit_log = match command {
@@ -41,11 +33,11 @@ pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
     let written = match command {
         KeysCommand::List(_) => print(&mut out, format, &keys),
         KeysCommand::Show(KeyArgs { key, .. }) => {
-            let k = inventory::find_key(&keys, key, &token_label)?;
+            let k = find(&keys, key, &token_label, &config.key.label_prefix)?;
             print(&mut out, format, std::slice::from_ref(k))
         }
         KeysCommand::Delete(a) => {
-            let k = inventory::find_key(&keys, &a.key.key, &token_label)?.clone();
+            let k = find(&keys, &a.key.key, &token_label, &config.key.label_prefix)?.clone();
             let deleted = opened.backend.delete_key(&k);
             if let Some(log) = &audit_log {
                 let trail = Trail {
@@ -74,6 +66,22 @@ pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
             detail: e.to_string(),
             rolled_back: false,
         }),
+    }
+}
+
+/// The key `query` names; when none matches, the key whose label is
+/// `prefix` (`[key] label_prefix`) and `query` as a bare common name.
+fn find<'k>(keys: &'k [KeyEntry], query: &str, token: &str, prefix: &str) -> Result<&'k KeyEntry> {
+    match inventory::find_key(keys, query, token) {
+        Err(not_found @ Error::KeyNotFound { .. })
+            if !query.starts_with("pkcs11:") && !query.starts_with(prefix) =>
+        {
+            match inventory::find_key(keys, &format!("{prefix}{query}"), token) {
+                Err(Error::KeyNotFound { .. }) => Err(not_found),
+                other => other,
+            }
+        }
+        other => other,
     }
 }
 

@@ -185,7 +185,8 @@ struct Answer {
     format: String,
     /// The action asked for; empty when the call was not verified.
     action: String,
-    /// The caller's access key id; empty when the call was not verified.
+    /// The caller's access key id; for a call that failed verification,
+    /// the one it claimed ([`auth::claimed_access_key_id`]).
     access_key: String,
 }
 
@@ -220,7 +221,12 @@ async fn handle<S: Sessions>(
     };
     let verified = match auth::authenticate(&raw, |id| svc.secret_of(id)) {
         Ok(v) => v,
-        Err(e) => return Answer::unverified(e, early_format),
+        Err(e) => {
+            // Named in the log line: who tried, escaped and bounded.
+            let mut answer = Answer::unverified(e, early_format);
+            answer.access_key = auth::claimed_access_key_id(&raw);
+            return answer;
+        }
     };
     let format = if verified.format == "XML" {
         "XML"
