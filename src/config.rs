@@ -316,6 +316,20 @@ mod tests {
     }
 
     #[test]
+    fn audit_path_is_a_file_relative_to_the_config() {
+        assert_eq!(Config::parse("").unwrap().audit.path, None);
+        let e = Config::parse("[audit]\npath = \"\"\n").unwrap_err();
+        assert!(e.contains("[audit] path"), "{e}");
+        let e = Config::parse("[audit]\nfile = \"x\"\n").unwrap_err();
+        assert!(e.contains("unknown field `file`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[audit]\npath = \"logs/audit.jsonl\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.audit.path, Some(dir.path().join("logs/audit.jsonl")));
+    }
+
+    #[test]
     fn partial_subject_defaults_keep_the_rest() {
         let c = Config::parse("[subject.defaults]\norganization = \"Example Ltd\"\n").unwrap();
         assert_eq!(c.subject.defaults.organization, "Example Ltd");
