@@ -16,8 +16,8 @@
 //!   never interleave their lines. A short write is reported as a failure,
 //!   never completed by a second write that another line could precede.
 //! - **Lines that cannot be split or forged.** Every event is serialised by
-//!   serde_json with everything outside printable ASCII escaped (`\n`,
-//!   U+2028, ... become `\u000a`, `\u2028`), so no common name or access key
+//!   serde_json with everything outside printable ASCII escaped (a line
+//!   feed becomes `\n`, U+2028 `\u2028`), so no common name or access key
 //!   id can end a line or start one; each field is cut at [`MAX_FIELD`]
 //!   characters, marked `...[truncated]`.
 //! - **Append only.** The file is created with mode 0640 and never truncated;
@@ -333,21 +333,22 @@ impl Trail<'_> {
         self.record(event)
     }
 
-    /// Records `certificate_attached` for `key` (see [`Self::record_key`]):
-    /// for `attach-cert` and the service's SetCdnDomainCSRCertificate,
-    /// once the certificate is stored and before the answer is released.
+    /// Records `certificate_attached` (outcome `ok`) for the key `key_uri`
+    /// with PubMd5 `pub_md5`: for `attach-cert` and the service's
+    /// SetCdnDomainCSRCertificate, once a new certificate is stored and
+    /// before the answer is released.
     ///
     /// # Errors
-    /// [`Error::Audit`]: fail the request (the certificate stays stored).
+    /// [`Error::Audit`]: the request must fail, and the certificate it
+    /// stored be removed.
     pub fn certificate_attached(
         &self,
         request_id: &str,
-        key: &KeyEntry,
-        label_prefix: &str,
-        outcome: &str,
+        pub_md5: &str,
+        key_uri: &str,
     ) -> Result<()> {
-        let kind = EventKind::CertificateAttached;
-        self.record_key(kind, request_id, key, label_prefix, outcome)
+        let event = self.event(EventKind::CertificateAttached, request_id);
+        self.record(event.key(None, pub_md5, key_uri))
     }
 }
 

@@ -64,7 +64,7 @@ impl serde_json::ser::Formatter for AsciiFormatter {
     ) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
-            if c.is_ascii() {
+            if c.is_ascii() && c != '\x7f' {
                 continue;
             }
             writer.write_all(&fragment.as_bytes()[start..i])?;

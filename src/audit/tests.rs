@@ -21,7 +21,7 @@ fn dates() {
 fn a_line_is_one_json_object_of_printable_ascii() {
     let mut e = event();
     e.common_name =
-        Some("a\nb\r\u{2028}\u{2029}\u{85}\"}\n{\"event\":\"deleted\" \u{1F600}".into());
+        Some("a\nb\r\u{2028}\u{2029}\u{85}\u{7f}\"}\n{\"event\":\"deleted\" \u{1F600}".into());
     e.actor = Actor::access_key("k\n{\"x\":1}");
     let line = e.line();
     assert_eq!(line.last(), Some(&b'\n'));

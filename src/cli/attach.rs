@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use hsm_csr::audit::{Actor, Trail};
+use hsm_csr::audit::{Actor, EventKind, Trail};
 use hsm_csr::certificate::ParsedCertificate;
 use hsm_csr::{Error, Result};
 
@@ -51,10 +51,9 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
             log,
             actor: Actor::local_user(),
         };
-        let prefix = &config.key.label_prefix;
         match &stored {
             Ok(true) => trail
-                .certificate_attached(request_id, key, prefix, "ok")
+                .certificate_attached(request_id, &pub_md5, &key.key_uri)
                 .map_err(|e| match e {
                     Error::Audit { detail, .. } => Error::Audit {
                         detail: format!("{detail}; the certificate WAS stored"),
@@ -66,7 +65,8 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
             Ok(false) => {}
             Err(e) => {
                 // Best effort: the failure itself is what the caller gets.
-                let _ = trail.certificate_attached(request_id, key, prefix, e.code());
+                let event = trail.event(EventKind::CertificateAttached, request_id);
+                let _ = trail.record(event.key(None, &pub_md5, &key.key_uri).outcome(e.code()));
             }
         }
     }
