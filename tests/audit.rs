@@ -356,3 +356,37 @@ fn serve_records_each_delivery_once_and_fails_closed() {
     server.stop();
     assert_no_secrets(&log, &["s3cret", "b-s3cret", "cdn-s3cret"]);
 }
+
+#[test]
+fn processes_writing_at_once_never_share_a_line() {
+    let token = Token::new();
+    let log = token.dir().join("audit.jsonl");
+    let config = audit_config(&token, &log);
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let mut cmd = token.hsm_csr();
+            cmd.arg("create")
+                .args(token.token_flags())
+                .args(["--label-prefix", &token.prefix, "--config"])
+                .arg(&config)
+                .args(["--common-name", &format!("p{i}.audit.example")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let all = events(&log);
+    assert_eq!(all.len(), 8, "{all:?}");
+    let pids: std::collections::HashSet<u64> =
+        all.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids.len(), 4);
+    assert_delivered_once(&token, &all);
+}
