@@ -113,7 +113,8 @@ pub struct KeysListArgs {
 /// `keys show KEY`.
 #[derive(Debug, clap::Args)]
 pub struct KeyArgs {
-    /// A pkcs11: URI, a CKA_ID in hex, a label, or a PubMd5.
+    /// A pkcs11: URI, a CKA_ID in hex, a label, a common name (the label
+    /// less [key] label_prefix), or a PubMd5.
     pub key: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
@@ -129,8 +130,8 @@ pub struct KeysDeleteArgs {
     /// The key, as for `keys show`.
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Really delete: there is no undo on an HSM.
-    #[arg(long)]
+    /// Really delete: there is no undo on an HSM (required).
+    #[arg(long, required = true)]
     pub yes: bool,
 }
 
@@ -165,8 +166,8 @@ pub struct TokenArgs {
     /// (overrides [token] label, serial and slot_id).
     #[arg(long, value_name = "LABEL|URI")]
     pub token: Option<String>,
-    /// File holding the user PIN (after HSM_CSR_PIN; before the URI's
-    /// pin-source and [token] pin_file).
+    /// File holding the user PIN (before the URI's pin-source, HSM_CSR_PIN
+    /// and [token] pin_file).
     #[arg(long, value_name = "PATH")]
     pub pin_file: Option<PathBuf>,
 }
@@ -230,7 +231,7 @@ impl From<HashArg> for hsm_csr::Hash {
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
     /// Common name of the certificate (the API's CommonName; required).
-    #[arg(long, value_name = "CN")]
+    #[arg(long, value_name = "CN", required = true)]
     pub common_name: Option<String>,
     /// Subject alternative names, comma-separated: DNS names, IP addresses,
     /// email addresses. A common name that is a DNS name or an IP address is

@@ -37,6 +37,31 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `[pool]`: pre-generated keys for `serve`.
     pub pool: PoolConfig,
+    /// `[audit]`: the audit trail ([`crate::audit`]).
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: where `create`, `batch`, `keys delete`, `attach-cert` and
+/// `serve` record what they do to keys (off when `path` is unset).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines file events are appended to; relative paths are
+    /// relative to the configuration file.
+    pub path: Option<PathBuf>,
+}
+
+impl AuditConfig {
+    /// The audit log, checked and created if need be; None when unset.
+    ///
+    /// # Errors
+    /// `Internal.Error` ([`Error::Audit`]) when it cannot be appended to.
+    pub fn open(&self) -> Result<Option<crate::audit::AuditLog>> {
+        self.path
+            .as_deref()
+            .map(crate::audit::AuditLog::open)
+            .transpose()
+    }
 }
 
 /// `[pool]`: keep key pairs ready on the token (opt-in).
@@ -172,6 +197,9 @@ impl Config {
                 }
             }
         }
+        if let Some(f) = config.audit.path.as_mut().filter(|f| f.is_relative()) {
+            *f = dir.join(&*f);
+        }
         Ok(config)
     }
 
@@ -295,6 +323,20 @@ mod tests {
             assert!(!e.contains("987654"), "{e}");
             assert!(e.starts_with("line 2: invalid type or value"), "{e}");
         }
+    }
+
+    #[test]
+    fn audit_path_is_a_file_relative_to_the_config() {
+        assert_eq!(Config::parse("").unwrap().audit.path, None);
+        let e = Config::parse("[audit]\npath = \"\"\n").unwrap_err();
+        assert!(e.contains("[audit] path"), "{e}");
+        let e = Config::parse("[audit]\nfile = \"x\"\n").unwrap_err();
+        assert!(e.contains("unknown field `file`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[audit]\npath = \"logs/audit.jsonl\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.audit.path, Some(dir.path().join("logs/audit.jsonl")));
     }
 
     #[test]

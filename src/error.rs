@@ -58,11 +58,15 @@ pub enum Error {
 
     /// C_Login said CKR_PIN_INCORRECT. Never retried: HSMs lock after a few tries.
     #[error(
-        "PIN incorrect for token {token:?}; not retried, since tokens lock after repeated failures. Check HSM_CSR_PIN / the PIN file."
+        "PIN incorrect for token {token:?} ({}); not retried, since tokens lock after repeated failures.",
+        pin_source.as_ref().map_or_else(|| "check HSM_CSR_PIN / the PIN file".to_owned(), |s| format!("the PIN came from {s}"))
     )]
     PinIncorrect {
         /// Token label.
         token: String,
+        /// Where the PIN came from (`--pin-file PATH`, `HSM_CSR_PIN`, ...),
+        /// when the caller knows; never the PIN.
+        pin_source: Option<String>,
     },
 
     /// The user PIN is locked on the token.
@@ -171,6 +175,16 @@ pub enum Error {
         rolled_back: bool,
     },
 
+    /// The audit log (`[audit] path`) cannot be written. For a request
+    /// that made a key pair, the pair was removed (`rolled_back`).
+    #[error("the audit log cannot be written ({detail}){}", if *.rolled_back { "; the new key pair was removed from the token." } else { "." })]
+    Audit {
+        /// The path and the I/O error.
+        detail: String,
+        /// Whether a new key pair was removed because of it.
+        rolled_back: bool,
+    },
+
     /// No certificate was given (the API's ServerCertificate is missing or empty).
     #[error(
         "You must specify the Certificate parameter. (Send the PEM certificate as ServerCertificate.)"
@@ -209,7 +223,7 @@ pub enum Error {
 
     /// No key matches the KEY argument.
     #[error(
-        "no key on token {token:?} matches {key:?} (a pkcs11: URI, an id, a label or a PubMd5); see `hsm-csr keys list`."
+        "no key on token {token:?} matches {key:?} (a pkcs11: URI, an id, a label, a common name or a PubMd5); see `hsm-csr keys list`."
     )]
     KeyNotFound {
         /// Token label.
@@ -272,7 +286,7 @@ impl Error {
             Error::EncodeKey(_) => "Internal.EncodeKeyError",
             Error::CreateCsr(_) => "Internal.CreateCSRError",
             Error::EncodeCsr(_) => "Internal.EncodeCSRError",
-            Error::Output { .. } | Error::Internal(_) => "Internal.Error",
+            Error::Output { .. } | Error::Audit { .. } | Error::Internal(_) => "Internal.Error",
             Error::CertificateMissing => "Certificate.MissingParameter",
             Error::CertificateDecode(_) => "Certificate.DecodeError",
             Error::CertificateFormat(_) => "Certificate.FormatError",
@@ -305,6 +319,7 @@ impl Error {
             | Error::PinRequired { .. }
             | Error::Unsupported { .. }
             | Error::Config(_)
+            | Error::Audit { .. }
             | Error::Token { .. } => ErrorClass::Token,
             Error::KeyGen(_)
             | Error::EncodeKey(_)

@@ -5,21 +5,29 @@
 //! error is returned, and a [`PendingCsr`] that is dropped without
 //! [`PendingCsr::commit`] removes it too, so a response that could not be
 //! delivered leaves nothing behind on the token.
+//!
+//! With an audit [`Trail`], each step is recorded ([`crate::audit`]): the
+//! key's creation as soon as it exists, its delivery before the response
+//! is released ([`PendingCsr::record_delivery`]), its removal. When an
+//! event cannot be written, the key pair is removed and the request fails.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::audit::{EventKind, Trail};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::csr;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fingerprint;
 use crate::request::ValidRequest;
 use crate::verify;
 
 mod options;
+mod rollback;
 
 pub use options::{KeyOptions, ValidKeyOptions};
+use rollback::{record_rollback, undo};
 
 /// The API response, field names as the API spells them, plus `KeyUri`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -63,6 +71,7 @@ pub struct PendingCsr<'b> {
     key: Option<GeneratedKey>,
     response: CsrResponse,
     timings: Timings,
+    audit: Option<Trail<'b>>,
 }
 
 impl std::fmt::Debug for PendingCsr<'_> {
@@ -84,6 +93,31 @@ impl PendingCsr<'_> {
         self.timings
     }
 
+    /// Records the `delivered` event, when there is an audit trail; call it
+    /// right before the response is released, then [`Self::commit`].
+    ///
+    /// # Errors
+    /// `Internal.Error` ([`crate::Error::Audit`]) when the event cannot be
+    /// written: the key pair has then been removed.
+    pub fn record_delivery(mut self) -> Result<Self> {
+        let Some(trail) = &self.audit else {
+            return Ok(self);
+        };
+        let r = &self.response;
+        let delivered = trail.event(EventKind::Delivered, &r.request_id).key(
+            Some(&r.common_name),
+            &r.pub_md5,
+            &r.key_uri,
+        );
+        match (trail.record(delivered), self.key.take()) {
+            (Err(e), Some(key)) => Err(undo(&mut *self.backend, &key, Some(trail), r, e)),
+            (result, key) => {
+                self.key = key;
+                result.map(|()| self)
+            }
+        }
+    }
+
     /// The response was delivered: keep the key pair on the token, and let
     /// the backend forget it ([`KeyBackend::forget`]).
     pub fn commit(mut self) -> CsrResponse {
@@ -100,8 +134,19 @@ impl PendingCsr<'_> {
     /// The backend's error when the pair cannot be removed.
     pub fn rollback(mut self) -> Result<()> {
         match self.key.take() {
-            Some(key) => self.backend.destroy(&key),
+            Some(key) => {
+                let removed = self.backend.destroy(&key);
+                self.record_rollback(&removed, "NotDelivered");
+                removed
+            }
             None => Ok(()),
+        }
+    }
+
+    /// Records `rolled_back` (best effort: the key is gone either way).
+    fn record_rollback(&self, removed: &Result<()>, cause: &str) {
+        if let Some(trail) = &self.audit {
+            record_rollback(trail, &self.response, removed, cause);
         }
     }
 }
@@ -109,9 +154,11 @@ impl PendingCsr<'_> {
 impl Drop for PendingCsr<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            if let Err(e) = self.backend.destroy(&key) {
+            let removed = self.backend.destroy(&key);
+            if let Err(e) = &removed {
                 log::error!("could not remove undelivered key pair {}: {e}", key.uri);
             }
+            self.record_rollback(&removed, "NotDelivered");
         }
     }
 }
@@ -129,6 +176,22 @@ pub fn prepare_csr<'b>(
     key_options: &ValidKeyOptions,
     request_id: String,
 ) -> Result<PendingCsr<'b>> {
+    prepare_csr_audited(backend, request, key_options, request_id, None)
+}
+
+/// [`prepare_csr`], recording `created` (and, on failure, `rolled_back`)
+/// in `audit`.
+///
+/// # Errors
+/// As [`prepare_csr`], and `Internal.Error` ([`crate::Error::Audit`]) when the
+/// `created` event cannot be written; the key pair has then been removed.
+pub fn prepare_csr_audited<'b>(
+    backend: &'b mut dyn KeyBackend,
+    request: &ValidRequest,
+    key_options: &ValidKeyOptions,
+    request_id: String,
+    audit: Option<Trail<'b>>,
+) -> Result<PendingCsr<'b>> {
     let alg = key_options.signature();
     let spec = KeySpec {
         key_type: key_options.key_type(),
@@ -142,6 +205,24 @@ pub fn prepare_csr<'b>(
         keygen: t.elapsed(),
         ..Timings::default()
     };
+    // What the audit events say about the key before the CSR exists.
+    let named = CsrResponse {
+        request_id: request_id.clone(),
+        pub_md5: fingerprint::pub_md5(&key.spki_der),
+        common_name: request.subject.common_name.clone(),
+        key_uri: key.uri.clone(),
+        csr: String::new(),
+    };
+    if let Some(trail) = &audit {
+        let created = trail.event(EventKind::Created, &request_id).key(
+            Some(&named.common_name),
+            &named.pub_md5,
+            &named.key_uri,
+        );
+        if let Err(e) = trail.record(created) {
+            return Err(undo(backend, &key, Some(trail), &named, e));
+        }
+    }
 
     let build = |backend: &mut dyn KeyBackend, timings: &mut Timings| -> Result<CsrResponse> {
         let t = Instant::now();
@@ -172,15 +253,9 @@ pub fn prepare_csr<'b>(
             key: Some(key),
             response,
             timings,
+            audit,
         }),
-        Err(e) => Err(match backend.destroy(&key) {
-            Ok(()) => e,
-            Err(rollback) => Error::RollbackFailed {
-                original: Box::new(e),
-                rollback: rollback.to_string(),
-                key_uri: key.uri,
-            },
-        }),
+        Err(e) => Err(undo(backend, &key, audit.as_ref(), &named, e)),
     }
 }
 
@@ -195,8 +270,28 @@ pub fn issue_csr(
     key_options: &ValidKeyOptions,
     request_id: String,
 ) -> Result<CsrResponse> {
-    prepare_csr(backend, request, key_options, request_id).map(PendingCsr::commit)
+    issue_csr_audited(backend, request, key_options, request_id, None)
 }
+
+/// [`issue_csr`] with an audit trail: `created`, then `delivered` before
+/// the response is returned.
+///
+/// # Errors
+/// As [`prepare_csr_audited`] and [`PendingCsr::record_delivery`].
+pub fn issue_csr_audited(
+    backend: &mut dyn KeyBackend,
+    request: &ValidRequest,
+    key_options: &ValidKeyOptions,
+    request_id: String,
+    audit: Option<Trail<'_>>,
+) -> Result<CsrResponse> {
+    prepare_csr_audited(backend, request, key_options, request_id, audit)?
+        .record_delivery()
+        .map(PendingCsr::commit)
+}
+
+#[cfg(test)]
+mod audit_tests;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 
 pub mod algorithm;
 pub mod attach;
+pub mod audit;
 pub mod backend;
 pub mod certificate;
 pub mod common_name;
@@ -24,7 +25,7 @@ pub mod verify;
 pub use algorithm::{Hash, KeyType, SignatureAlgorithm};
 pub use error::{Error, ErrorClass, Result};
 pub use issue::{
-    CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, new_request_id,
-    prepare_csr,
+    CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, issue_csr_audited,
+    new_request_id, prepare_csr, prepare_csr_audited,
 };
 pub use request::{CsrRequest, SubjectDefaults, ValidRequest};

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             args.format == cli::Format::Json,
         ),
         Command::Keys(command) => (
-            cli::keys::run(command),
+            cli::keys::run(command, &request_id),
             cli::keys::parts(command).0 == cli::ListFormat::Json,
         ),
         #[cfg(feature = "service")]

@@ -1,11 +1,15 @@
-//! Where the user PIN comes from, first match wins:
+//! Where the user PIN comes from, first match wins; what is named on the
+//! command line comes before what the environment or the config file
+//! hold, so that a stale `HSM_CSR_PIN` cannot silently override it:
 //!
-//! 1. the `HSM_CSR_PIN` environment variable;
-//! 2. `--pin-file PATH`;
-//! 3. the token URI's `pin-source=` (`file:PATH`, a path, or `env:VAR`),
+//! 1. `--pin-file PATH`;
+//! 2. the token URI's `pin-source=` (`file:PATH`, a path, or `env:VAR`),
 //!    then its `pin-value=` (with a warning: it is visible in `ps`);
+//! 3. the `HSM_CSR_PIN` environment variable;
 //! 4. `[token] pin_file` in the config;
 //! 5. a prompt, when stdin is a terminal (with the `cli` feature).
+//!
+//! [`resolve`] says which one it used, for the message of a wrong PIN.
 //!
 //! There is no PIN flag (argv is visible to every user of the machine);
 //! a URI's `pin-value=` is accepted, with a warning, for compatibility.
@@ -48,19 +52,18 @@ impl PinSources<'_> {
     }
 }
 
-/// Gets the PIN for `token` from the first source that has one.
+/// Gets the PIN for `token` from the first source that has one, and says
+/// which source that was (`--pin-file PATH`, `HSM_CSR_PIN`, ...).
 ///
 /// # Errors
 /// `Config.Invalid` for an empty or unreadable source, `Token.PinRequired`
 /// when there is no source at all.
-pub fn resolve(sources: &PinSources<'_>, token: &str) -> Result<AuthPin> {
-    if std::env::var_os(PIN_ENV).is_some() {
-        return from_env(PIN_ENV);
-    }
+pub fn resolve(sources: &PinSources<'_>, token: &str) -> Result<(AuthPin, String)> {
     if let Some(path) = sources.flag_file {
-        return from_file(path);
+        return Ok((from_file(path)?, format!("--pin-file {}", path.display())));
     }
     if let Some(source) = sources.uri_source {
+        let shown = format!("the token URI's pin-source {source}");
         return match source.strip_prefix("env:") {
             Some(var) => from_env(var),
             None => from_file(Path::new(
@@ -69,16 +72,23 @@ pub fn resolve(sources: &PinSources<'_>, token: &str) -> Result<AuthPin> {
                     .or_else(|| source.strip_prefix("file:"))
                     .unwrap_or(source),
             )),
-        };
+        }
+        .map(|pin| (pin, shown));
     }
     if let Some(pin) = sources.uri_value {
         log::warn!(
             "using pin-value= from the token URI; anyone who can run `ps` can read it, prefer pin-source="
         );
-        return Ok(pin.clone());
+        return Ok((pin.clone(), "the token URI's pin-value".into()));
+    }
+    if std::env::var_os(PIN_ENV).is_some() {
+        return Ok((from_env(PIN_ENV)?, PIN_ENV.into()));
     }
     if let Some(path) = sources.config_file {
-        return from_file(path);
+        return Ok((
+            from_file(path)?,
+            format!("[token] pin_file {}", path.display()),
+        ));
     }
     #[cfg(feature = "cli")]
     if std::io::stdin().is_terminal() {
@@ -87,7 +97,7 @@ pub fn resolve(sources: &PinSources<'_>, token: &str) -> Result<AuthPin> {
                 Error::Config(format!("cannot read the PIN from the terminal: {e}"))
             })?,
         );
-        return non_empty(&value, "the terminal");
+        return Ok((non_empty(&value, "the terminal")?, "the terminal".into()));
     }
     Err(Error::PinRequired {
         token: token.to_owned(),

@@ -55,6 +55,7 @@ pub struct Service<S: Sessions = SessionPool> {
     config: ServiceConfig,
     limits: limits::Limits,
     metrics: metrics::Metrics,
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl<S: Sessions> Service<S> {
@@ -84,6 +85,7 @@ impl<S: Sessions> Service<S> {
             limits: limits::Limits::in_memory(config.rate_limit),
             config,
             metrics: metrics::Metrics::default(),
+            audit: None,
         }
     }
 
@@ -99,6 +101,13 @@ impl<S: Sessions> Service<S> {
             self.config.rate_limit,
             metrics,
         ));
+        self
+    }
+
+    /// Records what each request does to keys in `log` ([`crate::audit`]).
+    #[must_use]
+    pub fn with_audit(mut self, log: Option<crate::audit::AuditLog>) -> Service<S> {
+        self.audit = log;
         self
     }
 

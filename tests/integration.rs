@@ -5,6 +5,7 @@
 mod common;
 
 mod algorithms;
+mod audit;
 mod batch;
 mod ca_compliance;
 mod companion;
@@ -25,3 +26,4 @@ mod service;
 mod shared_state;
 mod tamper;
 mod tokens_multi;
+mod trips;

@@ -67,7 +67,7 @@ fn keys_list_show_and_delete() {
 
     let run = token.run(&["keys", "delete", &id], &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("without --yes"), "{}", run.stderr);
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
     assert_eq!(token.keys().len(), 4);
 
     token.run(&["keys", "delete", &id], &["--yes"]).ok();

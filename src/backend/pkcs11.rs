@@ -182,7 +182,10 @@ impl Pkcs11Backend {
         }
         match self.session()?.login(UserType::User, pin) {
             Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(P11Error::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::PinIncorrect { token }),
+            Err(P11Error::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::PinIncorrect {
+                token,
+                pin_source: None,
+            }),
             Err(P11Error::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked { token }),
             Err(P11Error::Pkcs11(RvError::UserPinNotInitialized, _)) => {
                 Err(Error::PinNotInitialized { token })

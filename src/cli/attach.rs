@@ -1,9 +1,11 @@
 //! `hsm-csr attach-cert`: [`hsm_csr::attach::attach_certificate`] on the
-//! token the flags name, with its answer on stdout.
+//! token the flags name, with its answer on stdout and, when `[audit] path`
+//! is set, a `certificate_attached` event written before it.
 
 use std::io::Write;
 
 use hsm_csr::attach::{Attached, attach_certificate};
+use hsm_csr::audit::{Actor, Trail};
 use hsm_csr::certificate::ParsedCertificate;
 use hsm_csr::{Error, Result};
 
@@ -16,19 +18,38 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
     let cert = ParsedCertificate::parse(&bytes)?;
     let config = token::load_config(&args.token)?;
     let target = token::target(&args.token, &config)?;
+    let audit_log = config.audit.open()?;
+    let trail = audit_log.as_ref().map(|log| Trail {
+        log,
+        actor: Actor::local_user(),
+    });
     let mut opened = token::open(&target, &args.token)?;
     let mut written = Ok(());
+    let mut recorded = Ok(());
     attach_certificate(
         &mut opened.backend,
         &cert,
         args.domain.as_deref(),
         request_id,
         &mut |attached| {
+            // On disk before the answer; a certificate that cannot be
+            // recorded is taken off the token again (by returning false).
+            if let (Some(trail), true) = (&trail, attached.stored) {
+                recorded = trail.certificate_attached(
+                    &attached.request_id,
+                    &attached.pub_md5,
+                    &attached.key_uri,
+                );
+                if recorded.is_err() {
+                    return false;
+                }
+            }
             written = print(attached, args.format);
             // `attach-cert | head`: the reader has all it wanted.
             !matches!(&written, Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe)
         },
     )?;
+    recorded?;
     match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output {
             detail: e.to_string(),

@@ -16,9 +16,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use hsm_csr::audit::{Actor, Trail};
 use hsm_csr::backend::pkcs11::orphans;
 use hsm_csr::backend::pkcs11::session_pool::open_sessions;
-use hsm_csr::{CsrRequest, Error, ErrorClass, Result, issue_csr, new_request_id};
+use hsm_csr::{CsrRequest, Error, ErrorClass, Result, issue_csr_audited, new_request_id};
 
 use super::{BatchArgs, token};
 
@@ -67,6 +68,11 @@ pub fn run(args: &BatchArgs) -> Result<()> {
     }
     let key_options = key_options.validate()?;
     let target = token::target(&args.token, &config)?;
+    let audit_log = config.audit.open()?;
+    let trail = audit_log.as_ref().map(|log| Trail {
+        log,
+        actor: Actor::local_user(),
+    });
     let opened = token::open(&target, &args.token)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args
@@ -104,6 +110,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
     let written = std::thread::scope(|scope| -> std::io::Result<()> {
         for mut backend in backends {
             let tx = tx.clone();
+            let trail = trail.clone();
             let (next, stop, requests, key_options, defaults) = (
                 &next,
                 &stop,
@@ -132,7 +139,16 @@ pub fn run(args: &BatchArgs) -> Result<()> {
                             })
                         })
                         .and_then(|r| r.validate(defaults))
-                        .and_then(|v| issue_csr(&mut backend, &v, key_options, request_id.clone()));
+                        .and_then(|v| {
+                            let trail = trail.clone();
+                            issue_csr_audited(
+                                &mut backend,
+                                &v,
+                                key_options,
+                                request_id.clone(),
+                                trail,
+                            )
+                        });
                     if result.is_err() {
                         orphans::report(&backend.destroy_orphans(), &format!("line {line_no}: "));
                     }

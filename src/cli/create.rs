@@ -10,8 +10,9 @@ mod out_file;
 use std::io::Write;
 use std::time::Instant;
 
+use hsm_csr::audit::{Actor, Trail};
 use hsm_csr::backend::pkcs11::orphans;
-use hsm_csr::{CsrRequest, Error, Result, prepare_csr};
+use hsm_csr::{CsrRequest, Error, Result, prepare_csr_audited};
 
 use super::{CreateArgs, output, token};
 use out_file::OutFile;
@@ -53,6 +54,11 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
 
     let target = token::target(&args.token, &config)?;
     let mut out_file = args.out.as_deref().map(OutFile::open).transpose()?;
+    let audit_log = config.audit.open()?;
+    let trail = audit_log.as_ref().map(|log| Trail {
+        log,
+        actor: Actor::local_user(),
+    });
     let token::Opened {
         mut backend,
         init,
@@ -67,6 +73,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         request_id,
         out_file.as_mut(),
         args.format,
+        trail,
     );
     if delivered.is_err() {
         orphans::report(&backend.destroy_orphans(), "");
@@ -90,8 +97,8 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Makes the CSR and delivers it (`--out`, then stdout); keeps the key
-/// pair only once both worked.
+/// Makes the CSR, records its delivery in the audit trail, and delivers
+/// it (`--out`, then stdout); keeps the key pair only once all worked.
 fn issue_and_deliver(
     backend: &mut hsm_csr::backend::pkcs11::Pkcs11Backend,
     request: &hsm_csr::ValidRequest,
@@ -99,8 +106,10 @@ fn issue_and_deliver(
     request_id: &str,
     out_file: Option<&mut OutFile>,
     format: super::Format,
+    trail: Option<Trail<'_>>,
 ) -> Result<hsm_csr::Timings> {
-    let pending = prepare_csr(backend, request, key_options, request_id.to_owned())?;
+    let pending = prepare_csr_audited(backend, request, key_options, request_id.to_owned(), trail)?
+        .record_delivery()?;
 
     let delivered = deliver(out_file, format, pending.response());
     let timings = pending.timings();

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use hsm_csr::audit::{Actor, EventKind, Trail};
 use hsm_csr::backend::pkcs11::inventory::{self, KeyEntry};
 use hsm_csr::{Error, Result};
 
@@ -16,19 +17,15 @@ pub fn parts(command: &KeysCommand) -> (ListFormat, &super::TokenArgs) {
     }
 }
 
-/// Runs a `keys` subcommand.
-pub fn run(command: &KeysCommand) -> Result<()> {
+/// Runs a `keys` subcommand; `request_id` names a deletion in the audit trail.
+pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
     let (format, token_args) = parts(command);
-    if let KeysCommand::Delete(a) = command {
-        if !a.yes {
-            return Err(Error::Malformed(format!(
-                "refusing to delete {:?} without --yes (there is no undo on a token).",
-                a.key.key
-            )));
-        }
-    }
     let config = token::load_config(token_args)?;
     let target = token::target(token_args, &config)?;
+    let audit_log = match command {
+        KeysCommand::Delete(_) => config.audit.open()?,
+        _ => None,
+    };
     let mut opened = token::open(&target, token_args)?;
     let keys = opened.backend.list_keys()?;
     let token_label = opened.backend.token_label().to_owned();
@@ -36,12 +33,29 @@ pub fn run(command: &KeysCommand) -> Result<()> {
     let written = match command {
         KeysCommand::List(_) => print(&mut out, format, &keys),
         KeysCommand::Show(KeyArgs { key, .. }) => {
-            let k = inventory::find_key(&keys, key, &token_label)?;
+            let k = find(&keys, key, &token_label, &config.key.label_prefix)?;
             print(&mut out, format, std::slice::from_ref(k))
         }
         KeysCommand::Delete(a) => {
-            let k = inventory::find_key(&keys, &a.key.key, &token_label)?.clone();
-            opened.backend.delete_key(&k)?;
+            let k = find(&keys, &a.key.key, &token_label, &config.key.label_prefix)?.clone();
+            let deleted = opened.backend.delete_key(&k);
+            if let Some(log) = &audit_log {
+                let trail = Trail {
+                    log,
+                    actor: Actor::local_user(),
+                };
+                let outcome = deleted.as_ref().map_or_else(|e| e.code(), |()| "ok");
+                let prefix = &config.key.label_prefix;
+                let recorded =
+                    trail.record_key(EventKind::Deleted, request_id, &k, prefix, outcome);
+                if let (Ok(()), Err(Error::Audit { detail, .. })) = (&deleted, recorded) {
+                    return Err(Error::Audit {
+                        detail: format!("{detail}; {} WAS deleted", k.key_uri),
+                        rolled_back: false,
+                    });
+                }
+            }
+            deleted?;
             print(&mut out, format, std::slice::from_ref(&k))
         }
     };
@@ -52,6 +66,22 @@ pub fn run(command: &KeysCommand) -> Result<()> {
             detail: e.to_string(),
             rolled_back: false,
         }),
+    }
+}
+
+/// The key `query` names; when none matches, the key whose label is
+/// `prefix` (`[key] label_prefix`) and `query` as a bare common name.
+fn find<'k>(keys: &'k [KeyEntry], query: &str, token: &str, prefix: &str) -> Result<&'k KeyEntry> {
+    match inventory::find_key(keys, query, token) {
+        Err(not_found @ Error::KeyNotFound { .. })
+            if !query.starts_with("pkcs11:") && !query.starts_with(prefix) =>
+        {
+            match inventory::find_key(keys, &format!("{prefix}{query}"), token) {
+                Err(Error::KeyNotFound { .. }) => Err(not_found),
+                other => other,
+            }
+        }
+        other => other,
     }
 }
 

@@ -30,6 +30,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         hsm_csr::service::tls::acceptor(cert, key)?;
     }
     let targets = token::targets(&args.token, &config)?;
+    let audit_log = config.audit.open()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = if service_config.workers == 0 {
         cores
@@ -79,7 +80,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         service_config,
         keys,
         config.subject.defaults.clone(),
-    );
+    )
+    .with_audit(audit_log);
     if let Some(client) = shared_state {
         service = service.with_shared_state(client);
     }

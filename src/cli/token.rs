@@ -191,7 +191,7 @@ fn looks_half_written(e: &Error) -> bool {
 fn open_once(
     target: &Target,
     args: &TokenArgs,
-    pin_cache: &mut Option<cryptoki::types::AuthPin>,
+    pin_cache: &mut Option<(cryptoki::types::AuthPin, String)>,
 ) -> Result<Opened> {
     let t = Instant::now();
     let mut backend = Pkcs11Backend::open(&target.module, &target.selector)?;
@@ -214,13 +214,19 @@ fn open_once(
             );
             backend.login(None)?;
         } else {
-            let pin = match pin_cache.take() {
+            let (pin, source) = match pin_cache.take() {
                 Some(p) => p,
                 None => pin::resolve(&sources, backend.token_label())?,
             };
             let result = backend.login(Some(&pin));
-            *pin_cache = Some(pin.clone());
-            result?;
+            *pin_cache = Some((pin.clone(), source.clone()));
+            result.map_err(|e| match e {
+                Error::PinIncorrect { token, .. } => Error::PinIncorrect {
+                    token,
+                    pin_source: Some(source),
+                },
+                e => e,
+            })?;
             used_pin = Some(pin);
         }
     }

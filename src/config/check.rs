@@ -155,6 +155,14 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
     .validate(&config.subject.defaults)
     .map_err(|e| format!("[subject.defaults]: {e}"))?;
     super::tokens::check(config)?;
+    if config
+        .audit
+        .path
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        return Err("[audit] path must name a file; leave it out for no audit trail.".into());
+    }
     check_service(&config.service)
 }
 

@@ -354,7 +354,10 @@ mod tests {
         let e = Error::KeyGen("x".into());
         assert_eq!(ApiError::from(&e).parts().0, 500);
         assert_eq!(ApiError::from(&e).parts().1, "Internal.KeyError");
-        let e = Error::PinIncorrect { token: "t".into() };
+        let e = Error::PinIncorrect {
+            token: "t".into(),
+            pin_source: None,
+        };
         assert_eq!(
             ApiError::from(&e).parts().1,
             "Internal.Error",

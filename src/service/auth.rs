@@ -98,6 +98,38 @@ pub fn shown(name: &[u8]) -> String {
     out
 }
 
+/// The access key id a request claims, whether or not its signature
+/// holds, as [`shown`] prints it (escaped, at most 64 bytes): for the log
+/// line of a request that failed to authenticate. Empty when it names none.
+pub fn claimed_access_key_id(req: &RawRequest<'_>) -> String {
+    if let Ok(Some(auth)) = req.header("authorization") {
+        return request_signing::parse_acs3(auth)
+            .map(|a| shown(a.access_key_id.as_bytes()))
+            .unwrap_or_default();
+    }
+    let mut pieces: Vec<&[u8]> = req.query.as_bytes().split(|&b| b == b'&').collect();
+    if req.method == "POST"
+        && req
+            .header("content-type")
+            .ok()
+            .flatten()
+            .is_some_and(is_form)
+    {
+        pieces.extend(req.body.split(|&b| b == b'&'));
+    }
+    pieces
+        .iter()
+        .find_map(|p| p.strip_prefix(b"AccessKeyId="))
+        .map(|raw| {
+            let plus: Vec<u8> = raw
+                .iter()
+                .map(|&b| if b == b'+' { b' ' } else { b })
+                .collect();
+            shown(&percent_encoding::percent_decode(&plus).collect::<Vec<u8>>())
+        })
+        .unwrap_or_default()
+}
+
 /// `application/x-www-form-urlencoded` parsing (WHATWG URL §5.1): split on
 /// `&`, skip empty pieces, split each at its first `=`, read `+` as a space,
 /// percent-decode. Unlike the lossy decoders, a name or value that is not

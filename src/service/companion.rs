@@ -74,6 +74,26 @@ fn on_attached(a: &Attached, access_key: &str, chain_after: usize) -> bool {
     true
 }
 
+/// Writes the `certificate_attached` event of a newly stored certificate,
+/// when there is an audit log; false (the certificate is then removed)
+/// when it cannot be written.
+fn recorded(trail: Option<&crate::audit::Trail<'_>>, a: &Attached) -> bool {
+    let (Some(trail), true) = (trail, a.stored) else {
+        return true;
+    };
+    match trail.certificate_attached(&a.request_id, &a.pub_md5, &a.key_uri) {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!(
+                "RequestId={} {} {e}; the certificate was taken off the token again",
+                a.request_id,
+                e.code()
+            );
+            false
+        }
+    }
+}
+
 /// Attaches `cert` on the token that holds its key: each token in turn
 /// (on a blocking thread holding one of its session permits) until one has
 /// the key. Keeps a newly stored certificate only when the answer is taken
@@ -153,8 +173,13 @@ async fn attach_on<S: Sessions>(
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut resp_tx = Some(resp_tx);
+        let trail = worker.audit.as_ref().map(|log| crate::audit::Trail {
+            log,
+            actor: crate::audit::Actor::access_key(&access_key),
+        });
         let mut deliver = |a: &Attached| {
             on_attached(a, &access_key, cert.chain_after)
+                && recorded(trail.as_ref(), a)
                 && resp_tx
                     .take()
                     .is_some_and(|tx| tx.send(Ok(a.clone())).is_ok())

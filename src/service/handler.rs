@@ -219,7 +219,8 @@ struct Answer {
     format: String,
     /// The action asked for; empty when the call was not verified.
     action: String,
-    /// The caller's access key id; empty when the call was not verified.
+    /// The caller's access key id; for a call that failed verification,
+    /// the one it claimed ([`auth::claimed_access_key_id`]).
     access_key: String,
 }
 
@@ -254,7 +255,12 @@ async fn handle<S: Sessions>(
     };
     let verified = match auth::authenticate(&raw, |id| svc.secret_of(id)) {
         Ok(v) => v,
-        Err(e) => return Answer::unverified(e, early_format),
+        Err(e) => {
+            // Named in the log line: who tried, escaped and bounded.
+            let mut answer = Answer::unverified(e, early_format);
+            answer.access_key = auth::claimed_access_key_id(&raw);
+            return answer;
+        }
     };
     let format = if verified.format == "XML" {
         "XML"
@@ -332,7 +338,7 @@ async fn authorize_and_issue<S: Sessions>(
     let valid = request
         .validate(&svc.defaults)
         .map_err(|e| ApiError::from(&e))?;
-    issue_on_token(svc, valid, request_id.to_owned())
+    issue_on_token(svc, valid, request_id.to_owned(), v.access_key_id)
         .await
         .map(Reply::Csr)
 }
@@ -347,14 +353,19 @@ fn nonce_lifetime(window: Duration) -> Duration {
 }
 
 /// Runs the CSR on a blocking thread and keeps its key only if the
-/// response is taken within the timeout.
+/// response is taken within the timeout. The response is released only
+/// once its delivery is in the audit log (when there is one) and the key
+/// kept: the worker offers it, the handler says it still waits, the worker
+/// records and commits, then gives the verdict.
 async fn issue_on_token<S: Sessions>(
     svc: &Arc<Service<S>>,
     valid: crate::ValidRequest,
     request_id: String,
+    access_key: String,
 ) -> std::result::Result<CsrResponse, ApiError> {
     let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel();
     let worker = Arc::clone(svc);
     // Wait for a free session on a token in rotation without holding a
     // thread; the permit guarantees one is idle (unless that token is
@@ -378,16 +389,22 @@ async fn issue_on_token<S: Sessions>(
                 .is_some_and(|tx| tx.send(Ok(response)).is_ok());
             sent && ack_rx.recv().is_ok()
         };
+        let trail = worker.audit.as_ref().map(|log| crate::audit::Trail {
+            log,
+            actor: crate::audit::Actor::access_key(&access_key),
+        });
         let lane = &worker.tokens.lanes()[lane];
-        let served = lane.sessions.issue(&valid, &request_id, &mut deliver);
+        let served = lane
+            .sessions
+            .issue(&valid, &request_id, trail.as_ref(), &mut deliver);
         lane.observe(matches!(served, Ok(Some(_))));
-        let failed = match served {
+        let verdict = match served {
             Ok(Some(timings)) => {
                 worker.metrics.observe_phases(timings);
-                None
+                Ok(())
             }
             // Sessions are being reopened after the token went away.
-            Ok(None) => Some(ApiError::TokenUnavailable),
+            Ok(None) => Err(ApiError::TokenUnavailable),
             // The token went away under this call: say so, so that the
             // caller retries (and lands on another token, if any).
             Err(e) if e.class() != ErrorClass::Request && lane.sessions.is_broken() => {
@@ -396,21 +413,37 @@ async fn issue_on_token<S: Sessions>(
                     lane.name,
                     e.code()
                 );
-                Some(ApiError::TokenUnavailable)
+                Err(ApiError::TokenUnavailable)
             }
             Err(e) => {
                 log::warn!("CSR failed on token {:?}: {} {e}", lane.name, e.code());
-                Some(ApiError::from(&e))
+                Err(ApiError::from(&e))
             }
         };
-        if let (Some(e), Some(tx)) = (failed, resp_tx.take()) {
-            let _ = tx.send(Err(e));
+        match (resp_tx.take(), verdict) {
+            (Some(tx), Err(e)) => {
+                let _ = tx.send(Err(e));
+            }
+            // Never offered: dropping the sender tells the handler.
+            (Some(_), Ok(())) => {}
+            (None, verdict) => {
+                let _ = verdict_tx.send(verdict);
+            }
         }
     });
     match tokio::time::timeout_at(deadline, resp_rx).await {
         Ok(Ok(Ok(response))) => {
             let _ = ack_tx.send(());
-            Ok(response)
+            // Past keygen and taken: wait for the record and the commit,
+            // with no deadline, or a kept key could be answered "no key
+            // was kept".
+            match verdict_rx.await {
+                Ok(Ok(())) => Ok(response),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ApiError::from(&Error::Internal(
+                    "worker ended without an answer".into(),
+                ))),
+            }
         }
         Ok(Ok(Err(e))) => Err(e),
         Ok(Err(_)) => Err(ApiError::from(&Error::Internal(

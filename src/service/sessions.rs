@@ -3,6 +3,7 @@
 //! backend. The HTTP layer sees no PKCS#11.
 
 use crate::attach::Attached;
+use crate::audit::Trail;
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::backend::pkcs11::session_pool::SessionPool;
 use crate::certificate::ParsedCertificate;
@@ -36,8 +37,10 @@ pub trait Sessions: Send + Sync + 'static {
     fn key_pool(&self) -> Option<PoolStats>;
 
     /// Makes the CSR for `request` on an idle session; keeps the key pair
-    /// only when `deliver` says the response was taken. None when no
-    /// session is idle (the token is being reopened).
+    /// only when `deliver` says the response will be taken and its
+    /// delivery is recorded in `audit` (the caller releases it only once
+    /// this returns). None when no session is idle (the token is being
+    /// reopened).
     ///
     /// # Errors
     /// What making the key or CSR failed with; nothing is left on the token.
@@ -45,6 +48,7 @@ pub trait Sessions: Send + Sync + 'static {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> Result<Option<Timings>>;
 
@@ -101,9 +105,10 @@ impl Sessions for SessionPool {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> Result<Option<Timings>> {
-        SessionPool::issue(self, request, request_id, deliver)
+        SessionPool::issue(self, request, request_id, audit, deliver)
     }
 
     fn reopen(&self) -> Result<()> {

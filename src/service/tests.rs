@@ -1,6 +1,7 @@
 //! The router, driven in-process on the mock backend: every answer it can
 //! give, by code, without a token or a socket.
 
+mod audit;
 mod companion;
 mod support;
 

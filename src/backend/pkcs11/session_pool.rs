@@ -23,9 +23,10 @@ mod attach;
 use super::orphans::{self, Orphans};
 use super::pool::{KeyPool, Pooled};
 use super::{Pkcs11Backend, TokenSelector};
+use crate::audit::Trail;
 use crate::backend::KeyBackend;
 use crate::error::{Error, ErrorClass, Result};
-use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr};
+use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr_audited};
 use crate::request::ValidRequest;
 
 /// What it takes to open the token again after it went away: module,
@@ -172,9 +173,11 @@ impl SessionPool {
         }
     }
 
-    /// Makes the CSR for `request` on an idle session. `deliver` hands the
-    /// response to the caller and says whether it was taken: the key pair
-    /// is kept only then, and removed otherwise. Returns the phase
+    /// Makes the CSR for `request` on an idle session. `deliver` offers the
+    /// response to the caller and says whether it will be taken: the key
+    /// pair is kept only then, once its delivery is recorded in `audit`,
+    /// and removed otherwise. The caller releases the response only once
+    /// this returns it Ok. Returns the phase
     /// durations, or None when no session is idle (the token is being
     /// reopened). The caller makes sure no more than [`Self::total`]
     /// requests run at once.
@@ -185,6 +188,7 @@ impl SessionPool {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> Result<Option<Timings>> {
         let Some(mut backend) = self.idle().pop() else {
@@ -202,12 +206,13 @@ impl SessionPool {
                     }
                     None => backend,
                 };
+                let id = request_id.to_owned();
                 let pending =
-                    prepare_csr(source, request, &self.key_options, request_id.to_owned())?;
+                    prepare_csr_audited(source, request, &self.key_options, id, audit.cloned())?;
                 let timings = pending.timings();
                 // Commit only once the caller has the response in hand.
                 if deliver(pending.response().clone()) {
-                    let _ = pending.commit();
+                    let _ = pending.record_delivery()?.commit();
                 } else if let Err(e) = pending.rollback() {
                     log::error!("could not remove an undelivered key pair: {e}");
                 } else {

@@ -430,3 +430,24 @@ fn names_in_messages() {
     assert_eq!(shown(&[b'x'; 64]), "x".repeat(64));
     assert_eq!(shown(&[b'x'; 65]), format!("{}...", "x".repeat(64)));
 }
+
+/// Issue 12: the log line of a refused call names the access key id it
+/// claimed, escaped as error messages show names.
+#[test]
+fn the_claimed_access_key_id_is_shown_escaped() {
+    assert_eq!(
+        claimed_access_key_id(&rpc(&cn("a.example"), &[]).raw()),
+        "AKID"
+    );
+    assert_eq!(claimed_access_key_id(&acs3(&cn("a.example")).raw()), "AKID");
+    let mut req = rpc(&cn("a.example"), &[]);
+    req.query = "Action=x&AccessKeyId=a%0Ab%22c+d%E2%80%A8".into();
+    assert_eq!(claimed_access_key_id(&req.raw()), "a%0Ab%22c d%E2%80%A8");
+    req.query = format!("AccessKeyId={}", "k".repeat(100));
+    assert_eq!(
+        claimed_access_key_id(&req.raw()),
+        format!("{}...", "k".repeat(64))
+    );
+    req.query = "Action=x".into();
+    assert_eq!(claimed_access_key_id(&req.raw()), "");
+}

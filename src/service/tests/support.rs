@@ -14,10 +14,11 @@ use hyper_util::service::TowerToHyperService;
 use secrecy::SecretString;
 
 use crate::attach::Attached;
+use crate::audit::Trail;
 use crate::backend::mock::MockBackend;
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::certificate::ParsedCertificate;
-use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr};
+use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr_audited};
 use crate::request::{SubjectDefaults, ValidRequest};
 use crate::service::config::{AccessKey, AccessKeys};
 use crate::service::{Service, ServiceConfig, Sessions, request_signing};
@@ -77,6 +78,7 @@ impl Sessions for MockSessions {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> crate::Result<Option<Timings>> {
         if self.none_idle.load(Ordering::Relaxed) {
@@ -98,10 +100,11 @@ impl Sessions for MockSessions {
         }
         let mut backend = self.backend();
         let options = ValidKeyOptions::default();
-        let pending = prepare_csr(&mut *backend, request, &options, request_id.to_owned())?;
+        let id = request_id.to_owned();
+        let pending = prepare_csr_audited(&mut *backend, request, &options, id, audit.cloned())?;
         let timings = pending.timings();
         if deliver(pending.response().clone()) {
-            let _ = pending.commit();
+            let _ = pending.record_delivery()?.commit();
         } else {
             pending.rollback()?;
         }

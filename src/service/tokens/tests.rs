@@ -53,6 +53,7 @@ impl Sessions for Counted {
         &self,
         _: &ValidRequest,
         _: &str,
+        _: Option<&crate::audit::Trail<'_>>,
         _: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> crate::Result<Option<Timings>> {
         unreachable!("only sessions are handed out here")

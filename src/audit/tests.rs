@@ -1,0 +1,96 @@
+use super::line::rfc3339;
+use super::*;
+
+fn event() -> Event {
+    Event::new(EventKind::Created, "ID", &Actor::access_key("AK")).key(
+        Some("a.example"),
+        "00ff",
+        "pkcs11:object=x",
+    )
+}
+
+#[test]
+fn dates() {
+    assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    assert_eq!(rfc3339(1_796_083_199, 999), "2026-11-30T23:59:59.999Z");
+    assert_eq!(rfc3339(4_102_444_800, 0), "2100-01-01T00:00:00.000Z");
+}
+
+#[test]
+fn a_line_is_one_json_object_of_printable_ascii() {
+    let mut e = event();
+    e.common_name =
+        Some("a\nb\r\u{2028}\u{2029}\u{85}\u{7f}\"}\n{\"event\":\"deleted\" \u{1F600}".into());
+    e.actor = Actor::access_key("k\n{\"x\":1}");
+    let line = e.line();
+    assert_eq!(line.last(), Some(&b'\n'));
+    let body = &line[..line.len() - 1];
+    assert!(
+        body.iter().all(|b| (b' '..=b'~').contains(b)),
+        "{}",
+        String::from_utf8_lossy(body)
+    );
+    let back: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(back["common_name"], e.common_name.clone().unwrap().as_str());
+    assert_eq!(back["actor"]["access_key"], "k\n{\"x\":1}");
+    assert_eq!(back["event"], "created");
+    assert_eq!(back["outcome"], "ok");
+}
+
+#[test]
+fn long_fields_are_cut_and_marked() {
+    let mut e = event();
+    e.key_uri = Some("é".repeat(10_000));
+    let line = e.line();
+    assert!(line.len() < 8 * 1024, "{}", line.len());
+    let back: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    let uri = back["key_uri"].as_str().unwrap();
+    assert!(uri.ends_with("...[truncated]"));
+    assert_eq!(uri.chars().count(), MAX_FIELD + "...[truncated]".len());
+}
+
+#[test]
+fn appends_one_line_per_event_and_refuses_what_is_not_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    log.record(&event()).unwrap();
+                }
+            });
+        }
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 200);
+    for l in text.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap();
+    }
+
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let e = AuditLog::open(&link).unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    let e = AuditLog::open(dir.path()).unwrap_err();
+    assert_eq!(e.code(), "Internal.Error");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    assert!(AuditLog::open(Path::new("/dev/full")).is_err());
+    assert!(AuditLog::open(&dir.path().join("no/such/dir/log")).is_err());
+
+    // Replaced by a directory after the start: the next event fails.
+    std::fs::rename(&path, dir.path().join("rotated")).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    assert!(log.record(&event()).is_err());
+    std::fs::remove_dir(&path).unwrap();
+    // Rotated away: a new file is started.
+    log.record(&event()).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+}
