@@ -30,6 +30,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "acme")]
+pub mod acme;
 pub mod algorithm;
 pub mod backend;
 pub mod certificate;
@@ -48,7 +50,7 @@ pub mod subject;
 pub mod verify;
 
 pub use algorithm::{Hash, KeyType, SignatureAlgorithm};
-pub use error::{Error, ErrorClass, Result};
+pub use error::{AcmeFailure, Error, ErrorClass, Result};
 pub use issue::{
     CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, new_request_id,
     prepare_csr,
