@@ -17,6 +17,8 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
 
 need_packages softhsm2 opensc openssl libengine-pkcs11-openssl p11-kit p11-kit-modules redis-server redis-tools
+# tests/acme.rs: a private ACME CA (pebble, pebble-challtestsrv) and curl for its dns-01 hook
+need_packages pebble curl
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
 
 # PyKCS11 reads attributes the way any other PKCS#11 application would; the

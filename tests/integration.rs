@@ -4,6 +4,7 @@
 
 mod common;
 
+mod acme;
 mod algorithms;
 mod batch;
 mod config_checks;

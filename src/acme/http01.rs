@@ -36,6 +36,8 @@ type Tokens = Arc<Mutex<HashMap<String, String>>>;
 pub(super) struct Http01 {
     tokens: Tokens,
     task: JoinHandle<()>,
+    #[cfg(test)]
+    addr: SocketAddr,
 }
 
 impl Drop for Http01 {
@@ -55,9 +57,16 @@ impl Http01 {
             step: "http-01 responder",
             detail: format!("cannot listen on {addr}: {e}"),
         })?;
+        #[cfg(test)]
+        let addr = listener.local_addr().unwrap_or(addr);
         let tokens: Tokens = Arc::default();
         let task = tokio::spawn(serve(listener, Arc::clone(&tokens)));
-        Ok(Http01 { tokens, task })
+        Ok(Http01 {
+            tokens,
+            task,
+            #[cfg(test)]
+            addr,
+        })
     }
 
     /// Answers `token` with `key_authorization` from now on.
@@ -147,4 +156,59 @@ async fn answer(
         hyper::header::HeaderValue::from_static("application/octet-stream"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, request: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn answers_only_its_tokens_and_only_to_get() {
+        let server = Http01::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        server.add("tok-1_A", "tok-1_A.thumb").unwrap();
+        let req = |method: &str, path: &str| {
+            format!("{method} {path} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+        };
+        let ok = get(
+            server.addr,
+            &req("GET", "/.well-known/acme-challenge/tok-1_A"),
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\ntok-1_A.thumb"), "{ok}");
+        for (method, path) in [
+            ("GET", "/.well-known/acme-challenge/other"),
+            (
+                "GET",
+                "/.well-known/acme-challenge/../acme-challenge/tok-1_A",
+            ),
+            ("GET", "/.well-known/acme-challenge/tok-1_A/"),
+            ("GET", "/tok-1_A"),
+            ("POST", "/.well-known/acme-challenge/tok-1_A"),
+        ] {
+            let answer = get(server.addr, &req(method, path)).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 404"),
+                "{method} {path}: {answer}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_outside_base64url_are_refused() {
+        let server = Http01::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        for token in ["", "a/b", "a b", "..", "a\nb", &"a".repeat(257)] {
+            let e = server.add(token, "x").unwrap_err();
+            assert_eq!(e.code(), "Acme.Refused", "{token:?}");
+        }
+    }
 }
