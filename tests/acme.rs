@@ -449,3 +449,132 @@ fn a_ca_that_stops_answering_leaves_no_key() {
         &["Acme.Unreachable: ACME challenge failed"],
     );
 }
+
+#[test]
+fn a_run_while_another_holds_the_lock_changes_nothing() {
+    let Some(token) = Token::private_softhsm("counts the token's objects") else {
+        return;
+    };
+    let ca = AcmeCa::start();
+    let lock = format!("{}.lock", account(&token, &ca).display());
+    // Another run: a process that holds the lock until it is killed (the
+    // shell becomes `sleep`, which keeps the locked descriptor).
+    let mut holder = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 9>>'{lock}' && flock 9 && exec sleep 60"))
+        .spawn()
+        .expect("sh, flock (util-linux)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let free = std::process::Command::new("flock")
+            .args(["-n", &lock, "true"])
+            .status()
+            .unwrap()
+            .success();
+        if !free {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nobody took {lock}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let run = acme(
+        &token,
+        &ca,
+        "issue",
+        &[
+            "--common-name",
+            "lock.example.test",
+            "--http-01",
+            &http_01(&ca),
+        ],
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("another hsm-csr acme run holds"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(objects(&token), (0, 0));
+    let renew = acme(&token, &ca, "renew", &["--http-01", &http_01(&ca)]);
+    assert_eq!(
+        renew.code, 10,
+        "the lock is gone with its holder: {}",
+        renew.stderr
+    );
+}
+
+#[test]
+fn an_account_file_others_can_read_is_refused_before_any_key() {
+    let Some(token) = Token::private_softhsm("counts the token's objects") else {
+        return;
+    };
+    let ca = AcmeCa::start();
+    acme(
+        &token,
+        &ca,
+        "issue",
+        &[
+            "--common-name",
+            "one.example.test",
+            "--http-01",
+            &http_01(&ca),
+        ],
+    )
+    .ok();
+    use std::os::unix::fs::PermissionsExt;
+    let file = account(&token, &ca);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let run = acme(
+        &token,
+        &ca,
+        "issue",
+        &[
+            "--common-name",
+            "two.example.test",
+            "--http-01",
+            &http_01(&ca),
+        ],
+    );
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("has mode 640"), "{}", run.stderr);
+    assert_eq!(objects(&token), (1, 1), "only the first key");
+}
+
+#[test]
+fn a_failed_renewal_keeps_the_old_pair_and_adds_none() {
+    let Some(token) = Token::private_softhsm("counts the token's objects") else {
+        return;
+    };
+    let ca = AcmeCa::start_with(Some(3600));
+    let first = acme(
+        &token,
+        &ca,
+        "issue",
+        &[
+            "--common-name",
+            "keep.example.test",
+            "--http-01",
+            &http_01(&ca),
+        ],
+    )
+    .ok()
+    .json();
+    // The challenge is served where pebble does not look.
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+    let run = acme(
+        &token,
+        &ca,
+        "renew",
+        &["--days", "1", "--http-01", &elsewhere],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let report = run.json();
+    let failed = report["Failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["Code"], "Acme.ChallengeFailed");
+    assert_eq!(failed[0]["Replaces"]["KeyUri"], first["KeyUri"]);
+    assert_eq!(report["Renewed"].as_array().unwrap().len(), 0);
+    assert_eq!(objects(&token), (1, 1), "the old pair stays, no new one");
+}
