@@ -37,6 +37,9 @@ pub fn acquire(path: &Path) -> Result<RunLock> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        // A symlink planted at the lock's name must not make hsm-csr
+        // create or open a file elsewhere.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| Error::Config(format!("cannot open lock file {}: {e}", path.display())))?;
     flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
@@ -68,5 +71,16 @@ mod tests {
         assert!(e.to_string().contains("another hsm-csr acme run"), "{e}");
         drop(first);
         acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_at_the_lock_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        let path = dir.path().join("account.json.lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let e = acquire(&path).unwrap_err();
+        assert_eq!(e.code(), "Config.Invalid");
+        assert!(!target.exists(), "nothing was created through the link");
     }
 }

@@ -35,7 +35,11 @@ pub(super) async fn obtain(
         Responder::Dns01 { .. } => None,
     };
     let mut published = Vec::new();
-    let answered = answer(&mut order, opts, http01.as_ref(), &mut published).await;
+    let ordered: Vec<String> = identifiers
+        .iter()
+        .map(|id| id.authorized(false).to_string())
+        .collect();
+    let answered = answer(&mut order, &ordered, opts, http01.as_ref(), &mut published).await;
     let ready = match answered {
         Ok(()) => wait_ready(&mut order, opts).await,
         Err(e) => Err(e),
@@ -69,6 +73,7 @@ pub(super) async fn obtain(
 /// Sets up a response for each pending authorization and tells the CA.
 async fn answer(
     order: &mut instant_acme::Order,
+    ordered: &[String],
     opts: &AcmeOptions,
     http01: Option<&Http01>,
     published: &mut Vec<Record>,
@@ -96,6 +101,7 @@ async fn answer(
             }
         }
         let name = authz.identifier().to_string();
+        in_order(&name, ordered)?;
         let offered: Vec<String> = authz
             .challenges
             .iter()
@@ -149,6 +155,23 @@ async fn answer(
         call("challenge", opts.timeout, challenge.set_ready()).await?;
     }
     Ok(())
+}
+
+/// Refuses to answer for a name that is not in the order: the name reaches
+/// a hook's environment, and a CA has no business asking about others.
+fn in_order(name: &str, ordered: &[String]) -> Result<()> {
+    if ordered.iter().any(|o| o == name) {
+        Ok(())
+    } else {
+        Err(Error::Acme {
+            kind: AcmeFailure::Refused,
+            step: "authorization",
+            detail: format!(
+                "the CA asks to validate {}, which is not in the order",
+                super::one_line(name)
+            ),
+        })
+    }
 }
 
 /// Polls until the order is ready; when it turns invalid, says which
@@ -205,4 +228,33 @@ async fn wait_ready(order: &mut instant_acme::Order, opts: &AcmeOptions) -> Resu
             reasons.join("; ")
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_ordered_names_are_answered() {
+        let ids = [
+            Identifier::Dns("*.example.com".into()),
+            Identifier::Dns("example.com".into()),
+            Identifier::Ip("192.0.2.1".parse().unwrap()),
+        ];
+        let ordered: Vec<String> = ids
+            .iter()
+            .map(|id| id.authorized(false).to_string())
+            .collect();
+        // As instant-acme shows an authorization's identifier: the
+        // wildcard flag gives the `*.` back (RFC 8555 section 7.1.4).
+        let wildcard = Identifier::Dns("example.com".into());
+        in_order(&wildcard.authorized(true).to_string(), &ordered).unwrap();
+        in_order("example.com", &ordered).unwrap();
+        in_order("192.0.2.1", &ordered).unwrap();
+        for other in ["other.example.com", "$(reboot)", "example.com\nx"] {
+            let e = in_order(other, &ordered).unwrap_err();
+            assert_eq!(e.code(), "Acme.Refused");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+    }
 }
