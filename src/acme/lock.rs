@@ -41,7 +41,17 @@ pub fn acquire(path: &Path) -> Result<RunLock> {
         // create or open a file elsewhere.
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| Error::Config(format!("cannot open lock file {}: {e}", path.display())))?;
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                "; create its directory (mode 0700) or name another --account"
+            } else {
+                ""
+            };
+            Error::Config(format!(
+                "cannot open lock file {}: {e}{hint}",
+                path.display()
+            ))
+        })?;
     flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
         if e == rustix::io::Errno::WOULDBLOCK {
             Error::Config(format!(
