@@ -39,11 +39,12 @@ fn acme(token: &Token, ca: &AcmeCa, sub: &str, args: &[&str]) -> Run {
         "--agree-tos",
         "--label-prefix",
         &token.prefix,
-        "--timeout",
-        "20",
         "--validation-timeout",
         "60",
     ];
+    if !args.contains(&"--timeout") {
+        all.extend(["--timeout", "20"]);
+    }
     all.extend_from_slice(args);
     token.run(&["acme", sub], &all)
 }
@@ -437,6 +438,88 @@ fn a_ca_that_stops_answering_leaves_no_key() {
         run.stderr
     );
     assert_eq!(objects(&token), (0, 0));
+
+    // Something that accepts connections and never answers: the deadline
+    // ends the run.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            match silent.accept() {
+                Ok((stream, _)) => open.push(stream),
+                Err(_) => break,
+            }
+        }
+        // Keep them until the test process ends.
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(open);
+    });
+    drop(held);
+    let run = token.run(
+        &["acme", "issue"],
+        &[
+            "--directory",
+            &format!("https://127.0.0.1:{port}/dir"),
+            "--ca-root",
+            ca.tls_root.to_str().unwrap(),
+            "--account",
+            token.dir().join("silent.json").to_str().unwrap(),
+            "--agree-tos",
+            "--timeout",
+            "2",
+            "--common-name",
+            "silent.example.test",
+            "--http-01",
+            &http_01(&ca),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("Acme.Unreachable: ACME new account failed: the CA did not answer within 2s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(objects(&token), (0, 0));
+
+    // A hook that never ends is killed at its deadline, with what it
+    // started; the key goes.
+    let pid_file = token.dir().join("hook-child.pid");
+    let hook = format!(
+        "sleep 60 >/dev/null 2>&1 & echo $! > '{}'; wait",
+        pid_file.display()
+    );
+    fails(
+        &token,
+        &ca,
+        &[
+            "--common-name",
+            "slow.example.test",
+            "--dns-01-hook",
+            &hook,
+            "--timeout",
+            "2",
+        ],
+        3,
+        &["Acme.ResponderFailed: ACME dns-01 hook failed", "killed"],
+    );
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hook's child {pid} outlived it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // The CA goes away once the key is made and the order placed: the
     // dns-01 hook stops pebble.

@@ -8,9 +8,12 @@
 //!   authorization));
 //! - `HSM_CSR_ACME_TOKEN`: the challenge token.
 //!
-//! The hook's output goes to stderr (stdout carries hsm-csr's answer); a
-//! hook still running at its deadline is killed.
+//! The hook's output goes to stderr (stdout carries hsm-csr's answer). A
+//! hook runs in a process group of its own, and one still running at its
+//! deadline is killed with everything it started (a `sleep` it forked must
+//! not outlive it holding hsm-csr's stderr).
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,6 +53,7 @@ pub(super) async fn run(
             .env("HSM_CSR_ACME_TOKEN", &record.token)
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::io::stderr()))
+            .process_group(0)
             .spawn()
             .map_err(|e| fail(format!("cannot run {cmd:?}: {e}")))?;
         let deadline = Instant::now() + timeout;
@@ -66,6 +70,15 @@ pub(super) async fn run(
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Ok(None) => {
+                    let group = i32::try_from(child.id())
+                        .ok()
+                        .and_then(rustix::process::Pid::from_raw);
+                    if let Some(group) = group {
+                        let _ = rustix::process::kill_process_group(
+                            group,
+                            rustix::process::Signal::KILL,
+                        );
+                    }
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(fail(format!(
