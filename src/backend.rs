@@ -92,4 +92,19 @@ pub trait KeyBackend {
     /// a long-lived session would remember one entry per CSR, forever.
     /// `key` is not used afterwards.
     fn forget(&mut self, key: &GeneratedKey);
+
+    /// Stores a certificate issued for `key` beside it (same CKA_ID and
+    /// CKA_LABEL), before the pair is committed: `hsm-csr acme issue`
+    /// keeps the key only once its certificate is on the token too.
+    ///
+    /// # Errors
+    /// `Token.MechanismUnsupported` from backends that keep no
+    /// certificates; a token error when the token refuses.
+    fn store_certificate(&mut self, key: &GeneratedKey, cert_der: &[u8]) -> Result<()> {
+        let _ = (key, cert_der);
+        Err(crate::error::Error::Unsupported {
+            token: String::new(),
+            what: "storing certificates".into(),
+        })
+    }
 }

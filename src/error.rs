@@ -243,9 +243,38 @@ pub enum Error {
         uris: String,
     },
 
+    /// An ACME step failed: the CA refused it (with its RFC 7807 problem
+    /// document in `detail`), did not answer in time, or a challenge could
+    /// not be answered. Any key pair made for the order has been removed.
+    #[error("ACME {step} failed: {detail}")]
+    Acme {
+        /// What failed.
+        kind: AcmeFailure,
+        /// The step: `directory`, `account`, `new order`, `challenge`, ...
+        step: &'static str,
+        /// The CA's problem document (type, detail, subproblems), or what
+        /// went wrong on the way to it.
+        detail: String,
+    },
+
     /// Anything else.
     #[error("The request processing has failed due to backend service exception. ({0})")]
     Internal(String),
+}
+
+/// How an ACME step failed, for [`Error::Acme`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeFailure {
+    /// No answer: connection refused, TLS failure, or a timeout.
+    Unreachable,
+    /// The CA answered with a problem document (RFC 8555 section 6.7).
+    Refused,
+    /// The CA could not validate a challenge.
+    ChallengeFailed,
+    /// The dns-01 hook failed or the http-01 responder could not start.
+    Responder,
+    /// The CA sent a certificate that is not for the new key.
+    BadCertificate,
 }
 
 fn list_or_none(labels: &[String]) -> String {
@@ -294,6 +323,13 @@ impl Error {
             Error::CertificateMismatch { .. } => "Certificate.MissMatch",
             Error::KeyNotFound { .. } => "Key.NotFound",
             Error::KeyAmbiguous { .. } => "Key.Ambiguous",
+            Error::Acme { kind, .. } => match kind {
+                AcmeFailure::Unreachable => "Acme.Unreachable",
+                AcmeFailure::Refused => "Acme.Refused",
+                AcmeFailure::ChallengeFailed => "Acme.ChallengeFailed",
+                AcmeFailure::Responder => "Acme.ResponderFailed",
+                AcmeFailure::BadCertificate => "Acme.BadCertificate",
+            },
             Error::RollbackFailed { original, .. } => original.code(),
         }
     }
@@ -309,7 +345,11 @@ impl Error {
             | Error::CertificateNoPrivateKey { .. }
             | Error::CertificateMismatch { .. }
             | Error::KeyNotFound { .. }
-            | Error::KeyAmbiguous { .. } => ErrorClass::Request,
+            | Error::KeyAmbiguous { .. }
+            | Error::Acme {
+                kind: AcmeFailure::Refused | AcmeFailure::ChallengeFailed,
+                ..
+            } => ErrorClass::Request,
             Error::ModuleLoad { .. }
             | Error::TokenNotFound { .. }
             | Error::PinIncorrect { .. }
@@ -320,13 +360,21 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Config(_)
             | Error::Audit { .. }
-            | Error::Token { .. } => ErrorClass::Token,
+            | Error::Token { .. }
+            | Error::Acme {
+                kind: AcmeFailure::Responder,
+                ..
+            } => ErrorClass::Token,
             Error::KeyGen(_)
             | Error::EncodeKey(_)
             | Error::CreateCsr(_)
             | Error::EncodeCsr(_)
             | Error::Output { .. }
-            | Error::Internal(_) => ErrorClass::Internal,
+            | Error::Internal(_)
+            | Error::Acme {
+                kind: AcmeFailure::Unreachable | AcmeFailure::BadCertificate,
+                ..
+            } => ErrorClass::Internal,
             Error::RollbackFailed { original, .. } => original.class(),
         }
     }

@@ -88,6 +88,11 @@ impl PendingCsr<'_> {
         &self.response
     }
 
+    /// The new key's DER SubjectPublicKeyInfo.
+    pub fn public_key_der(&self) -> &[u8] {
+        self.key.as_ref().map_or(&[], |k| &k.spki_der)
+    }
+
     /// Phase durations.
     pub fn timings(&self) -> Timings {
         self.timings
@@ -115,6 +120,20 @@ impl PendingCsr<'_> {
                 self.key = key;
                 result.map(|()| self)
             }
+        }
+    }
+
+    /// Stores a certificate issued for the new key beside it, before the
+    /// pair is committed (see [`KeyBackend::store_certificate`]).
+    ///
+    /// # Errors
+    /// The backend's.
+    pub fn store_certificate(&mut self, cert_der: &[u8]) -> Result<()> {
+        match &self.key {
+            Some(key) => self.backend.store_certificate(key, cert_der),
+            None => Err(crate::Error::Internal(
+                "the key pair is already settled".into(),
+            )),
         }
     }
 

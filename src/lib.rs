@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "acme")]
+pub mod acme;
 pub mod algorithm;
 pub mod attach;
 pub mod audit;
@@ -23,7 +25,7 @@ pub mod subject;
 pub mod verify;
 
 pub use algorithm::{Hash, KeyType, SignatureAlgorithm};
-pub use error::{Error, ErrorClass, Result};
+pub use error::{AcmeFailure, Error, ErrorClass, Result};
 pub use issue::{
     CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, issue_csr_audited,
     new_request_id, prepare_csr, prepare_csr_audited,

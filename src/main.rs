@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     logger::init();
     let cli = Cli::parse();
     let request_id = hsm_csr::new_request_id();
+    #[cfg_attr(not(feature = "acme"), allow(unused_mut))]
+    let mut nothing_to_do = false;
     let (result, json) = match &cli.command {
         Command::Create(args) => (
             cli::create::run(args, &request_id),
@@ -33,8 +35,16 @@ fn main() -> ExitCode {
             cli::attach::run(args, &request_id),
             args.format == cli::ListFormat::Json,
         ),
+        #[cfg(feature = "acme")]
+        Command::Acme(command) => (
+            cli::acme::run(command, &request_id).map(|outcome| {
+                nothing_to_do = outcome == cli::acme::Outcome::NothingToDo;
+            }),
+            matches!(command, cli::AcmeCommand::Issue(_)),
+        ),
     };
     match result {
+        Ok(()) if nothing_to_do => ExitCode::from(NOTHING_TO_DO),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             cli::output::error(json, &request_id, &e);
@@ -43,9 +53,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `acme renew` found no certificate due: a success that did nothing, told
+/// apart from 0 (renewed) so that a deploy step runs only after a renewal.
+const NOTHING_TO_DO: u8 = 10;
+
 /// The one place errors become exit codes: 2 for a bad request (the API's
-/// 400s, and clap's usage errors), 3 for token or configuration problems,
-/// 1 for failures while making the key or CSR (the API's 500s).
+/// 400s, a name the ACME CA refused or could not validate, and clap's usage
+/// errors), 3 for token or configuration problems (and a failed dns-01
+/// hook), 1 for failures while making the key or CSR (the API's 500s) and
+/// for an ACME CA that does not answer. `acme renew` adds 10 for nothing
+/// to do ([`NOTHING_TO_DO`]).
 fn exit_code(e: &Error) -> ExitCode {
     ExitCode::from(match e.class() {
         ErrorClass::Request => 2,

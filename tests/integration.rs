@@ -4,6 +4,7 @@
 
 mod common;
 
+mod acme;
 mod algorithms;
 mod audit;
 mod batch;

@@ -311,6 +311,12 @@ impl KeyBackend for Pkcs11Backend {
     fn forget(&mut self, key: &GeneratedKey) {
         self.made.retain(|p| !p.is(key));
     }
+
+    fn store_certificate(&mut self, key: &GeneratedKey, cert_der: &[u8]) -> Result<()> {
+        self.pair(key)?;
+        self.create_certificate(&key.id, &key.label, cert_der)
+            .map(drop)
+    }
 }
 
 /// A PKCS#11 error in the spec's own words: `C_Sign: CKR_KEY_TYPE_INCONSISTENT`,

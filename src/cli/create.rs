@@ -5,7 +5,7 @@
 //! logged in once; the key pair is kept only after the response has been
 //! written.
 
-mod out_file;
+pub(super) mod out_file;
 
 use std::io::Write;
 use std::time::Instant;

@@ -68,6 +68,16 @@ impl KeyEntry {
     pub fn spki_der(&self) -> Option<&[u8]> {
         self.spki.as_deref()
     }
+
+    /// The certificates stored with this key (DER).
+    pub fn certificates(&self) -> &[Vec<u8>] {
+        &self.certificates
+    }
+
+    /// The key type, when the public key is readable.
+    pub fn parsed_key_type(&self) -> Option<KeyType> {
+        self.parsed_type
+    }
 }
 
 impl Pkcs11Backend {
@@ -226,6 +236,18 @@ impl Pkcs11Backend {
         if key.certificates.iter().any(|c| c == cert_der) {
             return Ok(None);
         }
+        self.create_certificate(&key.id_bytes, &key.label, cert_der)
+            .map(Some)
+    }
+
+    /// Creates the CKO_CERTIFICATE object for `cert_der` with CKA_ID `id`
+    /// and CKA_LABEL `label`.
+    pub(super) fn create_certificate(
+        &mut self,
+        id: &[u8],
+        label: &str,
+        cert_der: &[u8],
+    ) -> Result<ObjectHandle> {
         let cert =
             Certificate::from_der(cert_der).map_err(|e| Error::CertificateFormat(e.to_string()))?;
         let tbs = cert.tbs_certificate();
@@ -238,8 +260,8 @@ impl Pkcs11Backend {
             Attribute::Subject(tbs.subject().to_der()?),
             Attribute::Issuer(tbs.issuer().to_der()?),
             Attribute::SerialNumber(tbs.serial_number().to_der()?),
-            Attribute::Id(key.id_bytes.clone()),
-            Attribute::Label(key.label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
         ];
         self.session()?
             .create_object(&template)
@@ -252,7 +274,6 @@ impl Pkcs11Backend {
                 )
                 .into(),
             })
-            .map(Some)
     }
 
     /// Destroys a certificate [`Self::attach_certificate`] stored.

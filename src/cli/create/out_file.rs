@@ -39,6 +39,8 @@ const MAX_LINKS: usize = 40;
 
 /// Where `--out` goes, checked and opened before any key is made.
 pub struct OutFile {
+    /// The flag that named it (`--out`, `--chain-out`), for messages.
+    flag: &'static str,
     /// What the user named, for messages.
     shown: PathBuf,
     dest: Dest,
@@ -63,9 +65,20 @@ enum Dest {
 impl OutFile {
     /// Checks `--out shown` and opens what will be written.
     pub fn open(shown: &Path) -> Result<OutFile> {
-        let config = |what: String| Error::Config(format!("--out {} {what}", shown.display()));
+        Self::open_as("--out", shown)
+    }
+
+    /// As [`Self::open`], for the file another flag names.
+    pub fn open_as(flag: &'static str, shown: &Path) -> Result<OutFile> {
+        let mut out = Self::open_checked(flag, shown)?;
+        out.flag = flag;
+        Ok(out)
+    }
+
+    fn open_checked(flag: &'static str, shown: &Path) -> Result<OutFile> {
+        let config = |what: String| Error::Config(format!("{flag} {} {what}", shown.display()));
         let cannot =
-            |e: io::Error| Error::Config(format!("cannot write --out {}: {e}", shown.display()));
+            |e: io::Error| Error::Config(format!("cannot write {flag} {}: {e}", shown.display()));
         if shown.as_os_str().as_encoded_bytes().ends_with(b"/") {
             return Err(config("names a directory; name a file".into()));
         }
@@ -113,6 +126,7 @@ impl OutFile {
             return Err(config("changed while it was opened".into()));
         }
         Ok(OutFile {
+            flag,
             shown: shown.to_owned(),
             dest: Dest::InPlace { file, kind },
         })
@@ -120,8 +134,8 @@ impl OutFile {
 
     /// Delivers `data`: a regular file is in place when this returns.
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let shown = self.shown.display().to_string();
-        let context = |e: io::Error| io::Error::new(e.kind(), format!("--out {shown}: {e}"));
+        let shown = format!("{} {}", self.flag, self.shown.display());
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("{shown}: {e}"));
         match &mut self.dest {
             Dest::InPlace { file, .. } => write_stream(file, data).map_err(context),
             Dest::Replace {
@@ -138,7 +152,7 @@ impl OutFile {
                 *backup = keep_old(real).map_err(|e| {
                     io::Error::new(
                         e.kind(),
-                        format!("--out {shown}: cannot keep the existing file until the run has succeeded: {e}"),
+                        format!("{shown}: cannot keep the existing file until the run has succeeded: {e}"),
                     )
                 })?;
                 // On failure, dropping the returned file removes it.
@@ -162,10 +176,10 @@ impl OutFile {
     /// After stdout failed: puts back what `--out` named before. Returns
     /// what the user should know about the file.
     pub fn take_back(&mut self) -> Option<String> {
-        let shown = self.shown.display();
+        let shown = format!("{} {}", self.flag, self.shown.display());
         match &mut self.dest {
             Dest::InPlace { kind, .. } => Some(format!(
-                "the CSR already went to --out {shown} (a {kind}); it names the removed key"
+                "the output already went to {shown} (a {kind}); it names the removed key"
             )),
             Dest::Replace {
                 real,
@@ -179,12 +193,12 @@ impl OutFile {
                 match backup.take() {
                     Some(b) => fs::rename(&b, &*real).err().map(|e| {
                         format!(
-                            "could not put back the previous --out {shown} ({e}); it is kept at {}",
+                            "could not put back the previous {shown} ({e}); it is kept at {}",
                             b.display()
                         )
                     }),
                     None => fs::remove_file(&*real).err().map(|e| {
-                        format!("could not remove --out {shown} ({e}); it names the removed key")
+                        format!("could not remove {shown} ({e}); it names the removed key")
                     }),
                 }
             }
@@ -308,6 +322,7 @@ fn new_file(shown: &Path, real: PathBuf, old: Option<&fs::Metadata>) -> io::Resu
             .set_permissions(Permissions::from_mode(old.mode() & 0o777))?;
     }
     Ok(OutFile {
+        flag: "--out",
         shown: shown.to_owned(),
         dest: Dest::Replace {
             real,

@@ -1,0 +1,214 @@
+//! The http-01 responder (RFC 8555 section 8.3): while an order is being
+//! validated, `GET /.well-known/acme-challenge/<token>` answers the key
+//! authorization of the tokens of that order, and every other request gets
+//! 404. Connections are bounded in number and time; the listener closes
+//! when the responder is dropped.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::error::{AcmeFailure, Error, Result};
+
+const PREFIX: &str = "/.well-known/acme-challenge/";
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// How long one connection may last, headers included.
+const CONNECTION_LIMIT: Duration = Duration::from_secs(10);
+/// Tokens one order can register (one per identifier; RFC 8555 puts no
+/// bound, CAs cap names per certificate at 100).
+const MAX_TOKENS: usize = 1000;
+
+type Tokens = Arc<Mutex<HashMap<String, String>>>;
+
+/// A running responder; dropping it stops it.
+pub(super) struct Http01 {
+    tokens: Tokens,
+    task: JoinHandle<()>,
+    #[cfg(test)]
+    addr: SocketAddr,
+}
+
+impl Drop for Http01 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Http01 {
+    /// Listens on `addr`.
+    ///
+    /// # Errors
+    /// `Acme.ResponderFailed` when the address cannot be bound.
+    pub(super) async fn start(addr: SocketAddr) -> Result<Http01> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| Error::Acme {
+            kind: AcmeFailure::Responder,
+            step: "http-01 responder",
+            detail: format!("cannot listen on {addr}: {e}"),
+        })?;
+        #[cfg(test)]
+        let addr = listener.local_addr().unwrap_or(addr);
+        let tokens: Tokens = Arc::default();
+        let task = tokio::spawn(serve(listener, Arc::clone(&tokens)));
+        Ok(Http01 {
+            tokens,
+            task,
+            #[cfg(test)]
+            addr,
+        })
+    }
+
+    /// Answers `token` with `key_authorization` from now on.
+    ///
+    /// # Errors
+    /// `Acme.Refused` for a token that is not base64url (RFC 8555 section
+    /// 8.1: "It MUST NOT contain any characters outside the base64url
+    /// alphabet"), or past [`MAX_TOKENS`].
+    pub(super) fn add(&self, token: &str, key_authorization: &str) -> Result<()> {
+        valid_token(token)?;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= MAX_TOKENS {
+            return Err(Error::Acme {
+                kind: AcmeFailure::Refused,
+                step: "challenge",
+                detail: format!("the order has more than {MAX_TOKENS} challenges"),
+            });
+        }
+        tokens.insert(token.to_owned(), key_authorization.to_owned());
+        Ok(())
+    }
+}
+
+/// Refuses a challenge token outside the base64url alphabet, or empty or
+/// long (it ends up in a URL path and a hook's environment).
+pub(super) fn valid_token(token: &str) -> Result<()> {
+    let ok = !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Acme {
+            kind: AcmeFailure::Refused,
+            step: "challenge",
+            detail: "the CA sent a challenge token outside the base64url alphabet".into(),
+        })
+    }
+}
+
+async fn serve(listener: TcpListener, tokens: Tokens) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tokens = Arc::clone(&tokens);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(req, Arc::clone(&tokens)));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(CONNECTION_LIMIT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    tokens: Tokens,
+) -> std::result::Result<Response<String>, Infallible> {
+    let found = (req.method() == Method::GET || req.method() == Method::HEAD)
+        .then(|| req.uri().path().strip_prefix(PREFIX))
+        .flatten()
+        .and_then(|token| {
+            let tokens = tokens.lock().unwrap_or_else(|p| p.into_inner());
+            tokens.get(token).cloned()
+        });
+    let mut response = match found {
+        Some(key_authorization) => Response::new(key_authorization),
+        None => {
+            let mut r = Response::new(String::new());
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    };
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, request: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn answers_only_its_tokens_and_only_to_get() {
+        let server = Http01::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        server.add("tok-1_A", "tok-1_A.thumb").unwrap();
+        let req = |method: &str, path: &str| {
+            format!("{method} {path} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+        };
+        let ok = get(
+            server.addr,
+            &req("GET", "/.well-known/acme-challenge/tok-1_A"),
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\ntok-1_A.thumb"), "{ok}");
+        for (method, path) in [
+            ("GET", "/.well-known/acme-challenge/other"),
+            (
+                "GET",
+                "/.well-known/acme-challenge/../acme-challenge/tok-1_A",
+            ),
+            ("GET", "/.well-known/acme-challenge/tok-1_A/"),
+            ("GET", "/tok-1_A"),
+            ("POST", "/.well-known/acme-challenge/tok-1_A"),
+        ] {
+            let answer = get(server.addr, &req(method, path)).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 404"),
+                "{method} {path}: {answer}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_outside_base64url_are_refused() {
+        let server = Http01::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        for token in ["", "a/b", "a b", "..", "a\nb", &"a".repeat(257)] {
+            let e = server.add(token, "x").unwrap_err();
+            assert_eq!(e.code(), "Acme.Refused", "{token:?}");
+        }
+    }
+}

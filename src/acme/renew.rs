@@ -1,0 +1,87 @@
+//! Which certificates on the token `acme renew` renews.
+//!
+//! Keys are grouped by label (the label prefix followed by the common
+//! name, as [`crate::prepare_csr`] names them). A renewal makes a new pair
+//! under the same label and leaves the old one, so a group is due only
+//! when its *newest* certificate expires within the window: a second run
+//! finds nothing to do.
+
+use std::collections::BTreeMap;
+
+use crate::algorithm::KeyType;
+use crate::backend::pkcs11::inventory::KeyEntry;
+use crate::certificate::ParsedCertificate;
+
+use super::issue::names_of;
+
+/// A certificate to renew.
+#[derive(Clone, Debug)]
+pub struct Due {
+    /// The key pair whose certificate expires; it stays on the token.
+    pub old: KeyEntry,
+    /// Its notAfter, seconds since the Unix epoch.
+    pub not_after: u64,
+    /// The common name to ask for again.
+    pub common_name: String,
+    /// The DNS names and IP addresses to ask for again.
+    pub sans: Vec<String>,
+    /// The old key's type, which the new key gets too.
+    pub key_type: KeyType,
+}
+
+/// The certificates among `keys` labelled `prefix...` whose group's newest
+/// certificate ends before `now + within` (seconds since the epoch).
+pub fn due_for_renewal(keys: &[KeyEntry], prefix: &str, now: u64, within: u64) -> Vec<Due> {
+    let mut newest: BTreeMap<&str, Due> = BTreeMap::new();
+    for key in keys {
+        if !key.label.starts_with(prefix) || !key.has_private_key {
+            continue;
+        }
+        let Some(key_type) = key.parsed_key_type() else {
+            continue;
+        };
+        for der in key.certificates() {
+            let Ok(cert) = ParsedCertificate::parse(der) else {
+                log::warn!(
+                    "{}: a stored certificate does not parse; skipped",
+                    key.key_uri
+                );
+                continue;
+            };
+            // Only certificates for this very key count.
+            if cert.spki_der().ok().as_deref() != key.spki_der() {
+                continue;
+            }
+            let not_after = cert
+                .cert
+                .tbs_certificate()
+                .validity()
+                .not_after
+                .to_unix_duration()
+                .as_secs();
+            let (cn, sans) = names_of(&cert);
+            let Some(common_name) = cn.or_else(|| sans.first().cloned()) else {
+                continue;
+            };
+            if newest
+                .get(key.label.as_str())
+                .is_none_or(|d| d.not_after < not_after)
+            {
+                newest.insert(
+                    &key.label,
+                    Due {
+                        old: key.clone(),
+                        not_after,
+                        common_name,
+                        sans,
+                        key_type,
+                    },
+                );
+            }
+        }
+    }
+    newest
+        .into_values()
+        .filter(|d| d.not_after < now.saturating_add(within))
+        .collect()
+}

@@ -1,0 +1,405 @@
+//! `hsm-csr acme issue|renew`: flags to [`hsm_csr::acme`] calls, the chain
+//! file, and the JSON report. The work is in the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use hsm_csr::acme::{self, AcmeOptions, Issued, PendingCertificate, Responder, lock};
+use hsm_csr::backend::pkcs11::orphans;
+use hsm_csr::config::Config;
+use hsm_csr::{CsrRequest, Error, KeyOptions, Result};
+
+use super::create::out_file::OutFile;
+use super::{AcmeArgs, AcmeCommand, AcmeIssueArgs, AcmeRenewArgs, token};
+
+/// How a successful run ended, for the exit code (`src/main.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Something was issued or renewed.
+    Done,
+    /// `renew` found nothing due.
+    NothingToDo,
+}
+
+/// Runs an `acme` subcommand.
+pub fn run(command: &AcmeCommand, request_id: &str) -> Result<Outcome> {
+    match command {
+        AcmeCommand::Issue(args) => issue(args, request_id).map(|()| Outcome::Done),
+        AcmeCommand::Renew(args) => renew(args, request_id),
+    }
+}
+
+/// One certificate, as `issue` prints it and `renew` lists it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CertificateReport {
+    common_name: String,
+    pub_md5: String,
+    key_uri: String,
+    /// RFC 3339.
+    not_after: String,
+    chain_path: Option<String>,
+}
+
+impl CertificateReport {
+    fn of(issued: &Issued, chain: Option<&Path>) -> Self {
+        CertificateReport {
+            common_name: issued.response.common_name.clone(),
+            pub_md5: issued.response.pub_md5.clone(),
+            key_uri: issued.response.key_uri.clone(),
+            not_after: rfc3339(issued.not_after),
+            chain_path: chain.map(|p| p.display().to_string()),
+        }
+    }
+}
+
+fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn options(args: &AcmeArgs) -> Result<AcmeOptions> {
+    if !args.directory.starts_with("https://") {
+        return Err(Error::Config(format!(
+            "--directory {:?} is not an https:// URL (RFC 8555 section 6.1 requires HTTPS).",
+            args.directory
+        )));
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let responder = match (&args.http_01, &args.dns_01_hook) {
+        (Some(addr), _) => Responder::Http01(*addr),
+        (None, Some(hook)) => Responder::Dns01 {
+            hook: hook.clone(),
+            cleanup: args.dns_01_cleanup.clone(),
+            hook_timeout: timeout,
+        },
+        (None, None) => {
+            return Err(Error::Config(
+                "pass --http-01 ADDR or --dns-01-hook CMD.".into(),
+            ));
+        }
+    };
+    Ok(AcmeOptions {
+        directory: args.directory.clone(),
+        account_file: args.account.clone(),
+        ca_root: args.ca_root.clone(),
+        contact: args
+            .contact
+            .iter()
+            .map(|c| {
+                if c.starts_with("mailto:") {
+                    c.clone()
+                } else {
+                    format!("mailto:{c}")
+                }
+            })
+            .collect(),
+        agree_tos: args.agree_tos,
+        responder,
+        timeout,
+        validation_timeout: Duration::from_secs(args.validation_timeout),
+    })
+}
+
+fn key_options(config: &Config, args: &AcmeIssueArgs) -> Result<hsm_csr::ValidKeyOptions> {
+    let mut key = config.key.clone();
+    if let Some(t) = args.key_type {
+        key.key_type = t.into();
+    }
+    if let Some(bits) = &args.key_size {
+        key.bits = bits
+            .parse()
+            .map_err(|_| Error::Config(format!("--key-size {bits} is not a number")))?;
+    }
+    if let Some(h) = args.hash {
+        key.hash = Some(h.into());
+    }
+    if let Some(p) = &args.label_prefix {
+        key.label_prefix = p.clone();
+    }
+    key.options().validate()
+}
+
+fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
+    let config = token::load_config(&args.token)?;
+    let request = CsrRequest {
+        common_name: args.common_name.clone(),
+        sans: args.sans.clone(),
+        ..Default::default()
+    }
+    .validate(&config.subject.defaults)?;
+    let key_options = key_options(&config, args)?;
+    let opts = options(&args.acme)?;
+    let target = token::target(&args.token, &config)?;
+    let mut chain_out = args
+        .chain_out
+        .as_deref()
+        .map(|p| OutFile::open_as("--chain-out", p))
+        .transpose()?;
+    let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
+    let mut opened = token::open(&target, &args.token)?;
+
+    let ordered = acme::order_certificate(
+        &mut opened.backend,
+        &request,
+        &key_options,
+        &opts,
+        request_id.to_owned(),
+    );
+    let issued = ordered.and_then(|pending| settle(pending, chain_out.as_mut()));
+    if issued.is_err() {
+        orphans::report(&opened.backend.destroy_orphans(), "");
+    }
+    let issued = issued?;
+    if let Some(f) = chain_out.as_mut() {
+        f.finish();
+    }
+    let mut report =
+        serde_json::to_value(CertificateReport::of(&issued, args.chain_out.as_deref()))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    report["RequestId"] = request_id.into();
+    print(&report)
+}
+
+/// Writes the chain file, then stores the certificate and keeps the key;
+/// if storing fails, the chain file is taken back.
+fn settle(pending: PendingCertificate<'_>, chain_out: Option<&mut OutFile>) -> Result<Issued> {
+    let Some(file) = chain_out else {
+        return pending.commit();
+    };
+    if let Err(e) = file.write(pending.issued().chain_pem.as_bytes()) {
+        let key_uri = pending.issued().response.key_uri.clone();
+        let detail = e.to_string();
+        return Err(match pending.rollback() {
+            Ok(()) => Error::Output {
+                detail,
+                rolled_back: true,
+            },
+            Err(rollback) => Error::RollbackFailed {
+                original: Box::new(Error::Output {
+                    detail,
+                    rolled_back: false,
+                }),
+                rollback: rollback.to_string(),
+                key_uri,
+            },
+        });
+    }
+    pending.commit().inspect_err(|_| {
+        if let Some(note) = file.take_back() {
+            log::warn!("{note}");
+        }
+    })
+}
+
+fn print(report: &impl Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, report)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Output {
+            detail: format!("{e}; the certificate is stored on the token"),
+            rolled_back: false,
+        })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RenewReport {
+    request_id: String,
+    /// The new certificates, each with the one it replaces.
+    renewed: Vec<Renewed>,
+    failed: Vec<Failed>,
+    /// Certificates that are not due yet.
+    not_due: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Renewed {
+    #[serde(flatten)]
+    new: CertificateReport,
+    /// The old pair and certificate, still on the token until `keys delete`.
+    replaces: Old,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Old {
+    key_uri: String,
+    pub_md5: Option<String>,
+    not_after: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Failed {
+    common_name: String,
+    replaces: Old,
+    code: &'static str,
+    message: String,
+}
+
+fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
+    let config = token::load_config(&args.token)?;
+    let opts = options(&args.acme)?;
+    let prefix = args
+        .label_prefix
+        .clone()
+        .unwrap_or_else(|| config.key.label_prefix.clone());
+    if prefix.is_empty() {
+        return Err(Error::Config(
+            "--label-prefix must not be empty: renew only keys hsm-csr made.".into(),
+        ));
+    }
+    if let Some(dir) = &args.chain_dir {
+        if !dir.is_dir() {
+            return Err(Error::Config(format!(
+                "--chain-dir {} is not a directory.",
+                dir.display()
+            )));
+        }
+    }
+    let target = token::target(&args.token, &config)?;
+    let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
+    let mut opened = token::open(&target, &args.token)?;
+    let keys = opened.backend.list_keys()?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let all = acme::due_for_renewal(&keys, &prefix, now, u64::MAX / 2);
+    let due = acme::due_for_renewal(&keys, &prefix, now, u64::from(args.days) * 86_400);
+    let mut report = RenewReport {
+        request_id: request_id.to_owned(),
+        renewed: Vec::new(),
+        failed: Vec::new(),
+        not_due: all.len() - due.len(),
+    };
+    let mut first_error = None;
+    for d in &due {
+        let old = Old {
+            key_uri: d.old.key_uri.clone(),
+            pub_md5: d.old.pub_md5.clone(),
+            not_after: rfc3339(d.not_after),
+        };
+        match renew_one(
+            &mut opened.backend,
+            &config,
+            &opts,
+            &prefix,
+            d,
+            args,
+            request_id,
+        ) {
+            Ok((issued, chain)) => report.renewed.push(Renewed {
+                new: CertificateReport::of(&issued, chain.as_deref()),
+                replaces: old,
+            }),
+            Err(e) => {
+                orphans::report(&opened.backend.destroy_orphans(), "");
+                let _ = writeln!(std::io::stderr(), "{}: {}: {e}", d.common_name, e.code());
+                report.failed.push(Failed {
+                    common_name: d.common_name.clone(),
+                    replaces: old,
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    print(&report)?;
+    match first_error {
+        Some(e) => Err(e),
+        None if report.renewed.is_empty() => Ok(Outcome::NothingToDo),
+        None => Ok(Outcome::Done),
+    }
+}
+
+fn renew_one(
+    backend: &mut hsm_csr::backend::pkcs11::Pkcs11Backend,
+    config: &Config,
+    opts: &AcmeOptions,
+    prefix: &str,
+    due: &acme::Due,
+    args: &AcmeRenewArgs,
+    request_id: &str,
+) -> Result<(Issued, Option<PathBuf>)> {
+    let request = CsrRequest {
+        common_name: Some(due.common_name.clone()),
+        sans: (!due.sans.is_empty()).then(|| due.sans.join(",")),
+        ..Default::default()
+    }
+    .validate(&config.subject.defaults)?;
+    let key_options = KeyOptions {
+        key_type: due.key_type,
+        hash: None,
+        pss: false,
+        label_prefix: prefix.to_owned(),
+    }
+    .validate()?;
+    let chain = args
+        .chain_dir
+        .as_deref()
+        .map(|dir| dir.join(chain_file_name(&due.common_name)));
+    let mut chain_out = chain
+        .as_deref()
+        .map(|p| OutFile::open_as("--chain-dir", p))
+        .transpose()?;
+    let pending =
+        acme::order_certificate(backend, &request, &key_options, opts, request_id.to_owned())?;
+    let issued = settle(pending, chain_out.as_mut())?;
+    if let Some(f) = chain_out.as_mut() {
+        f.finish();
+    }
+    Ok((issued, chain))
+}
+
+/// `<common name>.pem`, with `*` spelled `_wildcard` and anything but
+/// letters, digits, `.`, `-` and `_` as `_`, so that a name read from the
+/// token cannot leave the directory or hide as a dot file.
+fn chain_file_name(common_name: &str) -> String {
+    let mut name: String = common_name
+        .replace('*', "_wildcard")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.starts_with('.') || name.is_empty() {
+        name.insert(0, '_');
+    }
+    name.push_str(".pem");
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_file_name;
+
+    #[test]
+    fn chain_file_names_stay_in_their_directory() {
+        assert_eq!(chain_file_name("www.example.com"), "www.example.com.pem");
+        assert_eq!(
+            chain_file_name("*.example.com"),
+            "_wildcard.example.com.pem"
+        );
+        assert_eq!(chain_file_name("../../etc/passwd"), "_.._.._etc_passwd.pem");
+        assert_eq!(chain_file_name(".."), "_...pem");
+        assert_eq!(chain_file_name(""), "_.pem");
+    }
+}
