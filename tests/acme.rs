@@ -234,6 +234,7 @@ fn an_internationalised_name() {
         return;
     };
     let ca = Pebble::start();
+    let chain = token.dir().join("chain.pem");
     let run = acme(
         &token,
         &ca,
@@ -243,29 +244,23 @@ fn an_internationalised_name() {
             "bücher.example.test",
             "--http-01",
             &http_01(&ca),
+            "--chain-out",
+            chain.to_str().unwrap(),
         ],
-    );
-    if run.code == 0 {
-        let json = run.json();
-        assert_eq!(json["CommonName"], "bücher.example.test");
-        assert_eq!(objects(&token), (1, 1));
-        return;
-    }
-    // TODO(lead): once the A-label CN fix (branch cn) is merged, the CSR's
-    // CN is xn--bcher-kva.example.test and this must succeed: drop this
-    // branch. Until then pebble refuses the U-label CN at finalize, and the
-    // key is rolled back.
-    assert_eq!(run.code, 2, "{}", run.stderr);
+    )
+    .ok();
+    let json = run.json();
+    assert_eq!(json["CommonName"], "bücher.example.test", "echoed as sent");
+    let text = check_chain(&ca, &chain, json["PubMd5"].as_str().unwrap());
+    // The CSR names the A-label in the subject CN and the SAN, so the order
+    // and the CSR agree and pebble issues.
     assert!(
-        run.stderr.contains("Acme.Refused: ACME finalize failed"),
-        "{}",
-        run.stderr
+        text.contains("Subject: CN = xn--bcher-kva.example.test"),
+        "{text}"
     );
-    assert_eq!(objects(&token), (0, 0), "a refused finalize leaves no key");
-    crate::common::skip(
-        &token,
-        "IDN issuance waits for the A-label CN fix (TODO in tests/acme.rs)",
-    );
+    assert!(text.contains("DNS:xn--bcher-kva.example.test"), "{text}");
+    assert!(!text.contains("bücher"), "{text}");
+    assert_eq!(objects(&token), (1, 1));
 }
 
 #[test]
