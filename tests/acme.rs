@@ -1,4 +1,4 @@
-//! `hsm-csr acme issue|renew` against a private pebble (tests/common/acme_ca.rs)
+//! `hsm-csr acme issue|renew` against a private pebble (tests/common/pebble.rs)
 //! on loopback, with the key on a private SoftHSM2 token. Every challenge
 //! is validated for real: http-01 by pebble fetching from hsm-csr's own
 //! responder, dns-01 by pebble resolving the TXT record a hook set in
@@ -7,8 +7,46 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::acme_ca::{AcmeCa, BLOCKED, free_port};
+use crate::common::pebble::{Pebble, PebbleOptions, free_port};
 use crate::common::{Run, Token, openssl};
+
+/// A name [`blocking`]'s pebble refuses (`rejectedIdentifier`).
+const BLOCKED: &str = "blocked.example.test";
+
+/// A pebble that refuses [`BLOCKED`].
+fn blocking() -> Pebble {
+    Pebble::start_with(PebbleOptions {
+        domain_blocklist: vec![BLOCKED.to_owned()],
+        ..PebbleOptions::default()
+    })
+}
+
+/// A pebble whose certificates last `secs` seconds.
+fn lasting(secs: u64) -> Pebble {
+    Pebble::start_with(PebbleOptions {
+        cert_lifetime_secs: Some(secs),
+        ..PebbleOptions::default()
+    })
+}
+
+/// A `--dns-01-hook` that publishes the TXT record hsm-csr's hook
+/// environment describes in challtestsrv (value `value` instead of the
+/// right one when given).
+fn dns_hook(ca: &Pebble, value: Option<&str>) -> String {
+    let value = value.unwrap_or("$HSM_CSR_ACME_VALIDATION");
+    format!(
+        "curl -sSf --max-time 10 -X POST -d \"{{\\\"host\\\":\\\"_acme-challenge.$HSM_CSR_ACME_DOMAIN.\\\",\\\"value\\\":\\\"{value}\\\"}}\" http://127.0.0.1:{}/set-txt",
+        ca.challtestsrv_port
+    )
+}
+
+/// A `--dns-01-cleanup` that removes it.
+fn dns_cleanup(ca: &Pebble) -> String {
+    format!(
+        "curl -sSf --max-time 10 -X POST -d \"{{\\\"host\\\":\\\"_acme-challenge.$HSM_CSR_ACME_DOMAIN.\\\"}}\" http://127.0.0.1:{}/clear-txt",
+        ca.challtestsrv_port
+    )
+}
 
 /// Private keys and certificates on the token, as pkcs11-tool lists them.
 fn objects(token: &Token) -> (usize, usize) {
@@ -19,21 +57,23 @@ fn objects(token: &Token) -> (usize, usize) {
     )
 }
 
-fn account(token: &Token, ca: &AcmeCa) -> PathBuf {
+fn account(token: &Token, ca: &Pebble) -> PathBuf {
     token.dir().join(format!(
         "account-{}.json",
-        ca.directory.len() + ca.http_port as usize
+        ca.directory_url().len() + ca.http01_port as usize
     ))
 }
 
 /// `acme SUB` with the CA, account and token flags, then `args`.
-fn acme(token: &Token, ca: &AcmeCa, sub: &str, args: &[&str]) -> Run {
+fn acme(token: &Token, ca: &Pebble, sub: &str, args: &[&str]) -> Run {
     let account = account(token, ca);
+    let directory = ca.directory_url();
+    let ca_root = ca.tls_ca();
     let mut all: Vec<&str> = vec![
         "--directory",
-        &ca.directory,
+        &directory,
         "--ca-root",
-        ca.tls_root.to_str().unwrap(),
+        ca_root.to_str().unwrap(),
         "--account",
         account.to_str().unwrap(),
         "--agree-tos",
@@ -49,8 +89,8 @@ fn acme(token: &Token, ca: &AcmeCa, sub: &str, args: &[&str]) -> Run {
     token.run(&["acme", sub], &all)
 }
 
-fn http_01(ca: &AcmeCa) -> String {
-    format!("127.0.0.1:{}", ca.http_port)
+fn http_01(ca: &Pebble) -> String {
+    format!("127.0.0.1:{}", ca.http01_port)
 }
 
 /// The MD5 of a PEM certificate's DER public key, as openssl computes it.
@@ -68,12 +108,12 @@ fn cert_pub_md5(pem: &str) -> String {
 
 /// The chain file verifies up to pebble's issuing root, and its leaf has
 /// the key `pub_md5` names.
-fn check_chain(ca: &AcmeCa, chain: &Path, pub_md5: &str) -> String {
+fn check_chain(ca: &Pebble, chain: &Path, pub_md5: &str) -> String {
     let pem = std::fs::read_to_string(chain).unwrap();
     assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2, "{pem}");
     let dir = chain.parent().unwrap();
     let root = dir.join("issuer-root.pem");
-    std::fs::write(&root, ca.issuer_root()).unwrap();
+    std::fs::write(&root, ca.issuer_root_pem()).unwrap();
     let out = std::process::Command::new("openssl")
         .args(["verify", "-CAfile"])
         .arg(&root)
@@ -97,7 +137,7 @@ fn rsa_over_http_01_validated_by_pebble_against_hsm_csr() {
     let Some(token) = Token::private_softhsm("pebble issues to its keys") else {
         return;
     };
-    let ca = AcmeCa::start();
+    let ca = Pebble::start();
     let chain = token.dir().join("chain.pem");
     let run = acme(
         &token,
@@ -125,9 +165,9 @@ fn rsa_over_http_01_validated_by_pebble_against_hsm_csr() {
     assert!(text.contains("DNS:rsa.example.test"), "{text}");
     assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
     assert!(
-        ca.log().contains("Attempting to validate w/ HTTP"),
+        ca.pebble_log().contains("Attempting to validate w/ HTTP"),
         "{}",
-        ca.log()
+        ca.pebble_log()
     );
     assert_eq!(objects(&token), (1, 1), "the key and its certificate");
     let keys = token
@@ -152,7 +192,7 @@ fn ec_wildcard_over_dns_01_with_hooks() {
     let Some(token) = Token::private_softhsm("pebble issues to its keys") else {
         return;
     };
-    let ca = AcmeCa::start();
+    let ca = Pebble::start();
     let chain = token.dir().join("chain.pem");
     let run = acme(
         &token,
@@ -166,9 +206,9 @@ fn ec_wildcard_over_dns_01_with_hooks() {
             "--key-type",
             "ec-p256",
             "--dns-01-hook",
-            &ca.dns_hook(None),
+            &dns_hook(&ca, None),
             "--dns-01-cleanup",
-            &ca.dns_cleanup(),
+            &dns_cleanup(&ca),
             "--chain-out",
             chain.to_str().unwrap(),
         ],
@@ -180,9 +220,10 @@ fn ec_wildcard_over_dns_01_with_hooks() {
     assert!(text.contains("DNS:wild.example.test"), "{text}");
     assert!(text.contains("NIST CURVE: P-256"), "{text}");
     assert!(
-        ca.dns_log().contains("_acme-challenge.wild.example.test"),
+        ca.challtestsrv_log()
+            .contains("_acme-challenge.wild.example.test"),
         "{}",
-        ca.dns_log()
+        ca.challtestsrv_log()
     );
     assert_eq!(objects(&token), (1, 1));
 }
@@ -192,7 +233,8 @@ fn an_internationalised_name() {
     let Some(token) = Token::private_softhsm("pebble issues to its keys") else {
         return;
     };
-    let ca = AcmeCa::start();
+    let ca = Pebble::start();
+    let chain = token.dir().join("chain.pem");
     let run = acme(
         &token,
         &ca,
@@ -202,29 +244,23 @@ fn an_internationalised_name() {
             "bücher.example.test",
             "--http-01",
             &http_01(&ca),
+            "--chain-out",
+            chain.to_str().unwrap(),
         ],
-    );
-    if run.code == 0 {
-        let json = run.json();
-        assert_eq!(json["CommonName"], "bücher.example.test");
-        assert_eq!(objects(&token), (1, 1));
-        return;
-    }
-    // TODO(lead): once the A-label CN fix (branch cn) is merged, the CSR's
-    // CN is xn--bcher-kva.example.test and this must succeed: drop this
-    // branch. Until then pebble refuses the U-label CN at finalize, and the
-    // key is rolled back.
-    assert_eq!(run.code, 2, "{}", run.stderr);
+    )
+    .ok();
+    let json = run.json();
+    assert_eq!(json["CommonName"], "bücher.example.test", "echoed as sent");
+    let text = check_chain(&ca, &chain, json["PubMd5"].as_str().unwrap());
+    // The CSR names the A-label in the subject CN and the SAN, so the order
+    // and the CSR agree and pebble issues.
     assert!(
-        run.stderr.contains("Acme.Refused: ACME finalize failed"),
-        "{}",
-        run.stderr
+        text.contains("Subject: CN = xn--bcher-kva.example.test"),
+        "{text}"
     );
-    assert_eq!(objects(&token), (0, 0), "a refused finalize leaves no key");
-    crate::common::skip(
-        &token,
-        "IDN issuance waits for the A-label CN fix (TODO in tests/acme.rs)",
-    );
+    assert!(text.contains("DNS:xn--bcher-kva.example.test"), "{text}");
+    assert!(!text.contains("bücher"), "{text}");
+    assert_eq!(objects(&token), (1, 1));
 }
 
 #[test]
@@ -233,7 +269,7 @@ fn a_short_lived_certificate_is_renewed_with_a_new_key_once() {
         return;
     };
     // An hour-long certificate from one CA ...
-    let short = AcmeCa::start_with(Some(3600));
+    let short = lasting(3600);
     let first = acme(
         &token,
         &short,
@@ -251,7 +287,7 @@ fn a_short_lived_certificate_is_renewed_with_a_new_key_once() {
     .json();
     drop(short);
     // ... renewed by another, whose certificates last years.
-    let ca = AcmeCa::start();
+    let ca = Pebble::start();
     let not_due = acme(
         &token,
         &ca,
@@ -315,7 +351,7 @@ fn a_short_lived_certificate_is_renewed_with_a_new_key_once() {
 
 /// Runs a failing `issue`; checks code, message and that the token holds
 /// nothing afterwards.
-fn fails(token: &Token, ca: &AcmeCa, args: &[&str], exit: i32, expect: &[&str]) {
+fn fails(token: &Token, ca: &Pebble, args: &[&str], exit: i32, expect: &[&str]) {
     let run = acme(token, ca, "issue", args);
     assert_eq!(run.code, exit, "{}", run.stderr);
     for e in expect {
@@ -334,7 +370,7 @@ fn a_refused_order_leaves_no_key() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
         return;
     };
-    let ca = AcmeCa::start();
+    let ca = blocking();
     fails(
         &token,
         &ca,
@@ -352,7 +388,7 @@ fn a_failed_challenge_leaves_no_key() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
         return;
     };
-    let ca = AcmeCa::start();
+    let ca = Pebble::start();
     // http-01 served where pebble does not look.
     let elsewhere = format!("127.0.0.1:{}", free_port());
     fails(
@@ -378,9 +414,9 @@ fn a_failed_challenge_leaves_no_key() {
             "--common-name",
             "dns.example.test",
             "--dns-01-hook",
-            &ca.dns_hook(Some("wrong")),
+            &dns_hook(&ca, Some("wrong")),
             "--dns-01-cleanup",
-            &ca.dns_cleanup(),
+            &dns_cleanup(&ca),
         ],
         2,
         &[
@@ -411,7 +447,7 @@ fn a_ca_that_stops_answering_leaves_no_key() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
         return;
     };
-    let ca = AcmeCa::start();
+    let ca = Pebble::start();
     // Nobody listens: fails before any key is made.
     let closed = format!("https://127.0.0.1:{}/dir", free_port());
     let run = token.run(
@@ -420,7 +456,7 @@ fn a_ca_that_stops_answering_leaves_no_key() {
             "--directory",
             &closed,
             "--ca-root",
-            ca.tls_root.to_str().unwrap(),
+            ca.tls_ca().to_str().unwrap(),
             "--account",
             token.dir().join("closed.json").to_str().unwrap(),
             "--agree-tos",
@@ -462,7 +498,7 @@ fn a_ca_that_stops_answering_leaves_no_key() {
             "--directory",
             &format!("https://127.0.0.1:{port}/dir"),
             "--ca-root",
-            ca.tls_root.to_str().unwrap(),
+            ca.tls_ca().to_str().unwrap(),
             "--account",
             token.dir().join("silent.json").to_str().unwrap(),
             "--agree-tos",
@@ -538,7 +574,7 @@ fn a_run_while_another_holds_the_lock_changes_nothing() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
         return;
     };
-    let ca = AcmeCa::start();
+    let ca = Pebble::start();
     let lock = format!("{}.lock", account(&token, &ca).display());
     // Another run: a process that holds the lock until it is killed (the
     // shell becomes `sleep`, which keeps the locked descriptor).
@@ -593,7 +629,7 @@ fn an_account_file_others_can_read_is_refused_before_any_key() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
         return;
     };
-    let ca = AcmeCa::start();
+    let ca = Pebble::start();
     acme(
         &token,
         &ca,
@@ -630,7 +666,7 @@ fn a_failed_renewal_keeps_the_old_pair_and_adds_none() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
         return;
     };
-    let ca = AcmeCa::start_with(Some(3600));
+    let ca = lasting(3600);
     let first = acme(
         &token,
         &ca,

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-pub mod acme_ca;
 pub mod pebble;
 pub mod redis;
 pub mod rpc;

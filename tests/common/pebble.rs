@@ -14,10 +14,12 @@
 //!   [`Pebble::add_http01`]); for dns-01 pebble asks challtestsrv for the
 //!   TXT record that [`Pebble::set_txt`] put there.
 //!
-//! The ACME API is HTTPS with a certificate made here for 127.0.0.1
-//! ([`Pebble::tls_ca`]: what a client must trust, e.g. certbot through
-//! `REQUESTS_CA_BUNDLE`). Certificates pebble issues chain to a root made
-//! fresh at each start ([`Pebble::issuer_root_pem`]).
+//! The ACME API is HTTPS with a certificate for 127.0.0.1 issued by a root
+//! made here ([`Pebble::tls_ca`]: what a client must trust, e.g. certbot
+//! through `REQUESTS_CA_BUNDLE`, `hsm-csr acme --ca-root`). Certificates
+//! pebble issues chain to a root made fresh at each start
+//! ([`Pebble::issuer_root_pem`]). Pebble reuses no authorization: every
+//! order is validated afresh.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -39,6 +41,12 @@ pub struct PebbleOptions {
     /// challtestsrv answers http-01 on [`Pebble::http01_port`] (from
     /// [`Pebble::add_http01`]); otherwise that port is left for the client.
     pub challtestsrv_http01: bool,
+    /// `PEBBLE_AUTHZREUSE`: the percentage of orders that reuse a valid
+    /// authorization (pebble's default is 50; 0 here, so that every order
+    /// is really validated).
+    pub authz_reuse_percent: u8,
+    /// `domainBlocklist`: names pebble refuses with `rejectedIdentifier`.
+    pub domain_blocklist: Vec<String>,
 }
 
 pub struct Pebble {
@@ -114,10 +122,10 @@ impl Pebble {
         format!("https://127.0.0.1:{}/dir", self.acme_port)
     }
 
-    /// PEM file with the certificate of pebble's HTTPS listeners: the CA a
-    /// client must trust to talk to the ACME API.
+    /// PEM file with the root that issued the certificate of pebble's HTTPS
+    /// listeners: the CA a client must trust to talk to the ACME API.
     pub fn tls_ca(&self) -> PathBuf {
-        self.dir.path().join("tls-cert.pem")
+        self.dir.path().join("tls-root.pem")
     }
 
     /// A scratch directory that lives as long as the CA.
@@ -137,12 +145,26 @@ impl Pebble {
 
     /// pebble's and challtestsrv's output so far, for failure messages.
     pub fn log(&self) -> String {
-        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
         format!(
             "--- pebble ---\n{}\n--- challtestsrv ---\n{}",
-            read("pebble.log"),
-            read("challtestsrv.log")
+            self.pebble_log(),
+            self.challtestsrv_log()
         )
+    }
+
+    /// pebble's output so far: how it validated each challenge.
+    pub fn pebble_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// challtestsrv's output so far: the DNS queries pebble made.
+    pub fn challtestsrv_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("challtestsrv.log")).unwrap_or_default()
+    }
+
+    /// pebble's process id (a test may stop the CA mid-order).
+    pub fn pebble_pid(&self) -> u32 {
+        self.pebble.as_ref().expect("pebble runs").id()
     }
 
     /// Makes `host` resolve to `ip` (A record; challtestsrv answers every
@@ -254,7 +276,7 @@ impl Pebble {
         let mut pebble = serde_json::json!({
             "listenAddress": format!("127.0.0.1:{}", self.acme_port),
             "managementListenAddress": format!("127.0.0.1:{}", self.management_port),
-            "certificate": self.tls_ca(),
+            "certificate": self.dir.path().join("tls-cert.pem"),
             "privateKey": self.dir.path().join("tls-key.pem"),
             "httpPort": self.http01_port,
             // tls-alpn-01 is not offered to clients here; the port is one
@@ -262,6 +284,7 @@ impl Pebble {
             "tlsPort": self.dns_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
+            "domainBlocklist": self.options.domain_blocklist,
         });
         if let Some(secs) = self.options.cert_lifetime_secs {
             pebble["certificateValidityPeriod"] = secs.into();
@@ -278,12 +301,18 @@ impl Pebble {
                 "PEBBLE_WFE_NONCEREJECT",
                 self.options.nonce_reject_percent.to_string(),
             )
+            .env(
+                "PEBBLE_AUTHZREUSE",
+                self.options.authz_reuse_percent.to_string(),
+            )
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if self.options.always_valid {
             cmd.env("PEBBLE_VA_ALWAYS_VALID", "1");
+        } else {
+            cmd.env_remove("PEBBLE_VA_ALWAYS_VALID");
         }
         self.pebble = Some(cmd.spawn().expect("pebble (Debian package pebble)"));
         let dir_url = self.directory_url();
@@ -345,23 +374,74 @@ fn fqdn(host: &str) -> String {
     }
 }
 
-/// A self-signed P-256 certificate for 127.0.0.1 and localhost, valid one
-/// day: pebble's HTTPS listeners need one, Debian ships none.
+/// A root (`tls-root.pem`) and a P-256 certificate it issues for 127.0.0.1
+/// and localhost (`tls-cert.pem`, `tls-key.pem`), valid two days: pebble's
+/// HTTPS listeners need one, Debian ships none, and rustls refuses a
+/// self-signed CA certificate as the server's own.
 fn make_tls_cert(dir: &Path) {
-    let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=pebble test CA listener"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(dir.join("tls-key.pem"))
-        .arg("-out")
-        .arg(dir.join("tls-cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success(), "openssl could not make pebble's TLS cert");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    run(&[
+        &["req", "-x509", "-nodes"][..],
+        &ec,
+        &[
+            "-keyout",
+            "tls-root.key",
+            "-out",
+            "tls-root.pem",
+            "-days",
+            "2",
+        ],
+        &["-subj", "/CN=pebble test CA listener root"],
+        &["-addext", "basicConstraints=critical,CA:TRUE"],
+        &["-addext", "keyUsage=critical,keyCertSign"],
+    ]
+    .concat());
+    run(&[
+        &["req", "-nodes"][..],
+        &ec,
+        &["-keyout", "tls-key.pem", "-out", "tls.csr"],
+        &["-subj", "/CN=127.0.0.1"],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("tls.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        &["x509", "-req", "-in", "tls.csr", "-days", "2"][..],
+        &[
+            "-CA",
+            "tls-root.pem",
+            "-CAkey",
+            "tls-root.key",
+            "-CAcreateserial",
+        ],
+        &["-out", "tls-cert.pem", "-extfile", "tls.ext"],
+    ]
+    .concat());
+}
+
+/// A port nobody listens on now (another process may take it first).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Five distinct ports nobody listens on now (held open together so they
