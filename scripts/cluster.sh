@@ -97,7 +97,8 @@ replica() {  # replica I [REDIS=yes|no] [POOL] [TOKENS=A|AB] [KEY=ec-p256|rsa]: 
   P11_KIT_SERVER_ADDRESS=unix:path=$work/A.sock target/release/hsm-csr serve --config "$conf" \
     2>>"$work/replica$i.log" &
   pids[replica$i]=$!
-  wait_http "http://127.0.0.1:${replica_port[$i]}/healthz" || die "replica $i did not come up (see $work/replica$i.log)"
+  wait_http "http://127.0.0.1:${replica_port[$i]}/healthz" ||
+    { tail -n 20 "$work/replica$i.log" >&2; die "replica $i did not come up"; }
 }
 multi_token_tables() {  # the config tables naming tokens A and B (see docs/deployment.md)
   printf '[[tokens]]\nmodule = "%s"\nlabel = "cluster-A"\npin_file = "%s/A/user-pin"\n' "$P11KIT_CLIENT" "$work"
