@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
 
 short=${CLUSTER_SHORT:-}
-limit=${CLUSTER_RATE_LIMIT:-$([ -n "$short" ] && echo 20 || echo 100)}   # calls/s per access key
+limit=${CLUSTER_RATE_LIMIT:-$([ -n "$short" ] && echo 40 || echo 100)}   # calls/s per access key
 burst=$((6 * limit))                                                      # sent within one second
 pooled=${CLUSTER_POOLED:-$([ -n "$short" ] && echo 60 || echo 300)}       # pooled calls over 3 replicas
 pool=${CLUSTER_POOL:-$([ -n "$short" ] && echo 40 || echo 150)}           # ready keys per replica
@@ -170,7 +170,7 @@ printf '    replayed %s, accepted %s, codes %s\n' "$(field "$r2" count)" "$(fiel
 say "3. one token's pool shared by 3 replicas: $pooled pooled calls"
 sleep 1.1   # a fresh rate-limit window
 fill_pools 1 2 3
-per_s=$((limit * 9 / 10)); secs=$(( (pooled + per_s - 1) / per_s ))
+per_s=$((limit * 9 / 10)); secs=$(awk -v n="$pooled" -v r="$per_s" 'BEGIN { printf "%.3f", n / r }')
 r3=$(LOAD_RECORD=$work/pooled.tsv load "$(addrs 1 2 3)" rate "$per_s" "$secs")
 cat "$work/pooled.tsv" >>"$delivered"
 distinct=$(cut -f3 "$work/pooled.tsv" | sort -u | wc -l)
