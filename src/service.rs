@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod coordination;
 pub mod deadline;
 mod handler;
 pub mod limits;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use hsm_csr::backend::pkcs11::pool::KeyPool;
 use hsm_csr::backend::pkcs11::session_pool::{Reconnect, SessionPool};
+use hsm_csr::service::coordination::RedisCoordinator;
 use hsm_csr::service::{AccessKeys, Service};
 use hsm_csr::{Error, Result};
 
@@ -56,8 +57,26 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     } else {
         None
     };
+    let mut backend = opened.backend;
+    let lease = match hsm_csr::service::redis::client(&service_config)? {
+        Some(client) => {
+            let coordinator = Arc::new(RedisCoordinator::new(
+                client,
+                &service_config.redis_key_prefix,
+            ));
+            if let Err(e) = coordinator.refresh_lease() {
+                log::warn!(
+                    "{e}: pooled keys are not shared and no key is delivered until it answers"
+                );
+            }
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            backend.set_coordinator(Arc::clone(&coordinator) as _);
+            Some((coordinator.keep_lease(Arc::clone(&stop)), stop))
+        }
+        None => None,
+    };
     let sessions = Arc::new(SessionPool::open(
-        opened.backend,
+        backend,
         wanted,
         Reconnect {
             module: target.module.clone(),
@@ -83,5 +102,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     // their workers, which remove the key pairs nobody received.
     drop(runtime);
     sessions.close();
+    if let Some((thread, stop)) = lease {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = thread.join();
+    }
     served
 }

@@ -35,6 +35,10 @@ pub struct KeyEntry {
     pub has_private_key: bool,
     /// Whether a certificate with this CKA_ID is on the token.
     pub certificate: bool,
+    /// When the pair is not delivered yet (it carries a [`super::mark`]):
+    /// the process that is making it, or was when it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undelivered_by: Option<String>,
     #[serde(skip)]
     pub(super) id_bytes: Vec<u8>,
     #[serde(skip)]
@@ -172,6 +176,7 @@ impl Pkcs11Backend {
                     spki: g.spki,
                     has_private_key: g.private,
                     certificate: !g.certificates.is_empty(),
+                    undelivered_by: super::mark::decode(&id_bytes).map(|(o, _)| o.describe()),
                     label,
                     id_bytes,
                     objects: g.objects,

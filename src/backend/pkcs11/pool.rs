@@ -41,21 +41,18 @@
 //! label prefix. Sharing a pool would need an atomic claim, and possibly a
 //! further shape for "claimed, not yet delivered".
 
+pub(super) mod claim;
 mod provenance;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cryptoki::error::{Error as P11Error, RvError};
-use cryptoki::object::{Attribute, AttributeType};
-use cryptoki::session::Session;
-
+use super::Pkcs11Backend;
 use super::keygen::{self, Pair};
-use super::{Pkcs11Backend, describe, uri};
 use crate::algorithm::{KeyType, SignatureAlgorithm};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The first bytes of a pool key's CKA_ID (`hsm-pool` in ASCII). With the
 /// 16 random bytes after it, a pool CKA_ID is 24 bytes long and can never
@@ -95,6 +92,8 @@ pub struct KeyPool {
     hits: AtomicU64,
     misses: AtomicU64,
     made: AtomicU64,
+    /// Keys another replica claimed first.
+    lost: AtomicU64,
 }
 
 /// Counters for /metrics.
@@ -121,11 +120,22 @@ impl KeyPool {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             made: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ready> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The CKA_LABEL of this pool's keys while they are not delivered:
+    /// `<label_prefix>undelivered`.
+    fn undelivered_label(&self) -> String {
+        let prefix = self
+            .unassigned_label
+            .strip_suffix("pool:unassigned")
+            .unwrap_or_default();
+        format!("{prefix}undelivered")
     }
 
     /// Keys ready now.
@@ -200,9 +210,10 @@ impl KeyPool {
             key_type: self.key_type,
             signature,
             label: self.unassigned_label.clone(),
+            undelivered_label: self.undelivered_label(),
         };
-        let (key, pair) = keygen::generate(backend, &spec, &POOL_ID_PREFIX)?;
-        backend.admit(self, PooledKey { pair, key })
+        let (key, pair, on_token) = keygen::generate(backend, &spec, &POOL_ID_PREFIX)?;
+        backend.admit(self, PooledKey { pair, key }, &on_token)
     }
 
     /// Adopts the unassigned pool keys already on the token: pairs whose
@@ -216,7 +227,7 @@ impl KeyPool {
         if self.is_off() {
             return Ok(0);
         }
-        let (mut adopted, mut passed_over) = (0, 0);
+        let (mut adopted, mut passed_over, mut claimed) = (0, 0, 0);
         for entry in backend.list_keys()? {
             if entry.label != self.unassigned_label {
                 continue;
@@ -240,6 +251,16 @@ impl KeyPool {
                 passed_over += 1;
                 continue;
             }
+            // Being taken by another replica (or Redis cannot say).
+            if !matches!(
+                backend
+                    .coordinator
+                    .claimed(backend.token_serial(), &entry.id_bytes),
+                Ok(false)
+            ) {
+                claimed += 1;
+                continue;
+            }
             let key = GeneratedKey {
                 handles: crate::backend::KeyHandles {
                     private: private.handle(),
@@ -260,6 +281,9 @@ impl KeyPool {
             }
             adopted += 1;
         }
+        if claimed > 0 {
+            log::info!("key pool: {claimed} pool key(s) claimed by another process, left to it");
+        }
         if passed_over > 0 {
             log::warn!(
                 "key pool: {passed_over} key pair(s) labelled {:?} were not adopted: only a \
@@ -277,138 +301,6 @@ impl KeyPool {
     }
 }
 
-/// Why a claim failed, and whether the token said it never will succeed.
-struct ClaimFailed {
-    detail: crate::error::Detail,
-    refused: bool,
-}
-
-/// Sets `attribute` on both objects of `pair`.
-fn set_both(session: &Session, pair: Pair, attribute: Attribute, what: &str) -> Claim {
-    for object in [pair.private, pair.public] {
-        session
-            .update_attributes(object, std::slice::from_ref(&attribute))
-            .map_err(|e| ClaimFailed {
-                detail: describe(&e).context(what),
-                // The token will never make this change, as opposed to a
-                // failure of this one call.
-                refused: matches!(
-                    e,
-                    P11Error::Pkcs11(
-                        RvError::AttributeReadOnly
-                            | RvError::ActionProhibited
-                            | RvError::AttributeTypeInvalid
-                            | RvError::AttributeValueInvalid
-                            | RvError::TemplateInconsistent
-                            | RvError::FunctionNotSupported,
-                        _
-                    )
-                ),
-            })?;
-    }
-    Ok(())
-}
-
-type Claim = std::result::Result<(), ClaimFailed>;
-
-/// Claims `pair` for a request: both objects get `claimed_id`, read back
-/// (a token may answer CKR_OK and keep the old value), then `label`.
-fn claim(session: &Session, pair: Pair, claimed_id: &[u8], label: &str) -> Claim {
-    let id = Attribute::Id(claimed_id.to_vec());
-    set_both(session, pair, id, "claiming a pool key (CKA_ID)")?;
-    for object in [pair.private, pair.public] {
-        let kept = session
-            .get_attributes(object, &[AttributeType::Id])
-            .map_err(|e| ClaimFailed {
-                detail: describe(&e).context("reading back a claimed CKA_ID"),
-                refused: false,
-            })?;
-        if !matches!(kept.as_slice(), [Attribute::Id(id)] if id == claimed_id) {
-            return Err(ClaimFailed {
-                detail: "the token took a new CKA_ID for a pool key but kept the old one".into(),
-                refused: true,
-            });
-        }
-    }
-    let label = Attribute::Label(label.as_bytes().to_vec());
-    set_both(session, pair, label, "relabelling a claimed pool key")
-}
-
-impl Pkcs11Backend {
-    /// Gives a pool key to the caller: [`claim`]s it and lets this session
-    /// sign with it. On any failure the pair is destroyed (or put back,
-    /// when nothing was changed yet); when the token refuses the claim,
-    /// `pool` is turned off.
-    fn assign(&mut self, pool: &KeyPool, pooled: PooledKey, label: &str) -> Result<GeneratedKey> {
-        let claimed_id = match self.session().and_then(|s| keygen::new_id(s, &[])) {
-            Ok(id) => id,
-            Err(e) => {
-                if let Some(unused) = pool.put(pooled, false) {
-                    self.discard(unused, &[]);
-                }
-                return Err(e);
-            }
-        };
-        let claimed = match self.session() {
-            Ok(session) => claim(session, pooled.pair, &claimed_id, label),
-            Err(e) => Err(ClaimFailed {
-                detail: e.to_string().into(),
-                refused: false,
-            }),
-        };
-        if let Err(failed) = claimed {
-            self.discard(pooled, &[claimed_id]);
-            if failed.refused {
-                self.turn_off(pool, failed.detail.as_str());
-            }
-            return Err(Error::Token {
-                op: "taking a key from the pool (C_SetAttributeValue)",
-                token: self.label.clone(),
-                detail: failed.detail,
-            });
-        }
-        let mut key = pooled.key;
-        key.uri = uri::private_key_uri(&self.label, &self.serial, label, &claimed_id);
-        key.id = claimed_id;
-        key.label = label.to_owned();
-        self.made.push(pooled.pair);
-        Ok(key)
-    }
-
-    /// Destroys a pool key nobody will get. When that fails, remembers its
-    /// CKA_ID and `other_ids` (IDs it may carry by now) as orphans (see [`super::orphans`]).
-    fn discard(&mut self, pooled: PooledKey, other_ids: &[Vec<u8>]) {
-        let destroyed = self
-            .session()
-            .map_err(|e| e.to_string())
-            .and_then(|session| keygen::destroy_pair(session, pooled.pair));
-        if let Err(e) = destroyed {
-            log::warn!("could not destroy an unusable pool key, will retry: {e}");
-            self.orphans.push(pooled.key.id);
-            self.orphans.extend(other_ids.iter().cloned());
-        }
-    }
-
-    /// Turns `pool` off after the token refused a claim, and destroys its
-    /// ready keys.
-    fn turn_off(&mut self, pool: &KeyPool, why: &str) {
-        let Some(ready) = pool.turn_off() else {
-            return;
-        };
-        log::error!(
-            "key pool turned off: token {:?} refused a claim ({why}). A claim changes a pool \
-             key's CKA_ID, then its CKA_LABEL, and no key is handed out unclaimed. Requests \
-             generate keys on demand; set [pool] size = 0 for this token. Destroying {} ready \
-             pool key(s).",
-            self.label,
-            ready.len()
-        );
-        for pooled in ready {
-            self.discard(pooled, &[]);
-        }
-    }
-}
-
 /// A backend that takes keys from `pool` when it can, and generates on
 /// demand when the pool is empty, off, or holds another key type.
 #[derive(Debug)]
@@ -421,19 +313,38 @@ pub struct Pooled<'a> {
 
 impl KeyBackend for Pooled<'_> {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
+        if self.backend.marks_refused.load(Ordering::Relaxed) {
+            self.backend
+                .turn_off(self.pool, "a new key's CKA_ID could not be changed");
+        }
         if spec.key_type == self.pool.key_type {
-            if let Some(pooled) = self.pool.take() {
-                match self.backend.assign(self.pool, pooled, &spec.label) {
-                    Ok(key) => {
+            // Keys other replicas claimed first are dropped; a bounded
+            // number of tries, then on demand.
+            for _ in 0..8 {
+                let Some(pooled) = self.pool.take() else {
+                    break;
+                };
+                match self.backend.assign(self.pool, pooled, spec) {
+                    Ok(claim::Taken::Key(key)) => {
                         self.pool.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(key);
                     }
-                    Err(e) => log::warn!("pool key unusable, generating on demand: {e}"),
+                    Ok(claim::Taken::Lost) => {
+                        self.pool.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        log::warn!("pool key unusable, generating on demand: {e}");
+                        break;
+                    }
                 }
             }
         }
         self.pool.misses.fetch_add(1, Ordering::Relaxed);
         self.backend.generate(spec)
+    }
+
+    fn settle(&mut self, key: &GeneratedKey) -> Result<()> {
+        self.backend.settle(key)
     }
 
     fn sign(
