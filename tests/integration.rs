@@ -9,6 +9,7 @@ mod batch;
 mod config_checks;
 mod connections;
 mod create;
+mod durable;
 mod errors;
 mod faults;
 mod hostile;

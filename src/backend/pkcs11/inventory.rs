@@ -90,17 +90,20 @@ impl Pkcs11Backend {
             .find_objects(&[])
             .map_err(|e| token_err("C_FindObjects", e))?;
         let mut groups: BTreeMap<Vec<u8>, Group> = BTreeMap::new();
+        let mut unreadable = 0;
         for h in handles {
-            let attrs = session
-                .get_attributes(
-                    h,
-                    &[
-                        AttributeType::Class,
-                        AttributeType::Id,
-                        AttributeType::Label,
-                    ],
-                )
-                .map_err(|e| token_err("C_GetAttributeValue", e))?;
+            let types = [
+                AttributeType::Class,
+                AttributeType::Id,
+                AttributeType::Label,
+            ];
+            // An object another process removed meanwhile, or one a process
+            // killed mid-write left torn (SoftHSM rewrites object files in
+            // place), is passed over rather than hiding every other key.
+            let Ok(attrs) = session.get_attributes(h, &types) else {
+                unreadable += 1;
+                continue;
+            };
             let (mut class, mut id, mut label) = (None, Vec::new(), None);
             for a in attrs {
                 match a {
@@ -185,6 +188,12 @@ impl Pkcs11Backend {
             })
             .collect();
         keys.sort_by(|a, b| a.label.cmp(&b.label).then(a.id.cmp(&b.id)));
+        if unreadable > 0 {
+            log::warn!(
+                "{unreadable} object(s) on token {:?} could not be read (C_GetAttributeValue failed) and are not listed",
+                self.label
+            );
+        }
         Ok(keys)
     }
 

@@ -94,6 +94,16 @@ impl Owner {
             start: start_of(pid).unwrap_or_default(),
         }
     }
+
+    /// Process `pid` of this host, while it runs.
+    pub fn of_process(pid: u32, kind: u8) -> Option<Owner> {
+        Some(Owner {
+            kind,
+            host: this_host(),
+            pid,
+            start: start_of(pid)?,
+        })
+    }
 }
 
 /// The mark for a key of `owner` whose random part is `r`.

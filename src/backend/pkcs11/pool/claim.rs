@@ -27,11 +27,11 @@ pub(in crate::backend::pkcs11) struct ClaimFailed {
 
 type Claim = std::result::Result<(), ClaimFailed>;
 
-/// Sets `attribute` on both objects of `pair`.
-fn set_both(session: &Session, pair: Pair, attribute: Attribute, what: &str) -> Claim {
+/// Sets `template` on both objects of `pair`, public first.
+fn set_both(session: &Session, pair: Pair, template: &[Attribute], what: &str) -> Claim {
     for object in [pair.public, pair.private] {
         session
-            .update_attributes(object, std::slice::from_ref(&attribute))
+            .update_attributes(object, template)
             .map_err(|e| ClaimFailed {
                 detail: describe(&e).context(what),
                 // The token will never make this change, as opposed to a
@@ -64,33 +64,34 @@ fn carries(session: &Session, pair: Pair, id: &[u8]) -> std::result::Result<bool
     Ok(true)
 }
 
-/// Gives both objects of `pair` CKA_ID `id`, read back, then `label`. The
-/// public object goes first: a claim cut off half-way leaves the private
-/// key under its old CKA_ID, which a sweep can find ([`mark::every_form`]).
+/// Gives both objects of `pair` CKA_ID `id` and CKA_LABEL `label`, one
+/// C_SetAttributeValue per object, public first, then reads both CKA_IDs
+/// back. A claim cut off half-way leaves the private key under its old
+/// CKA_ID (a mark, which a sweep finds with the public half through
+/// [`mark::every_form`]); at worst a lone public key object, never a lone
+/// private one.
 pub(in crate::backend::pkcs11) fn claim(
     session: &Session,
     pair: Pair,
     id: &[u8],
     label: &str,
 ) -> Claim {
-    set_both(session, pair, Attribute::Id(id.to_vec()), "setting CKA_ID")?;
+    let template = [
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    set_both(session, pair, &template, "setting CKA_ID and CKA_LABEL")?;
     match carries(session, pair, id) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(ClaimFailed {
-                detail: "the token took a new CKA_ID but kept the old one".into(),
-                refused: true,
-            });
-        }
-        Err(e) => {
-            return Err(ClaimFailed {
-                detail: describe(&e).context("reading back a new CKA_ID"),
-                refused: false,
-            });
-        }
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ClaimFailed {
+            detail: "the token took a new CKA_ID but kept the old one".into(),
+            refused: true,
+        }),
+        Err(e) => Err(ClaimFailed {
+            detail: describe(&e).context("reading back a new CKA_ID"),
+            refused: false,
+        }),
     }
-    let label = Attribute::Label(label.as_bytes().to_vec());
-    set_both(session, pair, label, "setting CKA_LABEL")
 }
 
 /// What taking a pool key gave.
