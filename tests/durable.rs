@@ -365,10 +365,9 @@ fn a_key_caught_before_its_delivery_is_gone_after_a_sigkill_and_a_restart() {
     panic!("caught a key before its delivery fewer than twice in 12 tries");
 }
 
-/// `hsm-csr create` (a live process of this host) and a `sleep` that has
-/// ended: a key pair planted with pkcs11-tool under each one's mark.
-fn plant(token: &Token, owner: &Owner, r: u8) -> String {
-    let id = hsm_csr::fingerprint::hex(&mark::mark(owner, &[r; 16]));
+/// A key pair planted with pkcs11-tool under `owner`'s mark over `r`.
+fn plant(token: &Token, owner: &Owner, r: &[u8]) -> String {
+    let id = hsm_csr::fingerprint::hex(&mark::mark(owner, r));
     token.pkcs11_tool(&[
         "--keypairgen",
         "--key-type",
@@ -411,8 +410,8 @@ fn a_live_processs_undelivered_key_is_never_swept_and_a_dead_ones_is() {
     let gone = Owner::of_process(sleeper.id(), KIND_PROCESS).unwrap();
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
-    let live_id = plant(&token, &live, 1);
-    let gone_id = plant(&token, &gone, 2);
+    let live_id = plant(&token, &live, &[1; 16]);
+    let gone_id = plant(&token, &gone, &[2; 16]);
 
     let server = Server::start(&token, "ec-p256", "");
     let (keys, _) = pairs(&token);
@@ -436,6 +435,15 @@ fn a_live_processs_undelivered_key_is_never_swept_and_a_dead_ones_is() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A mark of a dead owner planted over the delivered key's CKA_ID
+    // (anyone logged in to the token could): the sweep removes the planted
+    // pair, never the delivered one.
+    let (keys, _) = pairs(&token);
+    let delivered_id = keys.keys().find(|id| id.len() == 32).unwrap();
+    let r: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&delivered_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    plant(&token, &gone, &r);
     // create is gone now: the next start removes what it left marked.
     let server = Server::start(&token, "ec-p256", "");
     server.stop();

@@ -4,8 +4,9 @@
 //! Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN = TRUE,
 //! CKA_EXTRACTABLE = FALSE. Public key: CKA_TOKEN, CKA_VERIFY = TRUE, and
 //! CKA_MODULUS_BITS + CKA_PUBLIC_EXPONENT = 65537 (RSA) or CKA_EC_PARAMS
-//! (EC, Ed25519). Both: the same CKA_ID (16 bytes from the token's RNG,
-//! after a fixed prefix for pool keys, see [`super::pool`]) and CKA_LABEL.
+//! (EC, Ed25519). Both: the same CKA_ID and CKA_LABEL, first a "not yet
+//! delivered" [`mark`](super::mark), at delivery 16 bytes from the token's
+//! RNG (after a fixed prefix for pool keys, see [`super::pool`]).
 //!
 //! Other usages (CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE) are left to the token:
 //! setting them FALSE makes tpm2-pkcs11's C_GenerateKeyPair fail with

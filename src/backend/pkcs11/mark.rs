@@ -207,7 +207,11 @@ pub fn liveness(owner: &Owner, coordinator: &dyn Coordinator) -> Liveness {
     if owner.host == this_host() {
         return match start_of(owner.pid) {
             Some(start) if start == owner.start => Liveness::Alive,
-            _ => Liveness::Dead,
+            Some(_) => Liveness::Dead,
+            // Without /proc, or with other users' processes hidden
+            // (hidepid), a process we cannot see may still run.
+            None if sees_every_process() => Liveness::Dead,
+            None => Liveness::Unknown,
         };
     }
     if owner.kind == KIND_LEASED {
@@ -247,6 +251,13 @@ pub fn this_host() -> [u8; 4] {
             .unwrap_or_default();
         sha256_4(&[machine.as_bytes(), ns.as_bytes()])
     })
+}
+
+/// Whether `/proc` shows this process and init: else a missing
+/// `/proc/<pid>` says nothing about whether `pid` runs.
+fn sees_every_process() -> bool {
+    static SEES: OnceLock<bool> = OnceLock::new();
+    *SEES.get_or_init(|| start_of(std::process::id()).is_some() && start_of(1).is_some())
 }
 
 /// The start hash of process `pid` on this host, None when it does not run.

@@ -5,21 +5,27 @@
 //!
 //! **What marks a pool key is its CKA_ID**: [`POOL_ID_PREFIX`] followed by
 //! 16 bytes from the token's RNG, the same on both objects of the pair.
-//! Every other key hsm-csr makes has a CKA_ID of exactly 16 random bytes,
-//! and nothing a caller sends (common name, label prefix, any parameter)
+//! Every delivered key has a CKA_ID of exactly 16 random bytes (and one
+//! not yet delivered a 32-byte [`mark`](super::mark)), and nothing a caller sends (common name, label prefix, any parameter)
 //! chooses a CKA_ID, so no request can make a key that looks unassigned.
 //! The CKA_LABEL, `<label_prefix>pool:unassigned`, is for people; it also
 //! keeps apart the pools of `serve` processes that use different label
 //! prefixes on one token, but a label alone never makes a pool key.
 //!
-//! **Assignment is a claim, then a relabel.** A request takes a ready key
-//! and first gives both objects a fresh ordinary CKA_ID (16 bytes from the
-//! token's RNG), read back to check the token kept it: from then on nothing
-//! adopts the key again, across restarts too, whatever its label. Only then
-//! are both objects relabelled to the request's label. If any step fails
-//! the pair is destroyed (or remembered as an orphan when even that
-//! fails), and the request generates a key on demand. A crash between the
-//! two CKA_ID updates leaves halves with different CKA_IDs: never adopted.
+//! **Assignment is a claim, then a mark, then a relabel at delivery.** A
+//! request takes a ready key; the [`Coordinator`](super::mark::Coordinator)
+//! claims it (in-process: always; with Redis: an atomic `SET NX` that one
+//! replica wins, the others drop the key and take another); the winner
+//! checks the key still carries its pool CKA_ID, then gives both objects
+//! its own "not yet delivered" [`mark`](super::mark) over the pool ID's 16
+//! random bytes `R` ([`claim`]): from then on nothing adopts it again, and
+//! should the process die, a sweep removes it. At delivery
+//! ([`KeyBackend::settle`]) both objects get CKA_ID `R` and the request's
+//! label, read back. If any step fails the pair is destroyed (or remembered
+//! as an orphan when even that fails), and the request generates a key on
+//! demand; when the coordinator cannot be reached the key stays in the
+//! pool and the request generates on demand (fail closed: no key is
+//! relabelled without a claim).
 //!
 //! PKCS #11 v2.40 marks CKA_ID and CKA_LABEL with note 8 of its common
 //! footnotes for object attribute tables: "May be modified after object is
@@ -27,7 +33,8 @@
 //! changes CKA_LABEL but not CKA_ID). A token that refuses to change
 //! CKA_ID, or answers CKR_OK and keeps the old one, turns the pool off for
 //! the rest of the run: its ready keys are destroyed and every request
-//! generates on demand. No key is handed out unclaimed.
+//! generates on demand, under its final CKA_ID from then on (unmarked).
+//! No key is handed out unclaimed.
 //!
 //! **Adoption.** At start (and when the token comes back) a pair already on
 //! the token joins the pool only if both objects carry the same pool-shaped
@@ -35,11 +42,12 @@
 //! CKA_ID, and its private key shows it was made on the token and never
 //! left it ([`provenance`]): anyone can give an imported key the pool's mark.
 //!
-//! The shape of the CKA_ID is the key's state. A claim is two
-//! C_SetAttributeValue calls, not a compare-and-swap: two processes that
-//! adopted the same key could both claim it. Hence one pool per token and
-//! label prefix. Sharing a pool would need an atomic claim, and possibly a
-//! further shape for "claimed, not yet delivered".
+//! The shape of the CKA_ID is the key's state: `hsm-pool` + `R`
+//! unassigned, a mark while being delivered, `R` delivered. Without Redis a
+//! claim is C_SetAttributeValue calls, not a compare-and-swap: two
+//! processes that adopted the same key could both claim it. Hence one pool
+//! per token and label prefix, unless the replicas share `[service]
+//! redis_url`.
 
 pub(super) mod claim;
 mod provenance;

@@ -61,6 +61,38 @@ impl Pkcs11Backend {
         Ok(marks)
     }
 
+    /// Destroys the objects marked `id`, and the lone halves under its
+    /// other forms ([`mark::every_form`]) that a claim cut off half-way
+    /// left; a whole pair under another form is a key in its own right
+    /// (whoever planted a mark over its CKA_ID must not get it destroyed).
+    fn destroy_marked(&mut self, id: &[u8]) -> Result<()> {
+        let forms = mark::every_form(id);
+        self.destroy_by_id(&forms[..1])?;
+        for form in &forms[1..] {
+            if self.key_objects(form)? == 1 {
+                self.destroy_by_id(std::slice::from_ref(form))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many key objects carry CKA_ID `id`.
+    fn key_objects(&self, id: &[u8]) -> Result<usize> {
+        let session = self.session()?;
+        let mut n = 0;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            n += session
+                .find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
+                .map_err(|e| Error::Token {
+                    op: "looking for the halves of an undelivered key pair",
+                    token: self.label.clone(),
+                    detail: describe(&e),
+                })?
+                .len();
+        }
+        Ok(n)
+    }
+
     /// Destroys the undelivered pairs of owners that no longer run; with
     /// `report`, names the owners that cannot be judged from here.
     ///
@@ -78,7 +110,7 @@ impl Pkcs11Backend {
                 Liveness::Alive => swept.in_flight += 1,
                 Liveness::Unknown => swept.unknown += 1,
                 Liveness::Dead => {
-                    self.destroy_by_id(&mark::every_form(&id))?;
+                    self.destroy_marked(&id)?;
                     swept.removed += 1;
                 }
             }
