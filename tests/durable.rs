@@ -550,3 +550,45 @@ fn without_redis_replicas_race_for_one_pool() {
         distinct.len()
     );
 }
+
+#[test]
+fn with_redis_down_pooled_calls_make_keys_on_demand_and_the_pool_returns_with_it() {
+    let Some(token) = token_with_a_pool() else {
+        return;
+    };
+    let mut redis = Redis::start();
+    let servers = replicas(&token, Some(&redis));
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let hits = |servers: &[Server]| -> f64 {
+        servers
+            .iter()
+            .map(|s| metric(s, "hsm_csr_pool_hits_total").unwrap_or(0.0))
+            .sum()
+    };
+    // Down for less than a lease: no claim succeeds, no key is taken from
+    // the pool, calls make their keys on demand.
+    redis.stop();
+    let before = hits(&servers);
+    let load = Load::start(&addrs, 3, 12);
+    load.wait_for(12);
+    let (mut delivered, unanswered) = load.finish_with_unanswered();
+    assert_eq!(unanswered, Vec::<String>::new());
+    assert_eq!(
+        hits(&servers),
+        before,
+        "a pool key was taken without a claim"
+    );
+    redis.restart();
+    // Back (empty): claims succeed again, and a replica whose key another
+    // claimed before the restart finds it no longer carries its pool ID.
+    let load = Load::start(&addrs, 3, 30);
+    load.wait_for(30);
+    let (more, unanswered) = load.finish_with_unanswered();
+    assert_eq!(unanswered, Vec::<String>::new());
+    assert!(hits(&servers) > before, "the pool was not used again");
+    delivered.extend(more);
+    for s in servers {
+        s.stop();
+    }
+    only_delivered_and_unassigned(&token, &delivered, &[]);
+}
