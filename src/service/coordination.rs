@@ -9,7 +9,9 @@
 //!   finds the key no longer carries its pool ID.
 //! - Each `serve` holds `<prefix>:lease:<owner>` with `SET PX`
 //!   ([`LEASE_TTL`]), refreshed every [`LEASE_TTL`] / 5. Any replica may
-//!   sweep the undelivered keys of an owner whose lease is gone; an owner
+//!   sweep the undelivered keys of an owner whose lease is gone, once this
+//!   Redis has kept leases for two lease lifetimes (a Redis restarted
+//!   empty knows no lease, of live replicas neither); an owner
 //!   whose last refresh is older than [`DELIVER_WITHIN`] delivers nothing
 //!   (its lease may be gone, its keys may be being swept).
 //!
@@ -107,6 +109,13 @@ impl RedisCoordinator {
         key(&self.prefix, "claim", &[serial.as_bytes(), pool_id])
     }
 
+    /// When (Redis `TIME`, seconds) this Redis first saw a lease: a Redis
+    /// that restarted empty has no lease of anyone, live or not, until
+    /// each replica renewed once.
+    fn since_key(&self) -> String {
+        key(&self.prefix, "leases-since", &[])
+    }
+
     fn lease_key(&self, owner: &Owner) -> String {
         key(&self.prefix, "lease", &[&owner.bytes()])
     }
@@ -119,12 +128,21 @@ impl RedisCoordinator {
         let lease = self.lease_key(&self.owner);
         let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
         let before = Instant::now();
+        let since = self.since_key();
         self.with(|c| {
-            redis::cmd("SET")
+            let (now, _): (u64, u64) = redis::cmd("TIME").query(c)?;
+            redis::pipe()
+                .cmd("SET")
                 .arg(&lease)
                 .arg(1)
                 .arg("PX")
                 .arg(ttl)
+                .ignore()
+                .cmd("SET")
+                .arg(&since)
+                .arg(now)
+                .arg("NX")
+                .ignore()
                 .query::<()>(c)
         })?;
         *self.leased_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(before);
@@ -188,11 +206,26 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn lease_alive(&self, owner: &Owner) -> Liveness {
-        let lease = self.lease_key(owner);
-        match self.with(|c| redis::cmd("EXISTS").arg(&lease).query::<i64>(c)) {
-            Ok(0) => Liveness::Dead,
-            Ok(_) => Liveness::Alive,
-            Err(_) => Liveness::Unknown,
+        let (lease, since) = (self.lease_key(owner), self.since_key());
+        let answer = self.with(|c| {
+            redis::pipe()
+                .cmd("EXISTS")
+                .arg(&lease)
+                .cmd("GET")
+                .arg(&since)
+                .cmd("TIME")
+                .query::<(i64, Option<u64>, (u64, u64))>(c)
+        });
+        match answer {
+            Ok((n, _, _)) if n > 0 => Liveness::Alive,
+            // Gone only if every live replica has had two renewals' time
+            // to put its lease back since this Redis started keeping them.
+            Ok((_, Some(since), (now, _)))
+                if now.saturating_sub(since) > 2 * LEASE_TTL.as_secs() =>
+            {
+                Liveness::Dead
+            }
+            Ok(_) | Err(_) => Liveness::Unknown,
         }
     }
 

@@ -296,7 +296,10 @@ impl SessionPool {
             let first = idle
                 .first_mut()
                 .ok_or_else(|| Error::Internal("no session to sweep from".into()))?;
-            first.sweep_undelivered(true)?;
+            // Not fatal: the periodic sweep tries again.
+            if let Err(e) = first.sweep_undelivered(true) {
+                log::warn!("sweep for undelivered key pairs failed: {e}");
+            }
             first.another_session()?
         };
         let stop = Arc::new(AtomicBool::new(false));
