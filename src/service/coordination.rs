@@ -38,6 +38,8 @@ pub const LEASE_TTL: Duration = Duration::from_secs(15);
 pub const DELIVER_WITHIN: Duration = Duration::from_secs(10);
 /// Connect, read and write timeout of each Redis call.
 const TIMEOUT: Duration = Duration::from_millis(500);
+/// How long calls fail at once after one failed.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// Pool claims and leases in Redis.
 pub struct RedisCoordinator {
@@ -45,6 +47,9 @@ pub struct RedisCoordinator {
     prefix: String,
     owner: Owner,
     connection: Mutex<Option<redis::Connection>>,
+    /// After a failed call, calls fail at once until then, rather than
+    /// each waiting out a timeout while holding the connection.
+    retry_at: Mutex<Option<Instant>>,
     /// When the lease was last refreshed.
     leased_at: Mutex<Option<Instant>>,
 }
@@ -75,6 +80,7 @@ impl RedisCoordinator {
             prefix: prefix.to_owned(),
             owner: Owner::this_process(KIND_LEASED),
             connection: Mutex::new(None),
+            retry_at: Mutex::new(None),
             leased_at: Mutex::new(None),
         }
     }
@@ -85,23 +91,37 @@ impl RedisCoordinator {
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
+        let down = || Error::Token {
+            op: "coordinating with other replicas through Redis",
+            token: "Redis".to_owned(),
+            detail: "Redis unreachable (retrying shortly)".into(),
+        };
+        let retry_at = *self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
+        if retry_at.is_some_and(|t| Instant::now() < t) {
+            return Err(down());
+        }
         let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let failed = |e: &redis::RedisError| {
+            *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + RETRY_AFTER);
+            unavailable(e)
+        };
         if slot.is_none() {
             let c = self
                 .client
                 .get_connection_with_timeout(TIMEOUT)
-                .map_err(|e| unavailable(&e))?;
+                .map_err(|e| failed(&e))?;
             c.set_read_timeout(Some(TIMEOUT))
                 .and_then(|()| c.set_write_timeout(Some(TIMEOUT)))
-                .map_err(|e| unavailable(&e))?;
+                .map_err(|e| failed(&e))?;
             *slot = Some(c);
         }
         let Some(c) = slot.as_mut() else {
-            return Err(Error::Internal("no Redis connection".into()));
+            return Err(down());
         };
         f(c).map_err(|e| {
             *slot = None;
-            unavailable(&e)
+            failed(&e)
         })
     }
 
