@@ -529,28 +529,6 @@ fn a_replica_killed_under_load_leaves_no_undelivered_key_after_its_restart() {
     only_delivered_and_unassigned(&token, &delivered, &unanswered);
 }
 
-/// Without Redis, replicas adopting one pool race for its keys: a claim is
-/// two C_SetAttributeValue calls, not a compare-and-swap. Timing-dependent,
-/// so it only reports what it saw: `cargo test -- --ignored durable::`.
-#[test]
-#[ignore = "shows the race the Redis claim closes; the outcome depends on timing"]
-fn without_redis_replicas_race_for_one_pool() {
-    let Some(token) = token_with_a_pool() else {
-        return;
-    };
-    let servers = replicas(&token, None);
-    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
-    let load = Load::start(&addrs, 6, 60);
-    load.wait_for(60);
-    let delivered = load.finish();
-    let distinct: BTreeSet<&String> = delivered.iter().collect();
-    eprintln!(
-        "without Redis: {} calls, {} distinct PubMd5",
-        delivered.len(),
-        distinct.len()
-    );
-}
-
 #[test]
 fn with_redis_down_pooled_calls_make_keys_on_demand_and_the_pool_returns_with_it() {
     let Some(token) = token_with_a_pool() else {

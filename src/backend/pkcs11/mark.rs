@@ -9,9 +9,9 @@
 //! "hsm" | kind (1) | host (4) | process (4) | start (4) | R (16 bytes from the token's RNG)
 //! ```
 //!
-//! - `host`: SHA-256 of `/etc/machine-id` (else the host name) and the PID
-//!   namespace (`/proc/self/ns/pid`), so two containers on one kernel are
-//!   two hosts;
+//! - `host`: SHA-256 of `/etc/machine-id`, the host name and the PID
+//!   namespace (`/proc/self/ns/pid`), so two containers on one kernel, or
+//!   two VMs cloned from one image, are two hosts;
 //! - `process`: the owner's PID; `start`: SHA-256 of the boot id and the
 //!   process start time (field 22 of `/proc/<pid>/stat`), so a reused PID,
 //!   or the same PID after a reboot, is another owner;
@@ -244,12 +244,15 @@ pub fn this_host() -> [u8; 4] {
     *HOST.get_or_init(|| {
         let machine = read_trimmed("/etc/machine-id")
             .or_else(|| read_trimmed("/var/lib/dbus/machine-id"))
-            .or_else(|| read_trimmed("/proc/sys/kernel/hostname"))
             .unwrap_or_default();
+        // The host name too: VMs cloned from one image may share a
+        // machine id, and the initial PID namespace has the same inode on
+        // every host.
+        let name = read_trimmed("/proc/sys/kernel/hostname").unwrap_or_default();
         let ns = std::fs::read_link("/proc/self/ns/pid")
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        sha256_4(&[machine.as_bytes(), ns.as_bytes()])
+        sha256_4(&[machine.as_bytes(), name.as_bytes(), ns.as_bytes()])
     })
 }
 
