@@ -530,7 +530,7 @@ fn a_replica_killed_under_load_leaves_no_undelivered_key_after_its_restart() {
 }
 
 #[test]
-fn with_redis_down_pooled_calls_make_keys_on_demand_and_the_pool_returns_with_it() {
+fn with_redis_down_calls_are_refused_no_pool_key_is_taken_and_the_pool_returns_with_it() {
     let Some(token) = token_with_a_pool() else {
         return;
     };
@@ -543,28 +543,55 @@ fn with_redis_down_pooled_calls_make_keys_on_demand_and_the_pool_returns_with_it
             .map(|s| metric(s, "hsm_csr_pool_hits_total").unwrap_or(0.0))
             .sum()
     };
-    // Down for less than a lease: no claim succeeds, no key is taken from
-    // the pool, calls make their keys on demand.
+    // Down: the shared state fails closed, so every call is refused (503)
+    // before any key is made, and no key is taken from the pool.
     redis.stop();
     let before = hits(&servers);
     let load = Load::start(&addrs, 3, 12);
-    load.wait_for(12);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while load.count() + load.unanswered.lock().unwrap().len() < 12 {
+        assert!(
+            Instant::now() < deadline,
+            "calls did not end while Redis was down"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (mut delivered, unanswered) = load.finish_with_unanswered();
-    assert_eq!(unanswered, Vec::<String>::new());
+    assert_eq!(
+        delivered,
+        Vec::<String>::new(),
+        "a call was answered without Redis"
+    );
+    assert_eq!(unanswered.len(), 12);
     assert_eq!(
         hits(&servers),
         before,
         "a pool key was taken without a claim"
     );
     redis.restart();
-    // Back (empty): claims succeed again, and a replica whose key another
-    // claimed before the restart finds it no longer carries its pool ID.
-    let load = Load::start(&addrs, 3, 30);
-    load.wait_for(30);
-    let (more, unanswered) = load.finish_with_unanswered();
-    assert_eq!(unanswered, Vec::<String>::new());
-    assert!(hits(&servers) > before, "the pool was not used again");
-    delivered.extend(more);
+    for s in &servers {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s
+            .get("/healthz")
+            .is_some_and(|h| h.contains(r#""SharedState":"reachable""#))
+        {
+            assert!(Instant::now() < deadline, "Redis never seen back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Back (empty): claims succeed again (once each replica's coordinator
+    // has reconnected), and a replica whose key another claimed before the
+    // restart finds it no longer carries its pool ID.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hits(&servers) == before {
+        assert!(Instant::now() < deadline, "the pool was not used again");
+        let load = Load::start(&addrs, 3, 9);
+        load.wait_for(9);
+        let (more, unanswered) = load.finish_with_unanswered();
+        assert_eq!(unanswered, Vec::<String>::new());
+        delivered.extend(more);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     for s in servers {
         s.stop();
     }
