@@ -23,6 +23,8 @@ pub struct KeySpec {
     pub signature: SignatureAlgorithm,
     /// CKA_LABEL for both objects of the pair.
     pub label: String,
+    /// CKA_LABEL of the pair until it is delivered (see [`KeyBackend::settle`]).
+    pub undelivered_label: String,
 }
 
 /// Backend-specific object handles of a key pair. Meaningful only to the
@@ -59,9 +61,11 @@ pub struct GeneratedKey {
 ///    step itself fails half-way);
 /// 2. build the CertificationRequestInfo over the returned public key;
 /// 3. `sign` its DER with the private key;
-/// 4. if anything after step 1 fails, `destroy` the pair before returning
+/// 4. `settle` the pair: give it the identity (CKA_ID, label) the response
+///    names; until then it carries a "not yet delivered" mark;
+/// 5. if anything after step 1 fails, `destroy` the pair before returning
 ///    the error;
-/// 5. once the CSR is delivered, `forget` the pair: it stays on the token,
+/// 6. once the CSR is delivered, `forget` the pair: it stays on the token,
 ///    and the backend need not remember it any more.
 pub trait KeyBackend {
     /// Makes a key pair as `spec` says and returns its public half.
@@ -86,6 +90,17 @@ pub trait KeyBackend {
     /// # Errors
     /// A token error when an object cannot be destroyed.
     fn destroy(&mut self, key: &GeneratedKey) -> Result<()>;
+
+    /// Gives `key` the CKA_ID and label it names, just before its response
+    /// is handed over; until then it is marked as not yet delivered (see
+    /// [`pkcs11::mark`]). A backend without such marks does nothing.
+    ///
+    /// # Errors
+    /// A token error when the change fails; the caller then destroys `key`.
+    fn settle(&mut self, key: &GeneratedKey) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
 
     /// Drops whatever the backend keeps to `sign` with or `destroy` `key`:
     /// its CSR was delivered and the pair stays on the token. Without this

@@ -216,6 +216,7 @@ pub fn prepare_csr_audited<'b>(
         key_type: key_options.key_type(),
         signature: alg,
         label: format!("{}{}", key_options.label_prefix(), request.common_name),
+        undelivered_label: format!("{}undelivered", key_options.label_prefix()),
     };
 
     let t = Instant::now();
@@ -256,6 +257,9 @@ pub fn prepare_csr_audited<'b>(
         let signature = alg.encode_signature(&raw)?;
         verify::token_signature(key.key_type, alg, &key.spki_der, &tbs, &signature)?;
         let der = csr::assemble(info, alg, &signature)?;
+        // Last, so that the pair keeps its "not yet delivered" mark for
+        // as long as anything can still fail.
+        backend.settle(&key)?;
         let response = CsrResponse {
             request_id,
             pub_md5: fingerprint::pub_md5(&key.spki_der),

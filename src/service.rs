@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 mod companion;
 pub mod config;
+pub mod coordination;
 pub mod deadline;
 mod handler;
 pub mod limits;

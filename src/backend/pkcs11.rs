@@ -7,15 +7,18 @@
 mod context;
 pub mod inventory;
 mod keygen;
+pub mod mark;
 pub mod orphans;
 pub mod pool;
 pub mod session_pool;
 mod sign;
+pub mod sweep;
 pub mod token_selection;
 pub mod uri;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cryptoki::error::{Error as P11Error, RvError};
 use cryptoki::mechanism::MechanismType;
@@ -49,6 +52,14 @@ pub struct Pkcs11Backend {
     made: Vec<keygen::Pair>,
     /// CKA_IDs of this session's orphans ([`orphans`]).
     orphans: Vec<Vec<u8>>,
+    /// Pairs of `made` not delivered yet, with the CKA_ID they carry on
+    /// the token (a [`mark`], or a pool ID).
+    unsettled: Vec<(keygen::Pair, Vec<u8>)>,
+    /// Pool claims and owner liveness, shared by replicas ([`mark`]).
+    coordinator: Arc<dyn mark::Coordinator>,
+    /// Set once the token refused to change a CKA_ID: keys are then made
+    /// under their final CKA_ID, unmarked (shared by all sessions).
+    marks_refused: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -105,7 +116,21 @@ impl Pkcs11Backend {
             mechanisms: None,
             made: Vec::new(),
             orphans: Vec::new(),
+            unsettled: Vec::new(),
+            coordinator: Arc::new(mark::InProcess),
+            marks_refused: Arc::default(),
         })
+    }
+
+    /// Shares pool claims and owner liveness through `coordinator` (this
+    /// session and those opened from it later).
+    pub fn set_coordinator(&mut self, coordinator: Arc<dyn mark::Coordinator>) {
+        self.coordinator = coordinator;
+    }
+
+    /// The coordinator this session uses.
+    pub fn coordinator(&self) -> Arc<dyn mark::Coordinator> {
+        Arc::clone(&self.coordinator)
     }
 
     /// The token's label.
@@ -154,6 +179,9 @@ impl Pkcs11Backend {
             mechanisms: self.mechanisms.clone(),
             made: Vec::new(),
             orphans: Vec::new(),
+            unsettled: Vec::new(),
+            coordinator: Arc::clone(&self.coordinator),
+            marks_refused: Arc::clone(&self.marks_refused),
         })
     }
 
@@ -277,9 +305,57 @@ impl Pkcs11Backend {
 
 impl KeyBackend for Pkcs11Backend {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
-        let (key, pair) = keygen::generate(self, spec, &[])?;
+        let (key, pair, on_token) = keygen::generate(self, spec, &[])?;
         self.made.push(pair);
+        if on_token != key.id {
+            self.unsettled.push((pair, on_token));
+        }
         Ok(key)
+    }
+
+    fn settle(&mut self, key: &GeneratedKey) -> Result<()> {
+        let Some(at) = self.unsettled.iter().position(|(p, _)| p.is(key)) else {
+            return Ok(());
+        };
+        if !self.coordinator.may_deliver() {
+            return Err(Error::Token {
+                op: "delivering a key",
+                token: self.label.clone(),
+                detail: "this replica's lease in Redis may have lapsed, so another replica may \
+                         be removing its undelivered keys; check that Redis is reachable"
+                    .into(),
+            });
+        }
+        let pair = self.unsettled[at].0;
+        let settled = self
+            .session()
+            .map_err(|e| pool::claim::ClaimFailed {
+                detail: e.to_string().into(),
+                refused: false,
+            })
+            .and_then(|session| pool::claim::claim(session, pair, &key.id, &key.label));
+        match settled {
+            Ok(()) => {
+                self.unsettled.swap_remove(at);
+                Ok(())
+            }
+            Err(failed) => {
+                if failed.refused && !self.marks_refused.swap(true, Ordering::Relaxed) {
+                    log::error!(
+                        "token {:?} refused to change a new key's CKA_ID ({}): keys are made \
+                         under their final CKA_ID from now on, so a crash mid-call can leave \
+                         an undelivered key that nothing marks",
+                        self.label,
+                        failed.detail
+                    );
+                }
+                Err(Error::Token {
+                    op: "giving a new key its final CKA_ID and label (C_SetAttributeValue)",
+                    token: self.label.clone(),
+                    detail: failed.detail,
+                })
+            }
+        }
     }
 
     fn sign(
@@ -302,6 +378,9 @@ impl KeyBackend for Pkcs11Backend {
         });
         if destroyed.is_err() {
             self.orphans.push(key.id.clone());
+            if let Some((_, on_token)) = self.unsettled.iter().find(|(p, _)| p.is(key)) {
+                self.orphans.extend(mark::every_form(on_token));
+            }
         }
         destroyed?;
         self.forget(key);
@@ -310,6 +389,7 @@ impl KeyBackend for Pkcs11Backend {
 
     fn forget(&mut self, key: &GeneratedKey) {
         self.made.retain(|p| !p.is(key));
+        self.unsettled.retain(|(p, _)| !p.is(key));
     }
 
     fn store_certificate(&mut self, key: &GeneratedKey, cert_der: &[u8]) -> Result<()> {

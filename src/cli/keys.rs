@@ -100,7 +100,10 @@ fn print(out: &mut impl Write, format: ListFormat, keys: &[KeyEntry]) -> std::io
                         k.id.clone(),
                         k.key_type.clone(),
                         k.pub_md5.clone().unwrap_or_else(|| "-".into()),
-                        if k.certificate { "yes" } else { "no" }.into(),
+                        match &k.undelivered_by {
+                            Some(owner) => format!("undelivered ({owner})"),
+                            None => if k.certificate { "yes" } else { "no" }.into(),
+                        },
                         k.key_uri.clone(),
                     ]
                 })

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use hsm_csr::backend::pkcs11::pool::KeyPool;
 use hsm_csr::backend::pkcs11::session_pool::{Reconnect, SessionPool};
+use hsm_csr::service::coordination::RedisCoordinator;
 use hsm_csr::service::{AccessKeys, Service};
 use hsm_csr::{Error, Result};
 
@@ -37,6 +38,25 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     } else {
         service_config.workers
     };
+    // With Redis, every replica holds a lease there, and pool claims and
+    // sweeps of keys left undelivered by dead replicas go through it.
+    let coordination = match &shared_state {
+        Some(client) => {
+            let coordinator = Arc::new(RedisCoordinator::new(
+                client.clone(),
+                &service_config.redis_key_prefix,
+            ));
+            if let Err(e) = coordinator.refresh_lease() {
+                log::warn!(
+                    "{e}: pooled keys are not shared and no key is delivered until it answers"
+                );
+            }
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let thread = coordinator.keep_lease(Arc::clone(&stop));
+            Some((coordinator, (thread, stop)))
+        }
+        None => None,
+    };
     // Every token is opened (and logged in to) before any pool starts: a
     // wrong PIN or a missing token stops the start, naming it.
     let mut tokens: Vec<(Arc<SessionPool>, String)> = Vec::new();
@@ -58,8 +78,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             )));
         }
         seen.push(identity);
+        let mut backend = opened.backend;
+        if let Some((coordinator, _)) = &coordination {
+            backend.set_coordinator(Arc::clone(coordinator) as _);
+        }
         let sessions = SessionPool::open(
-            opened.backend,
+            backend,
             share(workers, targets.len(), i),
             Reconnect {
                 module: target.module.clone(),
@@ -96,6 +120,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     drop(runtime);
     for sessions in pools {
         sessions.close();
+    }
+    if let Some((_, (thread, stop))) = coordination {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = thread.join();
     }
     served
 }

@@ -200,6 +200,11 @@ impl Server {
             .unwrap_or_else(|| panic!("serve never logged {needle:?}:\n{}", self.log.text()))
     }
 
+    /// What the server logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.text()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

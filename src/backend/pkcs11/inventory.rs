@@ -35,6 +35,10 @@ pub struct KeyEntry {
     pub has_private_key: bool,
     /// Whether a certificate with this CKA_ID is on the token.
     pub certificate: bool,
+    /// When the pair is not delivered yet (it carries a [`super::mark`]):
+    /// the process that is making it, or was when it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undelivered_by: Option<String>,
     #[serde(skip)]
     pub(super) id_bytes: Vec<u8>,
     #[serde(skip)]
@@ -96,17 +100,20 @@ impl Pkcs11Backend {
             .find_objects(&[])
             .map_err(|e| token_err("C_FindObjects", e))?;
         let mut groups: BTreeMap<Vec<u8>, Group> = BTreeMap::new();
+        let mut unreadable = 0;
         for h in handles {
-            let attrs = session
-                .get_attributes(
-                    h,
-                    &[
-                        AttributeType::Class,
-                        AttributeType::Id,
-                        AttributeType::Label,
-                    ],
-                )
-                .map_err(|e| token_err("C_GetAttributeValue", e))?;
+            let types = [
+                AttributeType::Class,
+                AttributeType::Id,
+                AttributeType::Label,
+            ];
+            // An object another process removed meanwhile, or one a process
+            // killed mid-write left torn (SoftHSM rewrites object files in
+            // place), is passed over rather than hiding every other key.
+            let Ok(attrs) = session.get_attributes(h, &types) else {
+                unreadable += 1;
+                continue;
+            };
             let (mut class, mut id, mut label) = (None, Vec::new(), None);
             for a in attrs {
                 match a {
@@ -182,6 +189,7 @@ impl Pkcs11Backend {
                     spki: g.spki,
                     has_private_key: g.private,
                     certificate: !g.certificates.is_empty(),
+                    undelivered_by: super::mark::decode(&id_bytes).map(|(o, _)| o.describe()),
                     label,
                     id_bytes,
                     objects: g.objects,
@@ -190,6 +198,12 @@ impl Pkcs11Backend {
             })
             .collect();
         keys.sort_by(|a, b| a.label.cmp(&b.label).then(a.id.cmp(&b.id)));
+        if unreadable > 0 {
+            log::warn!(
+                "{unreadable} object(s) on token {:?} could not be read (C_GetAttributeValue failed) and are not listed",
+                self.label
+            );
+        }
         Ok(keys)
     }
 

@@ -4,8 +4,9 @@
 //! Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN = TRUE,
 //! CKA_EXTRACTABLE = FALSE. Public key: CKA_TOKEN, CKA_VERIFY = TRUE, and
 //! CKA_MODULUS_BITS + CKA_PUBLIC_EXPONENT = 65537 (RSA) or CKA_EC_PARAMS
-//! (EC, Ed25519). Both: the same CKA_ID (16 bytes from the token's RNG,
-//! after a fixed prefix for pool keys, see [`super::pool`]) and CKA_LABEL.
+//! (EC, Ed25519). Both: the same CKA_ID and CKA_LABEL, first a "not yet
+//! delivered" [`mark`](super::mark), at delivery 16 bytes from the token's
+//! RNG (after a fixed prefix for pool keys, see [`super::pool`]).
 //!
 //! Other usages (CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE) are left to the token:
 //! setting them FALSE makes tpm2-pkcs11's C_GenerateKeyPair fail with
@@ -41,14 +42,20 @@ pub(super) fn new_id(session: &Session, prefix: &[u8]) -> Result<Vec<u8>> {
     Ok(id)
 }
 
-/// Makes the key pair `spec` asks for, with a CKA_ID of `id_prefix`
-/// followed by [`ID_LEN`] random bytes, and returns it with its objects;
-/// the caller decides who keeps track of them.
+/// Makes the key pair `spec` asks for and returns it with its objects and
+/// the CKA_ID they carry; the caller decides who keeps track of them.
+///
+/// The returned key names its final CKA_ID, `id_prefix` followed by
+/// [`ID_LEN`] random bytes `R`, and `spec.label`; on the token the pair
+/// carries this process's [`mark`](super::mark) over `R` and
+/// `spec.undelivered_label` until [`KeyBackend::settle`](crate::backend::KeyBackend::settle)
+/// (or the pool's admission) gives it both. A token that refused to change
+/// a CKA_ID gets the final ones at once.
 pub(super) fn generate(
     backend: &mut Pkcs11Backend,
     spec: &KeySpec,
     id_prefix: &[u8],
-) -> Result<(GeneratedKey, Pair)> {
+) -> Result<(GeneratedKey, Pair, Vec<u8>)> {
     // Everything the token must offer is checked before a key exists, so a
     // token that cannot finish the job never costs a key generation and a
     // rollback.
@@ -77,14 +84,26 @@ pub(super) fn generate(
 
     let token = backend.token_label().to_owned();
     let serial = backend.token_serial().to_owned();
+    let owner = backend.coordinator.owner();
+    let marked = !backend
+        .marks_refused
+        .load(std::sync::atomic::Ordering::Relaxed);
     let session = backend.session()?;
     let id = new_id(session, id_prefix)?;
+    let (on_token, label) = if marked {
+        let r = &id[id_prefix.len()..];
+        (
+            super::mark::mark(&owner, r),
+            spec.undelivered_label.as_bytes().to_vec(),
+        )
+    } else {
+        (id.clone(), spec.label.as_bytes().to_vec())
+    };
 
-    let label = spec.label.as_bytes().to_vec();
     let mut public = vec![
         Attribute::Token(true),
         Attribute::Verify(true),
-        Attribute::Id(id.clone()),
+        Attribute::Id(on_token.clone()),
         Attribute::Label(label.clone()),
     ];
     match spec.key_type {
@@ -103,14 +122,14 @@ pub(super) fn generate(
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
-        Attribute::Id(id.clone()),
+        Attribute::Id(on_token.clone()),
         Attribute::Label(label),
     ];
     let (pub_h, priv_h) = match session.generate_key_pair(&keygen, &public, &private) {
         Ok(pair) => pair,
         Err(e) => {
             // A token that went away mid-call may have stored the pair.
-            backend.orphans.push(id);
+            backend.orphans.push(on_token);
             return Err(Error::KeyGen(describe(&e)));
         }
     };
@@ -147,11 +166,12 @@ pub(super) fn generate(
                 label: spec.label.clone(),
             },
             pair,
+            on_token,
         )),
         Err(e) => Err(match destroy_pair(session, pair) {
             Ok(()) => e,
             Err(rollback) => {
-                backend.orphans.push(id.clone());
+                backend.orphans.push(on_token.clone());
                 Error::RollbackFailed {
                     original: Box::new(e),
                     rollback,

@@ -100,7 +100,7 @@ impl Pkcs11Backend {
     /// # Errors
     /// A token error when the search or a C_DestroyObject fails; call again
     /// with the same IDs later.
-    fn destroy_by_id(&mut self, ids: &[Vec<u8>]) -> Result<usize> {
+    pub(super) fn destroy_by_id(&mut self, ids: &[Vec<u8>]) -> Result<usize> {
         let session = self.session()?;
         let token = || self.label.clone();
         let mut found = 0;

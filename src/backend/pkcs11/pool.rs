@@ -5,21 +5,27 @@
 //!
 //! **What marks a pool key is its CKA_ID**: [`POOL_ID_PREFIX`] followed by
 //! 16 bytes from the token's RNG, the same on both objects of the pair.
-//! Every other key hsm-csr makes has a CKA_ID of exactly 16 random bytes,
-//! and nothing a caller sends (common name, label prefix, any parameter)
+//! Every delivered key has a CKA_ID of exactly 16 random bytes (and one
+//! not yet delivered a 32-byte [`mark`](super::mark)), and nothing a caller sends (common name, label prefix, any parameter)
 //! chooses a CKA_ID, so no request can make a key that looks unassigned.
 //! The CKA_LABEL, `<label_prefix>pool:unassigned`, is for people; it also
 //! keeps apart the pools of `serve` processes that use different label
 //! prefixes on one token, but a label alone never makes a pool key.
 //!
-//! **Assignment is a claim, then a relabel.** A request takes a ready key
-//! and first gives both objects a fresh ordinary CKA_ID (16 bytes from the
-//! token's RNG), read back to check the token kept it: from then on nothing
-//! adopts the key again, across restarts too, whatever its label. Only then
-//! are both objects relabelled to the request's label. If any step fails
-//! the pair is destroyed (or remembered as an orphan when even that
-//! fails), and the request generates a key on demand. A crash between the
-//! two CKA_ID updates leaves halves with different CKA_IDs: never adopted.
+//! **Assignment is a claim, then a mark, then a relabel at delivery.** A
+//! request takes a ready key; the [`Coordinator`](super::mark::Coordinator)
+//! claims it (in-process: always; with Redis: an atomic `SET NX` that one
+//! replica wins, the others drop the key and take another); the winner
+//! checks the key still carries its pool CKA_ID, then gives both objects
+//! its own "not yet delivered" [`mark`](super::mark) over the pool ID's 16
+//! random bytes `R` ([`claim`]): from then on nothing adopts it again, and
+//! should the process die, a sweep removes it. At delivery
+//! ([`KeyBackend::settle`]) both objects get CKA_ID `R` and the request's
+//! label, read back. If any step fails the pair is destroyed (or remembered
+//! as an orphan when even that fails), and the request generates a key on
+//! demand; when the coordinator cannot be reached the key stays in the
+//! pool and the request generates on demand (fail closed: no key is
+//! relabelled without a claim).
 //!
 //! PKCS #11 v2.40 marks CKA_ID and CKA_LABEL with note 8 of its common
 //! footnotes for object attribute tables: "May be modified after object is
@@ -27,7 +33,8 @@
 //! changes CKA_LABEL but not CKA_ID). A token that refuses to change
 //! CKA_ID, or answers CKR_OK and keeps the old one, turns the pool off for
 //! the rest of the run: its ready keys are destroyed and every request
-//! generates on demand. No key is handed out unclaimed.
+//! generates on demand, under its final CKA_ID from then on (unmarked).
+//! No key is handed out unclaimed.
 //!
 //! **Adoption.** At start (and when the token comes back) a pair already on
 //! the token joins the pool only if both objects carry the same pool-shaped
@@ -35,27 +42,25 @@
 //! CKA_ID, and its private key shows it was made on the token and never
 //! left it ([`provenance`]): anyone can give an imported key the pool's mark.
 //!
-//! The shape of the CKA_ID is the key's state. A claim is two
-//! C_SetAttributeValue calls, not a compare-and-swap: two processes that
-//! adopted the same key could both claim it. Hence one pool per token and
-//! label prefix. Sharing a pool would need an atomic claim, and possibly a
-//! further shape for "claimed, not yet delivered".
+//! The shape of the CKA_ID is the key's state: `hsm-pool` + `R`
+//! unassigned, a mark while being delivered, `R` delivered. Without Redis a
+//! claim is C_SetAttributeValue calls, not a compare-and-swap: two
+//! processes that adopted the same key could both claim it. Hence one pool
+//! per token and label prefix, unless the replicas share `[service]
+//! redis_url`.
 
+pub(super) mod claim;
 mod provenance;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cryptoki::error::{Error as P11Error, RvError};
-use cryptoki::object::{Attribute, AttributeType};
-use cryptoki::session::Session;
-
+use super::Pkcs11Backend;
 use super::keygen::{self, Pair};
-use super::{Pkcs11Backend, describe, uri};
 use crate::algorithm::{KeyType, SignatureAlgorithm};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The first bytes of a pool key's CKA_ID (`hsm-pool` in ASCII). With the
 /// 16 random bytes after it, a pool CKA_ID is 24 bytes long and can never
@@ -95,6 +100,8 @@ pub struct KeyPool {
     hits: AtomicU64,
     misses: AtomicU64,
     made: AtomicU64,
+    /// Keys another replica claimed first.
+    lost: AtomicU64,
 }
 
 /// Counters for /metrics.
@@ -121,11 +128,22 @@ impl KeyPool {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             made: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ready> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The CKA_LABEL of this pool's keys while they are not delivered:
+    /// `<label_prefix>undelivered`.
+    fn undelivered_label(&self) -> String {
+        let prefix = self
+            .unassigned_label
+            .strip_suffix("pool:unassigned")
+            .unwrap_or_default();
+        format!("{prefix}undelivered")
     }
 
     /// Keys ready now.
@@ -200,9 +218,10 @@ impl KeyPool {
             key_type: self.key_type,
             signature,
             label: self.unassigned_label.clone(),
+            undelivered_label: self.undelivered_label(),
         };
-        let (key, pair) = keygen::generate(backend, &spec, &POOL_ID_PREFIX)?;
-        backend.admit(self, PooledKey { pair, key })
+        let (key, pair, on_token) = keygen::generate(backend, &spec, &POOL_ID_PREFIX)?;
+        backend.admit(self, PooledKey { pair, key }, &on_token)
     }
 
     /// Adopts the unassigned pool keys already on the token: pairs whose
@@ -216,7 +235,7 @@ impl KeyPool {
         if self.is_off() {
             return Ok(0);
         }
-        let (mut adopted, mut passed_over) = (0, 0);
+        let (mut adopted, mut passed_over, mut claimed) = (0, 0, 0);
         for entry in backend.list_keys()? {
             if entry.label != self.unassigned_label {
                 continue;
@@ -240,6 +259,16 @@ impl KeyPool {
                 passed_over += 1;
                 continue;
             }
+            // Being taken by another replica (or Redis cannot say).
+            if !matches!(
+                backend
+                    .coordinator
+                    .claimed(backend.token_serial(), &entry.id_bytes),
+                Ok(false)
+            ) {
+                claimed += 1;
+                continue;
+            }
             let key = GeneratedKey {
                 handles: crate::backend::KeyHandles {
                     private: private.handle(),
@@ -260,6 +289,9 @@ impl KeyPool {
             }
             adopted += 1;
         }
+        if claimed > 0 {
+            log::info!("key pool: {claimed} pool key(s) claimed by another process, left to it");
+        }
         if passed_over > 0 {
             log::warn!(
                 "key pool: {passed_over} key pair(s) labelled {:?} were not adopted: only a \
@@ -277,138 +309,6 @@ impl KeyPool {
     }
 }
 
-/// Why a claim failed, and whether the token said it never will succeed.
-struct ClaimFailed {
-    detail: crate::error::Detail,
-    refused: bool,
-}
-
-/// Sets `attribute` on both objects of `pair`.
-fn set_both(session: &Session, pair: Pair, attribute: Attribute, what: &str) -> Claim {
-    for object in [pair.private, pair.public] {
-        session
-            .update_attributes(object, std::slice::from_ref(&attribute))
-            .map_err(|e| ClaimFailed {
-                detail: describe(&e).context(what),
-                // The token will never make this change, as opposed to a
-                // failure of this one call.
-                refused: matches!(
-                    e,
-                    P11Error::Pkcs11(
-                        RvError::AttributeReadOnly
-                            | RvError::ActionProhibited
-                            | RvError::AttributeTypeInvalid
-                            | RvError::AttributeValueInvalid
-                            | RvError::TemplateInconsistent
-                            | RvError::FunctionNotSupported,
-                        _
-                    )
-                ),
-            })?;
-    }
-    Ok(())
-}
-
-type Claim = std::result::Result<(), ClaimFailed>;
-
-/// Claims `pair` for a request: both objects get `claimed_id`, read back
-/// (a token may answer CKR_OK and keep the old value), then `label`.
-fn claim(session: &Session, pair: Pair, claimed_id: &[u8], label: &str) -> Claim {
-    let id = Attribute::Id(claimed_id.to_vec());
-    set_both(session, pair, id, "claiming a pool key (CKA_ID)")?;
-    for object in [pair.private, pair.public] {
-        let kept = session
-            .get_attributes(object, &[AttributeType::Id])
-            .map_err(|e| ClaimFailed {
-                detail: describe(&e).context("reading back a claimed CKA_ID"),
-                refused: false,
-            })?;
-        if !matches!(kept.as_slice(), [Attribute::Id(id)] if id == claimed_id) {
-            return Err(ClaimFailed {
-                detail: "the token took a new CKA_ID for a pool key but kept the old one".into(),
-                refused: true,
-            });
-        }
-    }
-    let label = Attribute::Label(label.as_bytes().to_vec());
-    set_both(session, pair, label, "relabelling a claimed pool key")
-}
-
-impl Pkcs11Backend {
-    /// Gives a pool key to the caller: [`claim`]s it and lets this session
-    /// sign with it. On any failure the pair is destroyed (or put back,
-    /// when nothing was changed yet); when the token refuses the claim,
-    /// `pool` is turned off.
-    fn assign(&mut self, pool: &KeyPool, pooled: PooledKey, label: &str) -> Result<GeneratedKey> {
-        let claimed_id = match self.session().and_then(|s| keygen::new_id(s, &[])) {
-            Ok(id) => id,
-            Err(e) => {
-                if let Some(unused) = pool.put(pooled, false) {
-                    self.discard(unused, &[]);
-                }
-                return Err(e);
-            }
-        };
-        let claimed = match self.session() {
-            Ok(session) => claim(session, pooled.pair, &claimed_id, label),
-            Err(e) => Err(ClaimFailed {
-                detail: e.to_string().into(),
-                refused: false,
-            }),
-        };
-        if let Err(failed) = claimed {
-            self.discard(pooled, &[claimed_id]);
-            if failed.refused {
-                self.turn_off(pool, failed.detail.as_str());
-            }
-            return Err(Error::Token {
-                op: "taking a key from the pool (C_SetAttributeValue)",
-                token: self.label.clone(),
-                detail: failed.detail,
-            });
-        }
-        let mut key = pooled.key;
-        key.uri = uri::private_key_uri(&self.label, &self.serial, label, &claimed_id);
-        key.id = claimed_id;
-        key.label = label.to_owned();
-        self.made.push(pooled.pair);
-        Ok(key)
-    }
-
-    /// Destroys a pool key nobody will get. When that fails, remembers its
-    /// CKA_ID and `other_ids` (IDs it may carry by now) as orphans (see [`super::orphans`]).
-    fn discard(&mut self, pooled: PooledKey, other_ids: &[Vec<u8>]) {
-        let destroyed = self
-            .session()
-            .map_err(|e| e.to_string())
-            .and_then(|session| keygen::destroy_pair(session, pooled.pair));
-        if let Err(e) = destroyed {
-            log::warn!("could not destroy an unusable pool key, will retry: {e}");
-            self.orphans.push(pooled.key.id);
-            self.orphans.extend(other_ids.iter().cloned());
-        }
-    }
-
-    /// Turns `pool` off after the token refused a claim, and destroys its
-    /// ready keys.
-    fn turn_off(&mut self, pool: &KeyPool, why: &str) {
-        let Some(ready) = pool.turn_off() else {
-            return;
-        };
-        log::error!(
-            "key pool turned off: token {:?} refused a claim ({why}). A claim changes a pool \
-             key's CKA_ID, then its CKA_LABEL, and no key is handed out unclaimed. Requests \
-             generate keys on demand; set [pool] size = 0 for this token. Destroying {} ready \
-             pool key(s).",
-            self.label,
-            ready.len()
-        );
-        for pooled in ready {
-            self.discard(pooled, &[]);
-        }
-    }
-}
-
 /// A backend that takes keys from `pool` when it can, and generates on
 /// demand when the pool is empty, off, or holds another key type.
 #[derive(Debug)]
@@ -421,19 +321,38 @@ pub struct Pooled<'a> {
 
 impl KeyBackend for Pooled<'_> {
     fn generate(&mut self, spec: &KeySpec) -> Result<GeneratedKey> {
+        if self.backend.marks_refused.load(Ordering::Relaxed) {
+            self.backend
+                .turn_off(self.pool, "a new key's CKA_ID could not be changed");
+        }
         if spec.key_type == self.pool.key_type {
-            if let Some(pooled) = self.pool.take() {
-                match self.backend.assign(self.pool, pooled, &spec.label) {
-                    Ok(key) => {
+            // Keys other replicas claimed first are dropped; a bounded
+            // number of tries, then on demand.
+            for _ in 0..8 {
+                let Some(pooled) = self.pool.take() else {
+                    break;
+                };
+                match self.backend.assign(self.pool, pooled, spec) {
+                    Ok(claim::Taken::Key(key)) => {
                         self.pool.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(key);
                     }
-                    Err(e) => log::warn!("pool key unusable, generating on demand: {e}"),
+                    Ok(claim::Taken::Lost) => {
+                        self.pool.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        log::warn!("pool key unusable, generating on demand: {e}");
+                        break;
+                    }
                 }
             }
         }
         self.pool.misses.fetch_add(1, Ordering::Relaxed);
         self.backend.generate(spec)
+    }
+
+    fn settle(&mut self, key: &GeneratedKey) -> Result<()> {
+        self.backend.settle(key)
     }
 
     fn sign(

@@ -76,7 +76,10 @@ pub fn retry_on_lost_session<B, T>(
     }
 }
 
-/// The key pool's refiller thread, and the flag that stops it.
+/// How often `serve` sweeps for undelivered keys of stopped processes.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// The key pool's refiller thread (or the sweeper), and the flag that stops it.
 type Refiller = (JoinHandle<()>, Arc<AtomicBool>);
 
 /// Logged-in sessions, each used by one request at a time, with the key
@@ -91,6 +94,9 @@ pub struct SessionPool {
     /// been opened again.
     broken: AtomicBool,
     refiller: Mutex<Option<Refiller>>,
+    /// The periodic sweep for undelivered keys ([`super::sweep`]).
+    sweeper: Mutex<Option<Refiller>>,
+    coordinator: Arc<dyn super::mark::Coordinator>,
     orphans: Arc<Orphans>,
 }
 
@@ -112,6 +118,7 @@ impl SessionPool {
             .max_rw_sessions()
             .map_or(wanted, |m| usize::try_from(m).unwrap_or(usize::MAX).max(1));
         let total = wanted.clamp(1, cap.max(1));
+        let coordinator = first.coordinator();
         let sessions = open_sessions(first, total)?;
         log::info!(
             "{total} worker session(s) on token {:?}",
@@ -125,6 +132,8 @@ impl SessionPool {
             key_pool,
             broken: AtomicBool::new(false),
             refiller: Mutex::new(None),
+            sweeper: Mutex::new(None),
+            coordinator,
             orphans: Arc::default(),
         })
     }
@@ -256,7 +265,11 @@ impl SessionPool {
     ///
     /// # Errors
     /// A token error when the keys cannot be listed or the session opened.
+    ///
+    /// First removes the undelivered keys of processes that stopped
+    /// mid-call, and starts the periodic sweep for them ([`super::sweep`]).
     pub fn start_key_pool(&self) -> Result<()> {
+        self.start_sweeper()?;
         let Some(pool) = &self.key_pool else {
             return Ok(());
         };
@@ -284,16 +297,31 @@ impl SessionPool {
         Ok(())
     }
 
-    /// Stops the refiller, if any, and waits for it.
+    fn start_sweeper(&self) -> Result<()> {
+        let session = {
+            let mut idle = self.idle();
+            let first = idle
+                .first_mut()
+                .ok_or_else(|| Error::Internal("no session to sweep from".into()))?;
+            // Not fatal: the periodic sweep tries again.
+            if let Err(e) = first.sweep_undelivered(true) {
+                log::warn!("sweep for undelivered key pairs failed: {e}");
+            }
+            first.another_session()?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = super::sweep::spawn_sweeper(session, SWEEP_EVERY, Arc::clone(&stop));
+        *self.sweeper.lock().unwrap_or_else(|p| p.into_inner()) = Some((handle, stop));
+        Ok(())
+    }
+
+    /// Stops the refiller and the sweeper, if any, and waits for them.
     pub fn stop_key_pool(&self) {
-        if let Some((handle, stop)) = self
-            .refiller
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            stop.store(true, Ordering::Relaxed);
-            let _ = handle.join();
+        for thread in [&self.refiller, &self.sweeper] {
+            if let Some((handle, stop)) = thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                stop.store(true, Ordering::Relaxed);
+                let _ = handle.join();
+            }
         }
     }
 
@@ -315,6 +343,7 @@ impl SessionPool {
             self.orphans.keep(old.take_orphans());
         }
         let mut first = Pkcs11Backend::open(&self.token.module, &self.token.selector)?;
+        first.set_coordinator(Arc::clone(&self.coordinator));
         if first.login_required() {
             first.login(self.token.pin.as_ref())?;
         }

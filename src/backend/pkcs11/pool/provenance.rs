@@ -96,7 +96,12 @@ impl Pkcs11Backend {
     /// does not keep that history turns the pool off (its keys would never
     /// be adopted after a restart, and the refiller would make and destroy
     /// a key after another).
-    pub(super) fn admit(&mut self, pool: &KeyPool, pooled: PooledKey) -> Result<()> {
+    pub(super) fn admit(
+        &mut self,
+        pool: &KeyPool,
+        pooled: PooledKey,
+        on_token: &[u8],
+    ) -> Result<()> {
         let doubt = self.session().and_then(|s| {
             doubts(s, pooled.pair.private).map_err(|e| Error::Token {
                 op: "reading a new pool key's attributes (C_GetAttributeValue)",
@@ -106,13 +111,23 @@ impl Pkcs11Backend {
         });
         match doubt {
             Ok(d) if d.is_empty() => {
+                if let Err(e) = self.enter_pool(&pooled, on_token) {
+                    self.discard(pooled, &[on_token.to_vec()]);
+                    if self
+                        .marks_refused
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        self.turn_off(pool, &e.to_string());
+                    }
+                    return Err(e);
+                }
                 if let Some(unwanted) = pool.put(pooled, true) {
                     self.discard(unwanted, &[]);
                 }
                 Ok(())
             }
             Ok(d) => {
-                self.discard(pooled, &[]);
+                self.discard(pooled, &[on_token.to_vec()]);
                 if let Some(ready) = pool.turn_off() {
                     log::error!(
                         "key pool turned off: token {:?} made a pool key that does not show it \
@@ -131,7 +146,7 @@ impl Pkcs11Backend {
                 ))
             }
             Err(e) => {
-                self.discard(pooled, &[]);
+                self.discard(pooled, &[on_token.to_vec()]);
                 Err(e)
             }
         }

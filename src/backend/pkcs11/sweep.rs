@@ -1,0 +1,159 @@
+//! Removing the key pairs that processes which died mid-call left behind.
+//!
+//! Every pair hsm-csr makes carries a [`mark`] until its response is
+//! delivered. A sweep lists the marked pairs on the token and asks, for
+//! each owner, whether it still runs ([`mark::liveness`]): the pairs of a
+//! dead owner are destroyed under every CKA_ID they may carry
+//! ([`mark::every_form`]); those of a live owner (a `create` running beside
+//! `serve`, another replica) are left alone; those whose owner cannot be
+//! judged from here (another host, no lease) are named for the operator
+//! and left alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+
+use super::mark::{self, Liveness, Owner};
+use super::{Pkcs11Backend, describe};
+use crate::error::{Error, Result};
+
+/// What one sweep found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Undelivered pairs of dead owners, destroyed.
+    pub removed: usize,
+    /// Undelivered pairs of running owners, left alone.
+    pub in_flight: usize,
+    /// Undelivered pairs whose owner cannot be judged here, left alone.
+    pub unknown: usize,
+}
+
+impl Pkcs11Backend {
+    /// Every marked CKA_ID on the token, by owner.
+    fn marks(&self) -> Result<BTreeMap<Vec<u8>, Owner>> {
+        let session = self.session()?;
+        let token_err = |e: cryptoki::error::Error| Error::Token {
+            op: "listing undelivered key pairs",
+            token: self.label.clone(),
+            detail: describe(&e),
+        };
+        let mut marks = BTreeMap::new();
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            for object in session
+                .find_objects(&[Attribute::Class(class)])
+                .map_err(token_err)?
+            {
+                // An object gone meanwhile (another process) is no error.
+                let Ok(attrs) = session.get_attributes(object, &[AttributeType::Id]) else {
+                    continue;
+                };
+                if let [Attribute::Id(id)] = attrs.as_slice() {
+                    if let Some((owner, _)) = mark::decode(id) {
+                        marks.insert(id.clone(), owner);
+                    }
+                }
+            }
+        }
+        Ok(marks)
+    }
+
+    /// Destroys the objects marked `id`, and the lone halves under its
+    /// other forms ([`mark::every_form`]) that a claim cut off half-way
+    /// left; a whole pair under another form is a key in its own right
+    /// (whoever planted a mark over its CKA_ID must not get it destroyed).
+    fn destroy_marked(&mut self, id: &[u8]) -> Result<()> {
+        let forms = mark::every_form(id);
+        self.destroy_by_id(&forms[..1])?;
+        for form in &forms[1..] {
+            if self.key_objects(form)? == 1 {
+                self.destroy_by_id(std::slice::from_ref(form))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many key objects carry CKA_ID `id`.
+    fn key_objects(&self, id: &[u8]) -> Result<usize> {
+        let session = self.session()?;
+        let mut n = 0;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            n += session
+                .find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
+                .map_err(|e| Error::Token {
+                    op: "looking for the halves of an undelivered key pair",
+                    token: self.label.clone(),
+                    detail: describe(&e),
+                })?
+                .len();
+        }
+        Ok(n)
+    }
+
+    /// Destroys the undelivered pairs of owners that no longer run; with
+    /// `report`, names the owners that cannot be judged from here.
+    ///
+    /// # Errors
+    /// A token error when the objects cannot be listed or destroyed.
+    pub fn sweep_undelivered(&mut self, report: bool) -> Result<Swept> {
+        let mut swept = Swept::default();
+        let mut judged: BTreeMap<Owner, Liveness> = BTreeMap::new();
+        for (id, owner) in self.marks()? {
+            let coordinator = Arc::clone(&self.coordinator);
+            let verdict = *judged
+                .entry(owner)
+                .or_insert_with(|| mark::liveness(&owner, coordinator.as_ref()));
+            match verdict {
+                Liveness::Alive => swept.in_flight += 1,
+                Liveness::Unknown => swept.unknown += 1,
+                Liveness::Dead => {
+                    self.destroy_marked(&id)?;
+                    swept.removed += 1;
+                }
+            }
+        }
+        if swept.removed > 0 {
+            log::warn!(
+                "removed {} key pair(s) that processes which stopped mid-call left undelivered on token {:?}",
+                swept.removed,
+                self.label
+            );
+        }
+        for (owner, verdict) in &judged {
+            if report && *verdict == Liveness::Unknown {
+                log::warn!(
+                    "token {:?} holds key pairs not yet delivered by {}, which cannot be judged from \
+                     here (another host, no Redis lease): left alone; if that process is gone, \
+                     remove them with `hsm-csr keys delete`",
+                    self.label,
+                    owner.describe()
+                );
+            }
+        }
+        Ok(swept)
+    }
+}
+
+/// Sweeps on `backend` every `every`, until `stop`.
+pub fn spawn_sweeper(
+    mut backend: Pkcs11Backend,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut next = Instant::now() + every;
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() < next {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            if let Err(e) = backend.sweep_undelivered(false) {
+                log::warn!("sweep for undelivered key pairs failed: {e}");
+            }
+            next = Instant::now() + every;
+        }
+    })
+}

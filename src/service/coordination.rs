@@ -1,0 +1,258 @@
+//! What replicas sharing a token coordinate through Redis: who may take a
+//! pool key, and which replicas still run (see
+//! [`crate::backend::pkcs11::mark`]).
+//!
+//! - A pool claim is `SET <prefix>:claim:<serial>:<pool id> <owner> NX PX`
+//!   ([`CLAIM_TTL`]): one replica wins, and only the winner relabels the
+//!   key. The claim outlives the relabel by far; a replica that still holds
+//!   the key in memory afterwards loses the claim, or (once it expired)
+//!   finds the key no longer carries its pool ID.
+//! - Each `serve` holds `<prefix>:lease:<owner>` with `SET PX`
+//!   ([`LEASE_TTL`]), refreshed every [`LEASE_TTL`] / 5. Any replica may
+//!   sweep the undelivered keys of an owner whose lease is gone, once this
+//!   Redis has kept leases for two lease lifetimes (a Redis restarted
+//!   empty knows no lease, of live replicas neither); an owner
+//!   whose last refresh is older than [`DELIVER_WITHIN`] delivers nothing
+//!   (its lease may be gone, its keys may be being swept).
+//!
+//! Fail closed: when Redis cannot be reached no claim succeeds (the call
+//! makes its key on demand, so no key goes to two callers), no key is
+//! adopted, and no owner is judged dead.
+//!
+//! These calls run on blocking threads (the token's), with the redis
+//! crate's synchronous connection and short timeouts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::redis::key;
+use crate::backend::pkcs11::mark::{Coordinator, KIND_LEASED, Liveness, Owner};
+use crate::error::{Error, Result};
+
+/// How long a pool claim stands.
+pub const CLAIM_TTL: Duration = Duration::from_secs(600);
+/// How long a lease lives without a refresh.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// A replica delivers only while its last lease refresh is this recent.
+pub const DELIVER_WITHIN: Duration = Duration::from_secs(10);
+/// Connect, read and write timeout of each Redis call.
+const TIMEOUT: Duration = Duration::from_millis(500);
+/// How long calls fail at once after one failed.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Pool claims and leases in Redis.
+pub struct RedisCoordinator {
+    client: redis::Client,
+    prefix: String,
+    owner: Owner,
+    connection: Mutex<Option<redis::Connection>>,
+    /// After a failed call, calls fail at once until then, rather than
+    /// each waiting out a timeout while holding the connection.
+    retry_at: Mutex<Option<Instant>>,
+    /// When the lease was last refreshed.
+    leased_at: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for RedisCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCoordinator")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: &redis::RedisError) -> Error {
+    // The error names no URL or password: only what Redis said.
+    Error::Token {
+        op: "coordinating with other replicas through Redis",
+        token: "Redis".to_owned(),
+        detail: format!("Redis unreachable ({:?})", e.kind()).into(),
+    }
+}
+
+impl RedisCoordinator {
+    /// A coordinator for `client`'s Redis under `prefix`; this process
+    /// marks its keys as a leased owner.
+    pub fn new(client: redis::Client, prefix: &str) -> Self {
+        RedisCoordinator {
+            client,
+            prefix: prefix.to_owned(),
+            owner: Owner::this_process(KIND_LEASED),
+            connection: Mutex::new(None),
+            retry_at: Mutex::new(None),
+            leased_at: Mutex::new(None),
+        }
+    }
+
+    /// Runs `f` on the shared connection, opening it when needed; a failed
+    /// call drops it, the next call opens another.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let down = || Error::Token {
+            op: "coordinating with other replicas through Redis",
+            token: "Redis".to_owned(),
+            detail: "Redis unreachable (retrying shortly)".into(),
+        };
+        let retry_at = *self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
+        if retry_at.is_some_and(|t| Instant::now() < t) {
+            return Err(down());
+        }
+        let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let failed = |e: &redis::RedisError| {
+            *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + RETRY_AFTER);
+            unavailable(e)
+        };
+        if slot.is_none() {
+            let c = self
+                .client
+                .get_connection_with_timeout(TIMEOUT)
+                .map_err(|e| failed(&e))?;
+            c.set_read_timeout(Some(TIMEOUT))
+                .and_then(|()| c.set_write_timeout(Some(TIMEOUT)))
+                .map_err(|e| failed(&e))?;
+            *slot = Some(c);
+        }
+        let Some(c) = slot.as_mut() else {
+            return Err(down());
+        };
+        f(c).map_err(|e| {
+            *slot = None;
+            failed(&e)
+        })
+    }
+
+    fn claim_key(&self, serial: &str, pool_id: &[u8]) -> String {
+        key(&self.prefix, "claim", &[serial.as_bytes(), pool_id])
+    }
+
+    /// When (Redis `TIME`, seconds) this Redis first saw a lease: a Redis
+    /// that restarted empty has no lease of anyone, live or not, until
+    /// each replica renewed once.
+    fn since_key(&self) -> String {
+        key(&self.prefix, "leases-since", &[])
+    }
+
+    fn lease_key(&self, owner: &Owner) -> String {
+        key(&self.prefix, "lease", &[&owner.bytes()])
+    }
+
+    /// Sets this process's lease once.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub fn refresh_lease(&self) -> Result<()> {
+        let lease = self.lease_key(&self.owner);
+        let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let before = Instant::now();
+        let since = self.since_key();
+        self.with(|c| {
+            let (now, _): (u64, u64) = redis::cmd("TIME").query(c)?;
+            redis::pipe()
+                .cmd("SET")
+                .arg(&lease)
+                .arg(1)
+                .arg("PX")
+                .arg(ttl)
+                .ignore()
+                .cmd("SET")
+                .arg(&since)
+                .arg(now)
+                .arg("NX")
+                .ignore()
+                .query::<()>(c)
+        })?;
+        *self.leased_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(before);
+        Ok(())
+    }
+
+    /// Keeps the lease alive until `stop`, on a thread of its own.
+    pub fn keep_lease(self: &Arc<Self>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+        let me = Arc::clone(self);
+        std::thread::spawn(move || {
+            let mut failing = false;
+            while !stop.load(Ordering::Relaxed) {
+                match me.refresh_lease() {
+                    Ok(()) if failing => {
+                        log::info!("Redis lease renewed: this replica delivers keys again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        log::warn!(
+                            "cannot renew this replica's lease in Redis: {e}; keys are not \
+                             delivered once it may have lapsed"
+                        );
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                let next = Instant::now() + LEASE_TTL / 5;
+                while Instant::now() < next && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        })
+    }
+}
+
+impl Coordinator for RedisCoordinator {
+    fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    fn claim(&self, serial: &str, pool_id: &[u8]) -> Result<bool> {
+        let claim = self.claim_key(serial, pool_id);
+        let ttl = u64::try_from(CLAIM_TTL.as_millis()).unwrap_or(u64::MAX);
+        let won: Option<String> = self.with(|c| {
+            redis::cmd("SET")
+                .arg(&claim)
+                .arg(&self.owner.bytes()[..])
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query(c)
+        })?;
+        Ok(won.is_some())
+    }
+
+    fn claimed(&self, serial: &str, pool_id: &[u8]) -> Result<bool> {
+        let claim = self.claim_key(serial, pool_id);
+        let n: i64 = self.with(|c| redis::cmd("EXISTS").arg(&claim).query(c))?;
+        Ok(n > 0)
+    }
+
+    fn lease_alive(&self, owner: &Owner) -> Liveness {
+        let (lease, since) = (self.lease_key(owner), self.since_key());
+        let answer = self.with(|c| {
+            redis::pipe()
+                .cmd("EXISTS")
+                .arg(&lease)
+                .cmd("GET")
+                .arg(&since)
+                .cmd("TIME")
+                .query::<(i64, Option<u64>, (u64, u64))>(c)
+        });
+        match answer {
+            Ok((n, _, _)) if n > 0 => Liveness::Alive,
+            // Gone only if every live replica has had two renewals' time
+            // to put its lease back since this Redis started keeping them.
+            Ok((_, Some(since), (now, _)))
+                if now.saturating_sub(since) > 2 * LEASE_TTL.as_secs() =>
+            {
+                Liveness::Dead
+            }
+            Ok(_) | Err(_) => Liveness::Unknown,
+        }
+    }
+
+    fn may_deliver(&self) -> bool {
+        self.leased_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < DELIVER_WITHIN)
+    }
+}

@@ -1,0 +1,47 @@
+"""Watch a PKCS#11 token with PyKCS11 and print, one per line, the CKA_ID
+(hex) of every key pair that appears (a private and a public key object
+with that non-empty CKA_ID), as soon as it is seen.
+
+usage: p11watch.py MODULE TOKEN_LABEL        (PIN in HSM_CSR_PIN)
+Keys already on the token when it starts are not printed; it prints
+"ready" once it has read them. It runs until killed.
+"""
+import os
+import sys
+import time
+
+import PyKCS11
+
+module, label = sys.argv[1], sys.argv[2]
+lib = PyKCS11.PyKCS11Lib()
+lib.load(module)
+slot = next(s for s in lib.getSlotList(tokenPresent=True)
+            if lib.getTokenInfo(s).label.strip() == label)
+session = lib.openSession(slot)
+session.login(os.environ["HSM_CSR_PIN"])
+
+
+def ids_of(cls):
+    found = set()
+    for obj in session.findObjects([(PyKCS11.CKA_CLASS, cls)]):
+        try:
+            found.add(bytes(session.getAttributeValue(obj, [PyKCS11.CKA_ID])[0]).hex())
+        except PyKCS11.PyKCS11Error:
+            pass  # removed or being rewritten by another process
+    return found
+
+
+def ids():
+    pairs = ids_of(PyKCS11.CKO_PRIVATE_KEY) & ids_of(PyKCS11.CKO_PUBLIC_KEY)
+    pairs.discard("")
+    return pairs
+
+
+seen = ids()
+print("ready", flush=True)
+while True:
+    now = ids()
+    for new in sorted(now - seen):
+        print(new, flush=True)
+    seen |= now
+    time.sleep(0.002)
