@@ -18,4 +18,5 @@ mod output;
 mod pool;
 mod selection;
 mod service;
+mod softhsm_conf;
 mod tamper;
