@@ -15,6 +15,7 @@ mod hostile;
 mod keys;
 mod lifecycle;
 mod output;
+mod package;
 mod pool;
 mod selection;
 mod service;
