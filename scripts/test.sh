@@ -5,9 +5,12 @@
 # then cargo fmt --check, clippy -D warnings, and every test:
 #  - unit tests, and the integration suite on private SoftHSM2 tokens (one
 #    per test, in parallel);
+#  - the Debian package (scripts/package.sh), which the suite then unpacks
+#    into a scratch root and runs (tests/package.rs);
 #  - the same integration suite on openCryptoki, tpm2-pkcs11 (swtpm) and
 #    SoftHSM behind p11-kit remoting, one shared token each, one test at a
-#    time (scripts/tokens/setup.sh); cases a token cannot do are listed;
+#    time (scripts/tokens/run.sh); cases a token cannot do are listed; the
+#    host's /etc/opencryptoki and /var/lib/opencryptoki must be unchanged;
 # and short runs of scripts/bench.sh and scripts/load.sh, so both are known
 # to work.
 # HSM_CSR_TOKENS="opencryptoki tpm2 p11kit" chooses the extra tokens
@@ -45,25 +48,35 @@ if cargo tree --locked -e normal --no-default-features --prefix none \
     | grep -E '^(axum|hyper|hyper-util|tokio|tokio-rustls|rustls|tower|h2|http|http-body|mio|prometheus-client|clap|indicatif|rpassword|tempfile) v'; then
   die "cargo tree --no-default-features shows the crates above; gate them behind the service or cli feature"
 fi
+say "Debian package (scripts/package.sh)"
+need_packages man-db systemd
+HSM_CSR_TEST_DEB=$(bash scripts/package.sh)
+export HSM_CSR_TEST_DEB
 say "cargo test (private SoftHSM2 tokens)"
 cargo test --locked
 
 tokens=${HSM_CSR_TOKENS-opencryptoki tpm2 p11kit}
 if [ -n "$tokens" ]; then
   tokdir=$(mktemp -d /tmp/hsm-csr-tok.XXXXXX)
-  trap 'bash scripts/tokens/stop.sh "$tokdir"; rm -rf "$tokdir"' EXIT
-  # shellcheck disable=SC2086
-  bash scripts/tokens/setup.sh "$tokdir" $tokens
+  # The extra tokens must leave a host's own openCryptoki as they found it:
+  # checked after the passes, and on the way out if one of them fails.
+  case " $tokens " in *" opencryptoki "*) need_packages opencryptoki ;; esac
+  host_opencryptoki=$(opencryptoki_state)
+  opencryptoki_unchanged() {
+    [ "$(opencryptoki_state)" = "$host_opencryptoki" ] && return 0
+    diff <(printf '%s\n' "$host_opencryptoki") <(opencryptoki_state) >&2 || true
+    printf 'error: %s\n' "the token passes changed this host's /etc/opencryptoki or /var/lib/opencryptoki (diff above)" >&2
+    return 1
+  }
+  trap 'bash scripts/tokens/stop.sh "$tokdir"; rm -rf "$tokdir"; opencryptoki_unchanged || exit 1' EXIT
   for t in $tokens; do
     say "integration suite on $t"
-    (
-      # shellcheck disable=SC1090
-      source "$tokdir/$t.env"
-      export HSM_CSR_TEST_SKIP_LOG=$tokdir/$t.skipped
+    skipped=$tokdir/$t.skipped
+    HSM_CSR_TEST_SKIP_LOG=$skipped bash scripts/tokens/run.sh "$tokdir" "$t" \
       cargo test --locked --test integration -- --test-threads=1
-      [ -s "$HSM_CSR_TEST_SKIP_LOG" ] && sed 's/^/    /' "$HSM_CSR_TEST_SKIP_LOG" >&2 || true
-    )
+    [ -s "$skipped" ] && sed 's/^/    /' "$skipped" >&2 || true
   done
+  opencryptoki_unchanged || exit 1
 fi
 say "scripts/bench.sh and scripts/load.sh (short runs)"
 BENCH_RUNS=3 BENCH_BATCH=4 bash scripts/bench.sh >/dev/null

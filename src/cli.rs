@@ -6,6 +6,7 @@ pub mod acme;
 pub mod attach;
 pub mod batch;
 pub mod create;
+pub mod generate;
 pub mod keys;
 pub mod output;
 #[cfg(feature = "service")]
@@ -16,8 +17,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Make certificate signing requests whose RSA key is generated inside a
-/// PKCS#11 token (HSM) and never leaves it.
+/// Make certificate signing requests whose RSA, EC or Ed25519 key is
+/// generated inside a PKCS#11 token (HSM) and never leaves it.
 #[derive(Debug, Parser)]
 #[command(name = "hsm-csr", version, about, long_about = None)]
 pub struct Cli {
@@ -170,6 +171,37 @@ pub struct AcmeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub validation_timeout: u64,
+}
+
+// `hsm-csr generate`, for packagers (scripts/package.sh), is parsed apart
+// from `Cli`, so that `--help`, the man pages and the completions never
+// offer it.
+/// Write hsm-csr's man pages or a shell completion script.
+#[derive(Debug, Parser)]
+#[command(name = "hsm-csr generate")]
+pub struct GenerateCli {
+    /// What to write.
+    #[command(subcommand)]
+    pub command: GenerateCommand,
+}
+
+/// `generate man|completions`.
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Man pages, hsm-csr.1 and one per subcommand, into DIR.
+    Man {
+        /// Directory to write them to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The completion script for SHELL, into DIR.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+        /// Directory to write it to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `batch`.

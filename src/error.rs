@@ -46,7 +46,7 @@ pub enum Error {
     },
 
     /// No token with the requested label is present.
-    #[error("no token {label} in {module}; tokens present: {}. Check [token] label / --token.", list_or_none(.available))]
+    #[error("no token {label} in {module}; tokens present: {}. Check [token] label / --token.{hint}", list_or_none(.available))]
     TokenNotFound {
         /// What was asked for: `"label"`, `serial ...`.
         label: String,
@@ -54,6 +54,8 @@ pub enum Error {
         module: String,
         /// Labels of the tokens that are present.
         available: Vec<String>,
+        /// " Sentence." on SOFTHSM2_CONF for SoftHSM2, else "".
+        hint: String,
     },
 
     /// C_Login said CKR_PIN_INCORRECT. Never retried: HSMs lock after a few tries.

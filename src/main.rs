@@ -15,6 +15,18 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     logger::init();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        let argv = std::env::args_os().skip(2);
+        let args =
+            cli::GenerateCli::parse_from(std::iter::once("hsm-csr generate".into()).chain(argv));
+        return match cli::generate::run(&args.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                cli::output::error(false, &hsm_csr::new_request_id(), &e);
+                exit_code(&e)
+            }
+        };
+    }
     let cli = Cli::parse();
     let request_id = hsm_csr::new_request_id();
     #[cfg_attr(not(feature = "acme"), allow(unused_mut))]

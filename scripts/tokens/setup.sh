@@ -11,6 +11,10 @@
 # plus whatever the module itself needs (SOFTHSM2_CONF, TPM2_PKCS11_*, ...).
 # User PIN 1234 everywhere. Daemons started here are stopped by stop.sh DIR.
 # Keep DIR short: unix socket paths must stay under 108 bytes.
+# Nothing here changes the host's own configuration: openCryptoki, whose
+# state is system-wide, is set up only inside the private namespaces that
+# scripts/tokens/run.sh makes (and refused elsewhere); swtpm listens on free
+# loopback ports.
 set -euo pipefail
 source "$(dirname "$0")/../lib/common.sh"
 dir=${1:?usage: setup.sh DIR TOKEN...}; shift
@@ -19,6 +23,18 @@ stop_pid() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null || true; }
 wait_for() {  # wait_for SECONDS CMD...
   local i; for i in $(seq $(( $1 * 5 ))); do "${@:2}" >/dev/null 2>&1 && return 0; sleep 0.2; done
   die "timed out waiting for: ${*:2}"
+}
+
+# free_port_pair: prints P such that nothing accepts on 127.0.0.1:P or P+1.
+free_port_pair() {
+  local p i
+  for i in $(seq 100); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; then
+      echo "$p"; return 0
+    fi
+  done
+  die "found no two free consecutive ports on 127.0.0.1"
 }
 
 setup_softhsm() {
@@ -35,7 +51,13 @@ EOT
 # openCryptoki's soft token: system-wide paths (/etc, /var), the pkcsslotd
 # daemon, no CKM_SHA*_RSA_PKCS (host hash + DigestInfo), no EC at all, and
 # a token clock cryptoki 0.12 cannot parse (so it is reached by slot-id).
+# Only in run.sh's private namespaces, where those paths are empty tmpfs.
 setup_opencryptoki() {
+  [ -n "${HSM_CSR_PRIVATE_NS:-}" ] && [ "$HSM_CSR_PRIVATE_NS" = "$(readlink /proc/self/ns/mnt)" ] \
+    && mountpoint -q /etc/opencryptoki && mountpoint -q /var/lib/opencryptoki \
+    || die "refusing to set up openCryptoki here: it would rewrite this host's /etc/opencryptoki and
+       /var/lib/opencryptoki and stop its pkcsslotd. Use scripts/tokens/run.sh DIR opencryptoki CMD...,
+       which runs it in private namespaces."
   need_packages opencryptoki opensc
   printf 'version opencryptoki-3.1\nslot 3\n{\nstdll = libpkcs11_sw.so\n}\n' > /etc/opencryptoki/opencryptoki.conf
   stop_pid /run/pkcsslotd.pid; sleep 1; rm -rf /var/lib/opencryptoki/swtok
@@ -61,12 +83,18 @@ EOT
 # a private D-Bus: token objects only, RSA at most 3072, no EdDSA.
 setup_tpm2() {
   need_packages swtpm libtpm2-pkcs11-1 libtpm2-pkcs11-tools libtss2-tcti-swtpm0 tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc
-  local d=$dir/tpm2 port=${SWTPM_PORT:-2321} p
+  local d=$dir/tpm2 port p try
   for p in abrmd swtpm dbus; do stop_pid "$d/$p.pid"; done
   rm -rf "$d"; mkdir -p "$d/state" "$d/store"
-  swtpm socket --tpm2 --tpmstate dir="$d/state" --flags not-need-init,startup-clear --daemon \
-    --server type=tcp,port=$port,bindaddr=127.0.0.1 --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
-    --pid file="$d/swtpm.pid" --log file="$d/swtpm.log" </dev/null >/dev/null 2>&1
+  # Two consecutive free loopback ports (server, control): SWTPM_PORT, or
+  # picked at random; another may take them before swtpm does, so retry.
+  for try in 1 2 3 4 5; do
+    port=${SWTPM_PORT:-$(free_port_pair)}
+    swtpm socket --tpm2 --tpmstate dir="$d/state" --flags not-need-init,startup-clear --daemon \
+      --server type=tcp,port=$port,bindaddr=127.0.0.1 --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
+      --pid file="$d/swtpm.pid" --log file="$d/swtpm.log" </dev/null >/dev/null 2>&1 && break
+    [ -z "${SWTPM_PORT:-}" ] && [ $try -lt 5 ] || die "swtpm could not listen on 127.0.0.1:$port (see $d/swtpm.log)"
+  done
   dbus-daemon --session --fork --address="unix:path=$d/bus" --print-pid=3 3>"$d/dbus.pid" </dev/null >/dev/null 2>&1
   export DBUS_SESSION_BUS_ADDRESS="unix:path=$d/bus" TPM2_PKCS11_STORE="$d/store" \
          TPM2_PKCS11_TCTI=tabrmd:bus_type=session TPM2TOOLS_TCTI=tabrmd:bus_type=session

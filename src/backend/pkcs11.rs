@@ -12,6 +12,7 @@ pub mod orphans;
 pub mod pool;
 pub mod session_pool;
 mod sign;
+pub mod softhsm_conf;
 pub mod sweep;
 pub mod token_selection;
 pub mod uri;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as P11Error, RvError};
 
-use super::describe;
+use super::{describe, softhsm_conf};
 use crate::error::{Error, Result};
 
 /// A loaded, initialised module.
@@ -60,7 +60,14 @@ pub(super) fn get(module: &Path) -> Result<Arc<Context>> {
     let owns_init = match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) => true,
         Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
-        Err(e) => return Err(module_load(format!("C_Initialize: {}", describe(&e)))),
+        Err(e) => {
+            let mut reason = format!("C_Initialize: {}", describe(&e));
+            let hint = softhsm_conf::hint_from_env(module, softhsm_conf::Failure::Initialize);
+            if !hint.is_empty() {
+                reason = format!("{reason}; {hint}");
+            }
+            return Err(module_load(reason));
+        }
     };
     log::debug!("C_Initialize took {:?}", t.elapsed());
     let ctx = Arc::new(Context { pkcs11, owns_init });

@@ -12,7 +12,7 @@
 use cryptoki::context::Pkcs11;
 use cryptoki::slot::{Slot, TokenInfo};
 
-use super::describe;
+use super::{describe, softhsm_conf};
 use crate::error::{Error, Result};
 
 /// What identifies the token.
@@ -91,12 +91,27 @@ pub(super) fn find(pkcs11: &Pkcs11, module: &str, selector: &TokenSelector) -> R
         (0, None) => Err(Error::TokenNotFound {
             label: selector.describe(),
             module: module.to_owned(),
+            hint: sentence(softhsm_conf::hint_from_env(
+                std::path::Path::new(module),
+                softhsm_conf::Failure::NoMatch {
+                    any_present: !scan.available.is_empty(),
+                },
+            )),
             available: scan.available,
         }),
         (n, _) => Err(Error::Config(format!(
             "{n} tokens match {}; add serial= or slot-id= to pick one.",
             selector.describe()
         ))),
+    }
+}
+
+/// `clause` as a sentence to append to a message: " Clause." or "".
+fn sentence(clause: String) -> String {
+    let mut chars = clause.chars();
+    match chars.next() {
+        Some(first) => format!(" {}{}.", first.to_uppercase(), chars.as_str()),
+        None => clause,
     }
 }
 
