@@ -267,11 +267,14 @@ printf '    p50 with Redis %s ms, in memory %s ms\n' "$(field "$with" p50_ms)" "
 
 say "8. pooled throughput, 1 replica against 3 (closed loop, 8 clients)"
 n8=$((2 * pool))
+stop_proc replica1; replica 1 yes; fill_pools 1
 one=$(load "$(addrs 1)" closed "$n8" 8 60)
 stop_proc replica1
 for i in 1 2 3; do replica "$i" yes; done; fill_pools 1 2 3
 three=$(load "$(addrs 1 2 3)" closed "$n8" 8 60)
-printf '    1 replica %s calls/s, 3 replicas %s calls/s\n' "$(field "$one" throughput)" "$(field "$three" throughput)"
+printf '    1 replica %s calls/s (p50 %s ms), 3 replicas %s calls/s (p50 %s ms); errors %s and %s\n' \
+  "$(field "$one" throughput)" "$(field "$one" p50_ms)" "$(field "$three" throughput)" "$(field "$three" p50_ms)" \
+  "$(field "$one" errors)" "$(field "$three" errors)"
 
 if [ ${#failures[@]} -gt 0 ]; then
   printf 'cluster scenarios FAILED:\n' >&2; printf '  %s\n' "${failures[@]}" >&2; exit 1

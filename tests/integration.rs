@@ -14,6 +14,7 @@ mod config_checks;
 mod connections;
 mod create;
 mod csr_rules;
+mod docs;
 mod durable;
 mod errors;
 mod faults;
