@@ -320,7 +320,7 @@ fn main() {
         }
         Some("rate") => {
             let (rps, seconds): (f64, f64) = (arg(&args, 3, "RPS"), arg(&args, 4, "SECONDS"));
-            let offsets: Vec<_> = (0..(rps * seconds) as usize)
+            let offsets: Vec<_> = (0..(rps * seconds).round() as usize)
                 .map(|n| Duration::from_secs_f64(n as f64 / rps))
                 .collect();
             scheduled(&addrs, &offsets)
