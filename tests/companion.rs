@@ -33,6 +33,28 @@ fn start(token: &Token, extra: &str) -> Server {
     Server::start_with(token, "ec-p256", extra, KEYS)
 }
 
+/// A private SoftHSM2 token, or None where the run has none.
+fn private_token() -> Option<Token> {
+    Token::private_softhsm("the companion suite runs a server on a private token")
+}
+
+/// A private token, [`start`]ed with `extra`, and a CA in its directory.
+fn setup(extra: &str) -> Option<(Token, Server, Ca)> {
+    let token = private_token()?;
+    let server = start(&token, extra);
+    let ca = Ca::new(&token);
+    Some((token, server, ca))
+}
+
+/// A CSR for www.example.com made through `server` (new SDK, Cdn), and
+/// `ca`'s certificate for it.
+fn www_example_com(server: &Server, ca: &Ca) -> (String, String) {
+    let made = sdk(server, &[create("new", "cdn", "www.example.com")]);
+    let csr = made[0]["body"]["Csr"].as_str().unwrap().to_owned();
+    let cert = ca.sign(&csr);
+    (csr, cert)
+}
+
 /// The calls, made by one run of companion.py; one answer each.
 fn sdk(server: &Server, calls: &[Value]) -> Vec<Value> {
     let mut child = Command::new(python())

@@ -102,6 +102,37 @@ fn a_failed_challenge_leaves_no_key() {
     );
 }
 
+/// A failing `issue` of `name`.example.test against `directory` instead of
+/// `ca`'s, with an account file of its own: exit 1, `expect` in the
+/// message, and nothing on the token.
+fn unreachable(
+    token: &Token,
+    ca: &Pebble,
+    directory: &str,
+    name: &str,
+    extra: &[&str],
+    expect: &str,
+) {
+    let account = token.dir().join(format!("{name}.json"));
+    let common_name = format!("{name}.example.test");
+    let (ca_root, http_01) = (ca.tls_ca(), http_01(ca));
+    let mut args = vec![
+        "--directory",
+        directory,
+        "--ca-root",
+        ca_root.to_str().unwrap(),
+        "--account",
+        account.to_str().unwrap(),
+        "--agree-tos",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--common-name", &common_name, "--http-01", &http_01]);
+    let run = token.run(&["acme", "issue"], &args);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains(expect), "{}", run.stderr);
+    assert_eq!(objects(token), (0, 0));
+}
+
 #[test]
 fn a_ca_that_stops_answering_leaves_no_key() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
@@ -110,30 +141,14 @@ fn a_ca_that_stops_answering_leaves_no_key() {
     let ca = Pebble::start();
     // Nobody listens: fails before any key is made.
     let closed = format!("https://127.0.0.1:{}/dir", free_port());
-    let run = token.run(
-        &["acme", "issue"],
-        &[
-            "--directory",
-            &closed,
-            "--ca-root",
-            ca.tls_ca().to_str().unwrap(),
-            "--account",
-            token.dir().join("closed.json").to_str().unwrap(),
-            "--agree-tos",
-            "--common-name",
-            "closed.example.test",
-            "--http-01",
-            &http_01(&ca),
-        ],
+    unreachable(
+        &token,
+        &ca,
+        &closed,
+        "closed",
+        &[],
+        "Acme.Unreachable: ACME new account failed",
     );
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("Acme.Unreachable: ACME new account failed"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(objects(&token), (0, 0));
 
     // Something that accepts connections and never answers: the deadline
     // ends the run.
@@ -152,32 +167,14 @@ fn a_ca_that_stops_answering_leaves_no_key() {
         drop(open);
     });
     drop(held);
-    let run = token.run(
-        &["acme", "issue"],
-        &[
-            "--directory",
-            &format!("https://127.0.0.1:{port}/dir"),
-            "--ca-root",
-            ca.tls_ca().to_str().unwrap(),
-            "--account",
-            token.dir().join("silent.json").to_str().unwrap(),
-            "--agree-tos",
-            "--timeout",
-            "2",
-            "--common-name",
-            "silent.example.test",
-            "--http-01",
-            &http_01(&ca),
-        ],
+    unreachable(
+        &token,
+        &ca,
+        &format!("https://127.0.0.1:{port}/dir"),
+        "silent",
+        &["--timeout", "2"],
+        "Acme.Unreachable: ACME new account failed: the CA did not answer within 2s",
     );
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("Acme.Unreachable: ACME new account failed: the CA did not answer within 2s"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(objects(&token), (0, 0));
 
     // A hook that never ends is killed at its deadline, with what it
     // started; the key goes.

@@ -2,9 +2,25 @@
 //! hooks, and an internationalised name; each chain verified with openssl
 //! up to pebble's issuing root, its leaf over the key on the token.
 
+use std::path::PathBuf;
+
+use serde_json::Value;
+
 use super::{account, acme, check_chain, dns_cleanup, dns_hook, http_01, objects};
 use crate::common::Token;
 use crate::common::pebble::Pebble;
+
+/// A successful `acme issue` with `args` and `--chain-out` to chain.pem in
+/// the token's directory: its JSON report, and the chain file.
+fn issue(token: &Token, ca: &Pebble, args: &[&str]) -> (Value, PathBuf) {
+    let chain = token.dir().join("chain.pem");
+    let json = {
+        let mut all = args.to_vec();
+        all.extend(["--chain-out", chain.to_str().unwrap()]);
+        acme(token, ca, "issue", &all).ok().json()
+    };
+    (json, chain)
+}
 
 #[test]
 fn rsa_over_http_01_validated_by_pebble_against_hsm_csr() {
@@ -12,22 +28,16 @@ fn rsa_over_http_01_validated_by_pebble_against_hsm_csr() {
         return;
     };
     let ca = Pebble::start();
-    let chain = token.dir().join("chain.pem");
-    let run = acme(
+    let (json, chain) = issue(
         &token,
         &ca,
-        "issue",
         &[
             "--common-name",
             "rsa.example.test",
             "--http-01",
             &http_01(&ca),
-            "--chain-out",
-            chain.to_str().unwrap(),
         ],
-    )
-    .ok();
-    let json = run.json();
+    );
     assert_eq!(json["CommonName"], "rsa.example.test");
     assert_eq!(json["ChainPath"], chain.to_str().unwrap());
     assert!(
@@ -67,11 +77,9 @@ fn ec_wildcard_over_dns_01_with_hooks() {
         return;
     };
     let ca = Pebble::start();
-    let chain = token.dir().join("chain.pem");
-    let run = acme(
+    let (json, chain) = issue(
         &token,
         &ca,
-        "issue",
         &[
             "--common-name",
             "wild.example.test",
@@ -83,12 +91,8 @@ fn ec_wildcard_over_dns_01_with_hooks() {
             &dns_hook(&ca, None),
             "--dns-01-cleanup",
             &dns_cleanup(&ca),
-            "--chain-out",
-            chain.to_str().unwrap(),
         ],
-    )
-    .ok();
-    let json = run.json();
+    );
     let text = check_chain(&ca, &chain, json["PubMd5"].as_str().unwrap());
     assert!(text.contains("DNS:*.wild.example.test"), "{text}");
     assert!(text.contains("DNS:wild.example.test"), "{text}");
@@ -108,22 +112,16 @@ fn an_internationalised_name() {
         return;
     };
     let ca = Pebble::start();
-    let chain = token.dir().join("chain.pem");
-    let run = acme(
+    let (json, chain) = issue(
         &token,
         &ca,
-        "issue",
         &[
             "--common-name",
             "bücher.example.test",
             "--http-01",
             &http_01(&ca),
-            "--chain-out",
-            chain.to_str().unwrap(),
         ],
-    )
-    .ok();
-    let json = run.json();
+    );
     assert_eq!(json["CommonName"], "bücher.example.test", "echoed as sent");
     let text = check_chain(&ca, &chain, json["PubMd5"].as_str().unwrap());
     // The CSR names the A-label in the subject CN and the SAN, so the order

@@ -4,21 +4,14 @@
 
 use serde_json::Value;
 
-use super::{Ca, as_key, create, sdk, set, start};
-use crate::common::Token;
+use super::{Ca, as_key, private_token, sdk, set, setup, start, www_example_com};
 
 #[test]
 fn each_error_through_both_sdk_generations_and_no_certificate_is_stored() {
-    let Some(token) =
-        Token::private_softhsm("the companion suite runs a server on a private token")
-    else {
+    let Some((token, server, ca)) = setup("") else {
         return;
     };
-    let server = start(&token, "");
-    let ca = Ca::new(&token);
-    let made = sdk(&server, &[create("new", "cdn", "www.example.com")]);
-    let csr = made[0]["body"]["Csr"].as_str().unwrap().to_owned();
-    let cert = ca.sign(&csr);
+    let (csr, cert) = www_example_com(&server, &ca);
     let foreign = ca.sign_foreign("/CN=www.example.com");
     let domain = Some("www.example.com");
     let cases: Vec<(Value, &str, u64)> = ["new", "new-rpc", "old"]
@@ -109,9 +102,7 @@ fn each_error_through_both_sdk_generations_and_no_certificate_is_stored() {
 
 #[test]
 fn an_attach_that_times_out_keeps_no_certificate() {
-    let Some(token) =
-        Token::private_softhsm("the companion suite runs a server on a private token")
-    else {
+    let Some(token) = private_token() else {
         return;
     };
     let v = token

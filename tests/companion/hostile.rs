@@ -4,8 +4,7 @@
 
 use serde_json::Value;
 
-use super::{Ca, create, sdk, start};
-use crate::common::Token;
+use super::{setup, www_example_com};
 use crate::common::rpc;
 use crate::common::server::Server;
 
@@ -49,16 +48,11 @@ fn post_form(server: &Server, params: &[(&str, &str)]) -> rpc::Answer {
 
 #[test]
 fn hostile_certificates_are_refused_and_logs_stay_one_line_each() {
-    let Some(token) =
-        Token::private_softhsm("the companion suite runs a server on a private token")
-    else {
+    // Request limits large enough that the service's own bound is reached.
+    let Some((token, server, ca)) = setup("max_body_bytes = 1048576") else {
         return;
     };
-    // Request limits large enough that the service's own bound is reached.
-    let server = start(&token, "max_body_bytes = 1048576");
-    let ca = Ca::new(&token);
-    let made = sdk(&server, &[create("new", "cdn", "www.example.com")]);
-    let cert = ca.sign(made[0]["body"]["Csr"].as_str().unwrap());
+    let (_, cert) = www_example_com(&server, &ca);
     let call = |params: &[(&str, &str)]| {
         let mut all = vec![
             ("Action", "SetCdnDomainCSRCertificate"),

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{Ca, create, sdk, set, start};
+use super::{create, sdk, set, setup};
 use crate::common::Token;
 
 /// The certificate objects with CKA_ID `id` (hex), as OpenSC lists them
@@ -25,13 +25,9 @@ fn listed(token: &Token) -> Vec<Value> {
 
 #[test]
 fn both_companions_attach_through_both_sdk_generations() {
-    let Some(token) =
-        Token::private_softhsm("the companion suite runs a server on a private token")
-    else {
+    let Some((token, server, ca)) = setup("") else {
         return;
     };
-    let server = start(&token, "");
-    let ca = Ca::new(&token);
     let cases = [
         ("new", "cdn", "new-cdn.example.com"),
         ("new-rpc", "dcdn", "rpc-dcdn.example.com"),
