@@ -10,23 +10,30 @@ fn readme() -> String {
 #[test]
 fn the_readme_stays_short() {
     let lines = readme().lines().count();
-    assert!(lines <= 250, "README.md has {lines} lines; move detail to docs/");
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines; move detail to docs/"
+    );
 }
 
 #[test]
 fn the_quick_start_sample_is_the_default_answer() {
     let text = readme();
-    let start = text
-        .find("```json\n")
-        .expect("a JSON sample in the README");
+    let start = text.find("```json\n").expect("a JSON sample in the README");
     let body = &text[start + 8..];
     let sample: serde_json::Value =
         serde_json::from_str(&body[..body.find("```").unwrap()]).expect("the sample is JSON");
     let script = std::fs::read_to_string(repo().join("scripts/quickstart.sh")).unwrap();
-    assert!(script.contains("common_name=${1:-www.example.com}"), "{script}");
+    assert!(
+        script.contains("common_name=${1:-www.example.com}"),
+        "{script}"
+    );
     assert_eq!(sample["CommonName"], "www.example.com");
     let md5 = sample["PubMd5"].as_str().unwrap();
-    assert!(md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit()), "{md5}");
+    assert!(
+        md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{md5}"
+    );
     assert!(
         sample["Csr"]
             .as_str()
@@ -44,7 +51,10 @@ fn every_relative_link_in_the_docs_leads_to_a_file() {
     for entry in std::fs::read_dir(repo().join("docs")).unwrap() {
         pages.push(entry.unwrap().path());
     }
-    for page in pages.iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {
+    for page in pages
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+    {
         let text = std::fs::read_to_string(page).unwrap();
         for (i, _) in text.match_indices("](") {
             let target = &text[i + 2..];

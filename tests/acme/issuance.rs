@@ -1,0 +1,136 @@
+//! Issuance: an RSA key over http-01, an EC wildcard over dns-01 through
+//! hooks, and an internationalised name; each chain verified with openssl
+//! up to pebble's issuing root, its leaf over the key on the token.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::{account, acme, check_chain, dns_cleanup, dns_hook, http_01, objects};
+use crate::common::Token;
+use crate::common::pebble::Pebble;
+
+/// A successful `acme issue` with `args` and `--chain-out` to chain.pem in
+/// the token's directory: its JSON report, and the chain file.
+fn issue(token: &Token, ca: &Pebble, args: &[&str]) -> (Value, PathBuf) {
+    let chain = token.dir().join("chain.pem");
+    let json = {
+        let mut all = args.to_vec();
+        all.extend(["--chain-out", chain.to_str().unwrap()]);
+        acme(token, ca, "issue", &all).ok().json()
+    };
+    (json, chain)
+}
+
+#[test]
+fn rsa_over_http_01_validated_by_pebble_against_hsm_csr() {
+    let Some(token) = Token::private_softhsm("pebble issues to its keys") else {
+        return;
+    };
+    let ca = Pebble::start();
+    let (json, chain) = issue(
+        &token,
+        &ca,
+        &[
+            "--common-name",
+            "rsa.example.test",
+            "--http-01",
+            &http_01(&ca),
+        ],
+    );
+    assert_eq!(json["CommonName"], "rsa.example.test");
+    assert_eq!(json["ChainPath"], chain.to_str().unwrap());
+    assert!(
+        json["KeyUri"].as_str().unwrap().starts_with("pkcs11:"),
+        "{json}"
+    );
+    assert!(json["NotAfter"].as_str().unwrap().ends_with('Z'), "{json}");
+    let text = check_chain(&ca, &chain, json["PubMd5"].as_str().unwrap());
+    assert!(text.contains("DNS:rsa.example.test"), "{text}");
+    assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+    assert!(
+        ca.pebble_log().contains("Attempting to validate w/ HTTP"),
+        "{}",
+        ca.pebble_log()
+    );
+    assert_eq!(objects(&token), (1, 1), "the key and its certificate");
+    let keys = token
+        .run(&["keys", "list"], &["--format", "json"])
+        .ok()
+        .json();
+    let key = &keys.as_array().unwrap()[0];
+    assert_eq!(key["PubMd5"], json["PubMd5"]);
+    assert_eq!(key["Certificate"], true);
+    let account = account(&token, &ca);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&account).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the account file holds the account key"
+    );
+}
+
+#[test]
+fn ec_wildcard_over_dns_01_with_hooks() {
+    let Some(token) = Token::private_softhsm("pebble issues to its keys") else {
+        return;
+    };
+    let ca = Pebble::start();
+    let (json, chain) = issue(
+        &token,
+        &ca,
+        &[
+            "--common-name",
+            "wild.example.test",
+            "--sans",
+            "wild.example.test,*.wild.example.test",
+            "--key-type",
+            "ec-p256",
+            "--dns-01-hook",
+            &dns_hook(&ca, None),
+            "--dns-01-cleanup",
+            &dns_cleanup(&ca),
+        ],
+    );
+    let text = check_chain(&ca, &chain, json["PubMd5"].as_str().unwrap());
+    assert!(text.contains("DNS:*.wild.example.test"), "{text}");
+    assert!(text.contains("DNS:wild.example.test"), "{text}");
+    assert!(text.contains("NIST CURVE: P-256"), "{text}");
+    assert!(
+        ca.challtestsrv_log()
+            .contains("_acme-challenge.wild.example.test"),
+        "{}",
+        ca.challtestsrv_log()
+    );
+    assert_eq!(objects(&token), (1, 1));
+}
+
+#[test]
+fn an_internationalised_name() {
+    let Some(token) = Token::private_softhsm("pebble issues to its keys") else {
+        return;
+    };
+    let ca = Pebble::start();
+    let (json, chain) = issue(
+        &token,
+        &ca,
+        &[
+            "--common-name",
+            "bücher.example.test",
+            "--http-01",
+            &http_01(&ca),
+        ],
+    );
+    assert_eq!(json["CommonName"], "bücher.example.test", "echoed as sent");
+    let text = check_chain(&ca, &chain, json["PubMd5"].as_str().unwrap());
+    // The CSR names the A-label in the subject CN and the SAN, so the order
+    // and the CSR agree and pebble issues.
+    assert!(
+        text.contains("Subject: CN = xn--bcher-kva.example.test"),
+        "{text}"
+    );
+    assert!(text.contains("DNS:xn--bcher-kva.example.test"), "{text}");
+    assert!(!text.contains("bücher"), "{text}");
+    assert_eq!(objects(&token), (1, 1));
+}
