@@ -13,7 +13,7 @@ use hsm_csr::config::Config;
 use hsm_csr::{CsrRequest, Error, KeyOptions, Result};
 
 use super::create::out_file::OutFile;
-use super::{AcmeArgs, AcmeCommand, AcmeIssueArgs, AcmeRenewArgs, token};
+use super::{AcmeArgs, AcmeCommand, AcmeIssueArgs, AcmeRenewArgs, output, token};
 
 /// How a successful run ended, for the exit code (`src/main.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,21 +178,11 @@ fn settle(pending: PendingCertificate<'_>, chain_out: Option<&mut OutFile>) -> R
     };
     if let Err(e) = file.write(pending.issued().chain_pem.as_bytes()) {
         let key_uri = pending.issued().response.key_uri.clone();
-        let detail = e.to_string();
-        return Err(match pending.rollback() {
-            Ok(()) => Error::Output {
-                detail,
-                rolled_back: true,
-            },
-            Err(rollback) => Error::RollbackFailed {
-                original: Box::new(Error::Output {
-                    detail,
-                    rolled_back: false,
-                }),
-                rollback: rollback.to_string(),
-                key_uri,
-            },
-        });
+        return Err(output::undelivered(
+            e.to_string(),
+            pending.rollback(),
+            key_uri,
+        ));
     }
     pending.commit().inspect_err(|_| {
         if let Some(note) = file.take_back() {

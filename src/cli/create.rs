@@ -115,20 +115,7 @@ fn issue_and_deliver(
     let timings = pending.timings();
     if let Err(detail) = delivered {
         let key_uri = pending.response().key_uri.clone();
-        return Err(match pending.rollback() {
-            Ok(()) => Error::Output {
-                detail,
-                rolled_back: true,
-            },
-            Err(rollback) => Error::RollbackFailed {
-                original: Box::new(Error::Output {
-                    detail,
-                    rolled_back: false,
-                }),
-                rollback: rollback.to_string(),
-                key_uri,
-            },
-        });
+        return Err(output::undelivered(detail, pending.rollback(), key_uri));
     }
     let _ = pending.commit();
     Ok(timings)

@@ -5,9 +5,29 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use hsm_csr::{CsrResponse, Error};
+use hsm_csr::{CsrResponse, Error, Result};
 
 use super::Format;
+
+/// The error for an answer that could not be written (`detail`) after its
+/// key pair was made: what `rollback` did to the key decides whether the
+/// caller must remove it by hand (`key_uri`).
+pub fn undelivered(detail: String, rollback: Result<()>, key_uri: String) -> Error {
+    match rollback {
+        Ok(()) => Error::Output {
+            detail,
+            rolled_back: true,
+        },
+        Err(rollback) => Error::RollbackFailed {
+            original: Box::new(Error::Output {
+                detail,
+                rolled_back: false,
+            }),
+            rollback: rollback.to_string(),
+            key_uri,
+        },
+    }
+}
 
 /// The API's error body.
 #[derive(Serialize)]
