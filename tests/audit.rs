@@ -60,11 +60,13 @@ fn assert_no_secrets(log: &Path, secrets: &[&str]) {
     assert!(!text.contains("BEGIN"), "{text}");
 }
 
-/// PubMd5 -> listed key, from `keys list --format json`.
+/// PubMd5 -> listed key of this test (its label prefix: a shared token
+/// holds other tests' keys too), from `keys list --format json`.
 fn on_token(token: &Token) -> HashMap<String, Value> {
     let run = token.run(&["keys", "list"], &["--format", "json"]).ok();
     let keys: Vec<Value> = serde_json::from_str(&run.stdout).unwrap();
     keys.into_iter()
+        .filter(|k| k["Label"].as_str().unwrap_or("").starts_with(&token.prefix))
         .map(|k| (k["PubMd5"].as_str().unwrap().to_owned(), k))
         .collect()
 }
@@ -318,7 +320,7 @@ fn serve_records_each_delivery_once_and_fails_closed() {
     let log = token.dir().join("serve-audit.jsonl");
     let server = Server::start_with(
         &token,
-        "ec-p256",
+        "rsa",
         "",
         &format!("[audit]\npath = \"{}\"\n", log.display()),
     );

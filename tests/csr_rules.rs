@@ -86,7 +86,7 @@ fn create_puts_the_common_name_among_the_sans_in_their_form() {
     let token = Token::new();
     for (cn, list, want_cn, want_sans) in CASES {
         let v = token
-            .create(&["--common-name", cn, "--sans", list, "--key-type", "ec-p256"])
+            .create(&["--common-name", cn, "--sans", list])
             .ok()
             .json();
         check(&format!("create {cn}"), &v, cn, want_cn, want_sans);
@@ -107,7 +107,7 @@ fn create_puts_the_common_name_among_the_sans_in_their_form() {
 fn create_without_sans_still_makes_the_common_name_the_san() {
     let token = Token::new();
     let v = token
-        .create(&["--common-name", "bücher.example", "--key-type", "ec-p256"])
+        .create(&["--common-name", "bücher.example"])
         .ok()
         .json();
     check(
