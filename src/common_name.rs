@@ -197,6 +197,21 @@ mod tests {
     }
 
     #[test]
+    fn an_a_label_of_exactly_64_characters_is_the_longest_accepted() {
+        // "xn--bcher-kva." (14) + label + ".example" (8).
+        let at = |n: usize| format!("bücher.{}.example", "a".repeat(n));
+        let longest = valid(&at(42), None);
+        assert_eq!(longest.subject.common_name.len(), 64);
+        let err = CsrRequest {
+            common_name: Some(at(43)),
+            ..CsrRequest::default()
+        }
+        .validate(&SubjectDefaults::default())
+        .unwrap_err();
+        assert!(err.to_string().contains("is 65 characters"), "{err}");
+    }
+
+    #[test]
     fn at_most_one_san_is_added() {
         // 500 SANs stay 500 when the CN is among them, and become 501 when
         // it is not: the rule never multiplies what the caller sent.

@@ -230,6 +230,45 @@ mod tests {
     }
 
     #[test]
+    fn the_limits_are_inclusive() {
+        let padded = |n: usize| format!("{LEAF}{}", " ".repeat(n - LEAF.len()));
+        assert_eq!(code(padded(MAX_TEXT_BYTES).as_bytes()), "OK");
+        assert_eq!(
+            code(padded(MAX_TEXT_BYTES + 1).as_bytes()),
+            "Certificate.FormatError"
+        );
+        assert_eq!(code(LEAF.repeat(MAX_CERTIFICATES).as_bytes()), "OK");
+        let e = certificates(LEAF.repeat(MAX_CERTIFICATES + 1).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("9 PEM blocks; at most 8"), "{e}");
+    }
+
+    #[test]
+    fn broken_pem_says_what_is_broken_without_the_input() {
+        let message = |text: &str| certificates(text.as_bytes()).unwrap_err().to_string();
+        let mismatched = LEAF.replace("END CERTIFICATE", "END X509 CRL");
+        assert!(
+            message(&mismatched).contains("the BEGIN and END labels differ"),
+            "{}",
+            message(&mismatched)
+        );
+        let bad_base64 = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(
+            message(bad_base64).contains("invalid base64 inside a PEM block"),
+            "{}",
+            message(bad_base64)
+        );
+        let bad_header = "-----BEGIN CERTIFICATE-----\nProc-Type: 4\nnot a header\n\nMIIB\n-----END CERTIFICATE-----\n";
+        assert!(
+            message(bad_header).contains("a malformed PEM header"),
+            "{}",
+            message(bad_header)
+        );
+        let not_utf8 = b"-----BEGIN CERTIFICATE-----\nMII\xff\n-----END CERTIFICATE-----\n";
+        let e = certificates(not_utf8).unwrap_err().to_string();
+        assert!(e.contains("a PEM block that is not UTF-8"), "{e}");
+    }
+
+    #[test]
     fn labels_are_shown_printable_and_short() {
         let odd = format!(
             "-----BEGIN A\u{1b}[2J\nB{}-----\naGVsbG8=\n-----END A\u{1b}[2J\nB{}-----\n",

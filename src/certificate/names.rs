@@ -68,19 +68,24 @@ impl ParsedCertificate {
         if names.iter().any(|n| covers(n, &want)) {
             return Ok(());
         }
-        let mut listed: Vec<String> = names.iter().take(NAMES_SHOWN).map(|n| shown(n)).collect();
-        if names.len() > NAMES_SHOWN {
-            listed.push(format!("and {} more", names.len() - NAMES_SHOWN));
-        }
         Err(Error::CertificateMismatch {
             domain: want,
-            covers: if listed.is_empty() {
-                "no DNS names".into()
-            } else {
-                listed.join(", ")
-            },
+            covers: listing(&names),
         })
     }
+}
+
+/// The certificate's names for a message: the first [`NAMES_SHOWN`], each
+/// [`shown`], and how many more.
+fn listing(names: &[String]) -> String {
+    if names.is_empty() {
+        return "no DNS names".into();
+    }
+    let mut listed: Vec<String> = names.iter().take(NAMES_SHOWN).map(|n| shown(n)).collect();
+    if names.len() > NAMES_SHOWN {
+        listed.push(format!("and {} more", names.len() - NAMES_SHOWN));
+    }
+    listed.join(", ")
 }
 
 /// `name` quoted, escaped (no control character gets through) and cut to
@@ -184,6 +189,19 @@ mod tests {
     #[test]
     fn names_are_shown_escaped_and_short() {
         assert_eq!(shown("a\nb\u{1b}"), r#""a\nb\u{1b}""#);
-        assert!(shown(&"x".repeat(500)).len() < 100);
+        let long = shown(&"x".repeat(500));
+        assert!(long.len() < 100 && long.ends_with("\"..."), "{long}");
+        assert_eq!(shown(&"x".repeat(80)), format!("{:?}", "x".repeat(80)));
+    }
+
+    #[test]
+    fn at_most_eight_names_are_listed() {
+        let names = |n: usize| (0..n).map(|i| format!("n{i}.example")).collect::<Vec<_>>();
+        assert_eq!(listing(&[]), "no DNS names");
+        let eight = listing(&names(NAMES_SHOWN));
+        assert!(eight.ends_with("\"n7.example\""), "{eight}");
+        assert!(!eight.contains("more"), "{eight}");
+        let nine = listing(&names(NAMES_SHOWN + 1));
+        assert!(nine.ends_with("\"n7.example\", and 1 more"), "{nine}");
     }
 }
