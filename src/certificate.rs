@@ -69,4 +69,15 @@ impl ParsedCertificate {
     pub fn pub_md5(&self) -> Result<String> {
         Ok(fingerprint::pub_md5(&self.spki_der()?))
     }
+
+    /// The end of its validity (RFC 5280 section 4.1.2.5, notAfter), in
+    /// seconds since the Unix epoch.
+    pub fn not_after_unix(&self) -> u64 {
+        self.cert
+            .tbs_certificate()
+            .validity()
+            .not_after
+            .to_unix_duration()
+            .as_secs()
+    }
 }

@@ -148,13 +148,7 @@ fn leaf_for(chain: &str, spki: &[u8]) -> Result<(Vec<u8>, u64)> {
             leaf.pub_md5()?
         )));
     }
-    let not_after = leaf
-        .cert
-        .tbs_certificate()
-        .validity()
-        .not_after
-        .to_unix_duration()
-        .as_secs();
+    let not_after = leaf.not_after_unix();
     Ok((leaf.der, not_after))
 }
 

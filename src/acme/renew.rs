@@ -52,13 +52,7 @@ pub fn due_for_renewal(keys: &[KeyEntry], prefix: &str, now: u64, within: u64) -
             if cert.spki_der().ok().as_deref() != key.spki_der() {
                 continue;
             }
-            let not_after = cert
-                .cert
-                .tbs_certificate()
-                .validity()
-                .not_after
-                .to_unix_duration()
-                .as_secs();
+            let not_after = cert.not_after_unix();
             let (cn, sans) = names_of(&cert);
             let Some(common_name) = cn.or_else(|| sans.first().cloned()) else {
                 continue;
