@@ -304,13 +304,15 @@ impl SessionPool {
                 .first_mut()
                 .ok_or_else(|| Error::Internal("no session to sweep from".into()))?;
             // Not fatal: the periodic sweep tries again.
-            if let Err(e) = first.sweep_undelivered(true) {
+            // At start, every key on the token: marks of any label prefix.
+            if let Err(e) = first.sweep_undelivered(true, None) {
                 log::warn!("sweep for undelivered key pairs failed: {e}");
             }
             first.another_session()?
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let handle = super::sweep::spawn_sweeper(session, SWEEP_EVERY, Arc::clone(&stop));
+        let label = format!("{}undelivered", self.key_options.label_prefix());
+        let handle = super::sweep::spawn_sweeper(session, SWEEP_EVERY, label, Arc::clone(&stop));
         *self.sweeper.lock().unwrap_or_else(|p| p.into_inner()) = Some((handle, stop));
         Ok(())
     }

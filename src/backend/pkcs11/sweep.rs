@@ -33,8 +33,10 @@ pub struct Swept {
 }
 
 impl Pkcs11Backend {
-    /// Every marked CKA_ID on the token, by owner.
-    fn marks(&self) -> Result<BTreeMap<Vec<u8>, Owner>> {
+    /// Every marked CKA_ID on the token, by owner; with `label`, only those
+    /// of objects labelled so (one search the token answers from its index,
+    /// instead of reading the CKA_ID of every key on it).
+    fn marks(&self, label: Option<&str>) -> Result<BTreeMap<Vec<u8>, Owner>> {
         let session = self.session()?;
         let token_err = |e: cryptoki::error::Error| Error::Token {
             op: "listing undelivered key pairs",
@@ -43,10 +45,9 @@ impl Pkcs11Backend {
         };
         let mut marks = BTreeMap::new();
         for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
-            for object in session
-                .find_objects(&[Attribute::Class(class)])
-                .map_err(token_err)?
-            {
+            let mut template = vec![Attribute::Class(class)];
+            template.extend(label.map(|l| Attribute::Label(l.as_bytes().to_vec())));
+            for object in session.find_objects(&template).map_err(token_err)? {
                 // An object gone meanwhile (another process) is no error.
                 let Ok(attrs) = session.get_attributes(object, &[AttributeType::Id]) else {
                     continue;
@@ -94,14 +95,18 @@ impl Pkcs11Backend {
     }
 
     /// Destroys the undelivered pairs of owners that no longer run; with
-    /// `report`, names the owners that cannot be judged from here.
+    /// `report`, names the owners that cannot be judged from here. With
+    /// `label` (the undelivered label of this process's label prefix: every
+    /// mark is written together with it), only pairs so labelled are looked
+    /// at, which keeps a periodic sweep cheap on a token holding thousands
+    /// of keys behind a network; without, every key on the token is.
     ///
     /// # Errors
     /// A token error when the objects cannot be listed or destroyed.
-    pub fn sweep_undelivered(&mut self, report: bool) -> Result<Swept> {
+    pub fn sweep_undelivered(&mut self, report: bool, label: Option<&str>) -> Result<Swept> {
         let mut swept = Swept::default();
         let mut judged: BTreeMap<Owner, Liveness> = BTreeMap::new();
-        for (id, owner) in self.marks()? {
+        for (id, owner) in self.marks(label)? {
             let coordinator = Arc::clone(&self.coordinator);
             let verdict = *judged
                 .entry(owner)
@@ -137,10 +142,12 @@ impl Pkcs11Backend {
     }
 }
 
-/// Sweeps on `backend` every `every`, until `stop`.
+/// Sweeps on `backend` every `every`, until `stop`, the pairs labelled
+/// `label` only.
 pub fn spawn_sweeper(
     mut backend: Pkcs11Backend,
     every: Duration,
+    label: String,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
@@ -150,7 +157,7 @@ pub fn spawn_sweeper(
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            if let Err(e) = backend.sweep_undelivered(false) {
+            if let Err(e) = backend.sweep_undelivered(false, Some(&label)) {
                 log::warn!("sweep for undelivered key pairs failed: {e}");
             }
             next = Instant::now() + every;
