@@ -12,6 +12,7 @@ pub(crate) mod mock;
 
 use crate::algorithm::{KeyType, SignatureAlgorithm};
 use crate::error::Result;
+use crate::owner::Owner;
 
 /// What key to make, and how it will sign.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub struct KeySpec {
     pub label: String,
     /// CKA_LABEL of the pair until it is delivered (see [`KeyBackend::settle`]).
     pub undelivered_label: String,
+    /// Who the pair belongs to, recorded on the token ([`crate::owner`]);
+    /// None for a pool key, which gets its owner when it is taken.
+    pub owner: Option<Owner>,
 }
 
 /// Backend-specific object handles of a key pair. Meaningful only to the
@@ -122,4 +126,68 @@ pub trait KeyBackend {
             what: "storing certificates".into(),
         })
     }
+}
+
+/// A delivered key pair already on the store, as [`KeyInventory`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKey {
+    /// CKA_ID shared by its objects.
+    pub id: Vec<u8>,
+    /// CKA_LABEL.
+    pub label: String,
+    /// RFC 7512 URI of the private key.
+    pub uri: String,
+    /// PubMd5 of its public key.
+    pub pub_md5: String,
+    /// Who it belongs to; None when no owner is recorded.
+    pub owner: Option<Owner>,
+    /// The certificates stored beside it.
+    pub certificates: Vec<StoredCertificate>,
+}
+
+/// A certificate stored beside a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCertificate {
+    /// Backend-specific object handle, for [`KeyInventory::remove_certificate`].
+    pub object: u64,
+    /// The certificate's DER.
+    pub der: Vec<u8>,
+}
+
+/// What is on the store already: finding a key, counting, and the
+/// certificates beside keys. Every method costs a bounded number of calls
+/// to the store, however many keys it holds; who may do what is decided
+/// above it, in one place ([`crate::attach`], [`crate::quota`]).
+pub trait KeyInventory {
+    /// The store's name, for messages and logs.
+    fn store_name(&self) -> String;
+
+    /// The delivered key pair whose public key is `spki_der` (its private
+    /// half on the store), with its owner and certificates.
+    ///
+    /// # Errors
+    /// `Certificate.FormatError` for a key type the store cannot hold; a
+    /// store error.
+    fn find_by_public_key(&mut self, spki_der: &[u8]) -> Result<Option<StoredKey>>;
+
+    /// How many key pairs `owner` has on the store, counted up to
+    /// `limit + 1` (enough to tell whether it passed `limit`).
+    ///
+    /// # Errors
+    /// A store error.
+    fn count_owned(&mut self, owner: &Owner, limit: usize) -> Result<usize>;
+
+    /// Stores `cert_der` beside `key`; its object handle.
+    ///
+    /// # Errors
+    /// `Token.MechanismUnsupported` from stores that keep no certificates;
+    /// `ServiceUnavailable` when the store is full; a store error.
+    fn store_certificate_for(&mut self, key: &StoredKey, cert_der: &[u8]) -> Result<u64>;
+
+    /// Removes a certificate [`Self::store_certificate_for`] stored, or one
+    /// [`Self::find_by_public_key`] listed.
+    ///
+    /// # Errors
+    /// A store error.
+    fn remove_certificate(&mut self, object: u64) -> Result<()>;
 }

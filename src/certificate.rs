@@ -4,6 +4,7 @@
 //!
 //! RFC 5280 section 4.1 (the certificate) and 4.2.1.6 (subjectAltName).
 
+mod checks;
 mod decode;
 mod names;
 
@@ -25,6 +26,9 @@ pub struct ParsedCertificate {
     /// How many certificates followed it (a chain's intermediates): each
     /// was checked to be a certificate, none is stored.
     pub chain_after: usize,
+    /// Those certificates, in the order given: each must sign the one
+    /// before it ([`Self::check_storable`]).
+    pub chain: Vec<Certificate>,
 }
 
 impl ParsedCertificate {
@@ -42,10 +46,12 @@ impl ParsedCertificate {
         let (der, cert) = certs
             .next()
             .ok_or_else(|| crate::Error::CertificateDecode("no certificate found".into()))?;
+        let chain: Vec<Certificate> = certs.map(|(_, c)| c).collect();
         Ok(ParsedCertificate {
             der,
             cert,
-            chain_after: certs.len(),
+            chain_after: chain.len(),
+            chain,
         })
     }
 

@@ -219,6 +219,10 @@ pub struct BatchArgs {
     /// Prefix of the new keys' CKA_LABEL [default: hsm-csr:, or the config's].
     #[arg(long, value_name = "PREFIX")]
     pub label_prefix: Option<String>,
+    /// Owner of the new key pairs, recorded on the token: an access key id
+    /// makes it that tenant's in `serve` [default: local].
+    #[arg(long, value_name = "NAME")]
+    pub owner: Option<String>,
     /// Which token, and how to log in.
     #[command(flatten)]
     pub token: TokenArgs,
@@ -263,6 +267,9 @@ pub struct KeysListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
+    /// Only the keys this owner has (an access key id, or local).
+    #[arg(long, value_name = "ID")]
+    pub owner: Option<String>,
     /// Which token, and how to log in.
     #[command(flatten)]
     pub token: TokenArgs,
@@ -429,6 +436,10 @@ pub struct CreateArgs {
     /// Prefix of the new key's CKA_LABEL [default: hsm-csr:, or the config's].
     #[arg(long, value_name = "PREFIX")]
     pub label_prefix: Option<String>,
+    /// Owner of the new key pair, recorded on the token: an access key id
+    /// makes it that tenant's in `serve` [default: local].
+    #[arg(long, value_name = "NAME")]
+    pub owner: Option<String>,
     /// Output on stdout.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

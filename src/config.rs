@@ -89,6 +89,11 @@ pub struct TokenConfig {
     /// File holding the user PIN; relative paths are relative to the
     /// configuration file.
     pub pin_file: Option<PathBuf>,
+    /// How many objects the token can hold, as its operator knows (a
+    /// YubiHSM 2: 256; an HSM partition: its object quota). Past it,
+    /// nothing more is made: calls get 503 and the key pool stops
+    /// refilling first, keeping a reserve for on-demand calls. None: no limit.
+    pub max_objects: Option<usize>,
 }
 
 /// `[key]`.

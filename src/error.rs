@@ -226,6 +226,70 @@ pub enum Error {
         covers: String,
     },
 
+    /// The certificate's validity ended (RFC 5280 section 4.1.2.5).
+    #[error("The certificate has expired. (notAfter {not_after}; send a current certificate.)")]
+    CertificateExpired {
+        /// Its notAfter, RFC 3339.
+        not_after: String,
+    },
+
+    /// The certificate's validity has not begun, beyond the allowed clock skew.
+    #[error(
+        "The certificate is not yet valid. (notBefore {not_before}; check this host's clock and the CA's.)"
+    )]
+    CertificateNotYetValid {
+        /// Its notBefore, RFC 3339.
+        not_before: String,
+    },
+
+    /// The certificate is a CA's (basicConstraints cA TRUE, RFC 5280
+    /// section 4.2.1.9), not one for a server.
+    #[error(
+        "The certificate is a CA certificate. (Send the server's certificate first, then its chain.)"
+    )]
+    CertificateIsCa,
+
+    /// keyUsage or extendedKeyUsage rule out TLS server use (RFC 5280
+    /// sections 4.2.1.3 and 4.2.1.12).
+    #[error("The certificate is not for TLS servers. ({0})")]
+    CertificateUsage(String),
+
+    /// A certificate of the chain is not signed by the next one's key.
+    #[error("The certificate chain does not verify. ({0})")]
+    CertificateChain(String),
+
+    /// The key already has its most certificates, each newer than this one.
+    #[error(
+        "A newer certificate is already stored for this key. (It keeps its {kept} newest certificates; this one is older than all of them.)"
+    )]
+    CertificateOutdated {
+        /// How many certificates a key keeps.
+        kept: usize,
+    },
+
+    /// The caller's access key owns as many key pairs as it may.
+    #[error(
+        "The key quota of this AccessKey is used up. (It may own {limit} key pairs on the key store; retire one, or ask the operator to raise max_keys.)"
+    )]
+    KeyQuotaExceeded {
+        /// Its `max_keys`.
+        limit: usize,
+    },
+
+    /// The token holds as many objects as its operator says it can
+    /// (`[token] max_objects`); nothing more is made on it.
+    #[error(
+        "token {token:?} is full: {objects} objects of the {max_objects} [token] max_objects allows; nothing more is made on it until keys are retired (hsm-csr keys prune)."
+    )]
+    TokenFull {
+        /// Token label.
+        token: String,
+        /// Objects counted on it.
+        objects: usize,
+        /// `max_objects`.
+        max_objects: usize,
+    },
+
     /// No key matches the KEY argument.
     #[error(
         "no key on token {token:?} matches {key:?} (a pkcs11: URI, an id, a label, a common name or a PubMd5); see `hsm-csr keys list`."
@@ -326,6 +390,14 @@ impl Error {
             Error::CertificateFormat(_) => "Certificate.FormatError",
             Error::CertificateNoPrivateKey { .. } => "Certificate.NoPrivateKey",
             Error::CertificateMismatch { .. } => "Certificate.MissMatch",
+            Error::CertificateExpired { .. } => "Certificate.Expired",
+            Error::CertificateNotYetValid { .. } => "Certificate.NotYetValid",
+            Error::CertificateIsCa => "Certificate.IsCA",
+            Error::CertificateUsage(_) => "Certificate.UsageMismatch",
+            Error::CertificateChain(_) => "Certificate.ChainInvalid",
+            Error::CertificateOutdated { .. } => "Certificate.Outdated",
+            Error::KeyQuotaExceeded { .. } => "QuotaExceeded.Key",
+            Error::TokenFull { .. } => "ServiceUnavailable",
             Error::KeyNotFound { .. } => "Key.NotFound",
             Error::KeyAmbiguous { .. } => "Key.Ambiguous",
             Error::Acme { kind, .. } => match kind {
@@ -349,6 +421,13 @@ impl Error {
             | Error::CertificateFormat(_)
             | Error::CertificateNoPrivateKey { .. }
             | Error::CertificateMismatch { .. }
+            | Error::CertificateExpired { .. }
+            | Error::CertificateNotYetValid { .. }
+            | Error::CertificateIsCa
+            | Error::CertificateUsage(_)
+            | Error::CertificateChain(_)
+            | Error::CertificateOutdated { .. }
+            | Error::KeyQuotaExceeded { .. }
             | Error::KeyNotFound { .. }
             | Error::KeyAmbiguous { .. }
             | Error::Acme {
@@ -364,6 +443,7 @@ impl Error {
             | Error::PinRequired { .. }
             | Error::Unsupported { .. }
             | Error::Config(_)
+            | Error::TokenFull { .. }
             | Error::Audit { .. }
             | Error::Token { .. }
             | Error::Acme {

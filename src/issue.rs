@@ -217,6 +217,7 @@ pub fn prepare_csr_audited<'b>(
         signature: alg,
         label: format!("{}{}", key_options.label_prefix(), request.common_name),
         undelivered_label: format!("{}undelivered", key_options.label_prefix()),
+        owner: key_options.owner().cloned(),
     };
 
     let t = Instant::now();

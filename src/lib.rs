@@ -15,7 +15,9 @@ pub mod csr;
 pub mod error;
 pub mod fingerprint;
 pub mod issue;
+pub mod owner;
 pub mod pin;
+pub mod quota;
 pub mod request;
 pub mod san;
 #[cfg(feature = "service")]

@@ -18,6 +18,7 @@ pub mod config;
 pub mod coordination;
 pub mod deadline;
 mod handler;
+mod handoff;
 pub mod limits;
 pub mod metrics;
 pub mod redis;
@@ -154,6 +155,11 @@ impl<S: Sessions> Service<S> {
     #[cfg(test)]
     fn sessions(&self) -> &S {
         &self.tokens.lanes()[0].sessions
+    }
+
+    /// An access key's share of the sessions (1 for an unknown one).
+    fn weight_of(&self, id: &str) -> u32 {
+        self.keys.get(id).map_or(1, |k| k.weight)
     }
 
     fn secret_of(&self, id: &str) -> Option<&str> {

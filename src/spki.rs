@@ -137,6 +137,38 @@ mod tests {
     }
 }
 
+/// What a token keeps of a public key, by which one C_FindObjects template
+/// finds its objects (PKCS #11 v2.40 sections 2.1.2 and 2.3.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyValue {
+    /// CKA_MODULUS: the RSA modulus, big-endian, without leading zeros.
+    RsaModulus(Vec<u8>),
+    /// The EC or EdDSA point (the subjectPublicKey bits); CKA_EC_POINT is
+    /// its DER OCTET STRING on most tokens, the raw bytes on some.
+    Point(Vec<u8>),
+}
+
+/// The [`KeyValue`] of a DER SubjectPublicKeyInfo.
+///
+/// # Errors
+/// `Certificate.FormatError` for a key of another algorithm, or one that
+/// does not decode.
+pub fn key_value(spki_der: &[u8]) -> Result<KeyValue> {
+    let bad = |e: &dyn std::fmt::Display| Error::CertificateFormat(format!("public key: {e}"));
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| bad(&e))?;
+    let bits = spki.subject_public_key.raw_bytes();
+    match spki.algorithm.oid {
+        RSA_ENCRYPTION => {
+            let key = RsaPublicKey::from_der(bits).map_err(|e| bad(&e))?;
+            Ok(KeyValue::RsaModulus(key.modulus.as_bytes().to_vec()))
+        }
+        ID_EC_PUBLIC_KEY | ID_ED25519 => Ok(KeyValue::Point(bits.to_vec())),
+        other => Err(bad(&format_args!(
+            "algorithm {other} is not RSA, EC or Ed25519"
+        ))),
+    }
+}
+
 /// The raw public key a verifier takes: the RSAPublicKey DER, the EC
 /// point, or the Ed25519 key (the SPKI's BIT STRING contents in each case).
 pub fn subject_public_key(spki_der: &[u8]) -> Result<Vec<u8>> {

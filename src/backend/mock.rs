@@ -4,7 +4,10 @@
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 
 use crate::algorithm::SignatureAlgorithm;
-use crate::backend::{GeneratedKey, KeyBackend, KeyHandles, KeySpec};
+use crate::backend::{
+    GeneratedKey, KeyBackend, KeyHandles, KeyInventory, KeySpec, StoredCertificate, StoredKey,
+};
+use crate::owner::Owner;
 use cryptoki::context::Function;
 use cryptoki::error::RvError;
 
@@ -28,6 +31,21 @@ pub(crate) struct MockBackend {
     pub lose_session_on_generate: u32,
     /// Which session this is (0 for the first).
     pub session: u32,
+    /// The owner each live pair was made for, by private handle.
+    pub owners: Vec<(u64, Option<Owner>)>,
+    /// Certificates stored beside keys.
+    pub certificates: Vec<MockCertificate>,
+    /// The store is full: keygen and certificates are refused.
+    pub full: bool,
+}
+
+/// A certificate on the mock store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MockCertificate {
+    pub object: u64,
+    /// Private handle of its key.
+    pub key: u64,
+    pub der: Vec<u8>,
 }
 
 impl KeyBackend for MockBackend {
@@ -39,6 +57,9 @@ impl KeyBackend for MockBackend {
                 RvError::SessionHandleInvalid,
             )));
         }
+        if self.full {
+            return Err(self.full_error());
+        }
         self.generated += 1;
         let handles = KeyHandles {
             private: self.generated * 2,
@@ -46,6 +67,7 @@ impl KeyBackend for MockBackend {
         };
         self.live.push(handles);
         self.tracked.push(handles);
+        self.owners.push((handles.private, spec.owner.clone()));
         Ok(GeneratedKey {
             handles,
             key_type: spec.key_type,
@@ -92,6 +114,7 @@ impl KeyBackend for MockBackend {
             return Err(Error::Internal("mock: destroy refused".into()));
         }
         self.live.retain(|h| *h != key.handles);
+        self.owners.retain(|(h, _)| *h != key.handles.private);
         self.forget(key);
         Ok(())
     }
@@ -115,5 +138,103 @@ impl MockBackend {
                 "mock: key pair was not made by this session".into(),
             ))
         }
+    }
+}
+
+impl MockBackend {
+    fn full_error(&self) -> Error {
+        Error::TokenFull {
+            token: "mock".into(),
+            objects: self.live.len() * 2 + self.certificates.len(),
+            max_objects: self.live.len() * 2 + self.certificates.len(),
+        }
+    }
+
+    /// The delivered pairs: on the store and no longer tracked.
+    fn delivered(&self) -> impl Iterator<Item = &KeyHandles> {
+        self.live.iter().filter(|h| !self.tracked.contains(h))
+    }
+
+    fn owner_of(&self, private: u64) -> Option<Owner> {
+        self.owners
+            .iter()
+            .find(|(h, _)| *h == private)
+            .and_then(|(_, o)| o.clone())
+    }
+}
+
+/// Every mock key has the one public key [`SPKI`]: the first delivered
+/// pair is "the" key with that public key.
+impl KeyInventory for MockBackend {
+    fn store_name(&self) -> String {
+        "mock".into()
+    }
+
+    fn find_by_public_key(&mut self, spki_der: &[u8]) -> Result<Option<StoredKey>> {
+        if spki_der != SPKI {
+            return Ok(None);
+        }
+        let Some(private) = self.delivered().next().map(|h| h.private) else {
+            return Ok(None);
+        };
+        Ok(Some(StoredKey {
+            id: private.to_be_bytes().to_vec(),
+            label: "mock".into(),
+            uri: "pkcs11:object=mock".into(),
+            pub_md5: crate::fingerprint::pub_md5(SPKI),
+            owner: self.owner_of(private),
+            certificates: self
+                .certificates
+                .iter()
+                .filter(|c| c.key == private)
+                .map(|c| StoredCertificate {
+                    object: c.object,
+                    der: c.der.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    fn count_owned(&mut self, owner: &Owner, limit: usize) -> Result<usize> {
+        let n = self
+            .owners
+            .iter()
+            .filter(|(_, o)| o.as_ref() == Some(owner))
+            .count();
+        Ok(n.min(limit.saturating_add(1)))
+    }
+
+    fn store_certificate_for(&mut self, key: &StoredKey, cert_der: &[u8]) -> Result<u64> {
+        if self.full {
+            return Err(self.full_error());
+        }
+        let key = u64::from_be_bytes(
+            key.id
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Internal("mock: not a mock key".into()))?,
+        );
+        let object = self
+            .certificates
+            .iter()
+            .map(|c| c.object)
+            .max()
+            .unwrap_or(1_000_000)
+            + 1;
+        self.certificates.push(MockCertificate {
+            object,
+            key,
+            der: cert_der.to_vec(),
+        });
+        Ok(object)
+    }
+
+    fn remove_certificate(&mut self, object: u64) -> Result<()> {
+        let before = self.certificates.len();
+        self.certificates.retain(|c| c.object != object);
+        if self.certificates.len() == before {
+            return Err(Error::Internal("mock: no such certificate".into()));
+        }
+        Ok(())
     }
 }

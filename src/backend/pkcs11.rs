@@ -4,9 +4,11 @@
 //! session per backend, one login. The token is found by label or serial
 //! ([`token_selection`]), never by slot number alone.
 
+pub mod capacity;
 mod context;
 pub mod inventory;
 mod keygen;
+mod lookup;
 pub mod mark;
 pub mod orphans;
 pub mod pool;
@@ -31,6 +33,7 @@ use crate::algorithm::SignatureAlgorithm;
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::error::{Error, Result};
 
+pub use lookup::MOST_CERTIFICATES;
 pub use token_selection::TokenSelector;
 
 /// A logged-in session on one token.
@@ -61,6 +64,13 @@ pub struct Pkcs11Backend {
     /// Set once the token refused to change a CKA_ID: keys are then made
     /// under their final CKA_ID, unmarked (shared by all sessions).
     marks_refused: Arc<AtomicBool>,
+    /// The certificate objects the last [`KeyInventory`] lookup listed and
+    /// those it stored since, so that handles given out as plain numbers
+    /// map back to objects.
+    certificate_objects: Vec<cryptoki::object::ObjectHandle>,
+    /// The token's object budget, when `max_objects` is set (shared by
+    /// all sessions).
+    capacity: Option<Arc<capacity::Capacity>>,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -120,7 +130,58 @@ impl Pkcs11Backend {
             unsettled: Vec::new(),
             coordinator: Arc::new(mark::InProcess),
             marks_refused: Arc::default(),
+            certificate_objects: Vec::new(),
+            capacity: None,
         })
+    }
+
+    /// Holds this token to `max_objects` ([`capacity`]): counts what it
+    /// holds now (one search), and shares the budget with the sessions
+    /// opened from this one later.
+    ///
+    /// # Errors
+    /// A token error when the count fails.
+    pub fn limit_objects(&mut self, max_objects: usize) -> Result<Arc<capacity::Capacity>> {
+        let objects = self.count_objects(max_objects)?;
+        let budget = Arc::new(capacity::Capacity::new(max_objects, objects));
+        self.capacity = Some(Arc::clone(&budget));
+        Ok(budget)
+    }
+
+    /// The token's object budget, when it has one.
+    pub fn capacity(&self) -> Option<&Arc<capacity::Capacity>> {
+        self.capacity.as_ref()
+    }
+
+    /// Holds this session (one opened anew for the same token) to `budget`.
+    pub fn share_capacity(&mut self, budget: Option<Arc<capacity::Capacity>>) {
+        self.capacity = budget;
+    }
+
+    /// Counts the token's objects again for its budget, if it has one.
+    ///
+    /// # Errors
+    /// A token error when the count fails.
+    pub fn recount_objects(&self) -> Result<()> {
+        if let Some(budget) = &self.capacity {
+            budget.counted(self.count_objects(budget.max_objects())?);
+        }
+        Ok(())
+    }
+
+    /// Takes room for `n` new objects (see [`capacity::Capacity::take`]).
+    fn take_room(&self, n: usize, for_pool: bool) -> Result<()> {
+        match &self.capacity {
+            Some(budget) => budget.take(n, for_pool, &self.label),
+            None => Ok(()),
+        }
+    }
+
+    /// `n` objects are gone (or were never made).
+    fn give_room(&self, n: usize) {
+        if let Some(budget) = &self.capacity {
+            budget.give_back(n);
+        }
     }
 
     /// Shares pool claims and owner liveness through `coordinator` (this
@@ -183,6 +244,8 @@ impl Pkcs11Backend {
             unsettled: Vec::new(),
             coordinator: Arc::clone(&self.coordinator),
             marks_refused: Arc::clone(&self.marks_refused),
+            certificate_objects: Vec::new(),
+            capacity: self.capacity.clone(),
         })
     }
 
@@ -334,7 +397,7 @@ impl KeyBackend for Pkcs11Backend {
                 detail: e.to_string().into(),
                 refused: false,
             })
-            .and_then(|session| pool::claim::claim(session, pair, &key.id, &key.label));
+            .and_then(|session| pool::claim::claim(session, pair, &key.id, &key.label, None));
         match settled {
             Ok(()) => {
                 self.unsettled.swap_remove(at);
@@ -384,6 +447,7 @@ impl KeyBackend for Pkcs11Backend {
             }
         }
         destroyed?;
+        self.give_room(2);
         self.forget(key);
         Ok(())
     }

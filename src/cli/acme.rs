@@ -126,7 +126,10 @@ fn key_options(config: &Config, args: &AcmeIssueArgs) -> Result<hsm_csr::ValidKe
     if let Some(p) = &args.label_prefix {
         key.label_prefix = p.clone();
     }
-    key.options().validate()
+    Ok(key
+        .options()
+        .validate()?
+        .owned_by(hsm_csr::owner::Owner::local()))
 }
 
 fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
@@ -337,7 +340,8 @@ fn renew_one(
         pss: false,
         label_prefix: prefix.to_owned(),
     }
-    .validate()?;
+    .validate()?
+    .owned_by(hsm_csr::owner::Owner::local());
     let chain = args
         .chain_dir
         .as_deref()

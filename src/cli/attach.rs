@@ -4,9 +4,10 @@
 
 use std::io::Write;
 
-use hsm_csr::attach::{Attached, attach_certificate};
+use hsm_csr::attach::{AttachPolicy, Attached, attach_certificate};
 use hsm_csr::audit::{Actor, Trail};
 use hsm_csr::certificate::ParsedCertificate;
+use hsm_csr::owner::{Owner, Principal};
 use hsm_csr::{Error, Result};
 
 use super::{AttachCertArgs, ListFormat, token};
@@ -26,10 +27,13 @@ pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
     let mut opened = token::open(&target, &args.token)?;
     let mut written = Ok(());
     let mut recorded = Ok(());
+    // The command line holds the PIN: it may attach to every owner's keys.
     attach_certificate(
         &mut opened.backend,
         &cert,
         args.domain.as_deref(),
+        &Principal::operator(Owner::local()),
+        AttachPolicy::now(config.service.max_certificates_per_key),
         request_id,
         &mut |attached| {
             // On disk before the answer; a certificate that cannot be

@@ -66,7 +66,9 @@ pub fn run(args: &BatchArgs) -> Result<()> {
     if let Some(p) = &args.label_prefix {
         key_options.label_prefix = p.clone();
     }
-    let key_options = key_options.validate()?;
+    let key_options = key_options
+        .validate()?
+        .owned_by(super::create::owner(args.owner.as_deref())?);
     let target = token::target(&args.token, &config)?;
     let audit_log = config.audit.open()?;
     let trail = audit_log.as_ref().map(|log| Trail {

@@ -50,7 +50,10 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     if let Some(p) = &args.label_prefix {
         key_config.label_prefix = p.clone();
     }
-    let key_options = key_config.options().validate()?;
+    let key_options = key_config
+        .options()
+        .validate()?
+        .owned_by(owner(args.owner.as_deref())?);
 
     let target = token::target(&args.token, &config)?;
     let mut out_file = args.out.as_deref().map(OutFile::open).transpose()?;
@@ -145,4 +148,15 @@ fn deliver(
             None => e.to_string(),
         }),
     }
+}
+
+/// The owner `--owner` names, or the local operator.
+///
+/// # Errors
+/// `Config.Invalid` for a name that cannot be an owner.
+pub(super) fn owner(named: Option<&str>) -> Result<hsm_csr::owner::Owner> {
+    named.map_or_else(
+        || Ok(hsm_csr::owner::Owner::local()),
+        hsm_csr::owner::Owner::new,
+    )
 }

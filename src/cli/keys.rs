@@ -27,11 +27,23 @@ pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
         _ => None,
     };
     let mut opened = token::open(&target, token_args)?;
-    let keys = opened.backend.list_keys()?;
+    let mut keys = opened.backend.list_keys()?;
+    if let KeysCommand::List(a) = command {
+        if let Some(owner) = &a.owner {
+            let owner = hsm_csr::owner::Owner::new(owner)?;
+            keys.retain(|k| k.is_owned_by(&owner));
+        }
+    }
     let token_label = opened.backend.token_label().to_owned();
     let mut out = std::io::stdout().lock();
     let written = match command {
-        KeysCommand::List(_) => print(&mut out, format, &keys),
+        KeysCommand::List(_) => print(&mut out, format, &keys).and_then(|()| {
+            if format == ListFormat::Table {
+                writeln!(out, "{}", summary(&keys))
+            } else {
+                Ok(())
+            }
+        }),
         KeysCommand::Show(KeyArgs { key, .. }) => {
             let k = find(&keys, key, &token_label, &config.key.label_prefix)?;
             print(&mut out, format, std::slice::from_ref(k))
@@ -92,7 +104,7 @@ fn print(out: &mut impl Write, format: ListFormat, keys: &[KeyEntry]) -> std::io
             writeln!(out)
         }
         ListFormat::Table => {
-            let rows: Vec<[String; 6]> = keys
+            let rows: Vec<[String; 7]> = keys
                 .iter()
                 .map(|k| {
                     [
@@ -100,15 +112,20 @@ fn print(out: &mut impl Write, format: ListFormat, keys: &[KeyEntry]) -> std::io
                         k.id.clone(),
                         k.key_type.clone(),
                         k.pub_md5.clone().unwrap_or_else(|| "-".into()),
+                        k.owner.clone().unwrap_or_else(|| "-".into()),
                         match &k.undelivered_by {
                             Some(owner) => format!("undelivered ({owner})"),
-                            None => if k.certificate { "yes" } else { "no" }.into(),
+                            None => match k.certificates().len() {
+                                0 => "no".into(),
+                                1 => "yes".into(),
+                                n => format!("yes ({n})"),
+                            },
                         },
                         k.key_uri.clone(),
                     ]
                 })
                 .collect();
-            let head = ["LABEL", "ID", "TYPE", "PUBMD5", "CERT", "URI"].map(String::from);
+            let head = ["LABEL", "ID", "TYPE", "PUBMD5", "OWNER", "CERT", "URI"].map(String::from);
             let mut widths = head.clone().map(|h| h.chars().count());
             for row in &rows {
                 for (w, cell) in widths.iter_mut().zip(row) {
@@ -126,4 +143,28 @@ fn print(out: &mut impl Write, format: ListFormat, keys: &[KeyEntry]) -> std::io
             out.flush()
         }
     }
+}
+
+/// One line: key pairs and certificates per owner, and in all.
+fn summary(keys: &[KeyEntry]) -> String {
+    let mut owners: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for k in keys.iter().filter(|k| k.has_private_key) {
+        let counts = owners.entry(k.owner.as_deref().unwrap_or("-")).or_default();
+        counts.0 += 1;
+        counts.1 += k.certificates().len();
+    }
+    let pairs: usize = owners.values().map(|c| c.0).sum();
+    let certificates: usize = keys.iter().map(|k| k.certificates().len()).sum();
+    let per_owner: Vec<String> = owners
+        .iter()
+        .map(|(owner, (n, c))| format!("{owner} {n} ({c} cert)"))
+        .collect();
+    format!(
+        "{pairs} key pair(s), {certificates} certificate(s); by owner: {}",
+        if per_owner.is_empty() {
+            "none".to_owned()
+        } else {
+            per_owner.join(", ")
+        }
+    )
 }

@@ -25,7 +25,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let key_options = config.key.options().validate()?;
     // The whole configuration, secrets included, is checked before the
     // token is opened: a mistake there must not cost a login.
-    let keys = AccessKeys::load(&service_config.access_keys)?;
+    let keys = AccessKeys::load(
+        &service_config.access_keys,
+        service_config.max_certificates_per_key,
+    )?;
     let shared_state = hsm_csr::service::redis::client(&service_config)?;
     if let (Some(cert), Some(key)) = (&service_config.tls_cert, &service_config.tls_key) {
         hsm_csr::service::tls::acceptor(cert, key)?;

@@ -230,10 +230,14 @@ fn open_once(
             used_pin = Some(pin);
         }
     }
+    let login = t.elapsed();
+    if let Some(max_objects) = target.table.max_objects {
+        backend.limit_objects(max_objects)?;
+    }
     Ok(Opened {
         backend,
         pin: used_pin,
         init,
-        login: t.elapsed(),
+        login,
     })
 }

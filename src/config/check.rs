@@ -108,13 +108,22 @@ fn bounds(c: &Config) -> [Bound; 12] {
 }
 
 /// The RAM-style action names an access key may be granted.
-const GRANTS: [&str; 5] = [
+const GRANTS: [&str; 6] = [
     "*",
+    "hsm-csr:AllKeys",
     "cdn:CreateCdnCertificateSigningRequest",
     "dcdn:CreateDcdnCertificateSigningRequest",
     "cdn:SetCdnDomainCSRCertificate",
     "dcdn:SetDcdnDomainCSRCertificate",
 ];
+
+/// Fewest objects a token with `max_objects` may be said to hold: a few
+/// key pairs and their certificates.
+const MIN_OBJECTS: usize = 8;
+/// Most objects, which is more than any token holds.
+const MAX_OBJECTS: usize = 10_000_000;
+/// Largest `max_keys`: more than any token holds.
+const MAX_KEYS_LIMIT: usize = 1_000_000;
 
 /// Checks `config`; the message names the setting and what it must be,
 /// never echoing a value that might be a misplaced secret.
@@ -155,6 +164,16 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
     .validate(&config.subject.defaults)
     .map_err(|e| format!("[subject.defaults]: {e}"))?;
     super::tokens::check(config)?;
+    for t in std::iter::once(&config.token).chain(&config.tokens) {
+        if t.max_objects
+            .is_some_and(|m| !(MIN_OBJECTS..=MAX_OBJECTS).contains(&m))
+        {
+            return Err(format!(
+                "max_objects of token {:?} must be {MIN_OBJECTS} to {MAX_OBJECTS}; leave it out for no limit.",
+                t.display_name()
+            ));
+        }
+    }
     if config
         .audit
         .path
@@ -178,13 +197,38 @@ fn check_service(s: &ServiceConfig) -> Result<(), String> {
         return Err("[service] tls_cert and tls_key go together.".into());
     }
     check_redis(s)?;
+    if !(1..=crate::backend::pkcs11::MOST_CERTIFICATES).contains(&s.max_certificates_per_key) {
+        return Err(format!(
+            "[service] max_certificates_per_key must be 1 to {}.",
+            crate::backend::pkcs11::MOST_CERTIFICATES
+        ));
+    }
     let mut seen = HashSet::new();
     for (i, k) in s.access_keys.iter().enumerate() {
         let n = i + 1;
-        if k.id.is_empty() || k.id.len() > 128 || !k.id.bytes().all(visible) {
+        // The id names the owner of the keys it makes, on the token.
+        if crate::owner::Owner::new(&k.id).is_err() {
             return Err(format!(
-                "[[service.access_keys]] number {n}: id must be 1 to 128 visible ASCII characters."
+                "[[service.access_keys]] number {n}: id must be 1 to {} characters from A-Z a-z 0-9 . _ - @ :",
+                crate::owner::MAX_OWNER_LEN
             ));
+        }
+        if k.id == crate::owner::LOCAL {
+            return Err(format!(
+                "[[service.access_keys]] number {n}: id {:?} is reserved for keys made on the command line.",
+                crate::owner::LOCAL
+            ));
+        }
+        if k.max_keys
+            .is_some_and(|m| !(1..=MAX_KEYS_LIMIT).contains(&m))
+        {
+            return Err(format!(
+                "access key {}: max_keys must be 1 to {MAX_KEYS_LIMIT}; leave it out for no limit.",
+                k.id
+            ));
+        }
+        if k.weight.is_some_and(|w| !(1..=100).contains(&w)) {
+            return Err(format!("access key {}: weight must be 1 to 100.", k.id));
         }
         if !seen.insert(k.id.as_str()) {
             return Err(format!(
@@ -272,7 +316,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// The numeric settings, with their documented ranges.
-    const NUMERIC: [(&str, &str, u64, u64); 12] = [
+    const NUMERIC: [(&str, &str, u64, u64); 14] = [
         ("service", "rate_limit", 1, 100_000),
         ("service", "max_body_bytes", 1024, 16 << 20),
         ("service", "max_header_bytes", 1024, 1 << 20),
@@ -285,6 +329,8 @@ mod tests {
         ("service", "idle_timeout_ms", 100, 3_600_000),
         ("service", "max_connections", 1, 1_000_000),
         ("pool", "size", 0, 100_000),
+        ("service", "max_certificates_per_key", 1, 64),
+        ("token", "max_objects", 8, 10_000_000),
     ];
 
     #[test]
@@ -347,7 +393,39 @@ mod tests {
         let e = key("id = \"B\"\nsecret_env = \"S\"\nactions = []").unwrap_err();
         assert!(e.contains("given twice"), "{e}");
         let e = key("id = \"A B\"\nsecret_env = \"S\"\nactions = []").unwrap_err();
-        assert!(e.contains("visible ASCII"), "{e}");
+        assert!(e.contains("characters from A-Z"), "{e}");
+        let long = "a".repeat(65);
+        let e = key(&format!(
+            "id = \"{long}\"\nsecret_env = \"S\"\nactions = []"
+        ))
+        .unwrap_err();
+        assert!(e.contains("1 to 64"), "{e}");
+        assert!(
+            key(&format!(
+                "id = \"{}\"\nsecret_env = \"S\"\nactions = []",
+                &long[1..]
+            ))
+            .is_ok()
+        );
+        let e = key("id = \"local\"\nsecret_env = \"S\"\nactions = []").unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
+        let all = "id = \"A\"\nsecret_env = \"S\"\nactions = [\"*\", \"hsm-csr:AllKeys\"]";
+        assert!(key(all).is_ok());
+        for (setting, ok) in [
+            ("max_keys = 0", false),
+            ("max_keys = 1", true),
+            ("max_keys = 1000000", true),
+            ("max_keys = 1000001", false),
+            ("weight = 0", false),
+            ("weight = 1", true),
+            ("weight = 100", true),
+            ("weight = 101", false),
+        ] {
+            let got = key(&format!(
+                "id = \"A\"\nsecret_env = \"S\"\nactions = []\n{setting}"
+            ));
+            assert_eq!(got.is_ok(), ok, "{setting}: {got:?}");
+        }
         let e = key("id = \"A\"\nactions = []").unwrap_err();
         assert!(e.contains("exactly one of"), "{e}");
         let e =

@@ -72,6 +72,9 @@ pub struct ServiceConfig {
     /// Prefix of every Redis key the service writes, so that several
     /// deployments can share one Redis. Default `hsm-csr`.
     pub redis_key_prefix: String,
+    /// Most certificates one key keeps (SetCdnDomainCSRCertificate); a
+    /// newer one displaces the oldest. 1 to 64, default 4.
+    pub max_certificates_per_key: usize,
     /// Who may call.
     pub access_keys: Vec<AccessKeyConfig>,
 }
@@ -99,6 +102,7 @@ impl Default for ServiceConfig {
             redis_password_env: None,
             redis_password_file: None,
             redis_key_prefix: "hsm-csr".into(),
+            max_certificates_per_key: 4,
             access_keys: Vec::new(),
         }
     }
@@ -116,6 +120,13 @@ pub struct AccessKeyConfig {
     pub secret_file: Option<PathBuf>,
     /// RAM-style actions it may call: `cdn:CreateCdnCertificateSigningRequest`,
     /// `dcdn:CreateDcdnCertificateSigningRequest`, `cdn:SetCdnDomainCSRCertificate`,
-    /// `dcdn:SetDcdnDomainCSRCertificate`, or `*`.
+    /// `dcdn:SetDcdnDomainCSRCertificate`, or `*`; and `hsm-csr:AllKeys`,
+    /// which lets its companion calls attach to every owner's keys (`*`
+    /// does not include it).
     pub actions: Vec<String>,
+    /// Most key pairs it may own on the token(s); none: no limit.
+    pub max_keys: Option<usize>,
+    /// Its share of the worker sessions when several access keys wait
+    /// (1 to 100, default 1): served in turn, `weight` calls per turn.
+    pub weight: Option<u32>,
 }

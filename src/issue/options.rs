@@ -2,6 +2,7 @@
 
 use crate::algorithm::{Hash, KeyType, RSA_SIZES, SignatureAlgorithm};
 use crate::error::{Error, Result};
+use crate::owner::Owner;
 
 /// How keys are made, how they sign, and how they are named.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +47,7 @@ impl KeyOptions {
             key_type: self.key_type,
             signature: SignatureAlgorithm::for_key(self.key_type, self.hash, self.pss)?,
             label_prefix: self.label_prefix.clone(),
+            owner: None,
         })
     }
 }
@@ -59,9 +61,25 @@ pub struct ValidKeyOptions {
     key_type: KeyType,
     signature: SignatureAlgorithm,
     label_prefix: String,
+    owner: Option<Owner>,
 }
 
 impl ValidKeyOptions {
+    /// The same options, for keys that belong to `owner` ([`crate::owner`]).
+    #[must_use]
+    pub fn owned_by(&self, owner: Owner) -> ValidKeyOptions {
+        ValidKeyOptions {
+            owner: Some(owner),
+            ..self.clone()
+        }
+    }
+
+    /// Who the keys made with these options belong to; None: nobody
+    /// (keys made before owners were recorded look the same).
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_ref()
+    }
+
     /// Key type (and RSA size).
     pub fn key_type(&self) -> KeyType {
         self.key_type
@@ -85,6 +103,7 @@ impl Default for ValidKeyOptions {
             key_type: KeyType::Rsa { bits: 2048 },
             signature: SignatureAlgorithm::RsaPkcs1(Hash::Sha256),
             label_prefix: KeyOptions::default().label_prefix,
+            owner: None,
         }
     }
 }

@@ -63,6 +63,8 @@ pub enum ApiError {
     /// The shared state (Redis) did not answer: the call is refused, its
     /// nonce unrecorded, no key made.
     SharedStateUnavailable,
+    /// The token holds as many objects as `[token] max_objects` allows.
+    TokenFull,
     /// A parameter given more than once (query, form body, or both); its
     /// name as [`super::auth::shown`] prints it.
     DuplicateParameter(String),
@@ -126,6 +128,11 @@ impl ApiError {
                 "ServiceUnavailable",
                 "The key store is unreachable; the service is reconnecting. Try again later.".into(),
             ),
+            ApiError::TokenFull => (
+                503,
+                "ServiceUnavailable",
+                "The request has failed due to a temporary failure of the server: the key store has no room for new objects, and no key was made. Try again later.".into(),
+            ),
             ApiError::SharedStateUnavailable => (
                 503,
                 "ServiceUnavailable",
@@ -175,6 +182,11 @@ pub fn http_status(e: &Error) -> u16 {
 
 impl From<&Error> for ApiError {
     fn from(e: &Error) -> Self {
+        // The operator's limit, not a fault: the caller may retry later,
+        // and hears nothing of the token.
+        if matches!(e, Error::TokenFull { .. }) {
+            return ApiError::TokenFull;
+        }
         let (code, message) = match e.class() {
             ErrorClass::Request | ErrorClass::Internal => (e.code(), e.to_string()),
             // A caller cannot fix the token: it gets the API's generic 500.

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::api::ApiError;
-use super::{Service, Sessions, auth, tokens};
-use crate::attach::Attached;
+use super::{Service, Sessions, auth, handoff, tokens};
+use crate::attach::{AttachPolicy, Attached};
 use crate::certificate::ParsedCertificate;
-use crate::error::{Error, ErrorClass};
+use crate::quota::Caller;
 
 /// Whether `action` is one of the companion calls.
 pub(super) fn is_companion(action: &str) -> bool {
@@ -29,10 +29,11 @@ pub(super) fn is_companion(action: &str) -> bool {
     )
 }
 
-/// Serves a verified, granted companion call made by `v`.
+/// Serves a verified, granted companion call made by `v`, for `caller`.
 pub(super) async fn set_certificate<S: Sessions>(
     svc: &Arc<Service<S>>,
     v: &auth::Verified,
+    caller: Caller,
     request_id: &str,
 ) -> Result<Attached, ApiError> {
     let param = |name: &str| {
@@ -49,12 +50,15 @@ pub(super) async fn set_certificate<S: Sessions>(
     // Refused here, before it waits for a session; checked again where
     // the certificate is stored.
     cert.check_domain(domain).map_err(|e| ApiError::from(&e))?;
+    cert.check_storable(AttachPolicy::now(caller.max_certificates_per_key).now)
+        .map_err(|e| ApiError::from(&e))?;
     attach_on_token(
         svc,
         cert,
         domain.to_owned(),
         request_id.to_owned(),
         v.access_key_id.clone(),
+        caller,
     )
     .await
 }
@@ -104,14 +108,17 @@ async fn attach_on_token<S: Sessions>(
     domain: String,
     request_id: String,
     access_key: String,
+    caller: Caller,
 ) -> Result<Attached, ApiError> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(svc.config.request_timeout_ms);
     let cert = Arc::new(cert);
+    let caller = Arc::new(caller);
     let mut unreachable = false;
     let mut no_key = None;
     for index in 0..svc.tokens.lanes().len() {
-        let permit = match svc.tokens.acquire_on(index, deadline).await {
+        let who = (access_key.as_str(), svc.weight_of(&access_key));
+        let permit = match svc.tokens.acquire_on(index, who, deadline).await {
             Ok(permit) => permit,
             Err(tokens::NoSession::Unavailable) => {
                 unreachable = true;
@@ -119,18 +126,37 @@ async fn attach_on_token<S: Sessions>(
             }
             Err(tokens::NoSession::Timeout) => return Err(ApiError::Timeout),
         };
-        match attach_on(
+        let (cert, domain, request_id, access_key, caller) = (
+            Arc::clone(&cert),
+            domain.clone(),
+            request_id.clone(),
+            access_key.clone(),
+            Arc::clone(&caller),
+        );
+        let attempt = handoff::on_token(
             svc,
             index,
             permit,
-            &cert,
-            &domain,
-            &request_id,
-            &access_key,
             deadline,
+            "attaching a certificate",
+            move |svc, lane, offer| {
+                let trail = svc.audit.as_ref().map(|log| crate::audit::Trail {
+                    log,
+                    actor: crate::audit::Actor::access_key(&access_key),
+                });
+                let mut deliver = |a: &Attached| {
+                    on_attached(a, &access_key, cert.chain_after)
+                        && recorded(trail.as_ref(), a)
+                        && offer(a.clone())
+                };
+                let done =
+                    lane.sessions
+                        .attach(&cert, &domain, &caller, &request_id, &mut deliver)?;
+                Ok(done.map(drop))
+            },
         )
-        .await
-        {
+        .await;
+        match attempt {
             Err(
                 e @ ApiError::Issue {
                     code: "Certificate.NoPrivateKey",
@@ -146,81 +172,5 @@ async fn attach_on_token<S: Sessions>(
     match no_key {
         Some(e) if !unreachable => Err(e),
         _ => Err(ApiError::TokenUnavailable),
-    }
-}
-
-/// One attempt on token `index`, holding `permit`.
-#[allow(clippy::too_many_arguments)]
-async fn attach_on<S: Sessions>(
-    svc: &Arc<Service<S>>,
-    index: usize,
-    permit: tokens::Permit,
-    cert: &Arc<ParsedCertificate>,
-    domain: &str,
-    request_id: &str,
-    access_key: &str,
-    deadline: tokio::time::Instant,
-) -> Result<Attached, ApiError> {
-    let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
-    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
-    let worker = Arc::clone(svc);
-    let (cert, domain, request_id, access_key) = (
-        Arc::clone(cert),
-        domain.to_owned(),
-        request_id.to_owned(),
-        access_key.to_owned(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let mut resp_tx = Some(resp_tx);
-        let trail = worker.audit.as_ref().map(|log| crate::audit::Trail {
-            log,
-            actor: crate::audit::Actor::access_key(&access_key),
-        });
-        let mut deliver = |a: &Attached| {
-            on_attached(a, &access_key, cert.chain_after)
-                && recorded(trail.as_ref(), a)
-                && resp_tx
-                    .take()
-                    .is_some_and(|tx| tx.send(Ok(a.clone())).is_ok())
-                && ack_rx.recv().is_ok()
-        };
-        let lane = &worker.tokens.lanes()[index];
-        let done = lane
-            .sessions
-            .attach(&cert, &domain, &request_id, &mut deliver);
-        let failed = match done {
-            Ok(Some(_)) => None,
-            Ok(None) => Some(ApiError::TokenUnavailable),
-            Err(e) if e.class() != ErrorClass::Request && lane.sessions.is_broken() => {
-                log::warn!(
-                    "attaching a certificate failed: token {:?} went away: RequestId={request_id} {} {e}",
-                    lane.name,
-                    e.code()
-                );
-                Some(ApiError::TokenUnavailable)
-            }
-            Err(e) => {
-                log::warn!(
-                    "attaching a certificate failed: RequestId={request_id} {} {e}",
-                    e.code()
-                );
-                Some(ApiError::from(&e))
-            }
-        };
-        if let (Some(e), Some(tx)) = (failed, resp_tx.take()) {
-            let _ = tx.send(Err(e));
-        }
-    });
-    match tokio::time::timeout_at(deadline, resp_rx).await {
-        Ok(Ok(Ok(attached))) => {
-            let _ = ack_tx.send(());
-            Ok(attached)
-        }
-        Ok(Ok(Err(e))) => Err(e),
-        Ok(Err(_)) => Err(ApiError::from(&Error::Internal(
-            "worker ended without an answer".into(),
-        ))),
-        Err(_) => Err(ApiError::Timeout),
     }
 }

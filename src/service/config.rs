@@ -7,13 +7,24 @@ use std::path::Path;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+use std::sync::Arc;
+
 use crate::config::AccessKeyConfig;
 use crate::error::{Error, Result};
+use crate::owner::{Owner, Principal};
+use crate::quota::{Caller, KeyQuota};
 
 pub(super) struct AccessKey {
     pub(super) secret: SecretString,
     pub(super) actions: HashSet<String>,
+    /// Who its keys belong to, what it may use, its quota.
+    pub(super) caller: Caller,
+    /// Its share of the sessions when several access keys wait.
+    pub(super) weight: u32,
 }
+
+/// The grant that lets an access key use every owner's keys.
+pub(super) const ALL_KEYS: &str = "hsm-csr:AllKeys";
 
 /// The callers, with their secrets read from the environment or files.
 pub struct AccessKeys(pub(super) HashMap<String, AccessKey>);
@@ -25,7 +36,10 @@ impl AccessKeys {
     /// # Errors
     /// `Config.Invalid` when a secret cannot be read or is empty, or no
     /// access key is configured.
-    pub fn load(configured: &[AccessKeyConfig]) -> Result<AccessKeys> {
+    pub fn load(
+        configured: &[AccessKeyConfig],
+        max_certificates_per_key: usize,
+    ) -> Result<AccessKeys> {
         if configured.is_empty() {
             return Err(Error::Config(
                 "no [[service.access_keys]] configured: nobody could call the service.".into(),
@@ -38,11 +52,21 @@ impl AccessKeys {
                 k.secret_file.as_deref(),
                 &format!("access key {}", k.id),
             )?;
+            let caller = Caller {
+                principal: Principal {
+                    owner: Owner::new(&k.id)?,
+                    all_keys: k.actions.iter().any(|a| a == ALL_KEYS),
+                },
+                quota: k.max_keys.map(|m| Arc::new(KeyQuota::new(m))),
+                max_certificates_per_key,
+            };
             keys.insert(
                 k.id.clone(),
                 AccessKey {
                     secret: SecretString::from(secret.as_str()),
                     actions: k.actions.iter().cloned().collect(),
+                    caller,
+                    weight: k.weight.unwrap_or(1),
                 },
             );
         }

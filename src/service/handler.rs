@@ -12,10 +12,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, header};
 
 use super::api::{self, ApiError};
-use super::{Service, Sessions, auth, companion, metrics, tokens};
+use super::{Service, Sessions, auth, companion, handoff, metrics, tokens};
 use crate::attach::Attached;
-use crate::error::{Error, ErrorClass};
 use crate::issue::{CsrResponse, new_request_id};
+use crate::quota::Caller;
 use crate::request::CsrRequest;
 
 pub(super) async fn metrics_text<S: Sessions>(
@@ -308,14 +308,16 @@ async fn authorize_and_issue<S: Sessions>(
     if *version != v.version {
         return Err(ApiError::InvalidVersion);
     }
-    let granted = svc.keys.get(&v.access_key_id).is_some_and(|k| {
-        k.actions.contains("*") || k.actions.contains(&format!("{product}:{}", v.action))
-    });
-    if !granted {
-        return Err(ApiError::Forbidden);
-    }
+    let caller = svc
+        .keys
+        .get(&v.access_key_id)
+        .filter(|k| {
+            k.actions.contains("*") || k.actions.contains(&format!("{product}:{}", v.action))
+        })
+        .map(|k| k.caller.clone())
+        .ok_or(ApiError::Forbidden)?;
     if companion::is_companion(&v.action) {
-        return companion::set_certificate(svc, &v, request_id)
+        return companion::set_certificate(svc, &v, caller, request_id)
             .await
             .map(Reply::Attached);
     }
@@ -338,7 +340,7 @@ async fn authorize_and_issue<S: Sessions>(
     let valid = request
         .validate(&svc.defaults)
         .map_err(|e| ApiError::from(&e))?;
-    issue_on_token(svc, valid, request_id.to_owned(), v.access_key_id)
+    issue_on_token(svc, valid, request_id.to_owned(), v.access_key_id, caller)
         .await
         .map(Reply::Csr)
 }
@@ -352,103 +354,46 @@ fn nonce_lifetime(window: Duration) -> Duration {
         .saturating_add(Duration::from_secs(2))
 }
 
-/// Runs the CSR on a blocking thread and keeps its key only if the
-/// response is taken within the timeout. The response is released only
-/// once its delivery is in the audit log (when there is one) and the key
-/// kept: the worker offers it, the handler says it still waits, the worker
-/// records and commits, then gives the verdict.
+/// Runs the CSR on a token's session for `caller` ([`handoff::on_token`]):
+/// its key is kept only if the response is taken within the timeout, and
+/// the response released only once its delivery is in the audit log (when
+/// there is one) and the key kept.
 async fn issue_on_token<S: Sessions>(
     svc: &Arc<Service<S>>,
     valid: crate::ValidRequest,
     request_id: String,
     access_key: String,
+    caller: Caller,
 ) -> std::result::Result<CsrResponse, ApiError> {
-    let (resp_tx, resp_rx) = tokio::sync::oneshot::channel();
-    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
-    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel();
-    let worker = Arc::clone(svc);
-    // Wait for a free session on a token in rotation without holding a
-    // thread; the permit guarantees one is idle (unless that token is
-    // being reopened).
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(svc.config.request_timeout_ms);
-    let (lane, permit) = match svc.tokens.acquire(deadline).await {
+    // Wait for a free session on a token in rotation, in turn with other
+    // access keys, without holding a thread; the permit guarantees one is
+    // idle (unless that token is being reopened).
+    let who = (access_key.as_str(), svc.weight_of(&access_key));
+    let (lane, permit) = match svc.tokens.acquire(who, deadline).await {
         Ok(got) => got,
         Err(tokens::NoSession::Unavailable) => return Err(ApiError::TokenUnavailable),
         // Every session stayed busy past the deadline: no key was made.
         Err(tokens::NoSession::Timeout) => return Err(ApiError::Timeout),
     };
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let mut resp_tx = Some(resp_tx);
-        // The handler acknowledges once it has the response in hand; a
-        // handler that gave up drops the acknowledgement channel.
-        let mut deliver = |response: CsrResponse| {
-            let sent = resp_tx
-                .take()
-                .is_some_and(|tx| tx.send(Ok(response)).is_ok());
-            sent && ack_rx.recv().is_ok()
-        };
-        let trail = worker.audit.as_ref().map(|log| crate::audit::Trail {
-            log,
-            actor: crate::audit::Actor::access_key(&access_key),
-        });
-        let lane = &worker.tokens.lanes()[lane];
-        let served = lane
-            .sessions
-            .issue(&valid, &request_id, trail.as_ref(), &mut deliver);
-        lane.observe(matches!(served, Ok(Some(_))));
-        let verdict = match served {
-            Ok(Some(timings)) => {
-                worker.metrics.observe_phases(timings);
-                Ok(())
-            }
-            // Sessions are being reopened after the token went away.
-            Ok(None) => Err(ApiError::TokenUnavailable),
-            // The token went away under this call: say so, so that the
-            // caller retries (and lands on another token, if any).
-            Err(e) if e.class() != ErrorClass::Request && lane.sessions.is_broken() => {
-                log::warn!(
-                    "CSR failed: token {:?} went away: {} {e}",
-                    lane.name,
-                    e.code()
-                );
-                Err(ApiError::TokenUnavailable)
-            }
-            Err(e) => {
-                log::warn!("CSR failed on token {:?}: {} {e}", lane.name, e.code());
-                Err(ApiError::from(&e))
-            }
-        };
-        match (resp_tx.take(), verdict) {
-            (Some(tx), Err(e)) => {
-                let _ = tx.send(Err(e));
-            }
-            // Never offered: dropping the sender tells the handler.
-            (Some(_), Ok(())) => {}
-            (None, verdict) => {
-                let _ = verdict_tx.send(verdict);
-            }
-        }
-    });
-    match tokio::time::timeout_at(deadline, resp_rx).await {
-        Ok(Ok(Ok(response))) => {
-            let _ = ack_tx.send(());
-            // Past keygen and taken: wait for the record and the commit,
-            // with no deadline, or a kept key could be answered "no key
-            // was kept".
-            match verdict_rx.await {
-                Ok(Ok(())) => Ok(response),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(ApiError::from(&Error::Internal(
-                    "worker ended without an answer".into(),
-                ))),
-            }
-        }
-        Ok(Ok(Err(e))) => Err(e),
-        Ok(Err(_)) => Err(ApiError::from(&Error::Internal(
-            "worker ended without an answer".into(),
-        ))),
-        Err(_) => Err(ApiError::Timeout),
-    }
+    handoff::on_token(
+        svc,
+        lane,
+        permit,
+        deadline,
+        "CSR",
+        move |svc, lane, offer| {
+            let trail = svc.audit.as_ref().map(|log| crate::audit::Trail {
+                log,
+                actor: crate::audit::Actor::access_key(&access_key),
+            });
+            let mut deliver = |response: CsrResponse| offer(response);
+            let served =
+                lane.sessions
+                    .issue(&valid, &request_id, &caller, trail.as_ref(), &mut deliver)?;
+            Ok(served.map(|timings| svc.metrics.observe_phases(timings)))
+        },
+    )
+    .await
 }

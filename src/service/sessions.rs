@@ -9,6 +9,7 @@ use crate::backend::pkcs11::session_pool::SessionPool;
 use crate::certificate::ParsedCertificate;
 use crate::error::Result;
 use crate::issue::{CsrResponse, Timings};
+use crate::quota::Caller;
 use crate::request::ValidRequest;
 
 /// Sessions to make key pairs and CSRs on. Every method but the counters
@@ -36,7 +37,8 @@ pub trait Sessions: Send + Sync + 'static {
     /// The key pool's counters, when there is a pool.
     fn key_pool(&self) -> Option<PoolStats>;
 
-    /// Makes the CSR for `request` on an idle session; keeps the key pair
+    /// Makes the CSR for `request` on an idle session, for `caller` (the
+    /// key is its, its quota checked first); keeps the key pair
     /// only when `deliver` says the response will be taken and its
     /// delivery is recorded in `audit` (the caller releases it only once
     /// this returns). None when no session is idle (the token is being
@@ -48,6 +50,7 @@ pub trait Sessions: Send + Sync + 'static {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        caller: &Caller,
         audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> Result<Option<Timings>>;
@@ -59,7 +62,7 @@ pub trait Sessions: Send + Sync + 'static {
     /// What opening or logging in failed with.
     fn reopen(&self) -> Result<()>;
 
-    /// Stores `cert` beside its key on an idle session
+    /// Stores `cert` beside `caller`'s key on an idle session
     /// ([`crate::attach::attach_certificate`]), once it covers `domain`;
     /// keeps a newly stored certificate only when `deliver` says the
     /// answer was taken. None when no session is idle.
@@ -71,6 +74,7 @@ pub trait Sessions: Send + Sync + 'static {
         &self,
         cert: &ParsedCertificate,
         domain: &str,
+        caller: &Caller,
         request_id: &str,
         deliver: &mut dyn FnMut(&Attached) -> bool,
     ) -> Result<Option<Attached>>;
@@ -105,10 +109,11 @@ impl Sessions for SessionPool {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        caller: &Caller,
         audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> Result<Option<Timings>> {
-        SessionPool::issue(self, request, request_id, audit, deliver)
+        SessionPool::issue(self, request, request_id, caller, audit, deliver)
     }
 
     fn reopen(&self) -> Result<()> {
@@ -119,9 +124,10 @@ impl Sessions for SessionPool {
         &self,
         cert: &ParsedCertificate,
         domain: &str,
+        caller: &Caller,
         request_id: &str,
         deliver: &mut dyn FnMut(&Attached) -> bool,
     ) -> Result<Option<Attached>> {
-        SessionPool::attach(self, cert, domain, request_id, deliver)
+        SessionPool::attach(self, cert, domain, caller, request_id, deliver)
     }
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod companion;
 mod support;
+mod tenancy;
 
 use std::time::{Duration, Instant};
 

@@ -20,6 +20,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::Sessions;
+
+mod fair;
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::error::Error;
 
@@ -83,6 +85,8 @@ pub(super) enum NoSession {
 pub(super) struct Permit {
     permit: Option<OwnedSemaphorePermit>,
     freed: Arc<Notify>,
+    /// The call's turn ([`fair`]), given back after the permit.
+    turn: Option<fair::Turn>,
 }
 
 impl Drop for Permit {
@@ -102,6 +106,8 @@ impl Drop for Permit {
 /// Every token of the service.
 pub(super) struct Tokens<S> {
     lanes: Vec<Lane<S>>,
+    /// Who goes next when calls wait for sessions.
+    fair: Arc<fair::Fair>,
     /// Where the next call starts looking, so that ties alternate.
     next: AtomicUsize,
     freed: Arc<Notify>,
@@ -130,9 +136,11 @@ impl<S: Sessions> Tokens<S> {
                     failed: AtomicU64::new(0),
                 }
             })
-            .collect();
+            .collect::<Vec<Lane<S>>>();
+        let sessions = lanes.iter().map(|l| l.total).sum();
         Tokens {
             lanes,
+            fair: fair::Fair::new(sessions),
             next: AtomicUsize::new(0),
             freed: Arc::new(Notify::new()),
         }
@@ -187,9 +195,30 @@ impl<S: Sessions> Tokens<S> {
             .collect()
     }
 
+    /// A session's permit on a token in rotation for a call of access key
+    /// `who` (its id and weight), in turn with other access keys' calls
+    /// ([`fair`]), waiting until `deadline` while all are busy.
+    pub(super) async fn acquire(
+        &self,
+        who: (&str, u32),
+        deadline: Instant,
+    ) -> Result<(usize, Permit), NoSession> {
+        if self.lanes.iter().all(|l| l.sessions.is_broken()) {
+            return Err(NoSession::Unavailable);
+        }
+        let turn = self
+            .fair
+            .turn(who.0, who.1, deadline)
+            .await
+            .ok_or(NoSession::Timeout)?;
+        let (index, mut permit) = self.any_permit(deadline).await?;
+        permit.turn = Some(turn);
+        Ok((index, permit))
+    }
+
     /// A session's permit on a token in rotation, waiting until `deadline`
     /// while all are busy. With one token, callers are served in turn.
-    pub(super) async fn acquire(&self, deadline: Instant) -> Result<(usize, Permit), NoSession> {
+    async fn any_permit(&self, deadline: Instant) -> Result<(usize, Permit), NoSession> {
         if let [lane] = self.lanes.as_slice() {
             if lane.sessions.is_broken() {
                 return Err(NoSession::Unavailable);
@@ -223,15 +252,25 @@ impl<S: Sessions> Tokens<S> {
     pub(super) async fn acquire_on(
         &self,
         index: usize,
+        who: (&str, u32),
         deadline: Instant,
     ) -> Result<Permit, NoSession> {
         let lane = &self.lanes[index];
         if lane.sessions.is_broken() {
             return Err(NoSession::Unavailable);
         }
+        let turn = self
+            .fair
+            .turn(who.0, who.1, deadline)
+            .await
+            .ok_or(NoSession::Timeout)?;
         let acquire = Arc::clone(&lane.permits).acquire_owned();
         match tokio::time::timeout_at(deadline, acquire).await {
-            Ok(Ok(permit)) => Ok(self.permit(permit)),
+            Ok(Ok(permit)) => {
+                let mut permit = self.permit(permit);
+                permit.turn = Some(turn);
+                Ok(permit)
+            }
             _ => Err(NoSession::Timeout),
         }
     }
@@ -262,6 +301,7 @@ impl<S: Sessions> Tokens<S> {
         Permit {
             permit: Some(permit),
             freed: Arc::clone(&self.freed),
+            turn: None,
         }
     }
 

@@ -39,12 +39,19 @@ pub struct KeyEntry {
     /// the process that is making it, or was when it stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undelivered_by: Option<String>,
+    /// Who the pair belongs to ([`crate::owner`]); None for keys made
+    /// before owners were recorded, by other tools, and unassigned pool keys.
+    pub owner: Option<String>,
     #[serde(skip)]
     pub(super) id_bytes: Vec<u8>,
     #[serde(skip)]
     pub(super) objects: Vec<ObjectHandle>,
     #[serde(skip)]
     pub(super) certificates: Vec<Vec<u8>>,
+    /// The certificate objects, as `certificates` lists them (filled by
+    /// [`Pkcs11Backend::find_by_public_key`]).
+    #[serde(skip)]
+    pub(super) certificate_objects: Vec<ObjectHandle>,
     #[serde(skip)]
     pub(super) private: Option<ObjectHandle>,
     #[serde(skip)]
@@ -63,8 +70,10 @@ struct Group {
     private_handle: Option<ObjectHandle>,
     public_handle: Option<ObjectHandle>,
     private: bool,
+    owner: Option<String>,
     objects: Vec<ObjectHandle>,
     certificates: Vec<Vec<u8>>,
+    certificate_objects: Vec<ObjectHandle>,
 }
 
 impl KeyEntry {
@@ -81,6 +90,57 @@ impl KeyEntry {
     /// The key type, when the public key is readable.
     pub fn parsed_key_type(&self) -> Option<KeyType> {
         self.parsed_type
+    }
+
+    /// The certificates stored with this key, with their objects.
+    pub(super) fn certificate_objects(&self) -> impl Iterator<Item = (ObjectHandle, &[u8])> {
+        self.certificate_objects
+            .iter()
+            .copied()
+            .zip(self.certificates.iter().map(Vec::as_slice))
+    }
+
+    /// A delivered pair found by its public key ([`super::lookup`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn found(
+        key_uri: String,
+        label: String,
+        id_bytes: Vec<u8>,
+        key_type: Option<KeyType>,
+        owner: Option<crate::owner::Owner>,
+        (private, public): (ObjectHandle, Option<ObjectHandle>),
+        spki: Vec<u8>,
+        certificates: Vec<(ObjectHandle, Vec<u8>)>,
+    ) -> KeyEntry {
+        let mut objects = vec![private];
+        objects.extend(public);
+        objects.extend(certificates.iter().map(|(h, _)| *h));
+        let (certificate_objects, certificates): (Vec<_>, Vec<_>) =
+            certificates.into_iter().unzip();
+        KeyEntry {
+            label,
+            id: fingerprint::hex(&id_bytes),
+            key_type: key_type.map_or_else(|| "unknown".into(), KeyType::name),
+            pub_md5: Some(fingerprint::pub_md5(&spki)),
+            key_uri,
+            has_private_key: true,
+            certificate: !certificates.is_empty(),
+            undelivered_by: None,
+            owner: owner.map(|o| o.as_str().to_owned()),
+            id_bytes,
+            objects,
+            certificates,
+            certificate_objects,
+            private: Some(private),
+            public,
+            spki: Some(spki),
+            parsed_type: key_type,
+        }
+    }
+
+    /// Whether `owner` owns this pair.
+    pub fn is_owned_by(&self, owner: &crate::owner::Owner) -> bool {
+        self.owner.as_deref() == Some(owner.as_str())
     }
 }
 
@@ -106,6 +166,7 @@ impl Pkcs11Backend {
                 AttributeType::Class,
                 AttributeType::Id,
                 AttributeType::Label,
+                AttributeType::Subject,
             ];
             // An object another process removed meanwhile, or one a process
             // killed mid-write left torn (SoftHSM rewrites object files in
@@ -114,12 +175,13 @@ impl Pkcs11Backend {
                 unreadable += 1;
                 continue;
             };
-            let (mut class, mut id, mut label) = (None, Vec::new(), None);
+            let (mut class, mut id, mut label, mut subject) = (None, Vec::new(), None, None);
             for a in attrs {
                 match a {
                     Attribute::Class(c) => class = Some(c),
                     Attribute::Id(i) => id = i,
                     Attribute::Label(l) => label = Some(String::from_utf8_lossy(&l).into_owned()),
+                    Attribute::Subject(s) => subject = Some(s),
                     _ => {}
                 }
             }
@@ -141,6 +203,11 @@ impl Pkcs11Backend {
                     g.private = true;
                     g.private_handle = Some(h);
                     g.label = label.or(g.label.take());
+                    // The private key's record is the one that counts.
+                    g.owner = subject
+                        .as_deref()
+                        .and_then(crate::owner::Owner::from_subject_der)
+                        .map(|o| o.as_str().to_owned());
                 } else {
                     g.public_handle = Some(h);
                     if g.label.is_none() {
@@ -165,7 +232,10 @@ impl Pkcs11Backend {
                 });
                 let g = groups.entry(key).or_default();
                 g.objects.push(h);
-                g.certificates.extend(der);
+                if let Some(der) = der {
+                    g.certificates.push(der);
+                    g.certificate_objects.push(h);
+                }
             }
         }
         let mut keys: Vec<KeyEntry> = groups
@@ -190,6 +260,8 @@ impl Pkcs11Backend {
                     has_private_key: g.private,
                     certificate: !g.certificates.is_empty(),
                     undelivered_by: super::mark::decode(&id_bytes).map(|(o, _)| o.describe()),
+                    owner: g.owner,
+                    certificate_objects: g.certificate_objects,
                     label,
                     id_bytes,
                     objects: g.objects,
@@ -224,6 +296,7 @@ impl Pkcs11Backend {
                     .map(|e| describe(&e).to_string())
             })
             .collect();
+        self.give_room(key.objects.len() - failures.len());
         if failures.is_empty() {
             Ok(())
         } else {
@@ -233,25 +306,6 @@ impl Pkcs11Backend {
                 detail: failures.join("; ").into(),
             })
         }
-    }
-
-    /// Stores `cert_der` as a CKO_CERTIFICATE next to `key`, with the key's
-    /// CKA_ID and CKA_LABEL; the new object. None, storing nothing, when
-    /// that exact certificate is already there.
-    ///
-    /// # Errors
-    /// `Certificate.FormatError` for bytes that are not a certificate; a
-    /// token error (naming the likely cause) when the token refuses.
-    pub fn attach_certificate(
-        &mut self,
-        key: &KeyEntry,
-        cert_der: &[u8],
-    ) -> Result<Option<ObjectHandle>> {
-        if key.certificates.iter().any(|c| c == cert_der) {
-            return Ok(None);
-        }
-        self.create_certificate(&key.id_bytes, &key.label, cert_der)
-            .map(Some)
     }
 
     /// Creates the CKO_CERTIFICATE object for `cert_der` with CKA_ID `id`
@@ -277,8 +331,10 @@ impl Pkcs11Backend {
             Attribute::Id(id.to_vec()),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
+        self.take_room(1, false)?;
         self.session()?
             .create_object(&template)
+            .inspect_err(|_| self.give_room(1))
             .map_err(|e| Error::Token {
                 op: "storing the certificate (C_CreateObject)",
                 token: self.label.clone(),
@@ -290,15 +346,13 @@ impl Pkcs11Backend {
             })
     }
 
-    /// Destroys a certificate [`Self::attach_certificate`] stored.
-    ///
-    /// # Errors
-    /// A token error when the object cannot be destroyed.
-    pub fn remove_certificate(&mut self, certificate: ObjectHandle) -> Result<()> {
+    /// Destroys a certificate object.
+    pub(super) fn destroy_certificate(&mut self, certificate: ObjectHandle) -> Result<()> {
         self.session()?
             .destroy_object(certificate)
+            .inspect(|()| self.give_room(1))
             .map_err(|e| Error::Token {
-                op: "removing the certificate (C_DestroyObject)",
+                op: "removing a certificate (C_DestroyObject)",
                 token: self.label.clone(),
                 detail: describe(&e),
             })
@@ -354,7 +408,10 @@ pub fn find_key<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'
 }
 
 /// The key type and SPKI of a key object, from its public attributes.
-fn public_key(session: &cryptoki::session::Session, h: ObjectHandle) -> Result<(KeyType, Vec<u8>)> {
+pub(super) fn public_key(
+    session: &cryptoki::session::Session,
+    h: ObjectHandle,
+) -> Result<(KeyType, Vec<u8>)> {
     let attrs = session
         .get_attributes(h, &[AttributeType::KeyType, AttributeType::EcParams])
         .map_err(|e| Error::EncodeKey(describe(&e)))?;

@@ -8,6 +8,9 @@
 //! delivered" [`mark`](super::mark), at delivery 16 bytes from the token's
 //! RNG (after a fixed prefix for pool keys, see [`super::pool`]).
 //!
+//! Both carry their owner as CKA_SUBJECT ([`crate::owner`]), except pool
+//! keys, which get it when they are taken.
+//!
 //! Other usages (CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE) are left to the token:
 //! setting them FALSE makes tpm2-pkcs11's C_GenerateKeyPair fail with
 //! CKR_GENERAL_ERROR ("User specified and TPM specified attr mismatch").
@@ -116,7 +119,7 @@ pub(super) fn generate(
             public.push(Attribute::EcParams(curve.to_der()?));
         }
     }
-    let private = [
+    let mut private = vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
@@ -125,9 +128,19 @@ pub(super) fn generate(
         Attribute::Id(on_token.clone()),
         Attribute::Label(label),
     ];
+    // The owner is part of the key from its first moment: a crash can
+    // leave an undelivered key, never an ownerless one.
+    if let Some(owner) = &spec.owner {
+        let subject = owner.to_subject_der();
+        public.push(Attribute::Subject(subject.clone()));
+        private.push(Attribute::Subject(subject));
+    }
+    // Room first: a full token refuses before anything is made.
+    backend.take_room(2, !id_prefix.is_empty())?;
     let (pub_h, priv_h) = match session.generate_key_pair(&keygen, &public, &private) {
         Ok(pair) => pair,
         Err(e) => {
+            backend.give_room(2);
             // A token that went away mid-call may have stored the pair.
             backend.orphans.push(on_token);
             return Err(Error::KeyGen(describe(&e)));
@@ -169,7 +182,10 @@ pub(super) fn generate(
             on_token,
         )),
         Err(e) => Err(match destroy_pair(session, pair) {
-            Ok(()) => e,
+            Ok(()) => {
+                backend.give_room(2);
+                e
+            }
             Err(rollback) => {
                 backend.orphans.push(on_token.clone());
                 Error::RollbackFailed {

@@ -127,6 +127,7 @@ impl Pkcs11Backend {
                     token: token(),
                     detail: describe(&e),
                 })?;
+                self.give_room(1);
             }
         }
         Ok(found)

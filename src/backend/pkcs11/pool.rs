@@ -219,6 +219,7 @@ impl KeyPool {
             signature,
             label: self.unassigned_label.clone(),
             undelivered_label: self.undelivered_label(),
+            owner: None,
         };
         let (key, pair, on_token) = keygen::generate(backend, &spec, &POOL_ID_PREFIX)?;
         backend.admit(self, PooledKey { pair, key }, &on_token)

@@ -27,6 +27,7 @@ use crate::audit::Trail;
 use crate::backend::KeyBackend;
 use crate::error::{Error, ErrorClass, Result};
 use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr_audited};
+use crate::quota::{Caller, Reserved};
 use crate::request::ValidRequest;
 
 /// What it takes to open the token again after it went away: module,
@@ -98,6 +99,8 @@ pub struct SessionPool {
     sweeper: Mutex<Option<Refiller>>,
     coordinator: Arc<dyn super::mark::Coordinator>,
     orphans: Arc<Orphans>,
+    /// The token's object budget, kept across reconnects.
+    capacity: Option<Arc<super::capacity::Capacity>>,
 }
 
 impl SessionPool {
@@ -119,6 +122,11 @@ impl SessionPool {
             .map_or(wanted, |m| usize::try_from(m).unwrap_or(usize::MAX).max(1));
         let total = wanted.clamp(1, cap.max(1));
         let coordinator = first.coordinator();
+        let capacity = first.capacity().cloned();
+        if let Some(budget) = &capacity {
+            // Room for a key pair per worker, which the pool leaves free.
+            budget.set_reserve(2 * total);
+        }
         let sessions = open_sessions(first, total)?;
         log::info!(
             "{total} worker session(s) on token {:?}",
@@ -135,7 +143,13 @@ impl SessionPool {
             sweeper: Mutex::new(None),
             coordinator,
             orphans: Arc::default(),
+            capacity,
         })
+    }
+
+    /// The token's object budget, when `max_objects` is set.
+    pub fn capacity(&self) -> Option<&super::capacity::Capacity> {
+        self.capacity.as_deref()
     }
 
     /// How many requests can be on the token at once.
@@ -182,57 +196,23 @@ impl SessionPool {
         }
     }
 
-    /// Makes the CSR for `request` on an idle session. `deliver` offers the
-    /// response to the caller and says whether it will be taken: the key
-    /// pair is kept only then, once its delivery is recorded in `audit`,
-    /// and removed otherwise. The caller releases the response only once
-    /// this returns it Ok. Returns the phase
-    /// durations, or None when no session is idle (the token is being
-    /// reopened). The caller makes sure no more than [`Self::total`]
-    /// requests run at once.
+    /// Runs `work` on an idle session, retried once on a fresh session
+    /// when the token lost this one ([`retry_on_lost_session`]); None when
+    /// no session is idle (the token is being reopened). A session that
+    /// stops answering marks the pool for reconnecting. The one hand-off
+    /// of [`Self::issue`] and [`Self::attach`].
     ///
     /// # Errors
-    /// What making the key or CSR failed with; nothing is left on the token.
-    pub fn issue(
+    /// What `work` failed with.
+    pub(crate) fn on_session<T>(
         &self,
-        request: &ValidRequest,
-        request_id: &str,
-        audit: Option<&Trail<'_>>,
-        deliver: &mut dyn FnMut(CsrResponse) -> bool,
-    ) -> Result<Option<Timings>> {
+        mut work: impl FnMut(&mut Pkcs11Backend) -> Result<T>,
+    ) -> Result<Option<T>> {
         let Some(mut backend) = self.idle().pop() else {
             return Ok(None);
         };
-        let served = retry_on_lost_session(
-            &mut backend,
-            |old| self.fresh_session(old),
-            |backend| {
-                let mut pooled;
-                let source: &mut dyn KeyBackend = match self.key_pool.as_deref() {
-                    Some(pool) => {
-                        pooled = Pooled { backend, pool };
-                        &mut pooled
-                    }
-                    None => backend,
-                };
-                let id = request_id.to_owned();
-                let pending =
-                    prepare_csr_audited(source, request, &self.key_options, id, audit.cloned())?;
-                let timings = pending.timings();
-                // Commit only once the caller has the response in hand.
-                if deliver(pending.response().clone()) {
-                    let _ = pending.record_delivery()?.commit();
-                } else if let Err(e) = pending.rollback() {
-                    log::error!("could not remove an undelivered key pair: {e}");
-                } else {
-                    log::warn!(
-                        "nobody took the response (timeout or shutdown); its key pair was removed"
-                    );
-                }
-                Ok(timings)
-            },
-        );
-        let check_session = served
+        let done = retry_on_lost_session(&mut backend, |old| self.fresh_session(old), &mut work);
+        let check_session = done
             .as_ref()
             .is_err_and(|e| e.class() != ErrorClass::Request);
         self.orphans.destroy_on(&mut backend);
@@ -241,7 +221,61 @@ impl SessionPool {
             self.broken.store(true, Ordering::Relaxed);
         }
         self.idle().push(backend);
-        served.map(Some)
+        done.map(Some)
+    }
+
+    /// Makes the CSR for `request` on an idle session, for `caller`: the
+    /// key is `caller`'s, and its quota is checked on the token first
+    /// ([`crate::quota`]). `deliver` offers the response to the caller and
+    /// says whether it will be taken: the key pair is kept only then, once
+    /// its delivery is recorded in `audit`, and removed otherwise. The
+    /// caller releases the response only once this returns it Ok. Returns
+    /// the phase durations, or None when no session is idle (the token is
+    /// being reopened). The caller makes sure no more than [`Self::total`]
+    /// requests run at once.
+    ///
+    /// # Errors
+    /// `QuotaExceeded.Key` before any key is made; what making the key or
+    /// CSR failed with; nothing is left on the token.
+    pub fn issue(
+        &self,
+        request: &ValidRequest,
+        request_id: &str,
+        caller: &Caller,
+        audit: Option<&Trail<'_>>,
+        deliver: &mut dyn FnMut(CsrResponse) -> bool,
+    ) -> Result<Option<Timings>> {
+        let options = self.key_options.owned_by(caller.principal.owner.clone());
+        let store = self.token_name();
+        self.on_session(|backend| {
+            let reservation = caller.reserve(backend, &store)?;
+            let mut pooled;
+            let source: &mut dyn KeyBackend = match self.key_pool.as_deref() {
+                Some(pool) => {
+                    pooled = Pooled { backend, pool };
+                    &mut pooled
+                }
+                None => backend,
+            };
+            let mut source = Reserved {
+                backend: source,
+                reservation,
+            };
+            let id = request_id.to_owned();
+            let pending = prepare_csr_audited(&mut source, request, &options, id, audit.cloned())?;
+            let timings = pending.timings();
+            // Commit only once the caller has the response in hand.
+            if deliver(pending.response().clone()) {
+                let _ = pending.record_delivery()?.commit();
+            } else if let Err(e) = pending.rollback() {
+                log::error!("could not remove an undelivered key pair: {e}");
+            } else {
+                log::warn!(
+                    "nobody took the response (timeout or shutdown); its key pair was removed"
+                );
+            }
+            Ok(timings)
+        })
     }
 
     /// A new session in place of one the token lost. It must find the
@@ -349,6 +383,10 @@ impl SessionPool {
         if first.login_required() {
             first.login(self.token.pin.as_ref())?;
         }
+        first.share_capacity(self.capacity.clone());
+        if let Err(e) = first.recount_objects() {
+            log::warn!("counting the token's objects failed: {e}");
+        }
         // Not fatal: what this cannot reach is tried again later.
         self.orphans.destroy_on(&mut first);
         *idle = open_sessions(first, self.total)?;
@@ -383,10 +421,16 @@ fn spawn_refiller(
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
-            if let Err(e) = pool.refill(&mut backend, key_options.signature()) {
-                log::warn!("pool refill failed: {} {e}", e.code());
-                orphans.destroy_on(&mut backend);
-                std::thread::sleep(Duration::from_secs(1));
+            match pool.refill(&mut backend, key_options.signature()) {
+                Ok(()) => {}
+                // The token is as full as the pool may make it: wait
+                // quietly for room (the capacity logs the change).
+                Err(Error::TokenFull { .. }) => std::thread::sleep(Duration::from_secs(1)),
+                Err(e) => {
+                    log::warn!("pool refill failed: {} {e}", e.code());
+                    orphans.destroy_on(&mut backend);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
         }
         orphans.keep(backend.take_orphans());

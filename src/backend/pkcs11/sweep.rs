@@ -160,6 +160,10 @@ pub fn spawn_sweeper(
             if let Err(e) = backend.sweep_undelivered(false, Some(&label)) {
                 log::warn!("sweep for undelivered key pairs failed: {e}");
             }
+            // What other processes made and removed shows in the budget.
+            if let Err(e) = backend.recount_objects() {
+                log::warn!("counting the token's objects failed: {e}");
+            }
             next = Instant::now() + every;
         }
     })

@@ -47,7 +47,7 @@ async fn the_certificate_is_stored_once_and_the_answer_is_its_request_id() {
         assert_eq!(head.headers()["x-acs-request-id"], id);
         assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
     }
-    assert_eq!(svc.sessions().certificates.lock().unwrap().len(), 1);
+    assert_eq!(svc.sessions().backend().certificates.len(), 1);
 
     let xml = with(cdn("www.example.com", LEAF), "Format", "XML");
     let (status, _, head) = send(&svc, signed(xml)).await;
@@ -97,7 +97,7 @@ async fn each_certificate_error_has_its_code_and_none_but_no_key_reaches_the_tok
         assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, want));
     }
     assert_eq!(svc.sessions().attach_calls.load(Ordering::Relaxed), 0);
-    assert!(svc.sessions().certificates.lock().unwrap().is_empty());
+    assert!(svc.sessions().backend().certificates.is_empty());
 }
 
 #[tokio::test]

@@ -13,14 +13,17 @@ use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
 use secrecy::SecretString;
 
-use crate::attach::Attached;
+use crate::attach::{AttachPolicy, Attached, attach_certificate};
 use crate::audit::Trail;
 use crate::backend::mock::MockBackend;
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::certificate::ParsedCertificate;
 use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr_audited};
+use crate::owner::{Owner, Principal};
+use crate::quota::KeyQuota;
+use crate::quota::{Caller, Reserved};
 use crate::request::{SubjectDefaults, ValidRequest};
-use crate::service::config::{AccessKey, AccessKeys};
+use crate::service::config::{ALL_KEYS, AccessKey, AccessKeys};
 use crate::service::{Service, ServiceConfig, Sessions, request_signing};
 
 /// [`Sessions`] on one mock backend.
@@ -34,9 +37,6 @@ pub(super) struct MockSessions {
     pub(super) keygen_time: Duration,
     /// The token answers every call with CKR_DEVICE_ERROR.
     pub(super) device_error: bool,
-    /// Certificates attached to the mock key (its SPKI is that of every
-    /// key the mock makes).
-    pub(super) certificates: Mutex<Vec<Vec<u8>>>,
     /// How many attach calls reached the token.
     pub(super) attach_calls: AtomicU64,
     /// ... and is found gone after such a call (as a SessionPool marks it).
@@ -78,6 +78,7 @@ impl Sessions for MockSessions {
         &self,
         request: &ValidRequest,
         request_id: &str,
+        caller: &Caller,
         audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> crate::Result<Option<Timings>> {
@@ -99,9 +100,14 @@ impl Sessions for MockSessions {
             });
         }
         let mut backend = self.backend();
-        let options = ValidKeyOptions::default();
+        let reservation = caller.reserve(&mut *backend, "mock")?;
+        let options = ValidKeyOptions::default().owned_by(caller.principal.owner.clone());
+        let mut source = Reserved {
+            backend: &mut *backend,
+            reservation,
+        };
         let id = request_id.to_owned();
-        let pending = prepare_csr_audited(&mut *backend, request, &options, id, audit.cloned())?;
+        let pending = prepare_csr_audited(&mut source, request, &options, id, audit.cloned())?;
         let timings = pending.timings();
         if deliver(pending.response().clone()) {
             let _ = pending.record_delivery()?.commit();
@@ -120,45 +126,46 @@ impl Sessions for MockSessions {
         &self,
         cert: &ParsedCertificate,
         domain: &str,
+        caller: &Caller,
         request_id: &str,
         deliver: &mut dyn FnMut(&Attached) -> bool,
     ) -> crate::Result<Option<Attached>> {
         self.attach_calls.fetch_add(1, Ordering::Relaxed);
-        cert.check_domain(domain)?;
-        let spki = cert.spki_der()?;
-        let pub_md5 = crate::fingerprint::pub_md5(&spki);
-        if self.backend().live.is_empty() || spki != crate::backend::mock::SPKI {
-            return Err(crate::Error::CertificateNoPrivateKey {
-                token: "mock".into(),
-                pub_md5,
-            });
-        }
-        let mut certificates = self.certificates.lock().unwrap();
-        let stored = !certificates.contains(&cert.der);
-        if stored {
-            certificates.push(cert.der.clone());
-        }
-        let attached = Attached {
-            request_id: request_id.to_owned(),
-            pub_md5,
-            key_uri: "pkcs11:object=mock".into(),
-            stored,
-        };
-        if !deliver(&attached) && stored {
-            certificates.pop();
-        }
-        Ok(Some(attached))
+        let policy = AttachPolicy::now(caller.max_certificates_per_key);
+        attach_certificate(
+            &mut *self.backend(),
+            cert,
+            Some(domain),
+            &caller.principal,
+            policy,
+            request_id,
+            deliver,
+        )
+        .map(Some)
     }
 }
 
-fn access_key(actions: &[&str]) -> AccessKey {
-    AccessKey {
+/// Access key `id` with `actions` and, when given, a key quota.
+fn access_key(id: &str, actions: &[&str], max_keys: Option<usize>) -> (String, AccessKey) {
+    let actions = actions
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect::<HashSet<_>>();
+    let caller = Caller {
+        principal: Principal {
+            owner: Owner::new(id).unwrap(),
+            all_keys: actions.contains(ALL_KEYS),
+        },
+        quota: max_keys.map(|m| Arc::new(KeyQuota::new(m))),
+        max_certificates_per_key: 4,
+    };
+    let key = AccessKey {
         secret: SecretString::from("SECRET"),
-        actions: actions
-            .iter()
-            .map(|a| (*a).to_owned())
-            .collect::<HashSet<_>>(),
-    }
+        actions,
+        caller,
+        weight: 1,
+    };
+    (id.to_owned(), key)
 }
 
 pub(super) fn service_with(
@@ -174,12 +181,13 @@ pub(super) fn service_over(
     config: ServiceConfig,
 ) -> Arc<Service<MockSessions>> {
     let keys = AccessKeys(HashMap::from([
-        ("AKID".to_owned(), access_key(&["*"])),
-        ("NOGRANT".to_owned(), access_key(&[])),
-        (
-            "CSRONLY".to_owned(),
-            access_key(&["cdn:CreateCdnCertificateSigningRequest"]),
-        ),
+        access_key("AKID", &["*"], None),
+        access_key("NOGRANT", &[], None),
+        access_key("CSRONLY", &["cdn:CreateCdnCertificateSigningRequest"], None),
+        // Another tenant, one with a quota, and an operator's automation.
+        access_key("OTHER", &["*"], None),
+        access_key("QUOTA2", &["*"], Some(2)),
+        access_key("ADMIN", &["*", ALL_KEYS], None),
     ]));
     let tokens = tokens
         .into_iter()

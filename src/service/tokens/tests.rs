@@ -53,6 +53,7 @@ impl Sessions for Counted {
         &self,
         _: &ValidRequest,
         _: &str,
+        _: &crate::quota::Caller,
         _: Option<&crate::audit::Trail<'_>>,
         _: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> crate::Result<Option<Timings>> {
@@ -66,6 +67,7 @@ impl Sessions for Counted {
         &self,
         _: &crate::certificate::ParsedCertificate,
         _: &str,
+        _: &crate::quota::Caller,
         _: &str,
         _: &mut dyn FnMut(&crate::attach::Attached) -> bool,
     ) -> crate::Result<Option<crate::attach::Attached>> {
@@ -91,7 +93,7 @@ async fn idle_tokens_take_calls_in_turn() {
     let mut got = Vec::new();
     for _ in 0..6 {
         // Each permit is given back at once: both tokens stay idle.
-        got.push(tokens.acquire(soon()).await.unwrap().0);
+        got.push(tokens.acquire(("k", 1), soon()).await.unwrap().0);
     }
     assert_eq!(got, [0, 1, 0, 1, 0, 1]);
 }
@@ -102,14 +104,14 @@ async fn the_least_busy_token_gets_the_call() {
     let tokens = two(&a, &b);
     let mut held = Vec::new();
     for _ in 0..6 {
-        held.push(tokens.acquire(soon()).await.unwrap());
+        held.push(tokens.acquire(("k", 1), soon()).await.unwrap());
     }
     let on_a = held.iter().filter(|(lane, _)| *lane == 0).count();
     assert_eq!(on_a, 3, "three calls on each token");
     assert_eq!(tokens.busy(), 6);
     // Both full: the next caller waits, and gets the first permit back.
     held.retain(|(lane, _)| *lane == 0);
-    assert_eq!(tokens.acquire(soon()).await.unwrap().0, 1);
+    assert_eq!(tokens.acquire(("k", 1), soon()).await.unwrap().0, 1);
 }
 
 #[tokio::test]
@@ -118,14 +120,14 @@ async fn a_broken_token_gets_no_calls_and_rejoins_once_reopened() {
     let tokens = two(&a, &b);
     a.broken.store(true, Ordering::Relaxed);
     for _ in 0..4 {
-        assert_eq!(tokens.acquire(soon()).await.unwrap().0, 1);
+        assert_eq!(tokens.acquire(("k", 1), soon()).await.unwrap().0, 1);
     }
     let stats = tokens.stats();
     assert_eq!((stats[0].up, stats[1].up), (false, true));
     a.reopen().unwrap();
     let lanes: Vec<usize> = [
-        tokens.acquire(soon()).await.unwrap(),
-        tokens.acquire(soon()).await.unwrap(),
+        tokens.acquire(("k", 1), soon()).await.unwrap(),
+        tokens.acquire(("k", 1), soon()).await.unwrap(),
     ]
     .iter()
     .map(|(l, _)| *l)
@@ -141,11 +143,14 @@ async fn no_token_in_rotation_is_unavailable_at_once() {
     b.broken.store(true, Ordering::Relaxed);
     let far = Instant::now() + Duration::from_secs(3600);
     assert_eq!(
-        tokens.acquire(far).await.err(),
+        tokens.acquire(("k", 1), far).await.err(),
         Some(NoSession::Unavailable)
     );
     let one = Tokens::new(vec![(Arc::clone(&a), "a".into())]);
-    assert_eq!(one.acquire(far).await.err(), Some(NoSession::Unavailable));
+    assert_eq!(
+        one.acquire(("k", 1), far).await.err(),
+        Some(NoSession::Unavailable)
+    );
 }
 
 /// While the only healthy token is busy, a caller waits for it (it is not
@@ -155,13 +160,16 @@ async fn a_busy_healthy_token_is_waited_for_never_bypassed() {
     let (a, b) = (Counted::new(1), Counted::new(1));
     let tokens = Arc::new(two(&a, &b));
     a.broken.store(true, Ordering::Relaxed);
-    let held = tokens.acquire(soon()).await.unwrap();
+    let held = tokens.acquire(("k", 1), soon()).await.unwrap();
     assert_eq!(held.0, 1);
     let short = Instant::now() + Duration::from_millis(50);
-    assert_eq!(tokens.acquire(short).await.err(), Some(NoSession::Timeout));
+    assert_eq!(
+        tokens.acquire(("k", 1), short).await.err(),
+        Some(NoSession::Timeout)
+    );
     let waiter = {
         let tokens = Arc::clone(&tokens);
-        tokio::spawn(async move { tokens.acquire(soon()).await.map(|(l, _)| l) })
+        tokio::spawn(async move { tokens.acquire(("k", 1), soon()).await.map(|(l, _)| l) })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     drop(held);
@@ -175,7 +183,7 @@ async fn a_token_that_rejoins_serves_the_waiting_callers() {
     let (a, b) = (Counted::new(2), Counted::new(1));
     let tokens = Arc::new(two(&a, &b));
     a.broken.store(true, Ordering::Relaxed);
-    let _busy = tokens.acquire(soon()).await.unwrap();
+    let _busy = tokens.acquire(("k", 1), soon()).await.unwrap();
     // The reconnect holds all of a's permits while a is broken.
     let reconnect = tokens.permit(
         Arc::clone(&tokens.lanes[0].permits)
@@ -185,7 +193,7 @@ async fn a_token_that_rejoins_serves_the_waiting_callers() {
     let waiters: Vec<_> = (0..2)
         .map(|_| {
             let tokens = Arc::clone(&tokens);
-            tokio::spawn(async move { tokens.acquire(soon()).await })
+            tokio::spawn(async move { tokens.acquire(("k", 1), soon()).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -18,6 +18,7 @@ use crate::backend::pkcs11::keygen::{self, Pair};
 use crate::backend::pkcs11::{Pkcs11Backend, describe, mark, uri};
 use crate::backend::{GeneratedKey, KeySpec};
 use crate::error::{Error, Result};
+use crate::owner::Owner;
 
 /// Why a claim failed, and whether the token said it never will succeed.
 pub(in crate::backend::pkcs11) struct ClaimFailed {
@@ -64,7 +65,8 @@ fn carries(session: &Session, pair: Pair, id: &[u8]) -> std::result::Result<bool
     Ok(true)
 }
 
-/// Gives both objects of `pair` CKA_ID `id` and CKA_LABEL `label`, one
+/// Gives both objects of `pair` CKA_ID `id` and CKA_LABEL `label` (and
+/// `owner` as CKA_SUBJECT, when given), one
 /// C_SetAttributeValue per object, public first, then reads both CKA_IDs
 /// back. A claim cut off half-way leaves the private key under its old
 /// CKA_ID (a mark, which a sweep finds with the public half through
@@ -75,11 +77,16 @@ pub(in crate::backend::pkcs11) fn claim(
     pair: Pair,
     id: &[u8],
     label: &str,
+    owner: Option<&Owner>,
 ) -> Claim {
-    let template = [
+    let mut template = vec![
         Attribute::Id(id.to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
+    // A pool key gets its owner in the same call that takes it.
+    if let Some(owner) = owner {
+        template.push(Attribute::Subject(owner.to_subject_der()));
+    }
     set_both(session, pair, &template, "setting CKA_ID and CKA_LABEL")?;
     match carries(session, pair, id) {
         Ok(true) => Ok(()),
@@ -143,7 +150,13 @@ impl Pkcs11Backend {
         let final_id = pool_id[POOL_ID_PREFIX.len()..].to_vec();
         let marked = mark::mark(&self.coordinator.owner(), &final_id);
         let claimed = match self.session() {
-            Ok(s) => claim(s, pooled.pair, &marked, &spec.undelivered_label),
+            Ok(s) => claim(
+                s,
+                pooled.pair,
+                &marked,
+                &spec.undelivered_label,
+                spec.owner.as_ref(),
+            ),
             Err(e) => Err(ClaimFailed {
                 detail: e.to_string().into(),
                 refused: false,
@@ -176,7 +189,7 @@ impl Pkcs11Backend {
             return Ok(());
         }
         let entered = match self.session() {
-            Ok(s) => claim(s, pooled.pair, &pooled.key.id, &pooled.key.label),
+            Ok(s) => claim(s, pooled.pair, &pooled.key.id, &pooled.key.label, None),
             Err(e) => Err(ClaimFailed {
                 detail: e.to_string().into(),
                 refused: false,
@@ -203,6 +216,9 @@ impl Pkcs11Backend {
             .session()
             .map_err(|e| e.to_string())
             .and_then(|session| keygen::destroy_pair(session, pooled.pair));
+        if destroyed.is_ok() {
+            self.give_room(2);
+        }
         if let Err(e) = destroyed {
             log::warn!("could not destroy an unusable pool key, will retry: {e}");
             self.orphans.push(pooled.key.id);
