@@ -9,6 +9,7 @@ pub mod create;
 pub mod generate;
 pub mod keys;
 pub mod output;
+pub mod prune;
 #[cfg(feature = "service")]
 pub mod serve;
 pub mod token;
@@ -249,6 +250,36 @@ pub enum KeysCommand {
     Show(KeyArgs),
     /// Destroy a key pair (private key, public key and attached certificates).
     Delete(KeysDeleteArgs),
+    /// Retire key pairs by policy: a dry run that lists what would go and
+    /// why, unless --yes.
+    Prune(KeysPruneArgs),
+}
+
+/// `keys prune`.
+#[derive(Debug, clap::Args)]
+pub struct KeysPruneArgs {
+    /// Keys that never got a certificate, this many days after delivery.
+    #[arg(long, value_name = "DAYS")]
+    pub never_certified_after: Option<u32>,
+    /// Keys a renewal replaced, this many days after (0: at once).
+    #[arg(long, value_name = "DAYS")]
+    pub replaced_after: Option<u32>,
+    /// Lone and torn objects hsm-csr left, and keys left undelivered by
+    /// processes that stopped.
+    #[arg(long)]
+    pub orphans: bool,
+    /// Only this owner's keys (an access key id, or local).
+    #[arg(long, value_name = "ID")]
+    pub owner: Option<String>,
+    /// Remove them (without it, nothing is removed).
+    #[arg(long)]
+    pub yes: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+    /// Which token, and how to log in.
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// Formats for listings.

@@ -39,6 +39,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// `[audit]`: the audit trail ([`crate::audit`]).
     pub audit: AuditConfig,
+    /// `[retention]`: key pairs `serve` retires by itself ([`crate::retention`]).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// `[audit]`: where `create`, `batch`, `keys delete`, `attach-cert` and

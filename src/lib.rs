@@ -19,6 +19,7 @@ pub mod owner;
 pub mod pin;
 pub mod quota;
 pub mod request;
+pub mod retention;
 pub mod san;
 #[cfg(feature = "service")]
 pub mod service;

@@ -157,6 +157,38 @@ impl<S: Sessions> Service<S> {
         &self.tokens.lanes()[0].sessions
     }
 
+    /// The owners' figures for `/metrics`: each configured access key,
+    /// and every other owner added up under [`metrics::OTHER_OWNER`].
+    fn owner_stats(&self) -> std::collections::BTreeMap<String, metrics::OwnerStats> {
+        let mut stats: std::collections::BTreeMap<String, metrics::OwnerStats> = self
+            .keys
+            .iter()
+            .map(|(id, k)| {
+                let max_keys = k.caller.quota.as_ref().map(|q| q.max_keys());
+                (
+                    id.clone(),
+                    metrics::OwnerStats {
+                        max_keys,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        for lane in self.tokens.lanes() {
+            for (owner, (keys, certificates)) in lane.sessions.owners().0 {
+                let label = if self.keys.contains_key(&owner) {
+                    owner
+                } else {
+                    metrics::OTHER_OWNER.to_owned()
+                };
+                let s = stats.entry(label).or_default();
+                s.keys += keys;
+                s.certificates += certificates;
+            }
+        }
+        stats
+    }
+
     /// An access key's share of the sessions (1 for an unknown one).
     fn weight_of(&self, id: &str) -> u32 {
         self.keys.get(id).map_or(1, |k| k.weight)

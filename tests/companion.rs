@@ -21,12 +21,13 @@ mod hostile;
 mod round_trips;
 
 /// Access keys added to the service tests' three (tests/common/server.rs):
-/// one granted both companions, one only the Cdn one. The service tests'
-/// MainKey is granted only the two CSR calls.
+/// one granted both companions, one only the Cdn one, both an operator's
+/// automation (`hsm-csr:AllKeys`): the keys they attach to are MainKey's.
+/// The service tests' MainKey is granted only the two CSR calls.
 const KEYS: &str = "[[service.access_keys]]\nid = \"Attacher\"\nsecret_file = \"attacher-secret\"\n\
-     actions = [\"cdn:SetCdnDomainCSRCertificate\", \"dcdn:SetDcdnDomainCSRCertificate\"]\n\
+     actions = [\"cdn:SetCdnDomainCSRCertificate\", \"dcdn:SetDcdnDomainCSRCertificate\", \"hsm-csr:AllKeys\"]\n\
      [[service.access_keys]]\nid = \"CdnAttacher\"\nsecret_file = \"attacher-secret\"\n\
-     actions = [\"cdn:SetCdnDomainCSRCertificate\"]\n";
+     actions = [\"cdn:SetCdnDomainCSRCertificate\", \"hsm-csr:AllKeys\"]\n";
 
 fn start(token: &Token, extra: &str) -> Server {
     std::fs::write(token.dir().join("attacher-secret"), "a-s3cret\n").unwrap();

@@ -12,6 +12,7 @@ mod lookup;
 pub mod mark;
 pub mod orphans;
 pub mod pool;
+pub mod retention;
 pub mod session_pool;
 mod sign;
 pub mod softhsm_conf;

@@ -294,10 +294,23 @@ fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             args,
             request_id,
         ) {
-            Ok((issued, chain)) => report.renewed.push(Renewed {
-                new: CertificateReport::of(&issued, chain.as_deref()),
-                replaces: old,
-            }),
+            Ok((issued, chain)) => {
+                // The old pair stays until the retention policy's grace
+                // period ends (keys prune --replaced-after, [retention]).
+                if let Err(e) = opened.backend.mark_replaced(&d.old) {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "{}: renewed, but {} could not be marked as replaced ({}: {e}); retire it with keys delete",
+                        d.common_name,
+                        d.old.key_uri,
+                        e.code()
+                    );
+                }
+                report.renewed.push(Renewed {
+                    new: CertificateReport::of(&issued, chain.as_deref()),
+                    replaces: old,
+                });
+            }
             Err(e) => {
                 orphans::report(&opened.backend.destroy_orphans(), "");
                 let _ = writeln!(std::io::stderr(), "{}: {}: {e}", d.common_name, e.code());

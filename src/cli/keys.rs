@@ -14,17 +14,21 @@ pub fn parts(command: &KeysCommand) -> (ListFormat, &super::TokenArgs) {
         KeysCommand::List(a) => (a.format, &a.token),
         KeysCommand::Show(a) => (a.format, &a.token),
         KeysCommand::Delete(a) => (a.key.format, &a.key.token),
+        KeysCommand::Prune(a) => (a.format, &a.token),
     }
 }
 
 /// Runs a `keys` subcommand; `request_id` names a deletion in the audit trail.
 pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
+    if let KeysCommand::Prune(args) = command {
+        return super::prune::run(args, request_id);
+    }
     let (format, token_args) = parts(command);
     let config = token::load_config(token_args)?;
     let target = token::target(token_args, &config)?;
     let audit_log = match command {
         KeysCommand::Delete(_) => config.audit.open()?,
-        _ => None,
+        KeysCommand::List(_) | KeysCommand::Show(_) | KeysCommand::Prune(_) => None,
     };
     let mut opened = token::open(&target, token_args)?;
     let mut keys = opened.backend.list_keys()?;
@@ -37,6 +41,7 @@ pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
     let token_label = opened.backend.token_label().to_owned();
     let mut out = std::io::stdout().lock();
     let written = match command {
+        KeysCommand::Prune(_) => Ok(()),
         KeysCommand::List(_) => print(&mut out, format, &keys).and_then(|()| {
             if format == ListFormat::Table {
                 writeln!(out, "{}", summary(&keys))

@@ -85,7 +85,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         if let Some((coordinator, _)) = &coordination {
             backend.set_coordinator(Arc::clone(coordinator) as _);
         }
-        let sessions = SessionPool::open(
+        let mut sessions = SessionPool::open(
             backend,
             share(workers, targets.len(), i),
             Reconnect {
@@ -96,6 +96,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             key_options.clone(),
             key_pool(&config, &key_options)?,
         )?;
+        sessions.keep_inventory(&config.retention, audit_log.clone());
         tokens.push((Arc::new(sessions), target.display_name()));
     }
     for (sessions, _) in &tokens {

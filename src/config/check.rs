@@ -182,6 +182,9 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
     {
         return Err("[audit] path must name a file; leave it out for no audit trail.".into());
     }
+    if !(60..=604_800).contains(&config.retention.every_s) {
+        return Err("[retention] every_s must be between 60 and 604800 (s).".into());
+    }
     check_service(&config.service)
 }
 
@@ -316,7 +319,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// The numeric settings, with their documented ranges.
-    const NUMERIC: [(&str, &str, u64, u64); 14] = [
+    const NUMERIC: [(&str, &str, u64, u64); 15] = [
         ("service", "rate_limit", 1, 100_000),
         ("service", "max_body_bytes", 1024, 16 << 20),
         ("service", "max_header_bytes", 1024, 1 << 20),
@@ -331,6 +334,7 @@ mod tests {
         ("pool", "size", 0, 100_000),
         ("service", "max_certificates_per_key", 1, 64),
         ("token", "max_objects", 8, 10_000_000),
+        ("retention", "every_s", 60, 604_800),
     ];
 
     #[test]

@@ -22,6 +22,7 @@ pub(super) async fn metrics_text<S: Sessions>(
     State(svc): State<Arc<Service<S>>>,
 ) -> Response<Body> {
     svc.metrics.set_tokens(svc.tokens.stats());
+    svc.metrics.set_owners(svc.owner_stats());
     let body = svc
         .metrics
         .render(svc.busy(), svc.tokens.total(), svc.tokens.key_pool());
@@ -150,6 +151,10 @@ pub(super) async fn rpc<S: Sessions>(
     };
     let action = metrics::ActionLabel::of(&action);
     svc.metrics.observe_request(action, code, started.elapsed());
+    if code == "QuotaExceeded.Key" {
+        // Only a verified caller gets this far: key_id is configured.
+        svc.metrics.quota_refused(&key_id);
+    }
     // Only values from closed sets, or quoted and escaped: no request can
     // write a line of its own into the log.
     log::info!(

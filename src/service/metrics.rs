@@ -9,7 +9,10 @@
 //! answers with. So no request can add a line, a series or a byte to the
 //! exposition beyond its counters (at most 6 actions × the crate's codes).
 
+mod owners;
 mod tokens;
+
+pub(super) use owners::{OTHER as OTHER_OWNER, OwnerStats};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -182,6 +185,8 @@ pub struct Metrics {
     sign: Histogram,
     snapshot: Arc<Mutex<Snapshot>>,
     tokens: Arc<Mutex<Vec<TokenStats>>>,
+    owners: Arc<Mutex<std::collections::BTreeMap<String, OwnerStats>>>,
+    quota_refusals: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Default for Metrics {
@@ -215,7 +220,11 @@ impl Default for Metrics {
         registry.register_collector(Box::new(SnapshotCollector(Arc::clone(&snapshot))));
         let tokens = Arc::default();
         registry.register_collector(Box::new(tokens::TokenCollector(Arc::clone(&tokens))));
+        let owners = Arc::default();
+        registry.register_collector(Box::new(owners::OwnerCollector(Arc::clone(&owners))));
         Metrics {
+            owners,
+            quota_refusals: Mutex::default(),
             registry,
             requests,
             request_seconds,
@@ -258,6 +267,33 @@ impl Metrics {
     pub fn observe_phases(&self, t: Timings) {
         self.keygen.observe(t.keygen.as_secs_f64());
         self.sign.observe(t.sign.as_secs_f64());
+    }
+
+    /// Counts a call of access key `id` (from the configuration) refused
+    /// by its quota.
+    pub(super) fn quota_refused(&self, id: &str) {
+        *self
+            .quota_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_owned())
+            .or_default() += 1;
+    }
+
+    /// The owners' figures, for the next [`Self::render`]: `owners` as the
+    /// tokens counted them, with the refusals counted here.
+    pub(super) fn set_owners(&self, mut owners: std::collections::BTreeMap<String, OwnerStats>) {
+        for (id, n) in self
+            .quota_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if let Some(stats) = owners.get_mut(id) {
+                stats.quota_refusals = *n;
+            }
+        }
+        *self.owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
     }
 
     /// Each token's figures, for the next [`Self::render`].

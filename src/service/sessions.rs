@@ -5,6 +5,7 @@
 use crate::attach::Attached;
 use crate::audit::Trail;
 use crate::backend::pkcs11::pool::PoolStats;
+use crate::backend::pkcs11::retention::OwnerCounts;
 use crate::backend::pkcs11::session_pool::SessionPool;
 use crate::certificate::ParsedCertificate;
 use crate::error::Result;
@@ -36,6 +37,17 @@ pub trait Sessions: Send + Sync + 'static {
 
     /// The key pool's counters, when there is a pool.
     fn key_pool(&self) -> Option<PoolStats>;
+
+    /// Objects on the token and its `max_objects`, when it has a budget.
+    fn capacity(&self) -> Option<(usize, usize)> {
+        None
+    }
+
+    /// Key pairs and certificates per owner (`""`: none), as the last
+    /// pass over every key found them.
+    fn owners(&self) -> OwnerCounts {
+        OwnerCounts::default()
+    }
 
     /// Makes the CSR for `request` on an idle session, for `caller` (the
     /// key is its, its quota checked first); keeps the key pair
@@ -103,6 +115,14 @@ impl Sessions for SessionPool {
 
     fn key_pool(&self) -> Option<PoolStats> {
         SessionPool::key_pool(self).map(|p| p.stats())
+    }
+
+    fn capacity(&self) -> Option<(usize, usize)> {
+        SessionPool::capacity(self).map(|c| (c.objects(), c.max_objects()))
+    }
+
+    fn owners(&self) -> OwnerCounts {
+        SessionPool::owners(self)
     }
 
     fn issue(

@@ -69,6 +69,8 @@ pub struct TokenStats {
     pub failed: u64,
     /// Its key pool, if any.
     pub pool: Option<PoolStats>,
+    /// Objects on it and `max_objects`, when it has a budget.
+    pub capacity: Option<(usize, usize)>,
 }
 
 /// Why no session was given.
@@ -191,6 +193,7 @@ impl<S: Sessions> Tokens<S> {
                 ok: l.ok.load(Ordering::Relaxed),
                 failed: l.failed.load(Ordering::Relaxed),
                 pool: l.sessions.key_pool(),
+                capacity: l.sessions.capacity(),
             })
             .collect()
     }

@@ -16,6 +16,7 @@ use super::{Pkcs11Backend, describe, keygen, uri};
 use crate::algorithm::KeyType;
 use crate::error::{Error, Result};
 use crate::fingerprint;
+use crate::retention::Day;
 
 /// One key pair (or lone key) on the token.
 #[derive(Clone, Debug, Serialize)]
@@ -33,6 +34,8 @@ pub struct KeyEntry {
     pub key_uri: String,
     /// Whether a private key object exists (a lone public key can be listed).
     pub has_private_key: bool,
+    /// Whether a public key object exists.
+    pub has_public_key: bool,
     /// Whether a certificate with this CKA_ID is on the token.
     pub certificate: bool,
     /// When the pair is not delivered yet (it carries a [`super::mark`]):
@@ -42,6 +45,12 @@ pub struct KeyEntry {
     /// Who the pair belongs to ([`crate::owner`]); None for keys made
     /// before owners were recorded, by other tools, and unassigned pool keys.
     pub owner: Option<String>,
+    /// The day it was delivered (CKA_START_DATE), when recorded.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "day_text")]
+    pub delivered: Option<Day>,
+    /// The day a renewal replaced it (CKA_END_DATE), when one did.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "day_text")]
+    pub replaced: Option<Day>,
     #[serde(skip)]
     pub(super) id_bytes: Vec<u8>,
     #[serde(skip)]
@@ -71,9 +80,13 @@ struct Group {
     public_handle: Option<ObjectHandle>,
     private: bool,
     owner: Option<String>,
+    delivered: Option<Day>,
+    replaced: Option<Day>,
     objects: Vec<ObjectHandle>,
     certificates: Vec<Vec<u8>>,
     certificate_objects: Vec<ObjectHandle>,
+    /// A certificate's label, for a group with no key object.
+    certificate_label: Option<String>,
 }
 
 impl KeyEntry {
@@ -124,9 +137,12 @@ impl KeyEntry {
             pub_md5: Some(fingerprint::pub_md5(&spki)),
             key_uri,
             has_private_key: true,
+            has_public_key: public.is_some(),
             certificate: !certificates.is_empty(),
             undelivered_by: None,
             owner: owner.map(|o| o.as_str().to_owned()),
+            delivered: None,
+            replaced: None,
             id_bytes,
             objects,
             certificates,
@@ -136,6 +152,53 @@ impl KeyEntry {
             spki: Some(spki),
             parsed_type: key_type,
         }
+    }
+
+    /// CKA_ID.
+    pub fn id_bytes(&self) -> &[u8] {
+        &self.id_bytes
+    }
+
+    pub(super) fn private_handle(&self) -> Option<ObjectHandle> {
+        self.private
+    }
+
+    pub(super) fn public_handle(&self) -> Option<ObjectHandle> {
+        self.public
+    }
+
+    /// A listing entry with no objects behind it, for unit tests.
+    #[cfg(test)]
+    pub(super) fn for_test(label: &str, id: &[u8], private: bool, public: bool) -> KeyEntry {
+        KeyEntry {
+            label: label.to_owned(),
+            id: fingerprint::hex(id),
+            key_type: "unknown".into(),
+            pub_md5: None,
+            key_uri: format!("pkcs11:object={label}"),
+            has_private_key: private,
+            has_public_key: public,
+            certificate: false,
+            undelivered_by: None,
+            owner: None,
+            delivered: None,
+            replaced: None,
+            id_bytes: id.to_vec(),
+            objects: Vec::new(),
+            certificates: Vec::new(),
+            certificate_objects: Vec::new(),
+            private: None,
+            public: None,
+            spki: None,
+            parsed_type: None,
+        }
+    }
+
+    /// Sets the certificates, for unit tests.
+    #[cfg(test)]
+    pub(super) fn set_certificates(&mut self, certificates: Vec<Vec<u8>>) {
+        self.certificate = !certificates.is_empty();
+        self.certificates = certificates;
     }
 
     /// Whether `owner` owns this pair.
@@ -167,6 +230,8 @@ impl Pkcs11Backend {
                 AttributeType::Id,
                 AttributeType::Label,
                 AttributeType::Subject,
+                AttributeType::StartDate,
+                AttributeType::EndDate,
             ];
             // An object another process removed meanwhile, or one a process
             // killed mid-write left torn (SoftHSM rewrites object files in
@@ -176,12 +241,15 @@ impl Pkcs11Backend {
                 continue;
             };
             let (mut class, mut id, mut label, mut subject) = (None, Vec::new(), None, None);
+            let (mut start, mut end) = (None, None);
             for a in attrs {
                 match a {
                     Attribute::Class(c) => class = Some(c),
                     Attribute::Id(i) => id = i,
                     Attribute::Label(l) => label = Some(String::from_utf8_lossy(&l).into_owned()),
                     Attribute::Subject(s) => subject = Some(s),
+                    Attribute::StartDate(d) => start = day_of(&d),
+                    Attribute::EndDate(d) => end = day_of(&d),
                     _ => {}
                 }
             }
@@ -204,6 +272,8 @@ impl Pkcs11Backend {
                     g.private_handle = Some(h);
                     g.label = label.or(g.label.take());
                     // The private key's record is the one that counts.
+                    g.delivered = start;
+                    g.replaced = end;
                     g.owner = subject
                         .as_deref()
                         .and_then(crate::owner::Owner::from_subject_der)
@@ -236,18 +306,23 @@ impl Pkcs11Backend {
                     g.certificates.push(der);
                     g.certificate_objects.push(h);
                 }
+                if g.certificate_label.is_none() {
+                    g.certificate_label = label;
+                }
             }
         }
         let mut keys: Vec<KeyEntry> = groups
             .into_iter()
-            .filter(|(_, g)| g.label.is_some() || g.spki.is_some())
+            // A certificate whose key is gone is listed too (keys prune
+            // --orphans removes hsm-csr's).
+            .filter(|(_, g)| g.label.is_some() || g.spki.is_some() || !g.certificates.is_empty())
             .map(|(id, g)| {
                 let id_bytes = if id.starts_with(b"label:") {
                     Vec::new()
                 } else {
                     id
                 };
-                let label = g.label.unwrap_or_default();
+                let label = g.label.or(g.certificate_label).unwrap_or_default();
                 KeyEntry {
                     key_uri: uri::private_key_uri(&self.label, &self.serial, &label, &id_bytes),
                     id: fingerprint::hex(&id_bytes),
@@ -258,9 +333,12 @@ impl Pkcs11Backend {
                     parsed_type: g.key_type,
                     spki: g.spki,
                     has_private_key: g.private,
+                    has_public_key: g.public_handle.is_some(),
                     certificate: !g.certificates.is_empty(),
                     undelivered_by: super::mark::decode(&id_bytes).map(|(o, _)| o.describe()),
                     owner: g.owner,
+                    delivered: g.delivered,
+                    replaced: g.replaced,
                     certificate_objects: g.certificate_objects,
                     label,
                     id_bytes,
@@ -446,4 +524,30 @@ pub(super) fn public_key(
         other => other,
     };
     Ok((key_type, spki))
+}
+
+/// The day a CK_DATE names; None for an empty or malformed one.
+pub(super) fn day_of(date: &cryptoki::types::Date) -> Option<Day> {
+    let digits = |b: &[u8]| -> Option<i64> { std::str::from_utf8(b).ok()?.parse().ok() };
+    let (y, m, d) = (
+        digits(&date.year)?,
+        digits(&date.month)?,
+        digits(&date.day)?,
+    );
+    Day::from_ymd(y, u32::try_from(m).ok()?, u32::try_from(d).ok()?)
+}
+
+/// The CK_DATE of `day`.
+pub(super) fn date_of(day: Day) -> cryptoki::types::Date {
+    let (y, m, d) = day.ymd();
+    let text = format!("{:04}{m:02}{d:02}", y.clamp(0, 9999));
+    let b = text.as_bytes();
+    cryptoki::types::Date::new([b[0], b[1], b[2], b[3]], [b[4], b[5]], [b[6], b[7]])
+}
+
+fn day_text<S: serde::Serializer>(day: &Option<Day>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match day {
+        Some(d) => s.serialize_str(&d.to_string()),
+        None => s.serialize_none(),
+    }
 }

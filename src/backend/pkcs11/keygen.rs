@@ -8,8 +8,9 @@
 //! delivered" [`mark`](super::mark), at delivery 16 bytes from the token's
 //! RNG (after a fixed prefix for pool keys, see [`super::pool`]).
 //!
-//! Both carry their owner as CKA_SUBJECT ([`crate::owner`]), except pool
-//! keys, which get it when they are taken.
+//! Both carry their owner as CKA_SUBJECT ([`crate::owner`]) and the day
+//! as CKA_START_DATE ([`crate::retention`]), except pool keys, which get
+//! both when they are taken.
 //!
 //! Other usages (CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE) are left to the token:
 //! setting them FALSE makes tpm2-pkcs11's C_GenerateKeyPair fail with
@@ -132,8 +133,12 @@ pub(super) fn generate(
     // leave an undelivered key, never an ownerless one.
     if let Some(owner) = &spec.owner {
         let subject = owner.to_subject_der();
+        let today = super::inventory::date_of(crate::retention::Day::today());
         public.push(Attribute::Subject(subject.clone()));
         private.push(Attribute::Subject(subject));
+        // The day it is made and delivered, for retention.
+        public.push(Attribute::StartDate(today));
+        private.push(Attribute::StartDate(today));
     }
     // Room first: a full token refuses before anything is made.
     backend.take_room(2, !id_prefix.is_empty())?;

@@ -22,13 +22,15 @@ mod attach;
 
 use super::orphans::{self, Orphans};
 use super::pool::{KeyPool, Pooled};
+use super::retention::{Inventory, OwnerCounts};
 use super::{Pkcs11Backend, TokenSelector};
-use crate::audit::Trail;
+use crate::audit::{AuditLog, Trail};
 use crate::backend::KeyBackend;
 use crate::error::{Error, ErrorClass, Result};
 use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr_audited};
 use crate::quota::{Caller, Reserved};
 use crate::request::ValidRequest;
+use crate::retention::RetentionConfig;
 
 /// What it takes to open the token again after it went away: module,
 /// selector, and the PIN, kept (as a zeroizing secret) for the new login.
@@ -101,6 +103,8 @@ pub struct SessionPool {
     orphans: Arc<Orphans>,
     /// The token's object budget, kept across reconnects.
     capacity: Option<Arc<super::capacity::Capacity>>,
+    /// The periodic pass over every key (owners, `[retention]`).
+    inventory: Option<Arc<Inventory>>,
 }
 
 impl SessionPool {
@@ -144,12 +148,33 @@ impl SessionPool {
             coordinator,
             orphans: Arc::default(),
             capacity,
+            inventory: None,
         })
     }
 
     /// The token's object budget, when `max_objects` is set.
     pub fn capacity(&self) -> Option<&super::capacity::Capacity> {
         self.capacity.as_deref()
+    }
+
+    /// Makes the periodic pass over every key (per-owner counts and
+    /// `[retention]`); call before [`Self::start_key_pool`].
+    pub fn keep_inventory(&mut self, retention: &RetentionConfig, audit: Option<AuditLog>) {
+        self.inventory = Some(Arc::new(Inventory {
+            every: Duration::from_secs(retention.every_s),
+            policy: retention.policy(),
+            prefix: self.key_options.label_prefix().to_owned(),
+            audit,
+            owners: std::sync::Mutex::default(),
+        }));
+    }
+
+    /// Key pairs and certificates per owner, as the last pass found them.
+    pub fn owners(&self) -> OwnerCounts {
+        self.inventory
+            .as_ref()
+            .map(|i| i.owners.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     /// How many requests can be on the token at once.
@@ -346,7 +371,9 @@ impl SessionPool {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let label = format!("{}undelivered", self.key_options.label_prefix());
-        let handle = super::sweep::spawn_sweeper(session, SWEEP_EVERY, label, Arc::clone(&stop));
+        let inventory = self.inventory.clone();
+        let handle =
+            super::sweep::spawn_sweeper(session, SWEEP_EVERY, label, Arc::clone(&stop), inventory);
         *self.sweeper.lock().unwrap_or_else(|p| p.into_inner()) = Some((handle, stop));
         Ok(())
     }

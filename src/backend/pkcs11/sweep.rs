@@ -66,7 +66,7 @@ impl Pkcs11Backend {
     /// other forms ([`mark::every_form`]) that a claim cut off half-way
     /// left; a whole pair under another form is a key in its own right
     /// (whoever planted a mark over its CKA_ID must not get it destroyed).
-    fn destroy_marked(&mut self, id: &[u8]) -> Result<()> {
+    pub(super) fn destroy_marked(&mut self, id: &[u8]) -> Result<()> {
         let forms = mark::every_form(id);
         self.destroy_by_id(&forms[..1])?;
         for form in &forms[1..] {
@@ -143,16 +143,28 @@ impl Pkcs11Backend {
 }
 
 /// Sweeps on `backend` every `every`, until `stop`, the pairs labelled
-/// `label` only.
+/// `label` only; and, with `inventory`, makes its pass over every key at
+/// once and then every `inventory.every`.
 pub fn spawn_sweeper(
     mut backend: Pkcs11Backend,
     every: Duration,
     label: String,
     stop: Arc<AtomicBool>,
+    inventory: Option<Arc<super::retention::Inventory>>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut next = Instant::now() + every;
+        let mut next_inventory = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if let Some(pass) = inventory
+                .as_deref()
+                .filter(|_| Instant::now() >= next_inventory)
+            {
+                if let Err(e) = backend.inventory_pass(pass) {
+                    log::warn!("pass over the token's keys (owners, retention) failed: {e}");
+                }
+                next_inventory = Instant::now() + pass.every;
+            }
             if Instant::now() < next {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;

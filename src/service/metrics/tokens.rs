@@ -48,7 +48,17 @@ impl Collector for TokenCollector {
             token: t.index.to_string(),
             label: t.name.clone(),
         };
-        let gauges: [TokenGauge; 4] = [
+        let gauges: [TokenGauge; 6] = [
+            (
+                "hsm_csr_token_objects",
+                "Objects on the token, as last counted and moved since (tokens with max_objects).",
+                |t| t.capacity.map(|c| c.0),
+            ),
+            (
+                "hsm_csr_token_max_objects",
+                "The token's [token] max_objects.",
+                |t| t.capacity.map(|c| c.1),
+            ),
             (
                 "hsm_csr_token_up",
                 "1 while the token is in rotation, 0 while it is being reconnected.",
@@ -125,6 +135,7 @@ mod tests {
                     depth: 3,
                     ..PoolStats::default()
                 }),
+                capacity: Some((200, 256)),
             },
             TokenStats {
                 index: 1,
@@ -137,6 +148,7 @@ mod tests {
                 ok: 4,
                 failed: 2,
                 pool: None,
+                capacity: None,
             },
         ]);
         let text = m.render(1, 4, None);
@@ -144,6 +156,8 @@ mod tests {
             "hsm_csr_token_up{token=\"0\",label=\"prod-a\"} 1",
             "hsm_csr_token_sessions_in_use{token=\"0\",label=\"prod-a\"} 1",
             "hsm_csr_token_pool_depth{token=\"0\",label=\"prod-a\"} 3",
+            "hsm_csr_token_objects{token=\"0\",label=\"prod-a\"} 200",
+            "hsm_csr_token_max_objects{token=\"0\",label=\"prod-a\"} 256",
             "hsm_csr_token_calls_total{token=\"0\",label=\"prod-a\",result=\"ok\"} 7",
             "hsm_csr_token_up{token=\"1\",label=\"b\\\"} 1\\nhsm_csr_forged 1\"} 0",
             "hsm_csr_token_calls_total{token=\"1\",label=\"b\\\"} 1\\nhsm_csr_forged 1\",result=\"failed\"} 2",

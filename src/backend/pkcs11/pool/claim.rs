@@ -66,7 +66,7 @@ fn carries(session: &Session, pair: Pair, id: &[u8]) -> std::result::Result<bool
 }
 
 /// Gives both objects of `pair` CKA_ID `id` and CKA_LABEL `label` (and
-/// `owner` as CKA_SUBJECT, when given), one
+/// `owner` as CKA_SUBJECT with today as CKA_START_DATE, when given), one
 /// C_SetAttributeValue per object, public first, then reads both CKA_IDs
 /// back. A claim cut off half-way leaves the private key under its old
 /// CKA_ID (a mark, which a sweep finds with the public half through
@@ -86,6 +86,8 @@ pub(in crate::backend::pkcs11) fn claim(
     // A pool key gets its owner in the same call that takes it.
     if let Some(owner) = owner {
         template.push(Attribute::Subject(owner.to_subject_der()));
+        let today = crate::backend::pkcs11::inventory::date_of(crate::retention::Day::today());
+        template.push(Attribute::StartDate(today));
     }
     set_both(session, pair, &template, "setting CKA_ID and CKA_LABEL")?;
     match carries(session, pair, id) {
