@@ -30,5 +30,6 @@ mod service;
 mod shared_state;
 mod softhsm_conf;
 mod tamper;
+mod tenancy;
 mod tokens_multi;
 mod trips;

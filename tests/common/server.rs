@@ -96,6 +96,39 @@ impl ServeLog {
     }
 }
 
+/// How [`Server::launch_on`] starts a server.
+#[derive(Clone, Copy)]
+pub struct Launch<'a> {
+    /// `rsa-2048`, `ec-p256`, ...
+    pub key_type: &'a str,
+    /// Lines of `[service]`.
+    pub extra: &'a str,
+    /// Tables appended to the config.
+    pub top: &'a str,
+    /// `prlimit --nofile`.
+    pub nofile: Option<u64>,
+    /// Lines of `[token]`.
+    pub token_extra: &'a str,
+    /// Another module in place of the token's (e.g. pkcs11-spy in front of it).
+    pub module: Option<&'a str>,
+    /// More environment.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            key_type: "ec-p256",
+            extra: "",
+            top: "",
+            nofile: None,
+            token_extra: "",
+            module: None,
+            env: &[],
+        }
+    }
+}
+
 impl Server {
     pub fn start(token: &Token, key_type: &str, extra: &str) -> Server {
         Server::start_with(token, key_type, extra, "")
@@ -118,6 +151,29 @@ impl Server {
         top: &str,
         nofile: Option<u64>,
     ) -> Server {
+        Server::launch_on(
+            token,
+            &Launch {
+                key_type,
+                extra,
+                top,
+                nofile,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// A server as `how` says.
+    pub fn launch_on(token: &Token, how: &Launch<'_>) -> Server {
+        let Launch {
+            key_type,
+            extra,
+            top,
+            nofile,
+            token_extra,
+            module,
+            env,
+        } = *how;
         // The server binds port 0 and logs the port it got.
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +192,13 @@ impl Server {
                  actions = [\"cdn:CreateCdnCertificateSigningRequest\", \"dcdn:CreateDcdnCertificateSigningRequest\"]\n\
                  [[service.access_keys]]\nid = \"CdnOnly\"\nsecret_file = \"cdn-secret\"\nactions = [\"cdn:CreateCdnCertificateSigningRequest\"]\n\
                  [[service.access_keys]]\nid = \"Burst\"\nsecret_env = \"BURST_SECRET\"\nactions = [\"*\"]\n{top}\n",
-                token.config_token_table("pin"),
+                {
+                    let mut table = token.config_token_table("pin");
+                    if let Some(m) = module {
+                        table = table.replacen(&format!("module = \"{}\"", token.module), &format!("module = \"{m}\""), 1);
+                    }
+                    table + token_extra
+                },
                 token.prefix
             ),
         )
@@ -163,6 +225,7 @@ impl Server {
             .env_remove("HSM_CSR_PIN")
             .env("MAIN_SECRET", "s3cret")
             .env("BURST_SECRET", "b-s3cret")
+            .envs(env.iter().copied())
             .args(["serve", "--config"])
             .arg(&config)
             .stdout(Stdio::null())

@@ -71,6 +71,17 @@ pub struct KeyEntry {
     pub(super) parsed_type: Option<KeyType>,
 }
 
+/// What one object said of itself.
+#[derive(Default)]
+struct Read {
+    id: Vec<u8>,
+    label: Option<String>,
+    subject: Option<Vec<u8>>,
+    start: Option<Day>,
+    end: Option<Day>,
+    value: Option<Vec<u8>>,
+}
+
 #[derive(Default)]
 struct Group {
     label: Option<String>,
@@ -159,10 +170,6 @@ impl KeyEntry {
         &self.id_bytes
     }
 
-    pub(super) fn private_handle(&self) -> Option<ObjectHandle> {
-        self.private
-    }
-
     pub(super) fn public_handle(&self) -> Option<ObjectHandle> {
         self.public
     }
@@ -219,69 +226,104 @@ impl Pkcs11Backend {
             token: self.label.clone(),
             detail: describe(&e),
         };
-        let handles = session
-            .find_objects(&[])
-            .map_err(|e| token_err("C_FindObjects", e))?;
         let mut groups: BTreeMap<Vec<u8>, Group> = BTreeMap::new();
         let mut unreadable = 0;
-        for h in handles {
-            let types = [
-                AttributeType::Class,
-                AttributeType::Id,
-                AttributeType::Label,
-                AttributeType::Subject,
-                AttributeType::StartDate,
-                AttributeType::EndDate,
-            ];
-            // An object another process removed meanwhile, or one a process
-            // killed mid-write left torn (SoftHSM rewrites object files in
-            // place), is passed over rather than hiding every other key.
-            let Ok(attrs) = session.get_attributes(h, &types) else {
-                unreadable += 1;
-                continue;
-            };
-            let (mut class, mut id, mut label, mut subject) = (None, Vec::new(), None, None);
-            let (mut start, mut end) = (None, None);
-            for a in attrs {
-                match a {
-                    Attribute::Class(c) => class = Some(c),
-                    Attribute::Id(i) => id = i,
-                    Attribute::Label(l) => label = Some(String::from_utf8_lossy(&l).into_owned()),
-                    Attribute::Subject(s) => subject = Some(s),
-                    Attribute::StartDate(d) => start = day_of(&d),
-                    Attribute::EndDate(d) => end = day_of(&d),
-                    _ => {}
+        // One search per class, so that each object is read once, with the
+        // attributes its class has. The dates live on the public key:
+        // SoftHSM cannot read a set CKA_START_DATE back from a private
+        // object (CKR_GENERAL_ERROR).
+        let classes: [(ObjectClass, &[AttributeType]); 3] = [
+            (
+                ObjectClass::PRIVATE_KEY,
+                &[
+                    AttributeType::Id,
+                    AttributeType::Label,
+                    AttributeType::Subject,
+                ],
+            ),
+            (
+                ObjectClass::PUBLIC_KEY,
+                &[
+                    AttributeType::Id,
+                    AttributeType::Label,
+                    AttributeType::StartDate,
+                    AttributeType::EndDate,
+                ],
+            ),
+            (
+                ObjectClass::CERTIFICATE,
+                &[
+                    AttributeType::Id,
+                    AttributeType::Label,
+                    AttributeType::Value,
+                ],
+            ),
+        ];
+        for (class, types) in classes {
+            let handles = session
+                .find_objects(&[Attribute::Class(class)])
+                .map_err(|e| token_err("C_FindObjects", e))?;
+            for h in handles {
+                // An object another process removed meanwhile, or one a
+                // process killed mid-write left torn (SoftHSM rewrites object
+                // files in place), is passed over rather than hiding every
+                // other key.
+                let Ok(attrs) = session.get_attributes(h, types) else {
+                    unreadable += 1;
+                    continue;
+                };
+                let mut read = Read::default();
+                for a in attrs {
+                    match a {
+                        Attribute::Id(i) => read.id = i,
+                        Attribute::Label(l) => {
+                            read.label = Some(String::from_utf8_lossy(&l).into_owned());
+                        }
+                        Attribute::Subject(s) => read.subject = Some(s),
+                        Attribute::StartDate(d) => read.start = day_of(&d),
+                        Attribute::EndDate(d) => read.end = day_of(&d),
+                        Attribute::Value(v) => read.value = Some(v),
+                        _ => {}
+                    }
                 }
-            }
-            let Some(class) = class else { continue };
-            // Objects without CKA_ID cannot be paired; key them by label.
-            let key = if id.is_empty() {
-                [
-                    b"label:".as_slice(),
-                    label.as_deref().unwrap_or("").as_bytes(),
-                ]
-                .concat()
-            } else {
-                id
-            };
-            if class == ObjectClass::PRIVATE_KEY || class == ObjectClass::PUBLIC_KEY {
+                // Objects without CKA_ID cannot be paired; key them by label.
+                let key = if read.id.is_empty() {
+                    [
+                        b"label:".as_slice(),
+                        read.label.as_deref().unwrap_or("").as_bytes(),
+                    ]
+                    .concat()
+                } else {
+                    std::mem::take(&mut read.id)
+                };
                 let g = groups.entry(key).or_default();
                 g.objects.push(h);
+                if class == ObjectClass::CERTIFICATE {
+                    if let Some(der) = read.value {
+                        g.certificates.push(der);
+                        g.certificate_objects.push(h);
+                    }
+                    if g.certificate_label.is_none() {
+                        g.certificate_label = read.label;
+                    }
+                    continue;
+                }
                 if class == ObjectClass::PRIVATE_KEY {
                     g.private = true;
                     g.private_handle = Some(h);
-                    g.label = label.or(g.label.take());
+                    g.label = read.label.or(g.label.take());
                     // The private key's record is the one that counts.
-                    g.delivered = start;
-                    g.replaced = end;
-                    g.owner = subject
+                    g.owner = read
+                        .subject
                         .as_deref()
                         .and_then(crate::owner::Owner::from_subject_der)
                         .map(|o| o.as_str().to_owned());
                 } else {
                     g.public_handle = Some(h);
+                    g.delivered = read.start;
+                    g.replaced = read.end;
                     if g.label.is_none() {
-                        g.label = label;
+                        g.label = read.label;
                     }
                 }
                 if g.spki.is_none() {
@@ -291,23 +333,6 @@ impl Pkcs11Backend {
                         g.key_type = Some(kt);
                         g.spki = Some(spki);
                     }
-                }
-            } else if class == ObjectClass::CERTIFICATE {
-                let value = session
-                    .get_attributes(h, &[AttributeType::Value])
-                    .map_err(|e| token_err("C_GetAttributeValue", e))?;
-                let der = value.into_iter().find_map(|a| match a {
-                    Attribute::Value(v) => Some(v),
-                    _ => None,
-                });
-                let g = groups.entry(key).or_default();
-                g.objects.push(h);
-                if let Some(der) = der {
-                    g.certificates.push(der);
-                    g.certificate_objects.push(h);
-                }
-                if g.certificate_label.is_none() {
-                    g.certificate_label = label;
                 }
             }
         }

@@ -136,9 +136,9 @@ pub(super) fn generate(
         let today = super::inventory::date_of(crate::retention::Day::today());
         public.push(Attribute::Subject(subject.clone()));
         private.push(Attribute::Subject(subject));
-        // The day it is made and delivered, for retention.
+        // The day it is made and delivered, for retention; on the public
+        // key only (see `inventory::list_keys`).
         public.push(Attribute::StartDate(today));
-        private.push(Attribute::StartDate(today));
     }
     // Room first: a full token refuses before anything is made.
     backend.take_room(2, !id_prefix.is_empty())?;

@@ -243,26 +243,28 @@ impl Pkcs11Backend {
         Ok(())
     }
 
-    /// Records on `key` (both objects) that a renewal replaced it today
-    /// (CKA_END_DATE), for `replaced_after_days`.
+    /// Records on `key`'s public key that a renewal replaced it today
+    /// (CKA_END_DATE), for `replaced_after_days`; the dates live on the
+    /// public key (see `inventory::list_keys`).
     ///
     /// # Errors
-    /// A token error when the token refuses the change.
+    /// A token error when the key has no public object or the token
+    /// refuses the change.
     pub fn mark_replaced(&mut self, key: &KeyEntry) -> Result<()> {
         let session = self.session()?;
         let template = [cryptoki::object::Attribute::EndDate(date_of(Day::today()))];
-        for object in [key.private_handle(), key.public_handle()]
-            .into_iter()
-            .flatten()
-        {
-            session
-                .update_attributes(object, &template)
-                .map_err(|e| Error::Token {
-                    op: "recording that a renewal replaced a key (CKA_END_DATE)",
-                    token: self.label.clone(),
-                    detail: describe(&e),
-                })?;
-        }
+        let object = key.public_handle().ok_or_else(|| Error::Token {
+            op: "recording that a renewal replaced a key (CKA_END_DATE)",
+            token: self.label.clone(),
+            detail: "the key pair has no public key object".into(),
+        })?;
+        session
+            .update_attributes(object, &template)
+            .map_err(|e| Error::Token {
+                op: "recording that a renewal replaced a key (CKA_END_DATE)",
+                token: self.label.clone(),
+                detail: describe(&e),
+            })?;
         Ok(())
     }
 }

@@ -28,9 +28,15 @@ pub(in crate::backend::pkcs11) struct ClaimFailed {
 
 type Claim = std::result::Result<(), ClaimFailed>;
 
-/// Sets `template` on both objects of `pair`, public first.
-fn set_both(session: &Session, pair: Pair, template: &[Attribute], what: &str) -> Claim {
-    for object in [pair.public, pair.private] {
+/// Sets the public template on the public object, then the private one
+/// on the private object.
+fn set_both(
+    session: &Session,
+    pair: Pair,
+    (public, private): (&[Attribute], &[Attribute]),
+    what: &str,
+) -> Claim {
+    for (object, template) in [(pair.public, public), (pair.private, private)] {
         session
             .update_attributes(object, template)
             .map_err(|e| ClaimFailed {
@@ -83,13 +89,21 @@ pub(in crate::backend::pkcs11) fn claim(
         Attribute::Id(id.to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    // A pool key gets its owner in the same call that takes it.
+    // A pool key gets its owner in the same calls that take it, and the
+    // day on its public key (see `inventory::list_keys`).
+    let mut public = template.clone();
     if let Some(owner) = owner {
         template.push(Attribute::Subject(owner.to_subject_der()));
+        public.push(Attribute::Subject(owner.to_subject_der()));
         let today = crate::backend::pkcs11::inventory::date_of(crate::retention::Day::today());
-        template.push(Attribute::StartDate(today));
+        public.push(Attribute::StartDate(today));
     }
-    set_both(session, pair, &template, "setting CKA_ID and CKA_LABEL")?;
+    set_both(
+        session,
+        pair,
+        (&public, &template),
+        "setting CKA_ID and CKA_LABEL",
+    )?;
     match carries(session, pair, id) {
         Ok(true) => Ok(()),
         Ok(false) => Err(ClaimFailed {

@@ -1,0 +1,401 @@
+//! One token, several tenants, on a real `hsm-csr serve`: certificates
+//! join only their caller's keys, only certificates worth storing are
+//! stored (each made with Python's `cryptography`, tests/tools/
+//! tenant_certs.py), quotas hold and `keys prune` makes room, a full token
+//! answers 503 with nothing of the token in it, and finding a key costs as
+//! many token calls with 1,000 keys as with 3 (counted by OpenSC's
+//! pkcs11-spy). Objects are counted with pkcs11-tool and `keys list`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::rpc::{self, Answer};
+use crate::common::server::{Launch, Server};
+use crate::common::{Token, python, repo};
+
+/// Two tenants granted every action; A may own 3 key pairs.
+const TENANTS: &str = "[[service.access_keys]]\nid = \"TenantA\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\nmax_keys = 3\n\
+     [[service.access_keys]]\nid = \"TenantB\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n";
+const SECRET: &str = "s3cret";
+
+fn csr(server: &Server, who: &str, cn: &str) -> Answer {
+    rpc::get(
+        &server.addr,
+        &rpc::signed_query(who, SECRET, &[("CommonName", cn)]),
+    )
+}
+
+fn attach(server: &Server, who: &str, domain: &str, pem: &str) -> Answer {
+    let q = rpc::signed_query(
+        who,
+        SECRET,
+        &[
+            ("Action", "SetCdnDomainCSRCertificate"),
+            ("DomainName", domain),
+            ("ServerCertificate", pem),
+        ],
+    );
+    rpc::get(&server.addr, &q)
+}
+
+fn json(a: &Answer) -> Value {
+    serde_json::from_str(&a.body).unwrap_or(Value::Null)
+}
+
+/// Certificates for the CSR's key from tenant_certs.py.
+fn certs(csr_pem: &str, mode: &str, n: usize) -> Vec<String> {
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/tools/tenant_certs.py"))
+        .args([mode, &n.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(csr_pem.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// This test's certificate objects, as pkcs11-tool lists them.
+fn certificate_objects(token: &Token) -> usize {
+    token
+        .pkcs11_tool(&["--list-objects", "--type", "cert"])
+        .split("Certificate Object")
+        .filter(|c| {
+            c.lines().any(|l| {
+                l.trim()
+                    .strip_prefix("label:")
+                    .is_some_and(|v| v.trim().starts_with(&token.prefix))
+            })
+        })
+        .count()
+}
+
+/// This test's key pairs owned by `owner`, as `keys list` shows them.
+fn owned(token: &Token, owner: &str) -> Vec<Value> {
+    let run = token
+        .run(&["keys", "list"], &["--format", "json", "--owner", owner])
+        .ok();
+    let all: Vec<Value> = serde_json::from_str(&run.stdout).unwrap();
+    all.into_iter()
+        .filter(|k| k["Label"].as_str().unwrap_or("").starts_with(&token.prefix))
+        .collect()
+}
+
+#[test]
+fn another_tenants_key_is_out_of_reach_and_only_certificates_worth_storing_are_stored() {
+    let token = Token::new();
+    let server = Server::start_with(&token, "rsa-2048", "", TENANTS);
+    let made = csr(&server, "TenantA", "a.example.com");
+    assert_eq!(made.status, 200, "{}", made.body);
+    let csr_pem = json(&made)["Csr"].as_str().unwrap().to_owned();
+
+    // B's certificate around A's public key, signed by B's own key.
+    let foreign = &certs(&csr_pem, "foreign", 1)[0];
+    let refused = attach(&server, "TenantB", "a.example.com", foreign);
+    assert_eq!(
+        (refused.status, refused.code.as_str()),
+        (400, "Certificate.NoPrivateKey")
+    );
+    // Word for word the answer for a key that does not exist.
+    let other = Token::new();
+    let nobody = Server::start_with(&other, "rsa-2048", "", TENANTS);
+    let missing = attach(&nobody, "TenantB", "a.example.com", foreign);
+    assert_eq!(json(&missing)["Message"], json(&refused)["Message"]);
+    assert_eq!(certificate_objects(&token), 0, "nothing stored for B");
+
+    // A's own certificates that are not worth storing, each by its code.
+    for (mode, code) in [
+        ("expired", "Certificate.Expired"),
+        ("ca", "Certificate.IsCA"),
+        ("badsig", "Certificate.ChainInvalid"),
+    ] {
+        let pem = &certs(&csr_pem, mode, 1)[0];
+        let a = attach(&server, "TenantA", "a.example.com", pem);
+        assert_eq!(
+            (a.status, a.code.as_str()),
+            (400, code),
+            "{mode}: {}",
+            a.body
+        );
+    }
+    assert_eq!(certificate_objects(&token), 0);
+
+    // Ten valid, distinct ones, oldest first: the key keeps four.
+    for (i, pem) in certs(&csr_pem, "valid", 10).iter().enumerate() {
+        let a = attach(&server, "TenantA", "a.example.com", pem);
+        assert_eq!(a.status, 200, "certificate {i}: {}", a.body);
+        assert!(certificate_objects(&token) <= 4);
+    }
+    assert_eq!(certificate_objects(&token), 4);
+    server.stop();
+}
+
+#[test]
+fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
+    let token = Token::new();
+    let top = format!("{TENANTS}[audit]\npath = \"audit.jsonl\"\n");
+    let server = Server::start_with(&token, "rsa-2048", "", &top);
+    let mut pems = Vec::new();
+    for i in 0..3 {
+        let a = csr(&server, "TenantA", &format!("q{i}.example.com"));
+        assert_eq!(a.status, 200, "{}", a.body);
+        pems.push(json(&a)["Csr"].as_str().unwrap().to_owned());
+    }
+    let refused = csr(&server, "TenantA", "q3.example.com");
+    assert_eq!(
+        (refused.status, refused.code.as_str()),
+        (400, "QuotaExceeded.Key")
+    );
+    assert!(
+        json(&refused)["Message"]
+            .as_str()
+            .unwrap()
+            .contains("3 key pairs"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        owned(&token, "TenantA").len(),
+        3,
+        "no key made for the refused call"
+    );
+    // B has no quota.
+    assert_eq!(csr(&server, "TenantB", "b.example.com").status, 200);
+
+    // Two of A's keys get certificates; prune retires the third.
+    for (i, pem) in pems.iter().take(2).enumerate() {
+        let cert = &certs(pem, "valid", 1)[0];
+        let a = attach(&server, "TenantA", &format!("q{i}.example.com"), cert);
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let dry = token
+        .run(
+            &["keys", "prune"],
+            &["--never-certified-after", "0", "--owner", "TenantA"],
+        )
+        .ok();
+    assert!(
+        dry.stdout.contains("1 key pair(s) would be retired"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        owned(&token, "TenantA").len(),
+        3,
+        "a dry run removes nothing"
+    );
+    let audit = token.dir().join("audit.jsonl");
+    let config = token.dir().join("prune.toml");
+    std::fs::write(
+        &config,
+        format!("[audit]\npath = \"{}\"\n", audit.display()),
+    )
+    .unwrap();
+    let done = token
+        .run(
+            &["keys", "prune"],
+            &[
+                "--never-certified-after",
+                "0",
+                "--owner",
+                "TenantA",
+                "--yes",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    assert!(done.stdout.contains("retired 1 of 1"), "{}", done.stdout);
+    let left = owned(&token, "TenantA");
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|k| k["Certificate"] == true), "{left:?}");
+    let events = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"deleted\"") && l.contains("RetiredNeverCertified")),
+        "{events}"
+    );
+    // Room for one more, and then the quota again.
+    assert_eq!(csr(&server, "TenantA", "q4.example.com").status, 200);
+    assert_eq!(
+        csr(&server, "TenantA", "q5.example.com").code,
+        "QuotaExceeded.Key"
+    );
+    let metrics = server.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("hsm_csr_quota_refusals_total{owner=\"TenantA\"} 2"),
+        "{metrics}"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_full_token_answers_503_and_says_nothing_of_the_token() {
+    let Some(token) = Token::private_softhsm("counts every object on the token") else {
+        return;
+    };
+    // Eight objects on the token, nine allowed: no room for another pair.
+    for i in 0..4 {
+        token
+            .create(&[
+                "--common-name",
+                &format!("existing{i}.example"),
+                "--key-type",
+                "ec-p256",
+            ])
+            .ok();
+    }
+    let top = format!("{TENANTS}[audit]\npath = \"audit.jsonl\"\n");
+    let server = Server::launch_on(
+        &token,
+        &Launch {
+            key_type: "ec-p256",
+            top: &top,
+            token_extra: "max_objects = 9\n",
+            ..Launch::default()
+        },
+    );
+    let answers: Vec<Answer> = (0..3)
+        .map(|i| csr(&server, "TenantB", &format!("f{i}.example.com")))
+        .collect();
+    for a in &answers {
+        assert_eq!(a.status, 503, "{}", a.body);
+        assert_eq!(a.code, "ServiceUnavailable");
+        assert!(
+            !a.body.contains("CKR_") && !a.body.contains("test-token"),
+            "{}",
+            a.body
+        );
+    }
+    let log = server.stop();
+    assert!(log.contains("is full"), "{log}");
+    let audit = std::fs::read_to_string(token.dir().join("audit.jsonl")).unwrap_or_default();
+    assert!(!audit.contains("CKR_"), "{audit}");
+    let objects = token
+        .pkcs11_tool(&["--list-objects"])
+        .matches("Object;")
+        .count();
+    assert_eq!(objects, 8, "nothing was made");
+}
+
+/// The token calls one SetCdnDomainCSRCertificate makes, through
+/// pkcs11-spy, with `keys` extra key pairs on the token.
+fn calls_of_one_set(keys: usize) -> Option<Vec<String>> {
+    let token = Token::private_softhsm("counts token calls through pkcs11-spy")?;
+    // Key pairs nobody asks about, made straight on the token.
+    if keys > 0 {
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("tests/tools/p11fill.py"))
+            .args([&token.module, &token.label, &keys.to_string()])
+            .env("HSM_CSR_PIN", crate::common::PIN)
+            .env("SOFTHSM2_CONF", token.conf());
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let spy_log = token.dir().join("spy.log");
+    let softhsm = token.module.clone();
+    let env = [
+        ("PKCS11SPY", softhsm.as_str()),
+        ("PKCS11SPY_OUTPUT", spy_log.to_str().unwrap()),
+    ];
+    let server = Server::launch_on(
+        &token,
+        &Launch {
+            key_type: "ec-p256",
+            top: TENANTS,
+            extra: "workers = 1",
+            module: Some(SPY),
+            env: &env,
+            ..Launch::default()
+        },
+    );
+    let made = csr(&server, "TenantA", "spy.example.com");
+    assert_eq!(made.status, 200, "{}", made.body);
+    let cert = certs(json(&made)["Csr"].as_str().unwrap(), "valid", 1).remove(0);
+    // The start's pass over every key is over once the log stops growing.
+    let quiet = || {
+        let mut last = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = std::fs::metadata(&spy_log).map(|m| m.len()).unwrap_or(0);
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let before = quiet();
+    let a = attach(&server, "TenantA", "spy.example.com", &cert);
+    assert_eq!(a.status, 200, "{}", a.body);
+    server.stop();
+    let log = std::fs::read(&spy_log).unwrap();
+    let window = String::from_utf8_lossy(&log[usize::try_from(before).unwrap()..]).into_owned();
+    Some(one_sessions_calls(&window))
+}
+
+const SPY: &str = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
+
+/// The calls in a pkcs11-spy log excerpt made on the session that stored
+/// the certificate (the worker's; the sweeper has its own), up to the
+/// C_CreateObject and the calls of the same request after it.
+fn one_sessions_calls(window: &str) -> Vec<String> {
+    let calls: Vec<(String, Option<String>)> = window
+        .split("\n\n")
+        .filter_map(|block| {
+            let name = block
+                .lines()
+                .find_map(|l| l.split_once(": C_").map(|(n, f)| (n, f)))
+                .filter(|(n, _)| n.trim().parse::<u64>().is_ok())
+                .map(|(_, f)| format!("C_{}", f.trim()))?;
+            let session = block
+                .lines()
+                .find_map(|l| l.strip_prefix("[in] hSession = "))
+                .map(str::to_owned);
+            Some((name, session))
+        })
+        .collect();
+    let worker = calls
+        .iter()
+        .find(|(n, _)| n == "C_CreateObject")
+        .and_then(|(_, s)| s.clone())
+        .expect("the certificate was stored");
+    calls
+        .into_iter()
+        .filter(|(_, s)| s.as_deref() == Some(worker.as_str()))
+        .map(|(n, _)| n)
+        .collect()
+}
+
+#[test]
+fn finding_a_certificates_key_costs_the_same_with_3_and_1000_keys() {
+    let Some(few) = calls_of_one_set(3) else {
+        return;
+    };
+    let many = calls_of_one_set(1000).unwrap();
+    assert_eq!(few, many, "token calls of one Set call, 3 keys vs 1000");
+    eprintln!(
+        "one SetCdnDomainCSRCertificate: {} token calls: {few:?}",
+        few.len()
+    );
+}
