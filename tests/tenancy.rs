@@ -365,7 +365,7 @@ fn one_sessions_calls(window: &str) -> Vec<String> {
         .filter_map(|block| {
             let name = block
                 .lines()
-                .find_map(|l| l.split_once(": C_").map(|(n, f)| (n, f)))
+                .find_map(|l| l.split_once(": C_"))
                 .filter(|(n, _)| n.trim().parse::<u64>().is_ok())
                 .map(|(_, f)| format!("C_{}", f.trim()))?;
             let session = block
