@@ -13,15 +13,25 @@
 //!
 //! At most as many calls hold a turn as there are worker sessions; a turn
 //! is given back with the session permit it goes with.
+//!
+//! Turns alone leave a newcomer waiting for a busy session to finish, and
+//! then running beside the busy key's calls. So, while another access key
+//! has been active (waiting, served, or done within [`LINGER`]), no key
+//! holds every session: one stays for the others, and a key that calls
+//! one request after another finds it free. With one worker there is
+//! nothing to keep; a key alone uses every session.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Tag units per call of a weight-1 key.
 const SCALE: u64 = 100;
+/// How long a key counts as active after its last call ended.
+pub(in crate::service) const LINGER: Duration = Duration::from_secs(1);
 
 /// The fair queue in front of the sessions.
 #[derive(Debug)]
@@ -36,23 +46,53 @@ struct State {
     held: usize,
     /// Virtual time: the tag of the last call given a turn.
     now: u64,
-    /// Each key's finish tag. Keys are access key ids from the
-    /// configuration: a bounded set.
-    finish: HashMap<String, u64>,
-    /// Waiting calls by (tag, arrival).
-    waiting: BTreeMap<(u64, u64), oneshot::Sender<()>>,
+    /// Each key's finish tag, turns held, and when its last call ended.
+    /// Keys are access key ids from the configuration: a bounded set.
+    keys: HashMap<String, KeyState>,
+    /// Waiting calls by (tag, arrival): their key and how to wake them.
+    waiting: BTreeMap<(u64, u64), (String, oneshot::Sender<()>)>,
     arrivals: u64,
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    finish: u64,
+    held: usize,
+    waiting: usize,
+    ended: Option<Instant>,
+}
+
+impl State {
+    /// Whether `key` may take a turn now: a session is free, and it would
+    /// not take the last one while another key is active.
+    fn may_take(&self, key: &str, capacity: usize, at: Instant) -> bool {
+        if self.held >= capacity {
+            return false;
+        }
+        let others_active = self.keys.iter().any(|(k, s)| {
+            k != key && (s.held > 0 || s.waiting > 0 || s.ended.is_some_and(|t| at < t + LINGER))
+        });
+        let held = self.keys.get(key).map_or(0, |s| s.held);
+        !(others_active && capacity > 1 && held + 1 >= capacity)
+    }
+
+    fn take(&mut self, key: &str, tag: u64) {
+        self.held += 1;
+        self.now = self.now.max(tag);
+        self.keys.entry(key.to_owned()).or_default().held += 1;
+    }
 }
 
 /// A turn: a call may take a session. Given back when dropped.
 #[derive(Debug)]
 pub(in crate::service) struct Turn {
     fair: Arc<Fair>,
+    key: String,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.fair.give_back();
+        self.fair.give_back(&self.key);
     }
 }
 
@@ -69,6 +109,13 @@ impl Fair {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn turn_for(self: &Arc<Self>, key: &str) -> Turn {
+        Turn {
+            fair: Arc::clone(self),
+            key: key.to_owned(),
+        }
+    }
+
     /// Waits for `key`'s turn (with `weight`) until `deadline`; None when
     /// the deadline passed first.
     pub(in crate::service) async fn turn(
@@ -77,51 +124,88 @@ impl Fair {
         weight: u32,
         deadline: Instant,
     ) -> Option<Turn> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         let place = {
             let mut st = self.state();
             let step = SCALE / u64::from(weight.clamp(1, 100));
-            let start = st.finish.get(key).copied().unwrap_or(0).max(st.now);
-            st.finish.insert(key.to_owned(), start + step);
-            if st.held < self.capacity && st.waiting.is_empty() {
-                st.held += 1;
-                st.now = start;
-                return Some(Turn {
-                    fair: Arc::clone(self),
-                });
+            let now = st.now;
+            let ks = st.keys.entry(key.to_owned()).or_default();
+            let start = ks.finish.max(now);
+            ks.finish = start + step;
+            if st.waiting.is_empty() && st.may_take(key, self.capacity, Instant::now()) {
+                st.take(key, start);
+                return Some(self.turn_for(key));
             }
             st.arrivals += 1;
             let place = (start, st.arrivals);
-            st.waiting.insert(place, tx);
+            st.waiting.insert(place, (key.to_owned(), tx));
+            if let Some(ks) = st.keys.get_mut(key) {
+                ks.waiting += 1;
+            }
             place
         };
-        let granted = tokio::time::timeout_at(deadline, rx).await;
+        // A call the reserve holds back is looked at again as the other
+        // keys' activity lingers out, not only when a turn is given back.
+        let granted = loop {
+            let recheck = (Instant::now() + LINGER).min(deadline);
+            match tokio::time::timeout_at(recheck, &mut rx).await {
+                Ok(got) => break Ok(got),
+                Err(_) if Instant::now() >= deadline => break Err(()),
+                Err(_) => {
+                    let mut st = self.state();
+                    self.hand_out(&mut st, Instant::now());
+                }
+            }
+        };
         if matches!(granted, Ok(Ok(()))) {
-            return Some(Turn {
-                fair: Arc::clone(self),
-            });
+            return Some(self.turn_for(key));
         }
         // Timed out: leave the queue, unless the turn came meanwhile, in
         // which case it is passed on.
         let mut st = self.state();
-        if st.waiting.remove(&place).is_none() {
+        if st.waiting.remove(&place).is_some() {
+            if let Some(ks) = st.keys.get_mut(key) {
+                ks.waiting = ks.waiting.saturating_sub(1);
+            }
+        } else {
             drop(st);
-            self.give_back();
+            self.give_back(key);
         }
         None
     }
 
-    fn give_back(&self) {
+    fn give_back(&self, key: &str) {
         let mut st = self.state();
         st.held = st.held.saturating_sub(1);
-        while st.held < self.capacity {
-            let Some(((tag, _), tx)) = st.waiting.pop_first() else {
+        let at = Instant::now();
+        if let Some(ks) = st.keys.get_mut(key) {
+            ks.held = ks.held.saturating_sub(1);
+            ks.ended = Some(at);
+        }
+        self.hand_out(&mut st, at);
+    }
+
+    /// Gives free sessions to the waiting calls, smallest tag first, each
+    /// when its key may take one.
+    fn hand_out(&self, st: &mut State, at: Instant) {
+        loop {
+            let next = st
+                .waiting
+                .iter()
+                .find(|(_, (key, _))| st.may_take(key, self.capacity, at))
+                .map(|(place, _)| *place);
+            let Some(place) = next else {
                 break;
             };
+            let Some((key, tx)) = st.waiting.remove(&place) else {
+                break;
+            };
+            if let Some(ks) = st.keys.get_mut(&key) {
+                ks.waiting = ks.waiting.saturating_sub(1);
+            }
             // A caller that went away (its handler was dropped) is skipped.
             if tx.send(()).is_ok() {
-                st.held += 1;
-                st.now = tag;
+                st.take(&key, place.0);
             }
         }
     }
@@ -205,6 +289,33 @@ mod tests {
         assert_eq!(fair.waiting(), 0);
         drop(held);
         assert!(fair.turn("c", 1, soon()).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn while_another_key_is_active_one_session_stays_free_for_it() {
+        let fair = Fair::new(2);
+        let a1 = fair.turn("a", 1, soon()).await.unwrap();
+        // b calls one request after another: each finds a session at once.
+        for _ in 0..3 {
+            let b = fair
+                .turn("b", 1, Instant::now() + Duration::from_millis(10))
+                .await;
+            assert!(b.is_some(), "b waited");
+        }
+        // a may not take the last session while b lingers...
+        let short = Instant::now() + Duration::from_millis(100);
+        assert!(fair.turn("a", 1, short).await.is_none());
+        // ... and gets it once b's activity has lingered out.
+        let a2 = fair.turn("a", 1, soon()).await;
+        assert!(a2.is_some(), "no turn came when b had lingered out");
+        drop(a1);
+        // Alone, a key uses every session.
+        let lone = Fair::new(2);
+        let _x = lone.turn("a", 1, soon()).await.unwrap();
+        let _y = lone
+            .turn("a", 1, Instant::now() + Duration::from_millis(10))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
