@@ -5,7 +5,10 @@
 //! CertificationRequestInfo into [`KeyBackend::sign`]. No method returns
 //! private key material, and none can be asked to.
 
+mod key_entry;
 pub mod pkcs11;
+
+pub use key_entry::KeyEntry;
 
 #[cfg(test)]
 pub(crate) mod mock;
@@ -154,13 +157,59 @@ pub struct StoredCertificate {
     pub der: Vec<u8>,
 }
 
-/// What is on the store already: finding a key, counting, and the
-/// certificates beside keys. Every method costs a bounded number of calls
-/// to the store, however many keys it holds; who may do what is decided
-/// above it, in one place ([`crate::attach`], [`crate::quota`]).
+/// What a listed key is, by the store's own marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Handed to a caller (or made by another tool).
+    Delivered,
+    /// Not yet delivered; whether the process making it has stopped.
+    Undelivered {
+        /// The process that made it no longer runs: nobody will deliver it.
+        owner_stopped: bool,
+    },
+    /// An unassigned pool key (whole or torn).
+    Pooled,
+}
+
+/// What is on the store already: listing, finding and removing keys,
+/// counting, and the certificates beside keys. Who may do what is decided
+/// above it, in one place ([`crate::attach`], [`crate::quota`],
+/// [`crate::retention`]). Every method a request's path calls
+/// ([`Self::find_by_public_key`], [`Self::count_owned`], the certificate
+/// methods) costs a bounded number of calls to the store, however many
+/// keys it holds; [`Self::list_keys`] reads every object, and is for the
+/// command line and `serve`'s periodic pass.
 pub trait KeyInventory {
     /// The store's name, for messages and logs.
     fn store_name(&self) -> String;
+
+    /// Every key pair (and lone object) on the store, sorted by label.
+    ///
+    /// # Errors
+    /// A store error.
+    fn list_keys(&mut self) -> Result<Vec<KeyEntry>>;
+
+    /// Removes every object of `key` (keys and certificates), from this
+    /// store's last listing or lookup.
+    ///
+    /// # Errors
+    /// `Key.NotFound` for a key it did not list; a store error.
+    fn delete_key(&mut self, key: &KeyEntry) -> Result<()>;
+
+    /// What the store's marks make of `key`.
+    fn state_of(&self, key: &KeyEntry) -> KeyState {
+        let _ = key;
+        KeyState::Delivered
+    }
+
+    /// Removes an undelivered key whose process stopped, under every form
+    /// a cut-off delivery can have left it in.
+    ///
+    /// # Errors
+    /// A store error.
+    fn retire_undelivered(&mut self, key: &KeyEntry) -> Result<()> {
+        self.delete_key(key)
+    }
 
     /// The delivered key pair whose public key is `spki_der` (its private
     /// half on the store), with its owner and certificates.

@@ -9,6 +9,10 @@
 
 use serde::Deserialize;
 
+mod prune;
+
+pub use prune::{Inventory, OwnerCounts, Pruned, Retiring, inventory_pass, prune, select};
+
 /// A day, as days since 1970-01-01 (UTC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Day(pub i64);

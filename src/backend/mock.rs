@@ -5,7 +5,8 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 
 use crate::algorithm::SignatureAlgorithm;
 use crate::backend::{
-    GeneratedKey, KeyBackend, KeyHandles, KeyInventory, KeySpec, StoredCertificate, StoredKey,
+    GeneratedKey, KeyBackend, KeyEntry, KeyHandles, KeyInventory, KeySpec, StoredCertificate,
+    StoredKey,
 };
 use crate::owner::Owner;
 use cryptoki::context::Function;
@@ -168,6 +169,65 @@ impl MockBackend {
 impl KeyInventory for MockBackend {
     fn store_name(&self) -> String {
         "mock".into()
+    }
+
+    /// Every live pair, labelled `mock`, delivered today, its CKA_ID the
+    /// private handle.
+    fn list_keys(&mut self) -> Result<Vec<KeyEntry>> {
+        Ok(self
+            .live
+            .iter()
+            .map(|h| {
+                let mut k = KeyEntry::new(
+                    "mock".into(),
+                    h.private.to_be_bytes().to_vec(),
+                    "pkcs11:object=mock".into(),
+                )
+                .with_public_key(
+                    Some(crate::KeyType::Rsa { bits: 2048 }),
+                    Some(SPKI.to_vec()),
+                );
+                k.has_private_key = true;
+                k.has_public_key = true;
+                k.owner = self.owner_of(h.private).map(|o| o.as_str().to_owned());
+                k.delivered = Some(crate::retention::Day::today());
+                k.set_certificates(
+                    self.certificates
+                        .iter()
+                        .filter(|c| c.key == h.private)
+                        .map(|c| c.der.clone())
+                        .collect(),
+                );
+                k
+            })
+            .collect())
+    }
+
+    fn delete_key(&mut self, key: &KeyEntry) -> Result<()> {
+        let private = u64::from_be_bytes(
+            key.id_bytes()
+                .try_into()
+                .map_err(|_| Error::Internal("mock: not a mock key".into()))?,
+        );
+        self.live.retain(|h| h.private != private);
+        self.tracked.retain(|h| h.private != private);
+        self.owners.retain(|(h, _)| *h != private);
+        self.certificates.retain(|c| c.key != private);
+        Ok(())
+    }
+
+    fn state_of(&self, key: &KeyEntry) -> crate::backend::KeyState {
+        let tracked = self
+            .tracked
+            .iter()
+            .any(|h| h.private.to_be_bytes().as_slice() == key.id_bytes());
+        if tracked {
+            crate::backend::KeyState::Undelivered {
+                owner_stopped: false,
+            }
+        } else {
+            crate::backend::KeyState::Delivered
+        }
     }
 
     fn find_by_public_key(&mut self, spki_der: &[u8]) -> Result<Option<StoredKey>> {

@@ -12,7 +12,6 @@ mod lookup;
 pub mod mark;
 pub mod orphans;
 pub mod pool;
-pub mod retention;
 pub mod session_pool;
 mod sign;
 pub mod softhsm_conf;
@@ -72,6 +71,8 @@ pub struct Pkcs11Backend {
     /// The token's object budget, when `max_objects` is set (shared by
     /// all sessions).
     capacity: Option<Arc<capacity::Capacity>>,
+    /// The objects behind this session's last listing, by locator.
+    listed: std::sync::Mutex<std::collections::HashMap<Vec<u8>, inventory::Listed>>,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -133,6 +134,7 @@ impl Pkcs11Backend {
             marks_refused: Arc::default(),
             certificate_objects: Vec::new(),
             capacity: None,
+            listed: std::sync::Mutex::default(),
         })
     }
 
@@ -247,6 +249,7 @@ impl Pkcs11Backend {
             marks_refused: Arc::clone(&self.marks_refused),
             certificate_objects: Vec::new(),
             capacity: self.capacity.clone(),
+            listed: std::sync::Mutex::default(),
         })
     }
 

@@ -1,14 +1,14 @@
 //! `hsm-csr keys prune`: retiring key pairs by policy
-//! ([`hsm_csr::backend::pkcs11::retention`]). A dry run by default: it
+//! ([`hsm_csr::retention`]). A dry run by default: it
 //! lists what would go and why; `--yes` removes them, each removal an
 //! audit event (`deleted`, cause `Retired...`) when `[audit] path` is set.
 
 use std::io::Write;
 
 use hsm_csr::audit::{Actor, Trail};
-use hsm_csr::backend::pkcs11::retention::Pruned;
 use hsm_csr::owner::Owner;
 use hsm_csr::retention::Policy;
+use hsm_csr::retention::Pruned;
 use hsm_csr::{Error, Result};
 
 use super::{KeysPruneArgs, ListFormat, token};
@@ -35,7 +35,8 @@ pub fn run(args: &KeysPruneArgs, request_id: &str) -> Result<()> {
         actor: Actor::local_user(),
     });
     let mut opened = token::open(&target, &args.token)?;
-    let pruned = opened.backend.prune(
+    let pruned = hsm_csr::retention::prune(
+        &mut opened.backend,
         &policy,
         &config.key.label_prefix,
         owner.as_ref(),

@@ -1,7 +1,9 @@
 //! What is on the token: key pairs grouped by CKA_ID, with their PubMd5
 //! and attached certificates, read in one pass over the token's objects
-//! (one C_FindObjects, then attributes per object; no per-key searches,
-//! which cost seconds on tokens with hundreds of keys).
+//! (one C_FindObjects per class, then attributes per object; no per-key
+//! searches, which cost seconds on tokens with hundreds of keys). The
+//! listing is data ([`KeyEntry`]); the session keeps the objects behind
+//! its last listing ([`Listed`]), for [`Pkcs11Backend::delete_key`].
 
 use std::collections::BTreeMap;
 
@@ -9,66 +11,23 @@ use cryptoki::object::{
     Attribute, AttributeType, CertificateType, KeyType as P11KeyType, ObjectClass, ObjectHandle,
 };
 use der::{Decode, Encode};
-use serde::Serialize;
 use x509_cert::Certificate;
 
 use super::{Pkcs11Backend, describe, keygen, uri};
 use crate::algorithm::KeyType;
+pub use crate::backend::KeyEntry;
+use crate::backend::key_entry::locator;
 use crate::error::{Error, Result};
-use crate::fingerprint;
 use crate::retention::Day;
 
-/// One key pair (or lone key) on the token.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct KeyEntry {
-    /// CKA_LABEL (of the private key, else the public key).
-    pub label: String,
-    /// CKA_ID, lowercase hex.
-    pub id: String,
-    /// `rsa-2048`, `ec-p256`, ... or the raw CKK_ value.
-    pub key_type: String,
-    /// MD5 of the DER SubjectPublicKeyInfo, when the public key is readable.
-    pub pub_md5: Option<String>,
-    /// RFC 7512 URI of the private key.
-    pub key_uri: String,
-    /// Whether a private key object exists (a lone public key can be listed).
-    pub has_private_key: bool,
-    /// Whether a public key object exists.
-    pub has_public_key: bool,
-    /// Whether a certificate with this CKA_ID is on the token.
-    pub certificate: bool,
-    /// When the pair is not delivered yet (it carries a [`super::mark`]):
-    /// the process that is making it, or was when it stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub undelivered_by: Option<String>,
-    /// Who the pair belongs to ([`crate::owner`]); None for keys made
-    /// before owners were recorded, by other tools, and unassigned pool keys.
-    pub owner: Option<String>,
-    /// The day it was delivered (CKA_START_DATE), when recorded.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "day_text")]
-    pub delivered: Option<Day>,
-    /// The day a renewal replaced it (CKA_END_DATE), when one did.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "day_text")]
-    pub replaced: Option<Day>,
-    #[serde(skip)]
-    pub(super) id_bytes: Vec<u8>,
-    #[serde(skip)]
-    pub(super) objects: Vec<ObjectHandle>,
-    #[serde(skip)]
-    pub(super) certificates: Vec<Vec<u8>>,
-    /// The certificate objects, as `certificates` lists them (filled by
-    /// [`Pkcs11Backend::find_by_public_key`]).
-    #[serde(skip)]
-    pub(super) certificate_objects: Vec<ObjectHandle>,
-    #[serde(skip)]
+/// The objects behind one listed [`KeyEntry`].
+#[derive(Clone, Debug, Default)]
+pub(super) struct Listed {
     pub(super) private: Option<ObjectHandle>,
-    #[serde(skip)]
     pub(super) public: Option<ObjectHandle>,
-    #[serde(skip)]
-    pub(super) spki: Option<Vec<u8>>,
-    #[serde(skip)]
-    pub(super) parsed_type: Option<KeyType>,
+    /// Every object: keys and certificates.
+    pub(super) objects: Vec<ObjectHandle>,
+    pub(super) certificates: Vec<ObjectHandle>,
 }
 
 /// What one object said of itself.
@@ -98,120 +57,6 @@ struct Group {
     certificate_objects: Vec<ObjectHandle>,
     /// A certificate's label, for a group with no key object.
     certificate_label: Option<String>,
-}
-
-impl KeyEntry {
-    /// The DER SubjectPublicKeyInfo, when the public key is readable.
-    pub fn spki_der(&self) -> Option<&[u8]> {
-        self.spki.as_deref()
-    }
-
-    /// The certificates stored with this key (DER).
-    pub fn certificates(&self) -> &[Vec<u8>] {
-        &self.certificates
-    }
-
-    /// The key type, when the public key is readable.
-    pub fn parsed_key_type(&self) -> Option<KeyType> {
-        self.parsed_type
-    }
-
-    /// The certificates stored with this key, with their objects.
-    pub(super) fn certificate_objects(&self) -> impl Iterator<Item = (ObjectHandle, &[u8])> {
-        self.certificate_objects
-            .iter()
-            .copied()
-            .zip(self.certificates.iter().map(Vec::as_slice))
-    }
-
-    /// A delivered pair found by its public key ([`super::lookup`]).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn found(
-        key_uri: String,
-        label: String,
-        id_bytes: Vec<u8>,
-        key_type: Option<KeyType>,
-        owner: Option<crate::owner::Owner>,
-        (private, public): (ObjectHandle, Option<ObjectHandle>),
-        spki: Vec<u8>,
-        certificates: Vec<(ObjectHandle, Vec<u8>)>,
-    ) -> KeyEntry {
-        let mut objects = vec![private];
-        objects.extend(public);
-        objects.extend(certificates.iter().map(|(h, _)| *h));
-        let (certificate_objects, certificates): (Vec<_>, Vec<_>) =
-            certificates.into_iter().unzip();
-        KeyEntry {
-            label,
-            id: fingerprint::hex(&id_bytes),
-            key_type: key_type.map_or_else(|| "unknown".into(), KeyType::name),
-            pub_md5: Some(fingerprint::pub_md5(&spki)),
-            key_uri,
-            has_private_key: true,
-            has_public_key: public.is_some(),
-            certificate: !certificates.is_empty(),
-            undelivered_by: None,
-            owner: owner.map(|o| o.as_str().to_owned()),
-            delivered: None,
-            replaced: None,
-            id_bytes,
-            objects,
-            certificates,
-            certificate_objects,
-            private: Some(private),
-            public,
-            spki: Some(spki),
-            parsed_type: key_type,
-        }
-    }
-
-    /// CKA_ID.
-    pub fn id_bytes(&self) -> &[u8] {
-        &self.id_bytes
-    }
-
-    pub(super) fn public_handle(&self) -> Option<ObjectHandle> {
-        self.public
-    }
-
-    /// A listing entry with no objects behind it, for unit tests.
-    #[cfg(test)]
-    pub(super) fn for_test(label: &str, id: &[u8], private: bool, public: bool) -> KeyEntry {
-        KeyEntry {
-            label: label.to_owned(),
-            id: fingerprint::hex(id),
-            key_type: "unknown".into(),
-            pub_md5: None,
-            key_uri: format!("pkcs11:object={label}"),
-            has_private_key: private,
-            has_public_key: public,
-            certificate: false,
-            undelivered_by: None,
-            owner: None,
-            delivered: None,
-            replaced: None,
-            id_bytes: id.to_vec(),
-            objects: Vec::new(),
-            certificates: Vec::new(),
-            certificate_objects: Vec::new(),
-            private: None,
-            public: None,
-            spki: None,
-            parsed_type: None,
-        }
-    }
-
-    /// Sets the certificates, for unit tests.
-    #[cfg(test)]
-    pub(super) fn set_certificates(&mut self, certificates: Vec<Vec<u8>>) {
-        self.certificate = !certificates.is_empty();
-        self.certificates = certificates;
-    }
-
-    /// Whether `owner` owns this pair.
-    pub fn is_owned_by(&self, owner: &crate::owner::Owner) -> bool {
-        self.owner.as_deref() == Some(owner.as_str())
-    }
 }
 
 impl Pkcs11Backend {
@@ -287,15 +132,7 @@ impl Pkcs11Backend {
                     }
                 }
                 // Objects without CKA_ID cannot be paired; key them by label.
-                let key = if read.id.is_empty() {
-                    [
-                        b"label:".as_slice(),
-                        read.label.as_deref().unwrap_or("").as_bytes(),
-                    ]
-                    .concat()
-                } else {
-                    std::mem::take(&mut read.id)
-                };
+                let key = locator(&read.id, read.label.as_deref().unwrap_or(""));
                 let g = groups.entry(key).or_default();
                 g.objects.push(h);
                 if class == ObjectClass::CERTIFICATE {
@@ -336,42 +173,43 @@ impl Pkcs11Backend {
                 }
             }
         }
+        let mut listed = std::collections::HashMap::new();
         let mut keys: Vec<KeyEntry> = groups
             .into_iter()
             // A certificate whose key is gone is listed too (keys prune
             // --orphans removes hsm-csr's).
             .filter(|(_, g)| g.label.is_some() || g.spki.is_some() || !g.certificates.is_empty())
-            .map(|(id, g)| {
-                let id_bytes = if id.starts_with(b"label:") {
+            .map(|(group, g)| {
+                let id_bytes = if group.starts_with(b"label:") {
                     Vec::new()
                 } else {
-                    id
+                    group
                 };
                 let label = g.label.or(g.certificate_label).unwrap_or_default();
-                KeyEntry {
-                    key_uri: uri::private_key_uri(&self.label, &self.serial, &label, &id_bytes),
-                    id: fingerprint::hex(&id_bytes),
-                    key_type: g.key_type.map_or_else(|| "unknown".into(), KeyType::name),
-                    pub_md5: g.spki.as_deref().map(fingerprint::pub_md5),
-                    private: g.private_handle,
-                    public: g.public_handle,
-                    parsed_type: g.key_type,
-                    spki: g.spki,
-                    has_private_key: g.private,
-                    has_public_key: g.public_handle.is_some(),
-                    certificate: !g.certificates.is_empty(),
-                    undelivered_by: super::mark::decode(&id_bytes).map(|(o, _)| o.describe()),
-                    owner: g.owner,
-                    delivered: g.delivered,
-                    replaced: g.replaced,
-                    certificate_objects: g.certificate_objects,
-                    label,
-                    id_bytes,
-                    objects: g.objects,
-                    certificates: g.certificates,
-                }
+                let uri = uri::private_key_uri(&self.label, &self.serial, &label, &id_bytes);
+                let mut entry =
+                    KeyEntry::new(label, id_bytes, uri).with_public_key(g.key_type, g.spki);
+                entry.has_private_key = g.private;
+                entry.has_public_key = g.public_handle.is_some();
+                entry.undelivered_by =
+                    super::mark::decode(&entry.id_bytes).map(|(o, _)| o.describe());
+                entry.owner = g.owner;
+                entry.delivered = g.delivered;
+                entry.replaced = g.replaced;
+                entry.set_certificates(g.certificates);
+                listed.insert(
+                    entry.locator(),
+                    Listed {
+                        private: g.private_handle,
+                        public: g.public_handle,
+                        objects: g.objects,
+                        certificates: g.certificate_objects,
+                    },
+                );
+                entry
             })
             .collect();
+        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = listed;
         keys.sort_by(|a, b| a.label.cmp(&b.label).then(a.id.cmp(&b.id)));
         if unreadable > 0 {
             log::warn!(
@@ -382,15 +220,32 @@ impl Pkcs11Backend {
         Ok(keys)
     }
 
+    /// The objects behind `key`, as this session's last listing (or
+    /// lookup) found them.
+    pub(super) fn listed(&self, key: &KeyEntry) -> Option<Listed> {
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key.locator())
+            .cloned()
+    }
+
     /// Destroys every object of `key`: private key, public key and attached
-    /// certificates.
+    /// certificates, as this session's last listing found them.
     ///
     /// # Errors
-    /// A token error naming the objects that could not be destroyed.
+    /// `Key.NotFound` for a key this session did not list; a token error
+    /// naming the objects that could not be destroyed.
     pub fn delete_key(&mut self, key: &KeyEntry) -> Result<()> {
+        let objects = self
+            .listed(key)
+            .ok_or_else(|| Error::KeyNotFound {
+                token: self.label.clone(),
+                key: key.key_uri.clone(),
+            })?
+            .objects;
         let session = self.session()?;
-        let failures: Vec<String> = key
-            .objects
+        let failures: Vec<String> = objects
             .iter()
             .filter_map(|h| {
                 session
@@ -399,7 +254,11 @@ impl Pkcs11Backend {
                     .map(|e| describe(&e).to_string())
             })
             .collect();
-        self.give_room(key.objects.len() - failures.len());
+        self.give_room(objects.len() - failures.len());
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key.locator());
         if failures.is_empty() {
             Ok(())
         } else {
@@ -409,6 +268,34 @@ impl Pkcs11Backend {
                 detail: failures.join("; ").into(),
             })
         }
+    }
+
+    /// Records on `key`'s public key that a renewal replaced it today
+    /// (CKA_END_DATE), for `replaced_after_days`; the dates live on the
+    /// public key (see `inventory::list_keys`).
+    ///
+    /// # Errors
+    /// A token error when the key has no public object or the token
+    /// refuses the change.
+    pub fn mark_replaced(&mut self, key: &KeyEntry) -> Result<()> {
+        let session = self.session()?;
+        let template = [cryptoki::object::Attribute::EndDate(date_of(Day::today()))];
+        let object = self
+            .listed(key)
+            .and_then(|l| l.public)
+            .ok_or_else(|| Error::Token {
+                op: "recording that a renewal replaced a key (CKA_END_DATE)",
+                token: self.label.clone(),
+                detail: "the key pair has no public key object".into(),
+            })?;
+        session
+            .update_attributes(object, &template)
+            .map_err(|e| Error::Token {
+                op: "recording that a renewal replaced a key (CKA_END_DATE)",
+                token: self.label.clone(),
+                detail: describe(&e),
+            })?;
+        Ok(())
     }
 
     /// Creates the CKO_CERTIFICATE object for `cert_der` with CKA_ID `id`
@@ -568,11 +455,4 @@ pub(super) fn date_of(day: Day) -> cryptoki::types::Date {
     let text = format!("{:04}{m:02}{d:02}", y.clamp(0, 9999));
     let b = text.as_bytes();
     cryptoki::types::Date::new([b[0], b[1], b[2], b[3]], [b[4], b[5]], [b[6], b[7]])
-}
-
-fn day_text<S: serde::Serializer>(day: &Option<Day>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match day {
-        Some(d) => s.serialize_str(&d.to_string()),
-        None => s.serialize_none(),
-    }
 }

@@ -22,9 +22,9 @@ use cryptoki::session::Session;
 use der::Encode;
 use der::asn1::OctetStringRef;
 
-use super::inventory::{KeyEntry, public_key};
+use super::inventory::{KeyEntry, Listed, public_key};
 use super::{Pkcs11Backend, describe, mark, pool, uri};
-use crate::backend::{KeyInventory, StoredCertificate, StoredKey};
+use crate::backend::{KeyInventory, KeyState, StoredCertificate, StoredKey};
 use crate::error::{Error, Result};
 use crate::owner::Owner;
 use crate::spki::{self, KeyValue};
@@ -174,16 +174,30 @@ impl Pkcs11Backend {
                 certificates.push((h, der));
             }
         }
-        Ok(Some(KeyEntry::found(
-            uri::private_key_uri(&self.label, &self.serial, &label, id),
-            label,
-            id.to_vec(),
-            key_type,
-            owner,
-            (*private, public),
-            spki_der.to_vec(),
-            certificates,
-        )))
+        let uri = uri::private_key_uri(&self.label, &self.serial, &label, id);
+        let mut entry = KeyEntry::new(label, id.to_vec(), uri)
+            .with_public_key(key_type, Some(spki_der.to_vec()));
+        entry.has_private_key = true;
+        entry.has_public_key = public.is_some();
+        entry.owner = owner.map(|o| o.as_str().to_owned());
+        let (cert_objects, ders): (Vec<_>, Vec<_>) = certificates.into_iter().unzip();
+        entry.set_certificates(ders);
+        let mut objects = vec![*private];
+        objects.extend(public);
+        objects.extend(cert_objects.iter().copied());
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                entry.locator(),
+                Listed {
+                    private: Some(*private),
+                    public,
+                    objects,
+                    certificates: cert_objects,
+                },
+            );
+        Ok(Some(entry))
     }
 
     /// How many key pairs `owner` has on the token, counted up to
@@ -219,18 +233,49 @@ impl KeyInventory for Pkcs11Backend {
         self.label.clone()
     }
 
+    fn list_keys(&mut self) -> Result<Vec<KeyEntry>> {
+        Pkcs11Backend::list_keys(self)
+    }
+
+    fn delete_key(&mut self, key: &KeyEntry) -> Result<()> {
+        Pkcs11Backend::delete_key(self, key)
+    }
+
+    fn state_of(&self, key: &KeyEntry) -> KeyState {
+        let id = key.id_bytes();
+        if let Some((owner, _)) = mark::decode(id) {
+            let liveness = mark::liveness(&owner, self.coordinator.as_ref());
+            KeyState::Undelivered {
+                owner_stopped: liveness == mark::Liveness::Dead,
+            }
+        } else if pool::is_pool_id(id) {
+            KeyState::Pooled
+        } else {
+            KeyState::Delivered
+        }
+    }
+
+    fn retire_undelivered(&mut self, key: &KeyEntry) -> Result<()> {
+        self.destroy_marked(key.id_bytes())
+    }
+
     fn find_by_public_key(&mut self, spki_der: &[u8]) -> Result<Option<StoredKey>> {
         let Some(entry) = Pkcs11Backend::find_by_public_key(self, spki_der)? else {
             return Ok(None);
         };
-        self.certificate_objects = entry.certificate_objects.clone();
-        let certificates = entry
-            .certificate_objects()
+        let objects = self
+            .listed(&entry)
+            .map(|l| l.certificates)
+            .unwrap_or_default();
+        let certificates = objects
+            .iter()
+            .zip(entry.certificates())
             .map(|(h, der)| StoredCertificate {
                 object: h.handle(),
-                der: der.to_vec(),
+                der: der.clone(),
             })
             .collect();
+        self.certificate_objects = objects;
         Ok(Some(StoredKey {
             owner: entry.owner.as_deref().and_then(|o| Owner::new(o).ok()),
             pub_md5: entry.pub_md5.clone().unwrap_or_default(),

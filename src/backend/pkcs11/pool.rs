@@ -241,9 +241,10 @@ impl KeyPool {
             if entry.label != self.unassigned_label {
                 continue;
             }
+            let listed = backend.listed(&entry).unwrap_or_default();
             let (Some(private), Some(public), Some(spki), Some(kt)) = (
-                entry.private,
-                entry.public,
+                listed.private,
+                listed.public,
                 entry.spki.clone(),
                 entry.parsed_type,
             ) else {
@@ -253,7 +254,7 @@ impl KeyPool {
             // Exactly the two key objects: no certificate, no third object
             // with the same CKA_ID.
             if !is_pool_id(&entry.id_bytes)
-                || entry.objects.len() != 2
+                || listed.objects.len() != 2
                 || kt != self.key_type
                 || !provenance::adoptable(backend, &entry.id_bytes, private)
             {

@@ -22,7 +22,6 @@ mod attach;
 
 use super::orphans::{self, Orphans};
 use super::pool::{KeyPool, Pooled};
-use super::retention::{Inventory, OwnerCounts};
 use super::{Pkcs11Backend, TokenSelector};
 use crate::audit::{AuditLog, Trail};
 use crate::backend::KeyBackend;
@@ -30,7 +29,7 @@ use crate::error::{Error, ErrorClass, Result};
 use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr_audited};
 use crate::quota::{Caller, Reserved};
 use crate::request::ValidRequest;
-use crate::retention::RetentionConfig;
+use crate::retention::{Inventory, OwnerCounts, RetentionConfig};
 
 /// What it takes to open the token again after it went away: module,
 /// selector, and the PIN, kept (as a zeroizing secret) for the new login.

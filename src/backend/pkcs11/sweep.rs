@@ -150,7 +150,7 @@ pub fn spawn_sweeper(
     every: Duration,
     label: String,
     stop: Arc<AtomicBool>,
-    inventory: Option<Arc<super::retention::Inventory>>,
+    inventory: Option<Arc<crate::retention::Inventory>>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut next = Instant::now() + every;
@@ -160,7 +160,7 @@ pub fn spawn_sweeper(
                 .as_deref()
                 .filter(|_| Instant::now() >= next_inventory)
             {
-                if let Err(e) = backend.inventory_pass(pass) {
+                if let Err(e) = crate::retention::inventory_pass(&mut backend, pass) {
                     log::warn!("pass over the token's keys (owners, retention) failed: {e}");
                 }
                 next_inventory = Instant::now() + pass.every;

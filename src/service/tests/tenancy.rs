@@ -176,18 +176,31 @@ async fn the_quota_refuses_before_keygen_and_a_retired_key_makes_room() {
     );
     // Other tenants are not held to it.
     assert_eq!(send(&svc, signed(csr_by("AKID"))).await.0, StatusCode::OK);
-    // One of its keys retired (as keys prune does): room for one more.
+    // Its keys retired by keys prune's policy, through the same trait as
+    // on a token: room again, as much as was retired.
     {
         let mut b = svc.sessions().backend();
-        let at = b
-            .owners
-            .iter()
-            .position(|(_, o)| o.as_ref().is_some_and(|o| o.as_str() == "QUOTA2"))
-            .unwrap();
-        let (handle, _) = b.owners.remove(at);
-        b.live.retain(|h| h.private != handle);
+        let policy = crate::retention::Policy {
+            never_certified_after_days: Some(0),
+            ..Default::default()
+        };
+        let owner = crate::owner::Owner::new("QUOTA2").unwrap();
+        let prune = |b: &mut crate::backend::mock::MockBackend, act| {
+            crate::retention::prune(b, &policy, "", Some(&owner), act, None, "R").unwrap()
+        };
+        let dry = prune(&mut b, false);
+        assert_eq!(
+            (dry.len(), b.live.len()),
+            (2, 3),
+            "a dry run removes nothing"
+        );
+        let done = prune(&mut b, true);
+        assert!(done.iter().all(|p| p.removed == Some(Ok(()))));
+        assert_eq!(b.live.len(), 1, "AKID's key stays");
     }
-    assert_eq!(send(&svc, signed(csr_by("QUOTA2"))).await.0, StatusCode::OK);
+    for _ in 0..2 {
+        assert_eq!(send(&svc, signed(csr_by("QUOTA2"))).await.0, StatusCode::OK);
+    }
     assert_eq!(
         code_of(&svc, signed(csr_by("QUOTA2"))).await.1,
         "QuotaExceeded.Key"
