@@ -14,7 +14,8 @@
 #    tests that do not depend on the token (docs, the pebble harness, the
 #    Redis state, certbot's CA checks) run on SoftHSM2 only;
 # and short runs of scripts/cluster.sh (the scale-out scenarios),
-# scripts/bench.sh and scripts/load.sh, so all three are known to work.
+# scripts/bench.sh and scripts/load.sh, so all three are known to work, and
+# scripts/fairness.sh with a loose bound (5x; a full run's bound is 3x).
 # HSM_CSR_TOKENS="opencryptoki tpm2 p11kit" chooses the extra tokens
 # ("" for none).
 set -euo pipefail
@@ -87,4 +88,6 @@ say "scripts/bench.sh and scripts/load.sh (short runs)"
 BENCH_RUNS=3 BENCH_BATCH=4 bash scripts/bench.sh >/dev/null
 LOAD_REQUESTS=6 LOAD_SECONDS=5 LOAD_POOL=20 LOAD_BURST=20 LOAD_SOAK=10 LOAD_RATE_LIMIT=20 \
   bash scripts/load.sh >/dev/null
+say "scripts/fairness.sh: another access key's latency while one keeps 30 calls in flight"
+FAIR_MAX_RATIO=${FAIR_MAX_RATIO:-5} bash scripts/fairness.sh
 say "all checks passed"

@@ -399,3 +399,50 @@ fn finding_a_certificates_key_costs_the_same_with_3_and_1000_keys() {
         few.len()
     );
 }
+
+#[test]
+fn keys_made_on_the_command_line_belong_to_the_operator_or_to_owner() {
+    let token = Token::new();
+    let made_for = |owner: Option<&str>, cn: &str| -> String {
+        let mut args = vec!["--common-name", cn, "--key-type", "rsa"];
+        if let Some(o) = owner {
+            args.extend(["--owner", o]);
+        }
+        token.create(&args).ok().json()["Csr"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let local = made_for(None, "local.example.com");
+    let for_a = made_for(Some("TenantA"), "for-a.example.com");
+    let server = Server::start_with(&token, "rsa-2048", "", TENANTS);
+    // The operator's key is nobody's tenant's; the one made for A is A's.
+    let cert = &certs(&local, "valid", 1)[0];
+    assert_eq!(
+        attach(&server, "TenantA", "local.example.com", cert).code,
+        "Certificate.NoPrivateKey"
+    );
+    let cert = &certs(&for_a, "valid", 1)[0];
+    assert_eq!(
+        attach(&server, "TenantB", "for-a.example.com", cert).code,
+        "Certificate.NoPrivateKey"
+    );
+    assert_eq!(
+        attach(&server, "TenantA", "for-a.example.com", cert).status,
+        200
+    );
+    server.stop();
+    // keys list: the owners, and a line of counts per owner.
+    let run = token.run(&["keys", "list"], &[]).ok();
+    assert!(run.stdout.contains("OWNER"), "{}", run.stdout);
+    let summary = run.stdout.lines().last().unwrap();
+    assert!(
+        summary.contains("TenantA 1 (1 cert)") && summary.contains("local 1 (0 cert)"),
+        "{summary}"
+    );
+    assert_eq!(owned(&token, "local").len(), 1);
+    // An owner that could forge a line or a label is refused.
+    let run = token.create(&["--common-name", "x.example.com", "--owner", "a\nb"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("owner"), "{}", run.stderr);
+}

@@ -221,3 +221,23 @@ async fn a_full_token_is_503_and_says_nothing_of_the_token() {
     );
     assert_eq!(svc.sessions().backend().generated, 0);
 }
+
+#[tokio::test]
+async fn metrics_show_quotas_and_refusals_by_configured_access_key_only() {
+    let svc = service();
+    for _ in 0..3 {
+        send(&svc, signed(csr_by("QUOTA2"))).await;
+    }
+    // What GET /metrics does before it renders.
+    svc.metrics.set_owners(svc.owner_stats());
+    let text = svc.metrics.render(0, 1, None);
+    for line in [
+        "hsm_csr_owner_max_keys{owner=\"QUOTA2\"} 2",
+        "hsm_csr_quota_refusals_total{owner=\"QUOTA2\"} 1",
+        "hsm_csr_quota_refusals_total{owner=\"AKID\"} 0",
+    ] {
+        assert!(text.contains(&format!("\n{line}\n")), "{line}:\n{text}");
+    }
+    // The mock lists no owners by itself: only configured ids appear.
+    assert!(!text.contains("owner=\"local\""), "{text}");
+}
