@@ -15,10 +15,10 @@
 //! A key keeps its [`AttachPolicy::max_per_key`] newest certificates (by
 //! notBefore): a newer one displaces the oldest, once its answer is
 //! taken. The same certificate twice is stored once; within a process,
-//! attaches run one at a time, so that two calls with the same certificate
-//! cannot both find it missing and store it twice.
+//! attaches to one key run one at a time, so that two calls with the same
+//! certificate cannot both find it missing and store it twice.
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use serde::Serialize;
 
@@ -64,8 +64,36 @@ impl AttachPolicy {
     }
 }
 
-/// Held while a process looks for a certificate on the token and stores it.
-static ATTACHING: Mutex<()> = Mutex::new(());
+/// The public keys (SHA-256 of their SPKI) whose certificates a call of
+/// this process is attaching: two calls for one key take turns, calls for
+/// different keys never wait for each other.
+static ATTACHING: Mutex<Vec<[u8; 32]>> = Mutex::new(Vec::new());
+static ATTACHED: Condvar = Condvar::new();
+
+/// Held while a call looks for one key's certificates and stores one.
+struct KeyTurn([u8; 32]);
+
+impl KeyTurn {
+    fn take(spki: &[u8]) -> KeyTurn {
+        let digest = ring::digest::digest(&ring::digest::SHA256, spki);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        let mut busy = ATTACHING.lock().unwrap_or_else(|p| p.into_inner());
+        while busy.contains(&key) {
+            busy = ATTACHED.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        busy.push(key);
+        KeyTurn(key)
+    }
+}
+
+impl Drop for KeyTurn {
+    fn drop(&mut self) {
+        let mut busy = ATTACHING.lock().unwrap_or_else(|p| p.into_inner());
+        busy.retain(|k| *k != self.0);
+        ATTACHED.notify_all();
+    }
+}
 
 /// Stores `cert` beside `who`'s key it was issued for on `backend`'s
 /// token, once it covers `domain` (when given) and `policy` allows it.
@@ -98,9 +126,11 @@ pub fn attach_certificate(
     cert.check_storable(policy.now)?;
     let spki = cert.spki_der()?;
     let pub_md5 = crate::fingerprint::pub_md5(&spki);
-    let _one_at_a_time = ATTACHING.lock().unwrap_or_else(|p| p.into_inner());
+    let _one_at_a_time = KeyTurn::take(&spki);
+    // Without `all_keys`, the store searches the caller's own keys only.
+    let mine = (!who.all_keys).then_some(&who.owner);
     let key = backend
-        .find_by_public_key(&spki)?
+        .find_by_public_key(&spki, mine)?
         .filter(|k| who.may_use(k.owner.as_ref()))
         .ok_or_else(|| Error::CertificateNoPrivateKey {
             token: backend.store_name(),

@@ -202,6 +202,17 @@ pub trait KeyInventory {
         KeyState::Delivered
     }
 
+    /// Whether `key`, listed as a lone or torn object, still is: its
+    /// objects searched for again by CKA_ID, and what [`Self::delete_key`]
+    /// would remove set to what carries that CKA_ID now.
+    ///
+    /// # Errors
+    /// A store error.
+    fn confirm_orphan(&mut self, key: &KeyEntry) -> Result<bool> {
+        let _ = key;
+        Ok(true)
+    }
+
     /// Removes an undelivered key whose process stopped, under every form
     /// a cut-off delivery can have left it in.
     ///
@@ -212,12 +223,18 @@ pub trait KeyInventory {
     }
 
     /// The delivered key pair whose public key is `spki_der` (its private
-    /// half on the store), with its owner and certificates.
+    /// half on the store), with its owner and certificates; with `owner`,
+    /// only that owner's (the store searches with the owner in its
+    /// template, so another owner's key costs what a missing one does).
     ///
     /// # Errors
     /// `Certificate.FormatError` for a key type the store cannot hold; a
     /// store error.
-    fn find_by_public_key(&mut self, spki_der: &[u8]) -> Result<Option<StoredKey>>;
+    fn find_by_public_key(
+        &mut self,
+        spki_der: &[u8],
+        owner: Option<&Owner>,
+    ) -> Result<Option<StoredKey>>;
 
     /// How many key pairs `owner` has on the store, counted up to
     /// `limit + 1` (enough to tell whether it passed `limit`).

@@ -28,6 +28,9 @@ pub struct Caller {
     pub quota: Option<std::sync::Arc<KeyQuota>>,
     /// Most certificates one key keeps (`[service] max_certificates_per_key`).
     pub max_certificates_per_key: usize,
+    /// The caller's keys on the other tokens, as their last pass over
+    /// every key counted them (0 with one token).
+    pub elsewhere: usize,
 }
 
 impl Caller {
@@ -38,6 +41,7 @@ impl Caller {
             principal: Principal::operator(owner),
             quota: None,
             max_certificates_per_key,
+            elsewhere: 0,
         }
     }
 
@@ -53,7 +57,7 @@ impl Caller {
     ) -> Result<Option<Reservation<'_>>> {
         self.quota
             .as_deref()
-            .map(|q| q.reserve(inventory, &self.principal.owner, store))
+            .map(|q| q.reserve(inventory, &self.principal.owner, store, self.elsewhere))
             .transpose()
     }
 }
@@ -87,9 +91,10 @@ impl KeyQuota {
         self.max_keys
     }
 
-    /// Counts `owner`'s keys on `inventory` (the store named `store`) and
-    /// holds a place for one more until the returned [`Reservation`] is
-    /// dropped (see [`Reserved`]).
+    /// Counts `owner`'s keys on `inventory` (the store named `store`),
+    /// adds those on the other stores (at least `elsewhere`), and holds a
+    /// place for one more until the returned [`Reservation`] is dropped
+    /// (see [`Reserved`]).
     ///
     /// # Errors
     /// `QuotaExceeded.Key` when the owner has `max_keys` keys already (or
@@ -99,11 +104,21 @@ impl KeyQuota {
         inventory: &mut dyn KeyInventory,
         owner: &Owner,
         store: &str,
+        elsewhere: usize,
     ) -> Result<Reservation<'_>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let here = inventory.count_owned(owner, self.max_keys)?;
         state.counted.insert(store.to_owned(), here);
-        let total: usize = state.counted.values().sum::<usize>() + state.in_flight;
+        // The other stores: as this process last counted them there, or as
+        // their last pass over every key did (after a restart, the only
+        // count there is).
+        let others: usize = state
+            .counted
+            .iter()
+            .filter(|(s, _)| s.as_str() != store)
+            .map(|(_, n)| n)
+            .sum();
+        let total = here + others.max(elsewhere) + state.in_flight;
         if total >= self.max_keys {
             return Err(Error::KeyQuotaExceeded {
                 limit: self.max_keys,

@@ -189,6 +189,17 @@ impl<S: Sessions> Service<S> {
         stats
     }
 
+    /// The key pairs access key `id` owns on the tokens other than
+    /// `lane`, as their last pass over every key counted them.
+    fn owned_elsewhere(&self, id: &str, lane: usize) -> usize {
+        self.tokens
+            .lanes()
+            .iter()
+            .filter(|l| l.index != lane)
+            .filter_map(|l| l.sessions.owners().0.get(id).map(|c| c.0))
+            .sum()
+    }
+
     /// An access key's share of the sessions (1 for an unknown one).
     fn weight_of(&self, id: &str) -> u32 {
         self.keys.get(id).map_or(1, |k| k.weight)

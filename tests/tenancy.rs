@@ -16,9 +16,24 @@ use crate::common::rpc::{self, Answer};
 use crate::common::server::{Launch, Server};
 use crate::common::{Token, python, repo};
 
-/// Two tenants granted every action; A may own 3 key pairs.
-const TENANTS: &str = "[[service.access_keys]]\nid = \"TenantA\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\nmax_keys = 3\n\
-     [[service.access_keys]]\nid = \"TenantB\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n";
+/// Two tenants granted every action, A allowed 3 key pairs; their ids are
+/// this test's own, so that a token shared by every test (the extra token
+/// passes) does not count another test's keys as theirs.
+struct Tenants {
+    a: String,
+    b: String,
+    config: String,
+}
+
+fn tenants(token: &Token) -> Tenants {
+    let suffix = token.prefix.trim_end_matches(':');
+    let (a, b) = (format!("TenantA-{suffix}"), format!("TenantB-{suffix}"));
+    let config = format!(
+        "[[service.access_keys]]\nid = \"{a}\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\nmax_keys = 3\n\
+         [[service.access_keys]]\nid = \"{b}\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n"
+    );
+    Tenants { a, b, config }
+}
 const SECRET: &str = "s3cret";
 
 fn csr(server: &Server, who: &str, cn: &str) -> Answer {
@@ -99,22 +114,23 @@ fn owned(token: &Token, owner: &str) -> Vec<Value> {
 #[test]
 fn another_tenants_key_is_out_of_reach_and_only_certificates_worth_storing_are_stored() {
     let token = Token::new();
-    let server = Server::start_with(&token, "rsa-2048", "", TENANTS);
-    let made = csr(&server, "TenantA", "a.example.com");
+    let t = tenants(&token);
+    let server = Server::start_with(&token, "rsa-2048", "", &t.config);
+    let made = csr(&server, &t.a, "a.example.com");
     assert_eq!(made.status, 200, "{}", made.body);
     let csr_pem = json(&made)["Csr"].as_str().unwrap().to_owned();
 
     // B's certificate around A's public key, signed by B's own key.
     let foreign = &certs(&csr_pem, "foreign", 1)[0];
-    let refused = attach(&server, "TenantB", "a.example.com", foreign);
+    let refused = attach(&server, &t.b, "a.example.com", foreign);
     assert_eq!(
         (refused.status, refused.code.as_str()),
         (400, "Certificate.NoPrivateKey")
     );
     // Word for word the answer for a key that does not exist.
     let other = Token::new();
-    let nobody = Server::start_with(&other, "rsa-2048", "", TENANTS);
-    let missing = attach(&nobody, "TenantB", "a.example.com", foreign);
+    let nobody = Server::start_with(&other, "rsa-2048", "", &t.config);
+    let missing = attach(&nobody, &t.b, "a.example.com", foreign);
     assert_eq!(json(&missing)["Message"], json(&refused)["Message"]);
     assert_eq!(certificate_objects(&token), 0, "nothing stored for B");
 
@@ -125,7 +141,7 @@ fn another_tenants_key_is_out_of_reach_and_only_certificates_worth_storing_are_s
         ("badsig", "Certificate.ChainInvalid"),
     ] {
         let pem = &certs(&csr_pem, mode, 1)[0];
-        let a = attach(&server, "TenantA", "a.example.com", pem);
+        let a = attach(&server, &t.a, "a.example.com", pem);
         assert_eq!(
             (a.status, a.code.as_str()),
             (400, code),
@@ -137,7 +153,7 @@ fn another_tenants_key_is_out_of_reach_and_only_certificates_worth_storing_are_s
 
     // Ten valid, distinct ones, oldest first: the key keeps four.
     for (i, pem) in certs(&csr_pem, "valid", 10).iter().enumerate() {
-        let a = attach(&server, "TenantA", "a.example.com", pem);
+        let a = attach(&server, &t.a, "a.example.com", pem);
         assert_eq!(a.status, 200, "certificate {i}: {}", a.body);
         assert!(certificate_objects(&token) <= 4);
     }
@@ -148,15 +164,16 @@ fn another_tenants_key_is_out_of_reach_and_only_certificates_worth_storing_are_s
 #[test]
 fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
     let token = Token::new();
-    let top = format!("{TENANTS}[audit]\npath = \"audit.jsonl\"\n");
+    let t = tenants(&token);
+    let top = format!("{}[audit]\npath = \"audit.jsonl\"\n", t.config);
     let server = Server::start_with(&token, "rsa-2048", "", &top);
     let mut pems = Vec::new();
     for i in 0..3 {
-        let a = csr(&server, "TenantA", &format!("q{i}.example.com"));
+        let a = csr(&server, &t.a, &format!("q{i}.example.com"));
         assert_eq!(a.status, 200, "{}", a.body);
         pems.push(json(&a)["Csr"].as_str().unwrap().to_owned());
     }
-    let refused = csr(&server, "TenantA", "q3.example.com");
+    let refused = csr(&server, &t.a, "q3.example.com");
     assert_eq!(
         (refused.status, refused.code.as_str()),
         (400, "QuotaExceeded.Key")
@@ -170,23 +187,23 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
         refused.body
     );
     assert_eq!(
-        owned(&token, "TenantA").len(),
+        owned(&token, &t.a).len(),
         3,
         "no key made for the refused call"
     );
     // B has no quota.
-    assert_eq!(csr(&server, "TenantB", "b.example.com").status, 200);
+    assert_eq!(csr(&server, &t.b, "b.example.com").status, 200);
 
     // Two of A's keys get certificates; prune retires the third.
     for (i, pem) in pems.iter().take(2).enumerate() {
         let cert = &certs(pem, "valid", 1)[0];
-        let a = attach(&server, "TenantA", &format!("q{i}.example.com"), cert);
+        let a = attach(&server, &t.a, &format!("q{i}.example.com"), cert);
         assert_eq!(a.status, 200, "{}", a.body);
     }
     let dry = token
         .run(
             &["keys", "prune"],
-            &["--never-certified-after", "0", "--owner", "TenantA"],
+            &["--never-certified-after", "0", "--owner", &t.a],
         )
         .ok();
     assert!(
@@ -194,11 +211,7 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
         "{}",
         dry.stdout
     );
-    assert_eq!(
-        owned(&token, "TenantA").len(),
-        3,
-        "a dry run removes nothing"
-    );
+    assert_eq!(owned(&token, &t.a).len(), 3, "a dry run removes nothing");
     let audit = token.dir().join("audit.jsonl");
     let config = token.dir().join("prune.toml");
     std::fs::write(
@@ -213,7 +226,7 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
                 "--never-certified-after",
                 "0",
                 "--owner",
-                "TenantA",
+                &t.a,
                 "--yes",
                 "--config",
                 config.to_str().unwrap(),
@@ -221,7 +234,7 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
         )
         .ok();
     assert!(done.stdout.contains("retired 1 of 1"), "{}", done.stdout);
-    let left = owned(&token, "TenantA");
+    let left = owned(&token, &t.a);
     assert_eq!(left.len(), 2);
     assert!(left.iter().all(|k| k["Certificate"] == true), "{left:?}");
     let events = std::fs::read_to_string(&audit).unwrap();
@@ -232,14 +245,17 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
         "{events}"
     );
     // Room for one more, and then the quota again.
-    assert_eq!(csr(&server, "TenantA", "q4.example.com").status, 200);
+    assert_eq!(csr(&server, &t.a, "q4.example.com").status, 200);
     assert_eq!(
-        csr(&server, "TenantA", "q5.example.com").code,
+        csr(&server, &t.a, "q5.example.com").code,
         "QuotaExceeded.Key"
     );
     let metrics = server.get("/metrics").unwrap();
     assert!(
-        metrics.contains("hsm_csr_quota_refusals_total{owner=\"TenantA\"} 2"),
+        metrics.contains(&format!(
+            "hsm_csr_quota_refusals_total{{owner=\"{}\"}} 2",
+            t.a
+        )),
         "{metrics}"
     );
     server.stop();
@@ -250,6 +266,7 @@ fn a_full_token_answers_503_and_says_nothing_of_the_token() {
     let Some(token) = Token::private_softhsm("counts every object on the token") else {
         return;
     };
+    let t = tenants(&token);
     // Eight objects on the token, nine allowed: no room for another pair.
     for i in 0..4 {
         token
@@ -261,7 +278,7 @@ fn a_full_token_answers_503_and_says_nothing_of_the_token() {
             ])
             .ok();
     }
-    let top = format!("{TENANTS}[audit]\npath = \"audit.jsonl\"\n");
+    let top = format!("{}[audit]\npath = \"audit.jsonl\"\n", t.config);
     let server = Server::launch_on(
         &token,
         &Launch {
@@ -272,7 +289,7 @@ fn a_full_token_answers_503_and_says_nothing_of_the_token() {
         },
     );
     let answers: Vec<Answer> = (0..3)
-        .map(|i| csr(&server, "TenantB", &format!("f{i}.example.com")))
+        .map(|i| csr(&server, &t.b, &format!("f{i}.example.com")))
         .collect();
     for a in &answers {
         assert_eq!(a.status, 503, "{}", a.body);
@@ -298,6 +315,7 @@ fn a_full_token_answers_503_and_says_nothing_of_the_token() {
 /// pkcs11-spy, with `keys` extra key pairs on the token.
 fn calls_of_one_set(keys: usize) -> Option<Vec<String>> {
     let token = Token::private_softhsm("counts token calls through pkcs11-spy")?;
+    let t = tenants(&token);
     // Key pairs nobody asks about, made straight on the token.
     if keys > 0 {
         let mut cmd = Command::new(python());
@@ -322,14 +340,14 @@ fn calls_of_one_set(keys: usize) -> Option<Vec<String>> {
         &token,
         &Launch {
             key_type: "ec-p256",
-            top: TENANTS,
+            top: &t.config,
             extra: "workers = 1",
             module: Some(SPY),
             env: &env,
             ..Launch::default()
         },
     );
-    let made = csr(&server, "TenantA", "spy.example.com");
+    let made = csr(&server, &t.a, "spy.example.com");
     assert_eq!(made.status, 200, "{}", made.body);
     let cert = certs(json(&made)["Csr"].as_str().unwrap(), "valid", 1).remove(0);
     // The start's pass over every key is over once the log stops growing.
@@ -346,7 +364,7 @@ fn calls_of_one_set(keys: usize) -> Option<Vec<String>> {
         }
     };
     let before = quiet();
-    let a = attach(&server, "TenantA", "spy.example.com", &cert);
+    let a = attach(&server, &t.a, "spy.example.com", &cert);
     assert_eq!(a.status, 200, "{}", a.body);
     server.stop();
     let log = std::fs::read(&spy_log).unwrap();
@@ -403,6 +421,7 @@ fn finding_a_certificates_key_costs_the_same_with_3_and_1000_keys() {
 #[test]
 fn keys_made_on_the_command_line_belong_to_the_operator_or_to_owner() {
     let token = Token::new();
+    let t = tenants(&token);
     let made_for = |owner: Option<&str>, cn: &str| -> String {
         let mut args = vec!["--common-name", cn, "--key-type", "rsa"];
         if let Some(o) = owner {
@@ -414,30 +433,27 @@ fn keys_made_on_the_command_line_belong_to_the_operator_or_to_owner() {
             .to_owned()
     };
     let local = made_for(None, "local.example.com");
-    let for_a = made_for(Some("TenantA"), "for-a.example.com");
-    let server = Server::start_with(&token, "rsa-2048", "", TENANTS);
+    let for_a = made_for(Some(&t.a), "for-a.example.com");
+    let server = Server::start_with(&token, "rsa-2048", "", &t.config);
     // The operator's key is nobody's tenant's; the one made for A is A's.
     let cert = &certs(&local, "valid", 1)[0];
     assert_eq!(
-        attach(&server, "TenantA", "local.example.com", cert).code,
+        attach(&server, &t.a, "local.example.com", cert).code,
         "Certificate.NoPrivateKey"
     );
     let cert = &certs(&for_a, "valid", 1)[0];
     assert_eq!(
-        attach(&server, "TenantB", "for-a.example.com", cert).code,
+        attach(&server, &t.b, "for-a.example.com", cert).code,
         "Certificate.NoPrivateKey"
     );
-    assert_eq!(
-        attach(&server, "TenantA", "for-a.example.com", cert).status,
-        200
-    );
+    assert_eq!(attach(&server, &t.a, "for-a.example.com", cert).status, 200);
     server.stop();
     // keys list: the owners, and a line of counts per owner.
-    let run = token.run(&["keys", "list"], &[]).ok();
+    let run = token.run(&["keys", "list"], &["--owner", &t.a]).ok();
     assert!(run.stdout.contains("OWNER"), "{}", run.stdout);
     let summary = run.stdout.lines().last().unwrap();
     assert!(
-        summary.contains("TenantA 1 (1 cert)") && summary.contains("local 1 (0 cert)"),
+        summary.ends_with(&format!("by owner: {} 1 (1 cert)", t.a)),
         "{summary}"
     );
     assert_eq!(owned(&token, "local").len(), 1);

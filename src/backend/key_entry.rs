@@ -142,12 +142,22 @@ impl KeyEntry {
     }
 }
 
-/// What objects with CKA_ID `id` and label `label` are grouped under.
+/// What objects with CKA_ID `id` and label `label` are grouped under: a
+/// tag byte, then the CKA_ID, or (tagged apart, so that no CKA_ID can
+/// spell it) the label of an object without one.
 pub(crate) fn locator(id: &[u8], label: &str) -> Vec<u8> {
     if id.is_empty() {
-        [b"label:".as_slice(), label.as_bytes()].concat()
+        [&[1u8][..], label.as_bytes()].concat()
     } else {
-        id.to_vec()
+        [&[0u8][..], id].concat()
+    }
+}
+
+/// The CKA_ID a [`locator`] stands for (empty for a label's).
+pub(crate) fn id_of_locator(locator: &[u8]) -> &[u8] {
+    match locator.split_first() {
+        Some((0, id)) => id,
+        _ => &[],
     }
 }
 

@@ -230,11 +230,19 @@ impl KeyInventory for MockBackend {
         }
     }
 
-    fn find_by_public_key(&mut self, spki_der: &[u8]) -> Result<Option<StoredKey>> {
+    fn find_by_public_key(
+        &mut self,
+        spki_der: &[u8],
+        owner: Option<&Owner>,
+    ) -> Result<Option<StoredKey>> {
         if spki_der != SPKI {
             return Ok(None);
         }
-        let Some(private) = self.delivered().next().map(|h| h.private) else {
+        let Some(private) = self
+            .delivered()
+            .map(|h| h.private)
+            .find(|h| owner.is_none_or(|o| self.owner_of(*h).as_ref() == Some(o)))
+        else {
             return Ok(None);
         };
         Ok(Some(StoredKey {

@@ -92,6 +92,13 @@ impl ParsedCertificate {
                 ));
             }
         }
+        // Stored, the certificate's subject becomes its CKA_SUBJECT: never
+        // one that reads as a key owner's record (crate::owner).
+        if crate::owner::Owner::from_subject_der(&tbs.subject().to_der()?).is_some() {
+            return Err(Error::CertificateFormat(
+                "its subject is in the form hsm-csr keeps for key owners".into(),
+            ));
+        }
         self.check_chain()
     }
 
@@ -193,6 +200,7 @@ mod tests {
             ("ca.pem", "Certificate.IsCA"),
             ("client-only.pem", "Certificate.UsageMismatch"),
             ("bad-chain.pem", "Certificate.ChainInvalid"),
+            ("owner-subject.pem", "Certificate.FormatError"),
         ] {
             let e = parsed(file).check_storable(NOW).unwrap_err();
             assert_eq!(e.code(), code, "{file}: {e}");

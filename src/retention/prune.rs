@@ -15,6 +15,10 @@ use crate::backend::{KeyEntry, KeyInventory, KeyState};
 use crate::error::Result;
 use crate::owner::Owner;
 
+/// How long an orphan candidate waits before it is looked at again: far
+/// longer than a claim's two attribute writes take.
+const ORPHAN_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A key pair (or lone object) a policy retires, and why.
 #[derive(Clone, Debug)]
 pub struct Retiring {
@@ -79,15 +83,14 @@ pub fn select(
             // An unassigned pool key is the pool's; a torn one is nobody's.
             KeyState::Pooled => (policy.orphans && !whole).then_some(Reason::Torn),
             KeyState::Delivered if !key.has_private_key => {
-                (policy.orphans && !prefix.is_empty() && key.label.starts_with(prefix))
-                    .then_some(Reason::Lone)
+                (policy.orphans && ours(key, prefix)).then_some(Reason::Lone)
             }
-            // A private key with neither CKA_ID nor label: hsm-csr never
-            // makes one, a write cut off by a crash leaves one.
-            KeyState::Delivered if key.id_bytes().is_empty() && key.label.is_empty() => {
-                policy.orphans.then_some(Reason::Torn)
+            // Dated policies retire hsm-csr's keys only: another tool's
+            // may carry dates too.
+            KeyState::Delivered if key.owner.is_some() || ours(key, prefix) => {
+                dated(key, policy, today)
             }
-            KeyState::Delivered => dated(key, policy, today),
+            KeyState::Delivered => None,
         };
         if let Some(reason) = reason {
             retiring.push(Retiring {
@@ -97,6 +100,13 @@ pub fn select(
         }
     }
     retiring
+}
+
+/// Whether hsm-csr named `key`: its label has `prefix` (and it has a
+/// CKA_ID: objects without one are never retired, they cannot be told
+/// apart).
+fn ours(key: &KeyEntry, prefix: &str) -> bool {
+    !prefix.is_empty() && key.label.starts_with(prefix) && !key.id_bytes().is_empty()
 }
 
 /// What the dated policies say of a delivered key.
@@ -151,10 +161,29 @@ fn prune_listed(
     audit: Option<&Trail<'_>>,
     request_id: &str,
 ) -> Result<Vec<Pruned>> {
-    let retiring = {
+    let mut retiring = {
         let state = |k: &KeyEntry| store.state_of(k);
         select(keys, policy, Day::today(), prefix, owner, &state)
     };
+    // A key whose identity is being changed (a delivery, a pool claim:
+    // public object first, then private) can look like a torn pair in a
+    // listing that read the two classes a moment apart, or when one
+    // object could not be read. Such a look is checked again a moment
+    // later on the store itself, and only what still looks so goes.
+    let orphaned = |store: &dyn KeyInventory, r: &Retiring| {
+        matches!(r.reason, Reason::Lone | Reason::Torn)
+            && !matches!(store.state_of(&r.key), KeyState::Undelivered { .. })
+    };
+    if retiring.iter().any(|r| orphaned(store, r)) {
+        std::thread::sleep(ORPHAN_SETTLE);
+        let mut confirmed = Vec::new();
+        for r in retiring {
+            if !orphaned(store, &r) || store.confirm_orphan(&r.key)? {
+                confirmed.push(r);
+            }
+        }
+        retiring = confirmed;
+    }
     let mut pruned = Vec::new();
     for r in retiring {
         let removed = act.then(|| {
@@ -279,7 +308,11 @@ mod tests {
         let mut replaced = key("hsm-csr:c", &[3; 16], true, true);
         replaced.replaced = Some(today);
         let undated = key("hsm-csr:d", &[4; 16], true, true);
-        let keys = [fresh, old, certified, replaced, undated];
+        // Another tool's key with old dates: not hsm-csr's to retire.
+        let mut foreign = key("other-tool", &[5; 16], true, true);
+        foreign.delivered = Some(day("2020-01-01"));
+        foreign.replaced = Some(day("2020-01-01"));
+        let keys = [fresh, old, certified, replaced, undated, foreign];
         let policy = Policy {
             never_certified_after_days: Some(30),
             replaced_after_days: Some(0),
@@ -363,18 +396,12 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(
-            picked(false),
-            [(2, Reason::Lone), (5, Reason::Torn), (7, Reason::Torn)]
-        );
+        // Objects with neither CKA_ID nor label cannot be told apart (they
+        // are listed as one group): never retired.
+        assert_eq!(picked(false), [(2, Reason::Lone), (5, Reason::Torn)]);
         assert_eq!(
             picked(true),
-            [
-                (2, Reason::Lone),
-                (5, Reason::Torn),
-                (6, Reason::Torn),
-                (7, Reason::Torn)
-            ]
+            [(2, Reason::Lone), (5, Reason::Torn), (6, Reason::Torn)]
         );
         // Another owner's keys are left to their owner's prune.
         let a = Owner::new("A").unwrap();

@@ -59,6 +59,7 @@ impl AccessKeys {
                 },
                 quota: k.max_keys.map(|m| Arc::new(KeyQuota::new(m))),
                 max_certificates_per_key,
+                elsewhere: 0,
             };
             keys.insert(
                 k.id.clone(),

@@ -382,6 +382,10 @@ async fn issue_on_token<S: Sessions>(
         // Every session stayed busy past the deadline: no key was made.
         Err(tokens::NoSession::Timeout) => return Err(ApiError::Timeout),
     };
+    let mut caller = caller;
+    if caller.quota.is_some() {
+        caller.elsewhere = svc.owned_elsewhere(&access_key, lane);
+    }
     handoff::on_token(
         svc,
         lane,

@@ -16,7 +16,7 @@ use x509_cert::Certificate;
 use super::{Pkcs11Backend, describe, keygen, uri};
 use crate::algorithm::KeyType;
 pub use crate::backend::KeyEntry;
-use crate::backend::key_entry::locator;
+use crate::backend::key_entry::{id_of_locator, locator};
 use crate::error::{Error, Result};
 use crate::retention::Day;
 
@@ -180,11 +180,7 @@ impl Pkcs11Backend {
             // --orphans removes hsm-csr's).
             .filter(|(_, g)| g.label.is_some() || g.spki.is_some() || !g.certificates.is_empty())
             .map(|(group, g)| {
-                let id_bytes = if group.starts_with(b"label:") {
-                    Vec::new()
-                } else {
-                    group
-                };
+                let id_bytes = id_of_locator(&group).to_vec();
                 let label = g.label.or(g.certificate_label).unwrap_or_default();
                 let uri = uri::private_key_uri(&self.label, &self.serial, &label, &id_bytes);
                 let mut entry =

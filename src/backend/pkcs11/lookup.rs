@@ -37,14 +37,19 @@ const MOST_MATCHES: usize = 8;
 /// is read this far.
 pub const MOST_CERTIFICATES: usize = 64;
 
-/// At most `most` handles of objects matching `template`, in one
-/// C_FindObjects.
+/// Most handles one C_FindObjects returns.
+const SEARCH_BATCH: usize = 1024;
+
+/// At most `most` handles of objects matching `template`: one
+/// C_FindObjects for up to [`SEARCH_BATCH`].
 pub(super) fn search(
     session: &Session,
     template: &[Attribute],
     most: usize,
 ) -> cryptoki::error::Result<Vec<ObjectHandle>> {
-    let cache = NonZeroUsize::new(most.max(1)).unwrap_or(NonZeroUsize::MIN);
+    // One C_FindObjects for up to SEARCH_BATCH handles, so that a count
+    // up to a large limit never allocates the limit.
+    let cache = NonZeroUsize::new(most.clamp(1, SEARCH_BATCH)).unwrap_or(NonZeroUsize::MIN);
     session
         .iter_objects_with_cache_size(template, cache)?
         .take(most)
@@ -63,15 +68,26 @@ impl Pkcs11Backend {
     /// The delivered key pair whose public key is `spki_der`, with its
     /// owner and certificates; None when the token has no such pair with
     /// a private key (keys not yet delivered and unassigned pool keys
-    /// count as none). A bounded number of token calls.
+    /// count as none), or, with `owner`, none of that owner's. A bounded
+    /// number of token calls.
     ///
     /// # Errors
     /// `Certificate.FormatError` for a public key hsm-csr cannot make; a
     /// token error when a search fails.
-    pub fn find_by_public_key(&self, spki_der: &[u8]) -> Result<Option<KeyEntry>> {
+    pub fn find_by_public_key(
+        &self,
+        spki_der: &[u8],
+        owner: Option<&Owner>,
+    ) -> Result<Option<KeyEntry>> {
         let session = self.session()?;
+        // Only what this session finds now stays mapped: a worker session
+        // looks up one key per call, for as long as the process runs.
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let failed = self.lookup_failed("looking for the key of a certificate (C_FindObjects)");
-        let templates = match spki::key_value(spki_der)? {
+        let mut templates = match spki::key_value(spki_der)? {
             KeyValue::RsaModulus(n) => vec![vec![
                 Attribute::KeyType(P11KeyType::RSA),
                 Attribute::Modulus(n),
@@ -90,6 +106,13 @@ impl Pkcs11Backend {
                 ]
             }
         };
+        // Another owner's key is not even found: the token answers as for
+        // a key that does not exist, with the same calls.
+        if let Some(owner) = owner {
+            for template in &mut templates {
+                template.push(Attribute::Subject(owner.to_subject_der()));
+            }
+        }
         let mut matched = Vec::new();
         for template in &templates {
             matched = search(session, template, MOST_MATCHES).map_err(&failed)?;
@@ -255,12 +278,56 @@ impl KeyInventory for Pkcs11Backend {
         }
     }
 
+    fn confirm_orphan(&mut self, key: &KeyEntry) -> Result<bool> {
+        let id = key.id_bytes();
+        if id.is_empty() {
+            return Ok(false);
+        }
+        let session = self.session()?;
+        let failed = self.lookup_failed("looking again at a lone key object (C_FindObjects)");
+        let by_id = |class| [Attribute::Class(class), Attribute::Id(id.to_vec())];
+        let private = search(session, &by_id(ObjectClass::PRIVATE_KEY), 2).map_err(&failed)?;
+        let public = search(session, &by_id(ObjectClass::PUBLIC_KEY), 2).map_err(&failed)?;
+        let certificates = search(session, &by_id(ObjectClass::CERTIFICATE), MOST_CERTIFICATES)
+            .map_err(&failed)?;
+        let same = (!private.is_empty(), !public.is_empty())
+            == (key.has_private_key, key.has_public_key)
+            && private.len() <= 1
+            && public.len() <= 1;
+        let objects: Vec<ObjectHandle> = private
+            .iter()
+            .chain(&public)
+            .chain(&certificates)
+            .copied()
+            .collect();
+        if !same || objects.is_empty() {
+            return Ok(false);
+        }
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key.locator(),
+                Listed {
+                    private: private.first().copied(),
+                    public: public.first().copied(),
+                    objects,
+                    certificates,
+                },
+            );
+        Ok(true)
+    }
+
     fn retire_undelivered(&mut self, key: &KeyEntry) -> Result<()> {
         self.destroy_marked(key.id_bytes())
     }
 
-    fn find_by_public_key(&mut self, spki_der: &[u8]) -> Result<Option<StoredKey>> {
-        let Some(entry) = Pkcs11Backend::find_by_public_key(self, spki_der)? else {
+    fn find_by_public_key(
+        &mut self,
+        spki_der: &[u8],
+        owner: Option<&Owner>,
+    ) -> Result<Option<StoredKey>> {
+        let Some(entry) = Pkcs11Backend::find_by_public_key(self, spki_der, owner)? else {
             return Ok(None);
         };
         let objects = self

@@ -158,6 +158,7 @@ fn access_key(id: &str, actions: &[&str], max_keys: Option<usize>) -> (String, A
         },
         quota: max_keys.map(|m| Arc::new(KeyQuota::new(m))),
         max_certificates_per_key: 4,
+        elsewhere: 0,
     };
     let key = AccessKey {
         secret: SecretString::from("SECRET"),

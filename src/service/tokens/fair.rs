@@ -83,6 +83,41 @@ impl State {
     }
 }
 
+/// A call's place in the queue while it waits. Dropped without having
+/// become a [`Turn`] (its deadline passed, or its handler went away), it
+/// leaves the queue and withdraws its tag, or, when the turn had already
+/// been handed to it, gives that back: no turn is ever lost.
+struct Place<'f> {
+    fair: &'f Arc<Fair>,
+    key: &'f str,
+    place: (u64, u64),
+    step: u64,
+    armed: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.fair.state();
+        if st.waiting.remove(&self.place).is_some() {
+            if let Some(ks) = st.keys.get_mut(self.key) {
+                ks.waiting = ks.waiting.saturating_sub(1);
+                // Never served: its tag is not the key's debt.
+                if ks.finish == self.place.0 + self.step {
+                    ks.finish = self.place.0;
+                }
+            }
+            // Its key may have been what held the reserve back.
+            self.fair.hand_out(&mut st, Instant::now());
+        } else {
+            drop(st);
+            self.fair.give_back(self.key);
+        }
+    }
+}
+
 /// A turn: a call may take a session. Given back when dropped.
 #[derive(Debug)]
 pub(in crate::service) struct Turn {
@@ -125,9 +160,9 @@ impl Fair {
         deadline: Instant,
     ) -> Option<Turn> {
         let (tx, mut rx) = oneshot::channel();
-        let place = {
+        let step = SCALE / u64::from(weight.clamp(1, 100));
+        let mut place = {
             let mut st = self.state();
-            let step = SCALE / u64::from(weight.clamp(1, 100));
             let now = st.now;
             let ks = st.keys.entry(key.to_owned()).or_default();
             let start = ks.finish.max(now);
@@ -142,36 +177,40 @@ impl Fair {
             if let Some(ks) = st.keys.get_mut(key) {
                 ks.waiting += 1;
             }
-            place
+            // The session the reserve keeps for this key may be free now.
+            self.hand_out(&mut st, Instant::now());
+            Place {
+                fair: self,
+                key,
+                place,
+                step,
+                armed: true,
+            }
         };
         // A call the reserve holds back is looked at again as the other
         // keys' activity lingers out, not only when a turn is given back.
-        let granted = loop {
+        loop {
             let recheck = (Instant::now() + LINGER).min(deadline);
             match tokio::time::timeout_at(recheck, &mut rx).await {
-                Ok(got) => break Ok(got),
-                Err(_) if Instant::now() >= deadline => break Err(()),
+                Ok(Ok(())) => {
+                    place.armed = false;
+                    return Some(self.turn_for(key));
+                }
+                // The sender went with its queue entry and no turn.
+                Ok(Err(_)) => {
+                    place.armed = false;
+                    return None;
+                }
+                Err(_) if Instant::now() >= deadline => return None,
                 Err(_) => {
                     let mut st = self.state();
                     self.hand_out(&mut st, Instant::now());
                 }
             }
-        };
-        if matches!(granted, Ok(Ok(()))) {
-            return Some(self.turn_for(key));
         }
-        // Timed out: leave the queue, unless the turn came meanwhile, in
-        // which case it is passed on.
-        let mut st = self.state();
-        if st.waiting.remove(&place).is_some() {
-            if let Some(ks) = st.keys.get_mut(key) {
-                ks.waiting = ks.waiting.saturating_sub(1);
-            }
-        } else {
-            drop(st);
-            self.give_back(key);
-        }
-        None
+        // Dropping `place` (deadline passed, or this future was dropped
+        // while it waited) leaves the queue, or gives back a turn that
+        // came meanwhile.
     }
 
     fn give_back(&self, key: &str) {
@@ -316,6 +355,33 @@ mod tests {
             .turn("a", 1, Instant::now() + Duration::from_millis(10))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiting_call_dropped_at_any_moment_loses_no_turn() {
+        let fair = Fair::new(1);
+        for _ in 0..50 {
+            let held = fair.turn("a", 1, soon()).await.unwrap();
+            let waiting = {
+                let fair = Arc::clone(&fair);
+                tokio::spawn(async move { fair.turn("b", 1, soon()).await })
+            };
+            while fair.waiting() == 0 {
+                tokio::task::yield_now().await;
+            }
+            // The turn is handed to b's call, which is dropped before it
+            // can take it.
+            drop(held);
+            waiting.abort();
+            let _ = waiting.await;
+            assert_eq!(fair.state().held, 0, "a turn was lost");
+            assert_eq!(fair.waiting(), 0);
+        }
+        assert!(
+            fair.turn("c", 1, Instant::now() + Duration::from_millis(50))
+                .await
+                .is_some()
+        );
     }
 
     #[tokio::test]
