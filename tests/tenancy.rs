@@ -251,6 +251,9 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
         "QuotaExceeded.Key"
     );
     let metrics = server.get("/metrics").unwrap();
+    // Objects on the token show without max_objects too.
+    assert!(metrics.contains("\nhsm_csr_token_objects{"), "{metrics}");
+    assert!(!metrics.contains("hsm_csr_token_max_objects{"), "{metrics}");
     assert!(
         metrics.contains(&format!(
             "hsm_csr_quota_refusals_total{{owner=\"{}\"}} 2",
@@ -300,6 +303,15 @@ fn a_full_token_answers_503_and_says_nothing_of_the_token() {
             a.body
         );
     }
+    let metrics = server.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("hsm_csr_token_objects{token=\"0\",label=\"test-token\"} 8\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hsm_csr_token_max_objects{token=\"0\",label=\"test-token\"} 9\n"),
+        "{metrics}"
+    );
     let log = server.stop();
     assert!(log.contains("is full"), "{log}");
     let audit = std::fs::read_to_string(token.dir().join("audit.jsonl")).unwrap_or_default();

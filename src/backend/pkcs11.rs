@@ -151,6 +151,19 @@ impl Pkcs11Backend {
         Ok(budget)
     }
 
+    /// Counts this token's objects for `/metrics` (one search now, again
+    /// at every sweep), with no limit; a token with `max_objects` is
+    /// counted already.
+    ///
+    /// # Errors
+    /// A token error when the count fails.
+    pub fn count_objects_for_metrics(&mut self) -> Result<()> {
+        if self.capacity.is_none() {
+            self.limit_objects(capacity::UNLIMITED)?;
+        }
+        Ok(())
+    }
+
     /// The token's object budget, when it has one.
     pub fn capacity(&self) -> Option<&Arc<capacity::Capacity>> {
         self.capacity.as_ref()
@@ -167,7 +180,7 @@ impl Pkcs11Backend {
     /// A token error when the count fails.
     pub fn recount_objects(&self) -> Result<()> {
         if let Some(budget) = &self.capacity {
-            budget.counted(self.count_objects(budget.max_objects())?);
+            budget.counted(self.count_objects(budget.count_limit())?);
         }
         Ok(())
     }

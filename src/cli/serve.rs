@@ -82,6 +82,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }
         seen.push(identity);
         let mut backend = opened.backend;
+        // Objects on each token show in /metrics, with or without max_objects.
+        backend.count_objects_for_metrics()?;
         if let Some((coordinator, _)) = &coordination {
             backend.set_coordinator(Arc::clone(coordinator) as _);
         }

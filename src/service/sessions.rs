@@ -38,8 +38,8 @@ pub trait Sessions: Send + Sync + 'static {
     /// The key pool's counters, when there is a pool.
     fn key_pool(&self) -> Option<PoolStats>;
 
-    /// Objects on the token and its `max_objects`, when it has a budget.
-    fn capacity(&self) -> Option<(usize, usize)> {
+    /// Objects on the token and its `max_objects` (if set), when counted.
+    fn capacity(&self) -> Option<(usize, Option<usize>)> {
         None
     }
 
@@ -117,7 +117,7 @@ impl Sessions for SessionPool {
         SessionPool::key_pool(self).map(|p| p.stats())
     }
 
-    fn capacity(&self) -> Option<(usize, usize)> {
+    fn capacity(&self) -> Option<(usize, Option<usize>)> {
         SessionPool::capacity(self).map(|c| (c.objects(), c.max_objects()))
     }
 

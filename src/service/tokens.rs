@@ -69,8 +69,8 @@ pub struct TokenStats {
     pub failed: u64,
     /// Its key pool, if any.
     pub pool: Option<PoolStats>,
-    /// Objects on it and `max_objects`, when it has a budget.
-    pub capacity: Option<(usize, usize)>,
+    /// Objects on it and its `max_objects` (if set), when counted.
+    pub capacity: Option<(usize, Option<usize>)>,
 }
 
 /// Why no session was given.

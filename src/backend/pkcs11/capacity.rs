@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
+/// The `max_objects` of a token that is only counted.
+pub const UNLIMITED: usize = usize::MAX;
+
 /// The token's object budget, shared by every session on it.
 #[derive(Debug)]
 pub struct Capacity {
@@ -27,8 +30,8 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// A token that holds at most `max_objects`, of which it holds
-    /// `objects` now.
+    /// A token that holds at most `max_objects` ([`UNLIMITED`]: counted
+    /// only), of which it holds `objects` now.
     pub fn new(max_objects: usize, objects: usize) -> Capacity {
         Capacity {
             max_objects,
@@ -38,8 +41,13 @@ impl Capacity {
         }
     }
 
-    /// `max_objects`.
-    pub fn max_objects(&self) -> usize {
+    /// `max_objects`; None for a token counted for `/metrics` only.
+    pub fn max_objects(&self) -> Option<usize> {
+        (self.max_objects != UNLIMITED).then_some(self.max_objects)
+    }
+
+    /// Up to how many objects to count: `max_objects`, or all of them.
+    pub fn count_limit(&self) -> usize {
         self.max_objects
     }
 

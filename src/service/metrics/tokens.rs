@@ -51,13 +51,13 @@ impl Collector for TokenCollector {
         let gauges: [TokenGauge; 6] = [
             (
                 "hsm_csr_token_objects",
-                "Objects on the token, as last counted and moved since (tokens with max_objects).",
+                "Objects on the token, as last counted (at start and every 30 s) and moved since.",
                 |t| t.capacity.map(|c| c.0),
             ),
             (
                 "hsm_csr_token_max_objects",
                 "The token's [token] max_objects.",
-                |t| t.capacity.map(|c| c.1),
+                |t| t.capacity.and_then(|c| c.1),
             ),
             (
                 "hsm_csr_token_up",
@@ -135,7 +135,7 @@ mod tests {
                     depth: 3,
                     ..PoolStats::default()
                 }),
-                capacity: Some((200, 256)),
+                capacity: Some((200, Some(256))),
             },
             TokenStats {
                 index: 1,
