@@ -464,6 +464,23 @@ impl Error {
         }
     }
 
+    /// What a caller of the service is told: for the request's own
+    /// mistakes the whole message; for failures on our side the API's
+    /// message alone, without the detail (a PKCS#11 function and return
+    /// value, a path, a CA's answer), which stays in the log.
+    pub fn public_message(&self) -> String {
+        let generic = "The request processing has failed due to backend service exception.";
+        match self {
+            _ if self.class() == ErrorClass::Request => self.to_string(),
+            Error::RollbackFailed { original, .. } => original.public_message(),
+            Error::KeyGen(_) => "Failed to generate rsa key.".into(),
+            Error::EncodeKey(_) => "Failed to encode private key.".into(),
+            Error::CreateCsr(_) => "Failed to create CSR.".into(),
+            Error::EncodeCsr(_) => "Failed to encode CSR.".into(),
+            _ => generic.into(),
+        }
+    }
+
     /// Whether the token said the session itself is gone
     /// (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_REMOVED):
     /// the request was not judged, and another session may serve it.

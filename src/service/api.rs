@@ -188,7 +188,7 @@ impl From<&Error> for ApiError {
             return ApiError::TokenFull;
         }
         let (code, message) = match e.class() {
-            ErrorClass::Request | ErrorClass::Internal => (e.code(), e.to_string()),
+            ErrorClass::Request | ErrorClass::Internal => (e.code(), e.public_message()),
             // A caller cannot fix the token: it gets the API's generic 500.
             ErrorClass::Token => (
                 "Internal.Error",

@@ -138,7 +138,7 @@ async fn attach_on_token<S: Sessions>(
             index,
             permit,
             deadline,
-            "attaching a certificate",
+            ("attaching a certificate", &request_id.clone()),
             move |svc, lane, offer| {
                 let trail = svc.audit.as_ref().map(|log| crate::audit::Trail {
                     log,

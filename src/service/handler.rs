@@ -391,7 +391,7 @@ async fn issue_on_token<S: Sessions>(
         lane,
         permit,
         deadline,
-        "CSR",
+        ("CSR", &request_id.clone()),
         move |svc, lane, offer| {
             let trail = svc.audit.as_ref().map(|log| crate::audit::Trail {
                 log,

@@ -33,7 +33,7 @@ pub(super) async fn on_token<S, T, W>(
     lane: usize,
     permit: Permit,
     deadline: Instant,
-    what: &'static str,
+    (what, request_id): (&'static str, &str),
     work: W,
 ) -> Result<T, ApiError>
 where
@@ -45,6 +45,7 @@ where
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel();
     let worker = Arc::clone(svc);
+    let request_id = request_id.to_owned();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut resp_tx = Some(resp_tx);
@@ -60,16 +61,23 @@ where
             Ok(None) => Err(ApiError::TokenUnavailable),
             // The token went away under this call: say so, so that the
             // caller retries (and lands on another token, if any).
+            // The detail (a PKCS#11 function and return value, a path)
+            // stays here, with the RequestId; the caller gets the code and
+            // the API's message (ApiError::from).
             Err(e) if e.class() != ErrorClass::Request && lane.sessions.is_broken() => {
                 log::warn!(
-                    "{what} failed: token {:?} went away: {} {e}",
+                    "{what} failed RequestId={request_id}: token {:?} went away: {} {e}",
                     lane.name,
                     e.code()
                 );
                 Err(ApiError::TokenUnavailable)
             }
             Err(e) => {
-                log::warn!("{what} failed on token {:?}: {} {e}", lane.name, e.code());
+                log::warn!(
+                    "{what} failed RequestId={request_id} on token {:?}: {} {e}",
+                    lane.name,
+                    e.code()
+                );
                 Err(ApiError::from(&e))
             }
         };

@@ -349,10 +349,12 @@ async fn a_failing_token_is_an_internal_error_and_leaves_no_key() {
     let svc = service_with(failing, ServiceConfig::default());
     let (status, body, _) = send(&svc, signed(common())).await;
     assert_eq!(
-        (status, body["Code"].as_str()),
+        (status, body["Code"].as_str(), body["Message"].as_str()),
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            Some("Internal.CreateCSRError")
+            Some("Internal.CreateCSRError"),
+            // The backend's own words ("mock: sign refused") stay in the log.
+            Some("Failed to create CSR.")
         )
     );
     let backend = svc.sessions().backend();
@@ -403,14 +405,18 @@ async fn token_failures_are_internal_errors_that_name_no_token() {
     let leaked = ["mock-token-label", "CKR_DEVICE_ERROR", "C_GenerateKeyPair"];
     assert!(!leaked.iter().any(|l| text.contains(l)), "{text}");
 
+    // A failed keygen is Internal.KeyError with the API's message alone:
+    // the PKCS#11 function and return value stay in the log.
     let keygen_fails = MockSessions::default();
     keygen_fails.backend().lose_session_on_generate = 1;
     let svc = service_with(keygen_fails, ServiceConfig::default());
+    let (status, body, _) = send(&svc, signed(common())).await;
     assert_eq!(
-        code_of(&svc, signed(common())).await,
+        (status, body["Code"].as_str(), body["Message"].as_str()),
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal.KeyError".to_owned()
+            Some("Internal.KeyError"),
+            Some("Failed to generate rsa key.")
         )
     );
 }
