@@ -290,6 +290,13 @@ pub enum Error {
         max_objects: usize,
     },
 
+    /// This replica's lease in Redis is not held (Redis was unreachable):
+    /// no key is made, since another replica may be sweeping its keys.
+    #[error(
+        "this replica does not hold its lease in Redis (it was unreachable); no key is made until the lease is renewed."
+    )]
+    LeaseNotHeld,
+
     /// No key matches the KEY argument.
     #[error(
         "no key on token {token:?} matches {key:?} (a pkcs11: URI, an id, a label, a common name or a PubMd5); see `hsm-csr keys list`."
@@ -397,7 +404,7 @@ impl Error {
             Error::CertificateChain(_) => "Certificate.ChainInvalid",
             Error::CertificateOutdated { .. } => "Certificate.Outdated",
             Error::KeyQuotaExceeded { .. } => "QuotaExceeded.Key",
-            Error::TokenFull { .. } => "ServiceUnavailable",
+            Error::TokenFull { .. } | Error::LeaseNotHeld => "ServiceUnavailable",
             Error::KeyNotFound { .. } => "Key.NotFound",
             Error::KeyAmbiguous { .. } => "Key.Ambiguous",
             Error::Acme { kind, .. } => match kind {
@@ -444,6 +451,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Config(_)
             | Error::TokenFull { .. }
+            | Error::LeaseNotHeld
             | Error::Audit { .. }
             | Error::Token { .. }
             | Error::Acme {

@@ -187,6 +187,9 @@ impl From<&Error> for ApiError {
         if matches!(e, Error::TokenFull { .. }) {
             return ApiError::TokenFull;
         }
+        if matches!(e, Error::LeaseNotHeld) {
+            return ApiError::SharedStateUnavailable;
+        }
         let (code, message) = match e.class() {
             ErrorClass::Request | ErrorClass::Internal => (e.code(), e.public_message()),
             // A caller cannot fix the token: it gets the API's generic 500.

@@ -269,6 +269,11 @@ impl SessionPool {
         audit: Option<&Trail<'_>>,
         deliver: &mut dyn FnMut(CsrResponse) -> bool,
     ) -> Result<Option<Timings>> {
+        // A replica whose Redis lease may have lapsed could not deliver the
+        // key it would make: refused before keygen, not after.
+        if !self.coordinator.may_deliver() {
+            return Err(Error::LeaseNotHeld);
+        }
         let options = self.key_options.owned_by(caller.principal.owner.clone());
         let store = self.token_name();
         self.on_session(|backend| {
