@@ -191,8 +191,13 @@ impl Config {
     /// # Errors
     /// `Config.Invalid` naming the file and, for TOML errors, the line.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        let bytes =
+            crate::files::read_regular(path, crate::files::MAX_CONFIG_BYTES, "config file")?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            Error::Config(format!(
+                "config file {} is not valid UTF-8.",
+                path.display()
+            ))
         })?;
         let mut config = Config::parse(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;

@@ -13,6 +13,7 @@ pub mod common_name;
 pub mod config;
 pub mod csr;
 pub mod error;
+pub mod files;
 pub mod fingerprint;
 pub mod issue;
 pub mod owner;

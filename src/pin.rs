@@ -123,10 +123,11 @@ pub fn from_env(var: &str) -> Result<AuthPin> {
 /// # Errors
 /// `Config.Invalid` when the file cannot be read, is not UTF-8 or is empty.
 pub fn from_file(path: &Path) -> Result<AuthPin> {
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| Error::Config(format!("cannot read PIN file {}: {e}", path.display())))?,
-    );
+    let bytes = Zeroizing::new(crate::files::read_regular(
+        path,
+        crate::files::MAX_SECRET_BYTES,
+        "PIN file",
+    )?);
     warn_if_readable_by_others(path);
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| Error::Config(format!("PIN file {} is not valid UTF-8.", path.display())))?;

@@ -213,3 +213,100 @@ fn usage_errors_exit_2() {
     cmd.args(["create", "--pin", PIN]);
     assert_eq!(Run::of(&mut cmd).code, 2, "there is no --pin flag");
 }
+
+/// Runs `cmd` for at most 20 s; what it did, or a failure naming it if it
+/// was still running (it hung).
+fn run_within(cmd: &mut std::process::Command, what: &str) -> Run {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(out) => {
+            let out = out.unwrap();
+            Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{what} hung for 20 s");
+        }
+    }
+}
+
+#[test]
+fn fifos_and_devices_where_a_file_is_meant_are_refused_at_once() {
+    let token = Token::new();
+    let fifo = token.dir().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fifo = fifo.to_str().unwrap();
+    for (name, file) in [("FIFO", fifo), ("/dev/zero", "/dev/zero")] {
+        // The PIN file.
+        let mut cmd = token.hsm_csr();
+        cmd.env_remove("HSM_CSR_PIN")
+            .arg("create")
+            .args(token.token_flags())
+            .args(["--common-name", "a.example", "--pin-file", file]);
+        let run = run_within(&mut cmd, &format!("--pin-file {name}"));
+        assert_error(&run, 3, "Config.Invalid", "is not a regular file");
+        // The config file.
+        let mut cmd = token.hsm_csr();
+        cmd.args(["create", "--common-name", "a.example", "--config", file]);
+        let run = run_within(&mut cmd, &format!("--config {name}"));
+        assert_error(&run, 3, "Config.Invalid", "is not a regular file");
+        // batch --input.
+        let mut cmd = token.hsm_csr();
+        cmd.arg("batch")
+            .args(token.token_flags())
+            .args(["--input", file]);
+        let run = run_within(&mut cmd, &format!("batch --input {name}"));
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("Config.Invalid") && run.stderr.contains("is not a regular file"),
+            "{}",
+            run.stderr
+        );
+    }
+    // Standard input stays a way to feed batch, read up to its bound.
+    let mut cmd = token.hsm_csr();
+    cmd.arg("batch")
+        .args(token.token_flags())
+        .args(["--input", "-", "--label-prefix", &token.prefix])
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"CommonName\":\"stdin.example\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"CommonName\":\"stdin.example\""));
+}

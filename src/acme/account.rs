@@ -124,8 +124,7 @@ fn read(path: &Path) -> Result<Option<AccountFile>> {
             "account file {shown} belongs to another user; it holds the ACME account key."
         )));
     }
-    let text = fs::read(path)
-        .map_err(|e| Error::Config(format!("cannot read account file {shown}: {e}")))?;
+    let text = crate::files::read_regular(path, 64 * 1024, "account file")?;
     serde_json::from_slice(&text).map(Some).map_err(|e| {
         Error::Config(format!(
             "account file {shown} is not an hsm-csr ACME account ({e})."

@@ -14,8 +14,11 @@ use super::{AttachCertArgs, ListFormat, token};
 
 /// Runs `attach-cert`.
 pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
-    let bytes = std::fs::read(&args.cert)
-        .map_err(|e| Error::Config(format!("cannot read --cert {}: {e}", args.cert.display())))?;
+    let bytes = hsm_csr::files::read_regular(
+        &args.cert,
+        hsm_csr::certificate::MAX_TEXT_BYTES as u64,
+        "--cert",
+    )?;
     let cert = ParsedCertificate::parse(&bytes)?;
     let config = token::load_config(&args.token)?;
     let target = token::target(&args.token, &config)?;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -41,14 +41,15 @@ struct LineError<'a> {
 /// request line, 1 otherwise. Problems with the whole run (input,
 /// output, token) stop it at once.
 pub fn run(args: &BatchArgs) -> Result<()> {
-    let input = File::open(&args.input)
-        .map_err(|e| Error::Config(format!("cannot read --input {}: {e}", args.input.display())))?;
+    let input = read_input(&args.input)?;
     // Lines are read as bytes: one that is not UTF-8 fails on its own,
     // like any other bad line.
-    let lines: Vec<Vec<u8>> = BufReader::new(input)
-        .split(b'\n')
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::Config(format!("cannot read --input {}: {e}", args.input.display())))?;
+    let lines: Vec<Vec<u8>> = input.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    // The last line end ends the last line; it starts none.
+    let lines = match lines.split_last() {
+        Some((last, rest)) if last.is_empty() => rest.to_vec(),
+        _ => lines,
+    };
     let requests: Vec<(usize, Line)> = lines
         .into_iter()
         .enumerate()
@@ -246,4 +247,26 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Most bytes of `--input`.
+const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// `--input`: a regular file, or `-` for standard input; at most
+/// [`MAX_INPUT_BYTES`] either way (a FIFO or `/dev/zero` named as a file
+/// is refused, not read until memory runs out).
+fn read_input(path: &std::path::Path) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        return hsm_csr::files::read_bounded(std::io::stdin().lock(), MAX_INPUT_BYTES).map_err(
+            |e| match e {
+                hsm_csr::files::Bounded::TooBig => Error::Config(format!(
+                    "--input - (standard input) is larger than {MAX_INPUT_BYTES} bytes."
+                )),
+                hsm_csr::files::Bounded::Io(e) => {
+                    Error::Config(format!("cannot read --input - (standard input): {e}"))
+                }
+            },
+        );
+    }
+    hsm_csr::files::read_regular(path, MAX_INPUT_BYTES, "--input")
 }

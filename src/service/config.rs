@@ -92,8 +92,13 @@ pub(super) fn read_secret(
             Error::Config(format!("{what}: environment variable {var} is not set."))
         })?),
         (None, Some(path)) => {
-            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!("{what}: cannot read {}: {e}", path.display()))
+            let bytes = Zeroizing::new(crate::files::read_regular(
+                path,
+                crate::files::MAX_SECRET_BYTES,
+                &format!("{what}: file"),
+            )?);
+            let text = Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| {
+                Error::Config(format!("{what}: {} is not valid UTF-8.", path.display()))
             })?);
             Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
         }
