@@ -406,3 +406,100 @@ fn batch_fails_only_the_line_that_is_not_utf8() {
     assert_eq!(answers[2]["CommonName"], "u3.example");
     assert_eq!(token.keys().len(), 2 * 2);
 }
+
+#[test]
+fn batch_output_follows_the_out_rules_and_replaces_a_file_only_when_the_run_ends() {
+    let token = Token::new();
+    let input = token.dir().join("in.jsonl");
+    fs::write(&input, "{\"CommonName\":\"batch-out.example\"}\n").unwrap();
+    let batch_to = |out: &Path, token_arg: &str| {
+        let mut cmd = token.hsm_csr();
+        cmd.args(["batch", "--module", &token.module, "--token", token_arg])
+            .args(["--label-prefix", &token.prefix])
+            .args([
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ]);
+        Run::of(&mut cmd)
+    };
+    // A run that fails (no such token) leaves the existing file as it was.
+    let dir = out_dir(&token, "out");
+    let existing = dir.join("answers.jsonl");
+    fs::write(&existing, "earlier answers\n").unwrap();
+    let run = batch_to(&existing, "no-such-token");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(fs::read_to_string(&existing).unwrap(), "earlier answers\n");
+    assert_eq!(names(&dir), ["answers.jsonl"], "no temporary file left");
+    // While a run makes its keys (RSA-4096: seconds each), the file still
+    // holds what it held; a run that succeeds replaces it whole.
+    let slow = !token.lacks("rsa-4096");
+    let config = token.dir().join("rsa.toml");
+    fs::write(&config, if slow { "[key]\nbits = 4096\n" } else { "" }).unwrap();
+    let mut cmd = token.hsm_csr();
+    cmd.args([
+        "batch",
+        "--module",
+        &token.module,
+        "--token",
+        &token.token_arg,
+    ])
+    .args([
+        "--label-prefix",
+        &token.prefix,
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .args([
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        existing.to_str().unwrap(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    if slow {
+        assert_eq!(
+            fs::read_to_string(&existing).unwrap(),
+            "earlier answers\n",
+            "emptied while the run was still making its keys"
+        );
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(&existing).unwrap();
+    assert!(
+        text.contains("batch-out.example") && !text.contains("earlier"),
+        "{text}"
+    );
+    assert_eq!(names(&dir), ["answers.jsonl"]);
+    // A stranger's symlink in a sticky directory is refused before any key.
+    let victim = out_dir(&token, "private").join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    let shared = out_dir(&token, "shared");
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let trap = shared.join("answers.jsonl");
+    std::os::unix::fs::symlink(&victim, &trap).unwrap();
+    if std::os::unix::fs::lchown(&trap, Some(65534), Some(65534)).is_err() {
+        skip(&token, "giving the link another owner needs root");
+        return;
+    }
+    let before = token.keys().len();
+    let run = batch_to(&trap, &token.token_arg);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("is a symbolic link in a world-writable"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(token.keys().len(), before, "no key made");
+}

@@ -6,8 +6,8 @@
 //! response, or `{"RequestId","Code","Message"}` for a line that failed. A
 //! failing line rolls back only its own key and does not stop the others.
 
+use super::create::out_file::OutFile;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -42,6 +42,14 @@ struct LineError<'a> {
 /// output, token) stop it at once.
 pub fn run(args: &BatchArgs) -> Result<()> {
     let input = read_input(&args.input)?;
+    // Checked and opened before any key is made, by create --out's rules: a
+    // stranger's symlink in a sticky directory is refused, and a regular
+    // file is replaced only once every answer is in.
+    let mut out_file = args
+        .output
+        .as_deref()
+        .map(|path| OutFile::open_as("--output", path))
+        .transpose()?;
     // Lines are read as bytes: one that is not UTF-8 fails on its own,
     // like any other bad line.
     let lines: Vec<Vec<u8>> = input.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
@@ -96,10 +104,8 @@ pub fn run(args: &BatchArgs) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(File::create(path).map_err(|e| {
-            Error::Config(format!("cannot write --output {}: {e}", path.display()))
-        })?),
+    let mut out: Box<dyn Write> = match out_file.as_mut() {
+        Some(file) => Box::new(Streamed(file)),
         None => Box::new(std::io::stdout().lock()),
     };
 
@@ -219,6 +225,9 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         }
     });
     progress.finish_and_clear();
+    drop(out);
+    // A regular --output file is replaced only now, once every answer is in.
+    let written = written.and_then(|()| out_file.as_mut().map_or(Ok(()), OutFile::commit));
     written.map_err(|e| Error::Output {
         detail: if undelivered.is_empty() {
             e.to_string()
@@ -269,4 +278,16 @@ fn read_input(path: &std::path::Path) -> Result<Vec<u8>> {
         );
     }
     hsm_csr::files::read_regular(path, MAX_INPUT_BYTES, "--input")
+}
+
+/// `batch --output` as a stream: lines go to [`OutFile::append`].
+struct Streamed<'a>(&'a mut OutFile);
+
+impl Write for Streamed<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.append(buf).map(|()| buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

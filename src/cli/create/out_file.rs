@@ -173,6 +173,33 @@ impl OutFile {
         }
     }
 
+    /// Streams `data` to the output (`batch --output`): a regular file's
+    /// new content goes to its temporary file and replaces it only at
+    /// [`Self::commit`]; a FIFO or device gets it at once.
+    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let shown = format!("{} {}", self.flag, self.shown.display());
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("{shown}: {e}"));
+        match &mut self.dest {
+            Dest::InPlace { file, .. } => write_stream(file, data).map_err(context),
+            Dest::Replace { tmp, .. } => match tmp.as_mut() {
+                Some(file) => file.write_all(data).map_err(context),
+                None => Err(context(io::Error::other("already in place"))),
+            },
+        }
+    }
+
+    /// After the last [`Self::append`]: puts a regular file in place
+    /// (fsync'ed, renamed over the old one, which is dropped).
+    pub fn commit(&mut self) -> io::Result<()> {
+        if let Dest::Replace { tmp, .. } = &self.dest {
+            if tmp.is_some() {
+                self.write(&[])?;
+            }
+        }
+        self.finish();
+        Ok(())
+    }
+
     /// After stdout failed: puts back what `--out` named before. Returns
     /// what the user should know about the file.
     pub fn take_back(&mut self) -> Option<String> {
