@@ -32,6 +32,8 @@ use std::io::{self, Write};
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -183,6 +185,13 @@ impl Event {
     }
 }
 
+/// How long an event may take to reach the disk before the call that
+/// needs it fails.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// Most audit writes left stuck on a disk that does not answer.
+pub const MAX_STUCK_WRITES: usize = 8;
+static STUCK_WRITES: AtomicUsize = AtomicUsize::new(0);
+
 /// The audit log file.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
@@ -214,8 +223,18 @@ impl AuditLog {
     /// [`Error::Audit`] (with `rolled_back` false: callers that remove a
     /// key say so themselves).
     pub fn record(&self, event: &Event) -> Result<()> {
-        self.append(&event.line())
+        self.append_within(event.line(), WRITE_DEADLINE)
             .map_err(|e| self.error(&e, false))
+    }
+
+    /// [`Self::append`] on a thread of its own, waited for at most
+    /// `deadline`: a log on a disk that stopped answering fails the call
+    /// (and frees its token session) instead of holding it forever. A
+    /// write still stuck keeps its thread; at most [`MAX_STUCK_WRITES`] are
+    /// kept, past that events fail at once.
+    fn append_within(&self, line: Vec<u8>, deadline: Duration) -> io::Result<()> {
+        let log = self.clone();
+        within(deadline, move || log.append(&line))
     }
 
     /// The error for a failure to write this log.
@@ -253,7 +272,7 @@ impl AuditLog {
                 if !meta.is_file() {
                     return Err(refused("is not a regular file"));
                 }
-                let file = OpenOptions::new().append(true).open(&self.path)?;
+                let file = open_checked(&self.path)?;
                 let opened = file.metadata()?;
                 if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) || !opened.is_file() {
                     return Err(io::Error::other("was replaced while it was opened"));
@@ -282,6 +301,70 @@ impl AuditLog {
                 Ok(file)
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Opens `path` for appending without blocking (a FIFO swapped in after
+/// a check would hold a plain open forever: with O_NONBLOCK, opening one
+/// with no reader fails at once) and without following a link swapped in
+/// (O_NOFOLLOW); what was opened must be a regular file.
+fn open_checked(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(
+            "is not a regular file; name a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Runs `write` on a thread of its own and waits for it at most
+/// `deadline` (see [`AuditLog::record`]).
+fn within(
+    deadline: Duration,
+    write: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> io::Result<()> {
+    if STUCK_WRITES.load(Ordering::Relaxed) >= MAX_STUCK_WRITES {
+        return Err(io::Error::other(format!(
+            "{MAX_STUCK_WRITES} earlier writes are still stuck; the disk does not answer"
+        )));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Set by the waiter when it gives up: the writer, when it is done
+    // at last, is no longer stuck.
+    let abandoned = std::sync::Arc::new(std::sync::Mutex::new(false));
+    let gave_up = std::sync::Arc::clone(&abandoned);
+    std::thread::Builder::new()
+        .name("audit-write".into())
+        .spawn(move || {
+            let done = write();
+            let stuck = gave_up.lock().unwrap_or_else(|p| p.into_inner());
+            if *stuck {
+                STUCK_WRITES.fetch_sub(1, Ordering::Relaxed);
+            }
+            let _ = tx.send(done);
+        })?;
+    match rx.recv_timeout(deadline) {
+        Ok(done) => done,
+        Err(_) => {
+            let mut stuck = abandoned.lock().unwrap_or_else(|p| p.into_inner());
+            // It may have finished between the timeout and the lock.
+            if let Ok(done) = rx.try_recv() {
+                return done;
+            }
+            *stuck = true;
+            STUCK_WRITES.fetch_add(1, Ordering::Relaxed);
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the event was not on disk within {:.1} s; the log's disk or file does not answer",
+                    deadline.as_secs_f64()
+                ),
+            ))
         }
     }
 }

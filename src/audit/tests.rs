@@ -94,3 +94,46 @@ fn appends_one_line_per_event_and_refuses_what_is_not_a_file() {
     log.record(&event()).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
 }
+
+#[test]
+fn an_opened_fifo_or_link_is_refused_at_once() {
+    // What open_file's check may be raced by: a FIFO or a link swapped in
+    // just before the open. Neither blocks, neither is written.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    assert!(open_checked(&fifo).is_err());
+    let target = dir.path().join("target");
+    std::fs::write(&target, "").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(open_checked(&link).is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(std::fs::read(&target).unwrap(), b"");
+}
+
+#[test]
+fn a_write_past_its_deadline_fails_the_call_and_is_not_waited_for() {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let got = within(std::time::Duration::from_millis(50), move || {
+        let _ = wait.recv();
+        Ok(())
+    });
+    let e = got.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    assert!(e.to_string().contains("does not answer"), "{e}");
+    // Once the stuck write ends, it is no longer counted.
+    release.send(()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while STUCK_WRITES.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(within(std::time::Duration::from_secs(5), || Ok(())).is_ok());
+}
