@@ -77,6 +77,16 @@ fn ec_wildcard_over_dns_01_with_hooks() {
         return;
     };
     let ca = Pebble::start();
+    // The hook leaves a child behind, holding what the hook was given as
+    // stdout and stderr: it must neither outlive the hook nor keep
+    // hsm-csr's stderr open (a caller reading it would wait 40 s).
+    let pid_file = token.dir().join("hook-child.pid");
+    let hook = format!(
+        "{}; sleep 40 & echo $! > '{}'",
+        dns_hook(&ca, None),
+        pid_file.display()
+    );
+    let started = std::time::Instant::now();
     let (json, chain) = issue(
         &token,
         &ca,
@@ -88,7 +98,7 @@ fn ec_wildcard_over_dns_01_with_hooks() {
             "--key-type",
             "ec-p256",
             "--dns-01-hook",
-            &dns_hook(&ca, None),
+            &hook,
             "--dns-01-cleanup",
             &dns_cleanup(&ca),
         ],
@@ -97,6 +107,19 @@ fn ec_wildcard_over_dns_01_with_hooks() {
     assert!(text.contains("DNS:*.wild.example.test"), "{text}");
     assert!(text.contains("DNS:wild.example.test"), "{text}");
     assert!(text.contains("NIST CURVE: P-256"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(35),
+        "hsm-csr's output stayed open after the run (the hook's child held it)"
+    );
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "the hook's child {pid} outlived it"
+    );
     assert!(
         ca.challtestsrv_log()
             .contains("_acme-challenge.wild.example.test"),
