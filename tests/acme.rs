@@ -73,7 +73,11 @@ fn account(token: &Token, ca: &Pebble) -> PathBuf {
 
 /// `acme SUB` with the CA, account and token flags, then `args`.
 fn acme(token: &Token, ca: &Pebble, sub: &str, args: &[&str]) -> Run {
-    let account = account(token, ca);
+    acme_as(token, ca, &account(token, ca), sub, args)
+}
+
+/// [`acme`] with the account file `account`.
+fn acme_as(token: &Token, ca: &Pebble, account: &Path, sub: &str, args: &[&str]) -> Run {
     let directory = ca.directory_url();
     let ca_root = ca.tls_ca();
     let mut all: Vec<&str> = vec![

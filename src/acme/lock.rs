@@ -1,11 +1,12 @@
-//! One `acme` run at a time per account: an exclusive flock(2) on a lock
-//! file beside the account file (`<account>.lock`), taken without waiting,
-//! so a cron or timer run that overlaps a slow one stops at once instead
-//! of ordering twice. The kernel drops the lock when the process ends,
-//! however it ends.
+//! One `acme` run at a time per account and per token: an exclusive
+//! flock(2) on a lock file beside the account file (`<account>.lock`) and
+//! one on a lock file for the token ([`token_path`]), each taken without
+//! waiting, so a cron or timer run that overlaps a slow one stops at once
+//! instead of ordering twice, whichever account it uses. The kernel drops
+//! a lock when the process ends, however it ends.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
@@ -25,6 +26,53 @@ pub fn path_for(account_file: &Path) -> PathBuf {
     let mut name = account_file.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)
+}
+
+/// The lock file for the token `module` and `token` name (as the flags
+/// and config name it), in this user's lock directory: `$XDG_RUNTIME_DIR/
+/// hsm-csr`, else `/run/lock/hsm-csr-<uid>` (made 0700, and refused unless
+/// it is this user's and nobody else's).
+///
+/// # Errors
+/// `Config.Invalid` when the directory cannot be made or is not safe.
+pub fn token_path(module: &Path, token: &str) -> Result<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(run) => PathBuf::from(run).join("hsm-csr"),
+        None => PathBuf::from(format!("/run/lock/hsm-csr-{uid}")),
+    };
+    token_path_in(&dir, module, token)
+}
+
+/// [`token_path`] in the lock directory `dir`.
+fn token_path_in(dir: &Path, module: &Path, token: &str) -> Result<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let refused = |why: String| {
+        Error::Config(format!(
+            "acme lock directory {}: {why}; remove it, or set XDG_RUNTIME_DIR",
+            dir.display()
+        ))
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(refused(e.to_string())),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| refused(e.to_string()))?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+            return Err(refused(
+                "not a directory of this user's alone (mode 0700)".into(),
+            ));
+        }
+    }
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(module.as_os_str().as_encoded_bytes());
+    ctx.update(&[0]);
+    ctx.update(token.as_bytes());
+    let digest = crate::fingerprint::hex(&ctx.finish().as_ref()[..16]);
+    Ok(dir.join(format!("token-{digest}.lock")))
 }
 
 /// Takes the lock at `path`, or fails at once if another run holds it.
@@ -81,6 +129,30 @@ mod tests {
         assert!(e.to_string().contains("another hsm-csr acme run"), "{e}");
         drop(first);
         acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn one_lock_per_token_in_a_directory_of_this_users_alone() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("locks");
+        let module = Path::new("/usr/lib/softhsm/libsofthsm2.so");
+        let a = token_path_in(&dir, module, "label \"prod\"").unwrap();
+        assert_eq!(a, token_path_in(&dir, module, "label \"prod\"").unwrap());
+        assert_ne!(a, token_path_in(&dir, module, "label \"test\"").unwrap());
+        assert_ne!(
+            a,
+            token_path_in(&dir, Path::new("/other.so"), "label \"prod\"").unwrap()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let held = acquire(&a).unwrap();
+        assert!(acquire(&a).is_err());
+        drop(held);
+        // A directory others may write is not used.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = token_path_in(&dir, module, "x").unwrap_err();
+        assert!(e.to_string().contains("this user's alone"), "{e}");
     }
 
     #[test]

@@ -149,6 +149,12 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
         .map(|p| OutFile::open_as("--chain-out", p))
         .transpose()?;
     let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
+    // Another account's run on the same token must not order for the same
+    // names at once either.
+    let _token_lock = lock::acquire(&lock::token_path(
+        &target.module,
+        &target.selector.describe(),
+    )?)?;
     let mut opened = token::open(&target, &args.token)?;
 
     let ordered = acme::order_certificate(
@@ -265,6 +271,10 @@ fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     }
     let target = token::target(&args.token, &config)?;
     let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
+    let _token_lock = lock::acquire(&lock::token_path(
+        &target.module,
+        &target.selector.describe(),
+    )?)?;
     let mut opened = token::open(&target, &args.token)?;
     let keys = opened.backend.list_keys()?;
     let now = SystemTime::now()

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{BLOCKED, account, acme, blocking, dns_cleanup, dns_hook, http_01, objects};
+use super::{BLOCKED, account, acme, acme_as, blocking, dns_cleanup, dns_hook, http_01, objects};
 use crate::common::Token;
 use crate::common::pebble::{Pebble, free_port};
 
@@ -316,4 +316,60 @@ fn an_account_file_others_can_read_is_refused_before_any_key() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("has mode 640"), "{}", run.stderr);
     assert_eq!(objects(&token), (1, 1), "only the first key");
+}
+
+#[test]
+fn two_accounts_never_order_for_one_token_at_once() {
+    let Some(token) = Token::private_softhsm("counts the token's objects") else {
+        return;
+    };
+    let ca = Pebble::start();
+    // The first run waits in its dns-01 hook while the second starts,
+    // with an account of its own.
+    let started = token.dir().join("first-started");
+    let hook = format!(
+        "touch '{}'; sleep 5; {}",
+        started.display(),
+        dns_hook(&ca, None)
+    );
+    let first = std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            acme(
+                &token,
+                &ca,
+                "issue",
+                &["--common-name", "one.example.test", "--dns-01-hook", &hook],
+            )
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !started.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first run never reached its hook"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let other = token.dir().join("other-account.json");
+        let second = acme_as(
+            &token,
+            &ca,
+            &other,
+            "issue",
+            &[
+                "--common-name",
+                "two.example.test",
+                "--http-01",
+                &http_01(&ca),
+            ],
+        );
+        assert_eq!(second.code, 3, "{}", second.stderr);
+        assert!(
+            second.stderr.contains("another hsm-csr acme run holds"),
+            "{}",
+            second.stderr
+        );
+        first.join().unwrap()
+    });
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(objects(&token), (1, 1), "one key, one certificate");
 }
