@@ -1,14 +1,23 @@
 //! The http-01 responder (RFC 8555 section 8.3): while an order is being
 //! validated, `GET /.well-known/acme-challenge/<token>` answers the key
 //! authorization of the tokens of that order, and every other request gets
-//! 404. Connections are bounded in number and time; the listener closes
-//! when the responder is dropped.
+//! 404. The listener closes when the responder is dropped.
+//!
+//! It listens to the world for the whole validation, so idle and slow
+//! clients must not keep the CA out (what `serve` does too): at most
+//! [`MAX_CONNECTIONS`] connections, [`PER_PEER`] from one address; at
+//! either limit a new connection takes the place of the one that has
+//! waited longest without sending a request (the CA sends its request as
+//! soon as it connects, so it is never the one); a request's headers must
+//! arrive within [`HEADER_LIMIT`], and a connection lasts at most
+//! [`CONNECTION_LIMIT`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -16,14 +25,18 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::{AcmeFailure, Error, Result};
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 32;
+/// Connections open at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Connections open at once from one address.
+const PER_PEER: usize = 16;
+/// How long a client may take to send a request's headers.
+const HEADER_LIMIT: Duration = Duration::from_secs(3);
 /// How long one connection may last, headers included.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(10);
 /// Tokens one order can register (one per identifier; RFC 8555 puts no
@@ -109,25 +122,81 @@ pub(super) fn valid_token(token: &str) -> Result<()> {
     }
 }
 
+/// An open connection: who, since when, whether it sent a request, and
+/// how to ask it to close.
+struct Open {
+    peer: IpAddr,
+    since: Instant,
+    asked: Arc<AtomicBool>,
+    shed: Arc<Notify>,
+}
+
+/// Closes the connection among `open` (those of `peer` only, when given)
+/// that has waited longest without sending a request; false when there is
+/// none to close.
+fn shed_one(open: &mut HashMap<u64, Open>, peer: Option<IpAddr>) -> bool {
+    let victim = open
+        .iter()
+        .filter(|(_, c)| peer.is_none_or(|p| c.peer == p) && !c.asked.load(Ordering::Relaxed))
+        .min_by_key(|(_, c)| c.since)
+        .map(|(id, _)| *id);
+    match victim.and_then(|id| open.remove(&id)) {
+        Some(c) => {
+            c.shed.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
 async fn serve(listener: TcpListener, tokens: Tokens) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open: Arc<Mutex<HashMap<u64, Open>>> = Arc::default();
+    let mut next = 0u64;
     loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
+        let id = next;
+        next += 1;
+        let (asked, shed) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
+        {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            let from_peer = open.values().filter(|c| c.peer == peer.ip()).count();
+            if from_peer >= PER_PEER {
+                shed_one(&mut open, Some(peer.ip()));
+            }
+            if open.len() >= MAX_CONNECTIONS && !shed_one(&mut open, None) {
+                // Every connection is being answered (which takes no
+                // time): this one is closed, and its client may retry.
+                continue;
+            }
+            open.insert(
+                id,
+                Open {
+                    peer: peer.ip(),
+                    since: Instant::now(),
+                    asked: Arc::clone(&asked),
+                    shed: Arc::clone(&shed),
+                },
+            );
+        }
         let tokens = Arc::clone(&tokens);
+        let open = Arc::clone(&open);
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, Arc::clone(&tokens)));
+            let service = service_fn(move |req| {
+                asked.store(true, Ordering::Relaxed);
+                answer(req, Arc::clone(&tokens))
+            });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(CONNECTION_LIMIT)
+                .header_read_timeout(HEADER_LIMIT)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
-            drop(permit);
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_LIMIT, conn) => {}
+                () = shed.notified() => {}
+            }
+            open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
     }
 }
@@ -201,6 +270,27 @@ mod tests {
                 "{method} {path}: {answer}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_cannot_keep_the_ca_out() {
+        let server = Http01::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        server.add("tok", "tok.thumb").unwrap();
+        // 200 clients that connect and send nothing, from the CA's own
+        // address (loopback, as in the tests against pebble).
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+        }
+        let fetch = get(
+            server.addr,
+            "GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(2), fetch)
+            .await
+            .expect("the CA's request waited behind idle connections");
+        assert!(answer.ends_with("tok.thumb"), "{answer}");
+        drop(idle);
     }
 
     #[tokio::test]
