@@ -244,7 +244,16 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
             .any(|l| l.contains("\"deleted\"") && l.contains("RetiredNeverCertified")),
         "{events}"
     );
-    // Room for one more, and then the quota again.
+    // Room for one more, and then the quota again. SoftHSM2 shows serve
+    // what another process removed at once; tpm2-pkcs11 and openCryptoki
+    // keep the objects a process loaded, so there serve sees the prune
+    // once it opens the token again (docs/tenancy.md).
+    let (server, refused_before) = if token.is_private_softhsm() {
+        (server, 1)
+    } else {
+        server.stop();
+        (Server::start_with(&token, "rsa-2048", "", &top), 0)
+    };
     assert_eq!(csr(&server, &t.a, "q4.example.com").status, 200);
     assert_eq!(
         csr(&server, &t.a, "q5.example.com").code,
@@ -256,8 +265,9 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
     assert!(!metrics.contains("hsm_csr_token_max_objects{"), "{metrics}");
     assert!(
         metrics.contains(&format!(
-            "hsm_csr_quota_refusals_total{{owner=\"{}\"}} 2",
-            t.a
+            "hsm_csr_quota_refusals_total{{owner=\"{}\"}} {}",
+            t.a,
+            refused_before + 1
         )),
         "{metrics}"
     );
