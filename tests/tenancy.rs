@@ -245,9 +245,9 @@ fn the_quota_refuses_before_keygen_and_keys_prune_makes_room() {
         "{events}"
     );
     // Room for one more, and then the quota again. SoftHSM2 shows serve
-    // what another process removed at once; tpm2-pkcs11 and openCryptoki
-    // keep the objects a process loaded, so there serve sees the prune
-    // once it opens the token again (docs/tenancy.md).
+    // what another process removed at once; tpm2-pkcs11 keeps the objects
+    // a process loaded, so on a shared token serve is started again to
+    // see the prune (docs/tenancy.md).
     let (server, refused_before) = if token.is_private_softhsm() {
         (server, 1)
     } else {
