@@ -156,6 +156,7 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
         &target.selector.describe(),
     )?)?;
     let mut opened = token::open(&target, &args.token)?;
+    token::sweep(&mut opened.backend, key_options.label_prefix());
 
     let ordered = acme::order_certificate(
         &mut opened.backend,
@@ -276,6 +277,7 @@ fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
         &target.selector.describe(),
     )?)?;
     let mut opened = token::open(&target, &args.token)?;
+    token::sweep(&mut opened.backend, &prefix);
     let keys = opened.backend.list_keys()?;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -84,7 +84,8 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         log,
         actor: Actor::local_user(),
     });
-    let opened = token::open(&target, &args.token)?;
+    let mut opened = token::open(&target, &args.token)?;
+    token::sweep(&mut opened.backend, key_options.label_prefix());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args
         .workers

@@ -68,6 +68,7 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
         login,
         ..
     } = token::open(&target, &args.token)?;
+    token::sweep(&mut backend, key_options.label_prefix());
 
     let delivered = issue_and_deliver(
         &mut backend,

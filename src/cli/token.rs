@@ -241,3 +241,14 @@ fn open_once(
         login,
     })
 }
+
+/// Removes what processes that stopped mid-call left undelivered under
+/// `prefix` (keys labelled `<prefix>undelivered` whose owner no longer
+/// runs: [`hsm_csr::backend::pkcs11::sweep`]), so that a site that uses only
+/// the command line keeps no interrupted key either. One search by label;
+/// a failure is reported, never fatal.
+pub fn sweep(backend: &mut Pkcs11Backend, prefix: &str) {
+    if let Err(e) = backend.sweep_undelivered(true, Some(&format!("{prefix}undelivered"))) {
+        log::warn!("sweep for key pairs left undelivered failed: {e}");
+    }
+}

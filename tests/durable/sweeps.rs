@@ -201,3 +201,52 @@ fn a_live_processs_undelivered_key_is_never_swept_and_a_dead_ones_is() {
     let md5 = created["PubMd5"].as_str().unwrap().to_owned();
     only_delivered_and_unassigned(&token, &[md5], &[]);
 }
+
+#[test]
+fn create_and_batch_remove_what_stopped_processes_left_undelivered() {
+    let Some(token) = Token::private_softhsm("plants marked keys") else {
+        return;
+    };
+    let dead = || {
+        let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+        let gone = Owner::of_process(sleeper.id(), KIND_PROCESS).unwrap();
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        gone
+    };
+    // This test process runs: its mark is a call in flight.
+    let live = Owner::of_process(std::process::id(), KIND_PROCESS).unwrap();
+    let live_id = plant(&token, &live, &[3; 16]);
+    let gone_id = plant(&token, &dead(), &[4; 16]);
+    token.create(&["--common-name", "sweeper.example.com"]).ok();
+    let (keys, _) = pairs(&token);
+    assert!(
+        keys.contains_key(&live_id),
+        "a live process's key was swept"
+    );
+    assert!(
+        !keys.contains_key(&gone_id),
+        "create left a dead process's key"
+    );
+
+    let gone_id = plant(&token, &dead(), &[5; 16]);
+    let input = token.dir().join("one.jsonl");
+    std::fs::write(&input, "{\"CommonName\":\"batch-sweeper.example.com\"}\n").unwrap();
+    token
+        .run(
+            &["batch"],
+            &[
+                "--label-prefix",
+                &token.prefix,
+                "--input",
+                input.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    let (keys, _) = pairs(&token);
+    assert!(
+        !keys.contains_key(&gone_id),
+        "batch left a dead process's key"
+    );
+    assert!(keys.contains_key(&live_id));
+}
