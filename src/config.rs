@@ -91,6 +91,10 @@ pub struct TokenConfig {
     /// File holding the user PIN; relative paths are relative to the
     /// configuration file.
     pub pin_file: Option<PathBuf>,
+    /// The token's name in `/healthz` and `/metrics` (1 to 32 characters
+    /// from A-Z a-z 0-9 . _ -): set it to keep the token's label out of
+    /// them. Default: the label (or `serial:` and the serial).
+    pub name: Option<String>,
     /// How many objects the token can hold, as its operator knows (a
     /// YubiHSM 2: 256; an HSM partition: its object quota). Past it,
     /// nothing more is made: calls get 503 and the key pool stops

@@ -115,10 +115,23 @@ impl<S: Sessions> Service<S> {
 
     /// The router: the RPC endpoint at `/`, `/healthz` and `/metrics`.
     pub fn router(self: Arc<Self>) -> Router {
+        let mut router = Router::new().route("/", any(handler::rpc::<S>));
+        // With admin_listen, health and metrics are served there only.
+        if self.config.admin_listen.is_none() {
+            router = router
+                .route("/healthz", get(handler::healthz::<S>))
+                .route("/metrics", get(handler::metrics_text::<S>));
+        }
+        router
+            .layer(axum::middleware::map_response(handler::with_request_id))
+            .with_state(self)
+    }
+
+    /// `/healthz` and `/metrics` alone, for `[service] admin_listen`.
+    pub fn admin_router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/healthz", get(handler::healthz::<S>))
             .route("/metrics", get(handler::metrics_text::<S>))
-            .route("/", any(handler::rpc::<S>))
             .layer(axum::middleware::map_response(handler::with_request_id))
             .with_state(self)
     }
@@ -135,7 +148,25 @@ impl<S: Sessions> Service<S> {
         tokio::spawn(async move { watched.limits.watch().await });
         let sessions = self.tokens.sessions_open();
         let router = Arc::clone(&self).router();
-        if server::run(&self.config, sessions, router).await? == server::Stopped::DeadlinePassed {
+        let main = server::run(&self.config, sessions, router, "listening on");
+        let stopped = match &self.config.admin_listen {
+            None => main.await?,
+            Some(admin) => {
+                let admin_config = ServiceConfig {
+                    listen: admin.clone(),
+                    tls_cert: None,
+                    tls_key: None,
+                    max_connections: 16,
+                    ..self.config.clone()
+                };
+                let admin_router = Arc::clone(&self).admin_router();
+                let admin = server::run(&admin_config, 0, admin_router, "health and metrics on");
+                // A bind failure of either stops the start.
+                let (stopped, _) = tokio::try_join!(main, admin)?;
+                stopped
+            }
+        };
+        if stopped == server::Stopped::DeadlinePassed {
             // Returning drops the runtime, which cancels the handlers: their
             // workers see the response refused and remove the key pairs.
             log::warn!(

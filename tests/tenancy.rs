@@ -484,3 +484,56 @@ fn keys_made_on_the_command_line_belong_to_the_operator_or_to_owner() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("owner"), "{}", run.stderr);
 }
+
+#[test]
+fn health_and_metrics_can_leave_the_api_port_and_name_no_token_label() {
+    let token = Token::new();
+    let t = tenants(&token);
+    let server = Server::launch_on(
+        &token,
+        &Launch {
+            key_type: "ec-p256",
+            top: &t.config,
+            extra: "admin_listen = \"127.0.0.1:0\"",
+            token_extra: "name = \"hsm-a\"\n",
+            ..Launch::default()
+        },
+    );
+    let line = server.wait_for_log("health and metrics on http://");
+    let admin = line
+        .split("health and metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    // The API port answers the API only.
+    for path in ["/healthz", "/metrics"] {
+        let got = server.get(path).unwrap();
+        assert!(got.starts_with("HTTP/1.1 404"), "{path}: {got}");
+    }
+    assert_eq!(csr(&server, &t.a, "api.example.com").status, 200);
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&admin).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let health = get("/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"Label\":\"hsm-a\""), "{health}");
+    let metrics = get("/metrics");
+    assert!(metrics.contains("label=\"hsm-a\""), "{metrics}");
+    for text in [&health, &metrics] {
+        assert!(
+            !text.contains(&token.label),
+            "the token's label is shown: {text}"
+        );
+    }
+    server.stop();
+}

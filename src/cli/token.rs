@@ -51,6 +51,7 @@ impl Target {
         let named = TokenConfig {
             label: self.selector.label.clone(),
             serial: self.selector.serial.clone(),
+            name: self.table.name.clone(),
             ..TokenConfig::default()
         };
         named.display_name()

@@ -165,6 +165,14 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
     .map_err(|e| format!("[subject.defaults]: {e}"))?;
     super::tokens::check(config)?;
     for t in std::iter::once(&config.token).chain(&config.tokens) {
+        if t.name.as_deref().is_some_and(|n| {
+            !(1..=32).contains(&n.len())
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        }) {
+            return Err("a token's name must be 1 to 32 characters from A-Z a-z 0-9 . _ -".into());
+        }
         if t.max_objects
             .is_some_and(|m| !(MIN_OBJECTS..=MAX_OBJECTS).contains(&m))
         {
@@ -193,6 +201,18 @@ fn check_service(s: &ServiceConfig) -> Result<(), String> {
         "[service] listen must be an IP address and port, such as 127.0.0.1:8080 or [::1]:8080."
             .to_owned()
     })?;
+    if let Some(admin) = &s.admin_listen {
+        let admin = admin.parse::<SocketAddr>().map_err(|_| {
+            "[service] admin_listen must be an IP address and port, such as 127.0.0.1:9090."
+                .to_owned()
+        })?;
+        if s.listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|l| l == admin && l.port() != 0)
+        {
+            return Err("[service] admin_listen must differ from listen.".into());
+        }
+    }
     if s.host_id.is_empty() || s.host_id.len() > 255 || !s.host_id.bytes().all(visible) {
         return Err("[service] host_id must be 1 to 255 visible ASCII characters.".into());
     }
@@ -469,6 +489,16 @@ mod tests {
         .unwrap();
         let e = Config::parse("[service]\nlisten = \"localhost:80\"\n").unwrap_err();
         assert!(e.contains("listen"), "{e}");
+        Config::parse("[service]\nadmin_listen = \"127.0.0.1:9090\"\n").unwrap();
+        let e = Config::parse("[service]\nadmin_listen = \"x\"\n").unwrap_err();
+        assert!(e.contains("admin_listen"), "{e}");
+        let same = "[service]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n";
+        assert!(Config::parse(same).unwrap_err().contains("differ"));
+        Config::parse("[token]\nname = \"hsm-a_1.x\"\n").unwrap();
+        for bad in ["", "a b", "a\\nb", "label\\\"x"] {
+            let e = Config::parse(&format!("[token]\nname = \"{bad}\"\n")).unwrap_err();
+            assert!(e.contains("name"), "{bad:?}: {e}");
+        }
         let e = Config::parse("[service]\nhost_id = \"a\\nb\"\n").unwrap_err();
         assert!(e.contains("host_id"), "{e}");
         let e = Config::parse("[service]\ntls_cert = \"c.pem\"\n").unwrap_err();

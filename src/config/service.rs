@@ -12,6 +12,10 @@ use serde::Deserialize;
 pub struct ServiceConfig {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: String,
+    /// Where `/healthz` and `/metrics` are served instead (plain HTTP),
+    /// so that callers of the API port never see the tokens' names, fill
+    /// levels or the tenants' figures. None (the default): on `listen`.
+    pub admin_listen: Option<String>,
     /// `HostId` in error bodies. Default `hsm-csr`.
     pub host_id: String,
     /// Calls per second per access key (the API's 100).
@@ -83,6 +87,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: None,
             host_id: "hsm-csr".into(),
             rate_limit: 100,
             max_body_bytes: 64 * 1024,

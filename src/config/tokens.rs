@@ -21,6 +21,9 @@ impl TokenConfig {
     /// The token as `/healthz` and `/metrics` name it: its configured label,
     /// or `serial:` and its serial number when it has no label.
     pub fn display_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
         match (&self.label, &self.serial) {
             (Some(label), _) => label.clone(),
             (None, Some(serial)) => format!("serial:{serial}"),

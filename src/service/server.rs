@@ -83,7 +83,12 @@ fn connection_limit(max_connections: usize, sessions: usize) -> (usize, Option<u
 /// # Errors
 /// `Config.Invalid` when the address cannot be bound or the TLS files
 /// cannot be used.
-pub async fn run(config: &ServiceConfig, sessions: usize, router: Router) -> Result<Stopped> {
+pub async fn run(
+    config: &ServiceConfig,
+    sessions: usize,
+    router: Router,
+    what: &str,
+) -> Result<Stopped> {
     let addr: SocketAddr = config
         .listen
         .parse()
@@ -102,7 +107,7 @@ pub async fn run(config: &ServiceConfig, sessions: usize, router: Router) -> Res
         .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
     let addr = listener.local_addr().unwrap_or(addr);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    log::info!("listening on {scheme}://{addr} (HTTP/1.1)");
+    log::info!("{what} {scheme}://{addr} (HTTP/1.1)");
     let (max_connections, fd_limit) = connection_limit(config.max_connections, sessions);
     let fd_limit = fd_limit.map_or("unlimited".to_owned(), |n| n.to_string());
     log::info!(
