@@ -72,6 +72,8 @@ pub struct PendingCsr<'b> {
     response: CsrResponse,
     timings: Timings,
     audit: Option<Trail<'b>>,
+    /// Whether the pair has its final identity ([`KeyBackend::settle`]).
+    settled: bool,
 }
 
 impl std::fmt::Debug for PendingCsr<'_> {
@@ -105,21 +107,52 @@ impl PendingCsr<'_> {
     /// `Internal.Error` ([`crate::Error::Audit`]) when the event cannot be
     /// written: the key pair has then been removed.
     pub fn record_delivery(mut self) -> Result<Self> {
-        let Some(trail) = &self.audit else {
-            return Ok(self);
-        };
-        let r = &self.response;
-        let delivered = trail.event(EventKind::Delivered, &r.request_id).key(
-            Some(&r.common_name),
-            &r.pub_md5,
-            &r.key_uri,
-        );
-        match (trail.record(delivered), self.key.take()) {
-            (Err(e), Some(key)) => Err(undo(&mut *self.backend, &key, Some(trail), r, e)),
-            (result, key) => {
-                self.key = key;
-                result.map(|()| self)
+        if let Some(trail) = &self.audit {
+            let r = &self.response;
+            let delivered = trail.event(EventKind::Delivered, &r.request_id).key(
+                Some(&r.common_name),
+                &r.pub_md5,
+                &r.key_uri,
+            );
+            if let Err(e) = trail.record(delivered) {
+                return Err(match self.key.take() {
+                    Some(key) => undo(&mut *self.backend, &key, Some(trail), r, e),
+                    None => e,
+                });
             }
+        }
+        self.settle()?;
+        Ok(self)
+    }
+
+    /// Gives the pair its final identity, once: from here a crash leaves a
+    /// key its caller may hold, so this comes after its `delivered` event
+    /// and before its answer is released. Until then the pair keeps its
+    /// "not yet delivered" mark, and a crash leaves a key that a sweep
+    /// removes.
+    ///
+    /// # Errors
+    /// The backend's; the key pair has then been removed.
+    fn settle(&mut self) -> Result<()> {
+        if self.settled {
+            return Ok(());
+        }
+        let Some(key) = self.key.take() else {
+            return Ok(());
+        };
+        match self.backend.settle(&key) {
+            Ok(()) => {
+                self.key = Some(key);
+                self.settled = true;
+                Ok(())
+            }
+            Err(e) => Err(undo(
+                &mut *self.backend,
+                &key,
+                self.audit.as_ref(),
+                &self.response,
+                e,
+            )),
         }
     }
 
@@ -137,13 +170,19 @@ impl PendingCsr<'_> {
         }
     }
 
-    /// The response was delivered: keep the key pair on the token, and let
-    /// the backend forget it ([`KeyBackend::forget`]).
-    pub fn commit(mut self) -> CsrResponse {
+    /// The response was delivered: keep the key pair on the token (giving
+    /// it its final identity, if [`Self::record_delivery`] did not), and
+    /// let the backend forget it ([`KeyBackend::forget`]).
+    ///
+    /// # Errors
+    /// When the final identity cannot be given; the pair has then been
+    /// removed.
+    pub fn commit(mut self) -> Result<CsrResponse> {
+        self.settle()?;
         if let Some(key) = self.key.take() {
             self.backend.forget(&key);
         }
-        std::mem::take(&mut self.response)
+        Ok(std::mem::take(&mut self.response))
     }
 
     /// The response could not be delivered: remove the key pair, reporting
@@ -258,9 +297,6 @@ pub fn prepare_csr_audited<'b>(
         let signature = alg.encode_signature(&raw)?;
         verify::token_signature(key.key_type, alg, &key.spki_der, &tbs, &signature)?;
         let der = csr::assemble(info, alg, &signature)?;
-        // Last, so that the pair keeps its "not yet delivered" mark for
-        // as long as anything can still fail.
-        backend.settle(&key)?;
         let response = CsrResponse {
             request_id,
             pub_md5: fingerprint::pub_md5(&key.spki_der),
@@ -278,6 +314,7 @@ pub fn prepare_csr_audited<'b>(
             response,
             timings,
             audit,
+            settled: false,
         }),
         Err(e) => Err(undo(backend, &key, audit.as_ref(), &named, e)),
     }
@@ -310,8 +347,8 @@ pub fn issue_csr_audited(
     audit: Option<Trail<'_>>,
 ) -> Result<CsrResponse> {
     prepare_csr_audited(backend, request, key_options, request_id, audit)?
-        .record_delivery()
-        .map(PendingCsr::commit)
+        .record_delivery()?
+        .commit()
 }
 
 #[cfg(test)]

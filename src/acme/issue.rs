@@ -49,8 +49,11 @@ impl PendingCertificate<'_> {
     /// then been removed.
     pub fn commit(mut self) -> Result<Issued> {
         match self.csr.store_certificate(&self.issued.leaf_der) {
+            // Only now does the key take its final identity: until its
+            // certificate is beside it, a run cut off at any point (while
+            // the CA validates, say) leaves a marked key a sweep removes.
             Ok(()) => {
-                let _ = self.csr.commit();
+                self.csr.commit()?;
                 Ok(self.issued)
             }
             Err(e) => Err(roll_back(self.csr, e)),

@@ -28,8 +28,8 @@ pub fn path_for(account_file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The lock file for the token `module` and `token` name (as the flags
-/// and config name it), in this user's lock directory: `$XDG_RUNTIME_DIR/
+/// The lock file for the token `module` and `token` (its label and
+/// serial), in this user's lock directory: `$XDG_RUNTIME_DIR/
 /// hsm-csr`, else `/run/lock/hsm-csr-<uid>` (made 0700, and refused unless
 /// it is this user's and nobody else's).
 ///

@@ -38,6 +38,9 @@ pub(crate) struct MockBackend {
     pub certificates: Vec<MockCertificate>,
     /// The store is full: keygen and certificates are refused.
     pub full: bool,
+    /// How many pairs were given their final identity
+    /// ([`KeyBackend::settle`]), readable while a caller borrows the mock.
+    pub settles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A certificate on the mock store.
@@ -122,6 +125,13 @@ impl KeyBackend for MockBackend {
 
     fn forget(&mut self, key: &GeneratedKey) {
         self.tracked.retain(|h| *h != key.handles);
+    }
+
+    fn settle(&mut self, key: &GeneratedKey) -> Result<()> {
+        self.check_tracked(key)?;
+        self.settles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -149,13 +149,10 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
         .map(|p| OutFile::open_as("--chain-out", p))
         .transpose()?;
     let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
-    // Another account's run on the same token must not order for the same
-    // names at once either.
-    let _token_lock = lock::acquire(&lock::token_path(
-        &target.module,
-        &target.selector.describe(),
-    )?)?;
     let mut opened = token::open(&target, &args.token)?;
+    // Another account's run on the same token must not order at once
+    // either: the token is known by its module, label and serial.
+    let _token_lock = token_lock(&target, &opened.backend)?;
     token::sweep(&mut opened.backend, key_options.label_prefix());
 
     let ordered = acme::order_certificate(
@@ -272,11 +269,8 @@ fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     }
     let target = token::target(&args.token, &config)?;
     let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
-    let _token_lock = lock::acquire(&lock::token_path(
-        &target.module,
-        &target.selector.describe(),
-    )?)?;
     let mut opened = token::open(&target, &args.token)?;
+    let _token_lock = token_lock(&target, &opened.backend)?;
     token::sweep(&mut opened.backend, &prefix);
     let keys = opened.backend.list_keys()?;
     let now = SystemTime::now()
@@ -382,6 +376,15 @@ fn renew_one(
         f.finish();
     }
     Ok((issued, chain))
+}
+
+/// The lock of the token `backend` is open on (see [`lock::token_path`]).
+fn token_lock(
+    target: &token::Target,
+    backend: &hsm_csr::backend::pkcs11::Pkcs11Backend,
+) -> Result<lock::RunLock> {
+    let name = format!("{}\0{}", backend.token_label(), backend.token_serial());
+    lock::acquire(&lock::token_path(&target.module, &name)?)
 }
 
 /// `<common name>.pem`, with `*` spelled `_wildcard` and anything but

@@ -121,7 +121,7 @@ fn issue_and_deliver(
         let key_uri = pending.response().key_uri.clone();
         return Err(output::undelivered(detail, pending.rollback(), key_uri));
     }
-    let _ = pending.commit();
+    pending.commit()?;
     Ok(timings)
 }
 

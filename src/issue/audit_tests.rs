@@ -110,6 +110,7 @@ fn a_failed_request_records_its_rollback() {
 fn an_unwritable_log_before_delivery_removes_the_key() {
     let (_dir, path, log) = setup();
     let mut b = MockBackend::default();
+    let settles = std::sync::Arc::clone(&b.settles);
     let pending = prepare_csr_audited(
         &mut b,
         &ValidRequest::example(),
@@ -118,6 +119,11 @@ fn an_unwritable_log_before_delivery_removes_the_key() {
         trail(&log),
     )
     .unwrap();
+    // Not settled yet: until its delivery is recorded the key keeps its
+    // "not yet delivered" mark, so a crash here leaves a key a sweep
+    // removes, never one with only a `created` event.
+    let settled = || settles.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(settled(), 0, "settled before its delivery was recorded");
     break_log(&path);
     let e = pending.record_delivery().unwrap_err();
     assert_eq!(e.code(), "Internal.Error");
@@ -128,6 +134,11 @@ fn an_unwritable_log_before_delivery_removes_the_key() {
     );
     assert!(b.live.is_empty(), "the key outlived its missing event");
     assert!(b.tracked.is_empty());
+    assert_eq!(
+        settled(),
+        0,
+        "a key whose delivery was not recorded was settled"
+    );
 }
 
 #[test]

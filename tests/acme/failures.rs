@@ -373,3 +373,58 @@ fn two_accounts_never_order_for_one_token_at_once() {
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(objects(&token), (1, 1), "one key, one certificate");
 }
+
+#[test]
+fn a_run_killed_while_the_ca_validates_leaves_no_key_after_the_next_run() {
+    let Some(token) = Token::private_softhsm("counts the token's objects") else {
+        return;
+    };
+    let ca = Pebble::start();
+    let started = token.dir().join("hook.pid");
+    // The hook says it runs (its process group), then waits: hsm-csr is
+    // killed meanwhile, as a timer's stop time-out or the OOM killer would.
+    let hook = format!("echo $$ > '{}'; sleep 30", started.display());
+    let mut cmd = token.hsm_csr();
+    let account = account(&token, &ca);
+    let directory = ca.directory_url();
+    let ca_root = ca.tls_ca();
+    cmd.args(["acme", "issue"])
+        .args(token.token_flags())
+        .args([
+            "--directory",
+            &directory,
+            "--ca-root",
+            ca_root.to_str().unwrap(),
+        ])
+        .args(["--account", account.to_str().unwrap(), "--agree-tos"])
+        .args(["--label-prefix", &token.prefix, "--timeout", "60"])
+        .args([
+            "--common-name",
+            "killed.example.test",
+            "--dns-01-hook",
+            &hook,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut run = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the hook never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let group = std::fs::read_to_string(&started).unwrap().trim().to_owned();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &format!("-{group}")])
+        .status();
+    // The key it made was still marked "not yet delivered": the next run
+    // on the token removes it.
+    let renew = acme(&token, &ca, "renew", &["--http-01", &http_01(&ca)]);
+    assert_eq!(renew.code, 10, "{}", renew.stderr);
+    assert_eq!(
+        objects(&token),
+        (0, 0),
+        "the killed run's key is still there"
+    );
+}

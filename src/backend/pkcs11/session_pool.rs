@@ -295,7 +295,7 @@ impl SessionPool {
             let timings = pending.timings();
             // Commit only once the caller has the response in hand.
             if deliver(pending.response().clone()) {
-                let _ = pending.record_delivery()?.commit();
+                pending.record_delivery()?.commit()?;
             } else if let Err(e) = pending.rollback() {
                 log::error!("could not remove an undelivered key pair: {e}");
             } else {

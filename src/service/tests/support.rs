@@ -110,7 +110,7 @@ impl Sessions for MockSessions {
         let pending = prepare_csr_audited(&mut source, request, &options, id, audit.cloned())?;
         let timings = pending.timings();
         if deliver(pending.response().clone()) {
-            let _ = pending.record_delivery()?.commit();
+            pending.record_delivery()?.commit()?;
         } else {
             pending.rollback()?;
         }
