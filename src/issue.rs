@@ -320,6 +320,31 @@ pub fn prepare_csr_audited<'b>(
     }
 }
 
+/// The delivery protocol of a front end that hands the response to
+/// someone else (`serve`'s connection): `deliver` offers it and says
+/// whether it will be taken; then the key's delivery is recorded, the key
+/// takes its final identity and is kept ([`PendingCsr::record_delivery`],
+/// [`PendingCsr::commit`]), all before `deliver`'s taker may release the
+/// response; otherwise the key is removed. Returns the phase durations.
+///
+/// # Errors
+/// When recording the delivery or settling the key fails; the key has
+/// then been removed.
+pub fn hand_over(
+    pending: PendingCsr<'_>,
+    deliver: &mut dyn FnMut(CsrResponse) -> bool,
+) -> Result<Timings> {
+    let timings = pending.timings();
+    if deliver(pending.response().clone()) {
+        pending.record_delivery()?.commit()?;
+    } else if let Err(e) = pending.rollback() {
+        log::error!("could not remove an undelivered key pair: {e}");
+    } else {
+        log::warn!("nobody took the response (timeout or shutdown); its key pair was removed");
+    }
+    Ok(timings)
+}
+
 /// Makes the key pair and the CSR and keeps the key: [`prepare_csr`]
 /// followed by [`PendingCsr::commit`].
 ///

@@ -26,7 +26,7 @@ use super::{Pkcs11Backend, TokenSelector};
 use crate::audit::{AuditLog, Trail};
 use crate::backend::KeyBackend;
 use crate::error::{Error, ErrorClass, Result};
-use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr_audited};
+use crate::issue::{CsrResponse, Timings, ValidKeyOptions, hand_over, prepare_csr_audited};
 use crate::quota::{Caller, Reserved};
 use crate::request::ValidRequest;
 use crate::retention::{Inventory, OwnerCounts, RetentionConfig};
@@ -292,18 +292,7 @@ impl SessionPool {
             };
             let id = request_id.to_owned();
             let pending = prepare_csr_audited(&mut source, request, &options, id, audit.cloned())?;
-            let timings = pending.timings();
-            // Commit only once the caller has the response in hand.
-            if deliver(pending.response().clone()) {
-                pending.record_delivery()?.commit()?;
-            } else if let Err(e) = pending.rollback() {
-                log::error!("could not remove an undelivered key pair: {e}");
-            } else {
-                log::warn!(
-                    "nobody took the response (timeout or shutdown); its key pair was removed"
-                );
-            }
-            Ok(timings)
+            hand_over(pending, deliver)
         })
     }
 

@@ -18,7 +18,7 @@ use crate::audit::Trail;
 use crate::backend::mock::MockBackend;
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::certificate::ParsedCertificate;
-use crate::issue::{CsrResponse, Timings, ValidKeyOptions, prepare_csr_audited};
+use crate::issue::{CsrResponse, Timings, ValidKeyOptions, hand_over, prepare_csr_audited};
 use crate::owner::{Owner, Principal};
 use crate::quota::KeyQuota;
 use crate::quota::{Caller, Reserved};
@@ -108,13 +108,7 @@ impl Sessions for MockSessions {
         };
         let id = request_id.to_owned();
         let pending = prepare_csr_audited(&mut source, request, &options, id, audit.cloned())?;
-        let timings = pending.timings();
-        if deliver(pending.response().clone()) {
-            pending.record_delivery()?.commit()?;
-        } else {
-            pending.rollback()?;
-        }
-        Ok(Some(timings))
+        hand_over(pending, deliver).map(Some)
     }
 
     fn reopen(&self) -> crate::Result<()> {
