@@ -10,7 +10,7 @@ use super::{AcmeOptions, account, order, runtime};
 use crate::backend::KeyBackend;
 use crate::certificate::ParsedCertificate;
 use crate::error::{AcmeFailure, Error, Result};
-use crate::issue::{CsrResponse, PendingCsr, ValidKeyOptions, prepare_csr};
+use crate::issue::{CsrResponse, PendingCsr, ValidKeyOptions, prepare_csr_audited};
 use crate::request::ValidRequest;
 use crate::san::San;
 
@@ -47,16 +47,18 @@ impl PendingCertificate<'_> {
     /// # Errors
     /// A token error when the certificate cannot be stored; the pair has
     /// then been removed.
-    pub fn commit(mut self) -> Result<Issued> {
-        match self.csr.store_certificate(&self.issued.leaf_der) {
-            // Only now does the key take its final identity: until its
-            // certificate is beside it, a run cut off at any point (while
-            // the CA validates, say) leaves a marked key a sweep removes.
+    pub fn commit(self) -> Result<Issued> {
+        let PendingCertificate { mut csr, issued } = self;
+        match csr.store_certificate(&issued.leaf_der) {
+            // Only now is its delivery recorded and does the key take its
+            // final identity: until its certificate is beside it, a run
+            // cut off at any point (while the CA validates, say) leaves a
+            // marked key a sweep removes.
             Ok(()) => {
-                self.csr.commit()?;
-                Ok(self.issued)
+                csr.record_delivery()?.commit()?;
+                Ok(issued)
             }
-            Err(e) => Err(roll_back(self.csr, e)),
+            Err(e) => Err(roll_back(csr, e)),
         }
     }
 
@@ -83,12 +85,13 @@ pub fn order_certificate<'b>(
     key_options: &ValidKeyOptions,
     opts: &AcmeOptions,
     request_id: String,
+    audit: Option<crate::audit::Trail<'b>>,
 ) -> Result<PendingCertificate<'b>> {
     let identifiers = identifiers(request)?;
     let rt = runtime()?;
     let account = rt.block_on(account::open(opts))?;
 
-    let pending = prepare_csr(backend, request, key_options, request_id)?;
+    let pending = prepare_csr_audited(backend, request, key_options, request_id, audit)?;
     let csr_der = match pem::parse(&pending.response().csr) {
         Ok(p) => p.into_contents(),
         Err(e) => return Err(roll_back(pending, Error::EncodeCsr(e.to_string()))),

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use hsm_csr::acme::{self, AcmeOptions, Issued, PendingCertificate, Responder, lock};
+use hsm_csr::audit::{Actor, AuditLog, Trail};
 use hsm_csr::backend::pkcs11::orphans;
 use hsm_csr::config::Config;
 use hsm_csr::{CsrRequest, Error, KeyOptions, Result};
@@ -148,6 +149,13 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
         .as_deref()
         .map(|p| OutFile::open_as("--chain-out", p))
         .transpose()?;
+    // Checked before the token is opened: a log that cannot be written
+    // stops the run before any key is made.
+    let audit_log = config.audit.open()?;
+    let trail = audit_log.as_ref().map(|log| Trail {
+        log,
+        actor: Actor::local_user(),
+    });
     let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
     let mut opened = token::open(&target, &args.token)?;
     // Another account's run on the same token must not order at once
@@ -161,6 +169,7 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
         &key_options,
         &opts,
         request_id.to_owned(),
+        trail.clone(),
     );
     let issued = ordered.and_then(|pending| settle(pending, chain_out.as_mut()));
     if issued.is_err() {
@@ -268,6 +277,7 @@ fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
         }
     }
     let target = token::target(&args.token, &config)?;
+    let audit_log = config.audit.open()?;
     let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
     let mut opened = token::open(&target, &args.token)?;
     let _token_lock = token_lock(&target, &opened.backend)?;
@@ -298,7 +308,7 @@ fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             &prefix,
             d,
             args,
-            request_id,
+            (request_id, audit_log.as_ref()),
         ) {
             Ok((issued, chain)) => {
                 // The old pair stays until the retention policy's grace
@@ -345,7 +355,7 @@ fn renew_one(
     prefix: &str,
     due: &acme::Due,
     args: &AcmeRenewArgs,
-    request_id: &str,
+    (request_id, audit_log): (&str, Option<&AuditLog>),
 ) -> Result<(Issued, Option<PathBuf>)> {
     let request = CsrRequest {
         common_name: Some(due.common_name.clone()),
@@ -369,8 +379,18 @@ fn renew_one(
         .as_deref()
         .map(|p| OutFile::open_as("--chain-dir", p))
         .transpose()?;
-    let pending =
-        acme::order_certificate(backend, &request, &key_options, opts, request_id.to_owned())?;
+    let trail = audit_log.map(|log| Trail {
+        log,
+        actor: Actor::local_user(),
+    });
+    let pending = acme::order_certificate(
+        backend,
+        &request,
+        &key_options,
+        opts,
+        request_id.to_owned(),
+        trail,
+    )?;
     let issued = settle(pending, chain_out.as_mut())?;
     if let Some(f) = chain_out.as_mut() {
         f.finish();

@@ -157,3 +157,72 @@ fn an_internationalised_name() {
     assert!(!text.contains("bücher"), "{text}");
     assert_eq!(objects(&token), (1, 1));
 }
+
+#[test]
+fn acme_keys_are_in_the_audit_trail() {
+    let Some(token) = Token::private_softhsm("pebble issues to its keys") else {
+        return;
+    };
+    let ca = Pebble::start();
+    let audit = token.dir().join("audit.jsonl");
+    let config = token.dir().join("audit.toml");
+    std::fs::write(
+        &config,
+        format!("[audit]\npath = \"{}\"\n", audit.display()),
+    )
+    .unwrap();
+    let (json, _) = issue(
+        &token,
+        &ca,
+        &[
+            "--common-name",
+            "audited.example.test",
+            "--http-01",
+            &http_01(&ca),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let events: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["created", "delivered"], "{events:?}");
+    for e in &events {
+        assert_eq!(e["pub_md5"], json["PubMd5"], "{e}");
+    }
+    // A run the CA refuses: its key is created, then rolled back.
+    let run = acme(
+        &token,
+        &ca,
+        "issue",
+        &[
+            "--common-name",
+            "refused.example.test",
+            "--http-01",
+            "127.0.0.1:1",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(run.code, 0);
+    let last: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .skip(2)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = last.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["created", "rolled_back"],
+        "{last:?}\n{}",
+        run.stderr
+    );
+    assert_eq!(objects(&token), (1, 1));
+}
