@@ -216,11 +216,16 @@ fn prune_listed(
 }
 
 /// One pass over every key of `store`: the per-owner counts, and
-/// `[retention]` applied (see [`Inventory`]).
+/// `[retention]` applied (see [`Inventory`]); the first pass after a start
+/// (`at_start`) also removes the orphans a crash left.
 ///
 /// # Errors
 /// A store error when it cannot be listed.
-pub fn inventory_pass(store: &mut dyn KeyInventory, pass: &Inventory) -> Result<()> {
+pub fn inventory_pass(
+    store: &mut dyn KeyInventory,
+    pass: &Inventory,
+    at_start: bool,
+) -> Result<()> {
     let keys = store.list_keys()?;
     let mut owners = OwnerCounts::default();
     for k in keys
@@ -235,7 +240,13 @@ pub fn inventory_pass(store: &mut dyn KeyInventory, pass: &Inventory) -> Result<
         counts.1 += k.certificates().len();
     }
     *pass.owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
-    if pass.policy.is_empty() {
+    // At start, what a crash left half made goes whatever the policy: a
+    // torn pool key the pool will never adopt, a lone public key.
+    let policy = Policy {
+        orphans: pass.policy.orphans || at_start,
+        ..pass.policy.clone()
+    };
+    if policy.is_empty() {
         return Ok(());
     }
     let trail = pass.audit.as_ref().map(|log| Trail {
@@ -246,7 +257,7 @@ pub fn inventory_pass(store: &mut dyn KeyInventory, pass: &Inventory) -> Result<
     let pruned = prune_listed(
         store,
         &keys,
-        &pass.policy,
+        &policy,
         None,
         (&pass.prefix, true),
         trail.as_ref(),

@@ -250,3 +250,61 @@ fn create_and_batch_remove_what_stopped_processes_left_undelivered() {
     );
     assert!(keys.contains_key(&live_id));
 }
+
+#[test]
+fn serve_removes_a_torn_pool_key_and_lone_public_halves_at_start() {
+    let Some(token) = Token::private_softhsm("plants torn keys") else {
+        return;
+    };
+    // A pool key whose public half a crash tore off, and a delivered key's
+    // lone public half, both under this test's label prefix.
+    let pool_id = format!(
+        "{}{}",
+        hsm_csr::fingerprint::hex(b"hsm-pool"),
+        "7b".repeat(16)
+    );
+    let lone_id = "7c".repeat(16);
+    for (id, label) in [
+        (&pool_id, format!("{}pool:unassigned", token.prefix)),
+        (&lone_id, format!("{}lone.example.com", token.prefix)),
+    ] {
+        token.pkcs11_tool(&[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--id",
+            id,
+            "--label",
+            &label,
+        ]);
+    }
+    token.pkcs11_tool(&["--delete-object", "--type", "pubkey", "--id", &pool_id]);
+    token.pkcs11_tool(&["--delete-object", "--type", "privkey", "--id", &lone_id]);
+    let ids = || -> Vec<String> {
+        token
+            .keys()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(ids().contains(&pool_id) && ids().contains(&lone_id));
+    // A delivered key, whole, stays.
+    token.create(&["--common-name", "kept.example.com"]).ok();
+    let kept: Vec<String> = ids()
+        .into_iter()
+        .filter(|id| *id != pool_id && *id != lone_id)
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let server = Server::start(&token, "ec-p256", "");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids().contains(&pool_id) || ids().contains(&lone_id) {
+        assert!(
+            Instant::now() < deadline,
+            "still there after the start: {:?}",
+            ids()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ids(), kept, "the delivered key stays");
+    server.stop();
+}

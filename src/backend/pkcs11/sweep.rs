@@ -155,12 +155,15 @@ pub fn spawn_sweeper(
     std::thread::spawn(move || {
         let mut next = Instant::now() + every;
         let mut next_inventory = Instant::now();
+        let mut at_start = true;
         while !stop.load(Ordering::Relaxed) {
             if let Some(pass) = inventory
                 .as_deref()
                 .filter(|_| Instant::now() >= next_inventory)
             {
-                if let Err(e) = crate::retention::inventory_pass(&mut backend, pass) {
+                let passed = crate::retention::inventory_pass(&mut backend, pass, at_start);
+                at_start = false;
+                if let Err(e) = passed {
                     log::warn!("pass over the token's keys (owners, retention) failed: {e}");
                 }
                 next_inventory = Instant::now() + pass.every;
