@@ -267,4 +267,41 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_chain_verifies_under_each_curve_and_hash() {
+        for file in [
+            "chain-p256-sha256.pem",
+            "chain-p256-sha384.pem",
+            "chain-p384-sha256.pem",
+            "chain-p384-sha384.pem",
+        ] {
+            let c = parsed(file);
+            assert_eq!(c.chain.len(), 1, "{file}");
+            c.check_storable(NOW)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+        for file in ["chain-p521-sha256.pem", "chain-p521-sha384.pem"] {
+            let e = parsed(file).check_storable(NOW).unwrap_err();
+            assert_eq!(e.code(), "Certificate.ChainInvalid", "{file}: {e}");
+            assert!(e.to_string().contains("is not supported"), "{file}: {e}");
+        }
+    }
+
+    #[test]
+    fn one_tls_key_usage_is_enough_and_key_cert_sign_is_none() {
+        for file in [
+            "ku-digital-signature.pem",
+            "ku-key-encipherment.pem",
+            "ku-key-agreement.pem",
+        ] {
+            parsed(file)
+                .check_storable(NOW)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+        let e = parsed("ku-key-cert-sign.pem")
+            .check_storable(NOW)
+            .unwrap_err();
+        assert_eq!(e.code(), "Certificate.UsageMismatch", "{e}");
+    }
 }
