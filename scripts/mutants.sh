@@ -30,6 +30,8 @@ DEFAULT_FILES=(
   src/common_name.rs
   src/certificate/decode.rs
   src/certificate/names.rs
+  src/certificate/checks.rs
+  src/owner.rs
 )
 
 # Mutants no test can catch because the mutated program behaves exactly like
