@@ -98,6 +98,18 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
+/// Makes a FIFO at `path`, for the unit tests of what refuses one.
+#[cfg(test)]
+pub(crate) fn mkfifo(path: &Path) {
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,13 +124,7 @@ mod tests {
         assert!(e.to_string().contains("larger than 4 bytes"), "{e}");
         // A FIFO with no writer: refused at once, not waited on.
         let fifo = dir.path().join("fifo");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        mkfifo(&fifo);
         let e = read_regular(&fifo, 5, "PIN file").unwrap_err();
         assert!(
             e.to_string().contains("is not a regular file (a FIFO)"),

@@ -244,13 +244,7 @@ fn create_batch_delete_and_attach_cert_are_on_record() {
 fn an_unusable_audit_log_stops_the_cli_before_any_key_is_made() {
     let token = Token::new();
     let fifo = token.dir().join("fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::common::mkfifo(&fifo);
     let link = token.dir().join("link");
     std::os::unix::fs::symlink(token.dir().join("real.jsonl"), &link).unwrap();
     for (log, why) in [

@@ -9,12 +9,12 @@
 //! attach, [`hostile`] hostile certificates and the log.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
 use crate::common::server::Server;
-use crate::common::{Token, python, repo};
+use crate::common::{Token, piped, python, repo};
 
 mod errors;
 mod hostile;
@@ -58,20 +58,11 @@ fn www_example_com(server: &Server, ca: &Ca) -> (String, String) {
 
 /// The calls, made by one run of companion.py; one answer each.
 fn sdk(server: &Server, calls: &[Value]) -> Vec<Value> {
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/tools/companion.py"))
-        .arg(&server.addr)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    serde_json::to_writer(child.stdin.take().unwrap(), calls).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = piped(
+        Command::new(python())
+            .arg(repo().join("tests/tools/companion.py"))
+            .arg(&server.addr),
+        &serde_json::to_vec(calls).unwrap(),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -249,13 +249,7 @@ fn run_within(cmd: &mut std::process::Command, what: &str) -> Run {
 fn fifos_and_devices_where_a_file_is_meant_are_refused_at_once() {
     let token = Token::new();
     let fifo = token.dir().join("fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::common::mkfifo(&fifo);
     let fifo = fifo.to_str().unwrap();
     for (name, file) in [("FIFO", fifo), ("/dev/zero", "/dev/zero")] {
         // The PIN file.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Run, Token, skip, verified_text};
+use crate::common::{Run, Token, mkfifo, skip, verified_text};
 
 /// A fresh directory for `--out` files, so the token's own files are not in the way.
 fn out_dir(token: &Token, name: &str) -> PathBuf {
@@ -104,13 +104,7 @@ fn out_through_a_symlink_replaces_its_target_and_keeps_the_link() {
 /// the data only once that is dropped too.
 fn fifo_with_reader(dir: &Path) -> (PathBuf, std::process::Child, fs::File) {
     let fifo = dir.join("fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    mkfifo(&fifo);
     let reader = Command::new("cat")
         .arg(&fifo)
         .stdout(Stdio::piped())
@@ -266,13 +260,7 @@ fn out_to_a_fifo_without_a_reader_fails_before_keygen() {
     let token = Token::new();
     let dir = out_dir(&token, "fifo");
     let fifo = dir.join("fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    mkfifo(&fifo);
     let run = create_pem_to(&token, &fifo);
     assert_refused(&token, &run, &fifo, "is a FIFO with no reader");
     assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());

@@ -6,15 +6,14 @@
 //! many token calls with 1,000 keys as with 3 (counted by OpenSC's
 //! pkcs11-spy). Objects are counted with pkcs11-tool and `keys list`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::common::rpc::{self, Answer};
 use crate::common::server::{Launch, Server};
-use crate::common::{Token, python, repo};
+use crate::common::{Token, piped, python, repo};
 
 /// Two tenants granted every action, A allowed 3 key pairs; their ids are
 /// this test's own, so that a token shared by every test (the extra token
@@ -62,25 +61,11 @@ fn json(a: &Answer) -> Value {
 
 /// Certificates for the CSR's key from tenant_certs.py.
 fn certs(csr_pem: &str, mode: &str, n: usize) -> Vec<String> {
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/tools/tenant_certs.py"))
-        .args([mode, &n.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(csr_pem.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = piped(
+        Command::new(python())
+            .arg(repo().join("tests/tools/tenant_certs.py"))
+            .args([mode, &n.to_string()]),
+        csr_pem.as_bytes(),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -350,48 +350,43 @@ pub fn python() -> PathBuf {
     venv
 }
 
-/// Runs `openssl ARGS` with `stdin`, asserting success; returns stdout bytes.
-pub fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+/// Runs `cmd` with `stdin` on its standard input, asserting it succeeds;
+/// returns its output (stdout and stderr).
+pub fn piped(cmd: &mut Command, stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(args)
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("openssl");
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    out.stdout
+    out
+}
+
+/// Runs `openssl ARGS` with `stdin`, asserting success; returns stdout bytes.
+pub fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    piped(Command::new("openssl").args(args), stdin).stdout
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
 }
 
 /// `openssl req -verify -noout -text` on a PEM CSR; returns the text.
 pub fn verified_text(csr_pem: &str) -> String {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["req", "-verify", "-noout", "-text", "-nameopt", "compat"]);
-    let out = {
-        use std::io::Write;
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(csr_pem.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let out = piped(
+        Command::new("openssl").args(["req", "-verify", "-noout", "-text", "-nameopt", "compat"]),
+        csr_pem.as_bytes(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "openssl req -verify failed: {stderr}");
     // OpenSSL 3 prints the verdict on stderr.
     assert!(stderr.contains("verify OK"), "no 'verify OK': {stderr}");
     String::from_utf8(out.stdout).unwrap()
