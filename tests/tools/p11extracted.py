@@ -6,18 +6,14 @@ FALSE. Prints the private value's length, to show it was read.
 
 usage: p11extracted.py MODULE TOKEN_LABEL ID_HEX KEY_LABEL   (PIN in HSM_CSR_PIN)
 """
-import os
 import sys
 
 import PyKCS11
 
+import p11session
+
 module, token, id_hex, key_label = sys.argv[1:5]
-lib = PyKCS11.PyKCS11Lib()
-lib.load(module)
-slot = next(s for s in lib.getSlotList(tokenPresent=True)
-            if lib.getTokenInfo(s).label.strip() == token)
-session = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
-session.login(os.environ["HSM_CSR_PIN"])
+session = p11session.login(module, token, rw=True)
 common = [
     (PyKCS11.CKA_TOKEN, PyKCS11.CK_TRUE),
     (PyKCS11.CKA_ID, bytes.fromhex(id_hex)),

@@ -9,13 +9,10 @@ import sys
 
 import PyKCS11
 
+import p11session
+
 module, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-lib = PyKCS11.PyKCS11Lib()
-lib.load(module)
-slot = next(s for s in lib.getSlotList(tokenPresent=True)
-            if lib.getTokenInfo(s).label.strip() == token)
-session = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
-session.login(os.environ["HSM_CSR_PIN"])
+session = p11session.login(module, token, rw=True)
 for i in range(n):
     common = [
         (PyKCS11.CKA_TOKEN, PyKCS11.CK_TRUE),

@@ -6,19 +6,15 @@ always_sensitive, never_extractable, private_exponent}]}, where
 private_exponent is what C_GetAttributeValue(CKA_PRIVATE_EXPONENT) answered.
 """
 import json
-import os
 import sys
 
 import PyKCS11
+
+import p11session
 from PyKCS11.LowLevel import CKA_PRIVATE_EXPONENT
 
 module, label = sys.argv[1], sys.argv[2]
-lib = PyKCS11.PyKCS11Lib()
-lib.load(module)
-slot = next(s for s in lib.getSlotList(tokenPresent=True)
-            if lib.getTokenInfo(s).label.strip() == label)
-session = lib.openSession(slot)
-session.login(os.environ["HSM_CSR_PIN"])
+session = p11session.login(module, label)
 keys = []
 for cls, name in ((PyKCS11.CKO_PRIVATE_KEY, "private"), (PyKCS11.CKO_PUBLIC_KEY, "public")):
     for obj in session.findObjects([(PyKCS11.CKA_CLASS, cls)]):

@@ -6,19 +6,15 @@ usage: p11watch.py MODULE TOKEN_LABEL        (PIN in HSM_CSR_PIN)
 Keys already on the token when it starts are not printed; it prints
 "ready" once it has read them. It runs until killed.
 """
-import os
 import sys
 import time
 
 import PyKCS11
 
+import p11session
+
 module, label = sys.argv[1], sys.argv[2]
-lib = PyKCS11.PyKCS11Lib()
-lib.load(module)
-slot = next(s for s in lib.getSlotList(tokenPresent=True)
-            if lib.getTokenInfo(s).label.strip() == label)
-session = lib.openSession(slot)
-session.login(os.environ["HSM_CSR_PIN"])
+session = p11session.login(module, label)
 
 
 def ids_of(cls):
