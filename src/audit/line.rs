@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::{Actor, Event, MAX_FIELD};
+use crate::retention::Day;
 
 impl Event {
     /// The line written for this event, `\n` included: printable ASCII
@@ -87,20 +88,11 @@ pub fn rfc3339_now() -> String {
 }
 
 /// `secs` after the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic
-/// Gregorian calendar; days to civil date after Howard Hinnant's
-/// `civil_from_days`).
+/// Gregorian calendar, by [`Day::ymd`]).
 pub(super) fn rfc3339(secs: u64, millis: u32) -> String {
-    let days = secs / 86_400;
     let rem = secs % 86_400;
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    // u64::MAX / 86_400 fits an i64: the conversion cannot fail.
+    let (year, month, day) = Day(i64::try_from(secs / 86_400).unwrap_or(i64::MAX)).ymd();
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,
