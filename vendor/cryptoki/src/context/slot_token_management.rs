@@ -32,7 +32,17 @@ impl Pkcs11 {
         Rv::from(rval).into_result(Function::GetSlotList)?;
 
         let mut slots;
+        // hsm-csr: bounded. p11-kit's client module can answer
+        // CKR_BUFFER_TOO_SMALL without raising the count while SoftHSM2
+        // behind it rewrites its token file; the unbounded loop spun there
+        // for good. After that many tries no slot is reported, which
+        // callers take as a token not (yet) present.
+        let mut tries = 0;
         loop {
+            tries += 1;
+            if tries > 16 {
+                return Ok(Vec::new());
+            }
             slots = vec![0; slot_count as usize];
             let rval = unsafe {
                 get_pkcs11!(self, C_GetSlotList)(with_token, slots.as_mut_ptr(), &mut slot_count)
