@@ -22,6 +22,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[cfg(feature = "acme")]
+pub use acme::args::{AcmeArgs, AcmeCommand, AcmeIssueArgs};
+
 /// Make certificate signing requests whose RSA, EC or Ed25519 key is
 /// generated inside a PKCS#11 token (HSM) and never leaves it.
 #[derive(Debug, Parser)]
@@ -62,134 +65,6 @@ pub enum Command {
     #[cfg(feature = "acme")]
     #[command(subcommand)]
     Acme(AcmeCommand),
-}
-
-/// `acme issue|renew`.
-#[cfg(feature = "acme")]
-#[derive(Debug, Subcommand)]
-pub enum AcmeCommand {
-    /// Make a key pair on the token, order a certificate for it, store the
-    /// certificate beside the key and write the chain.
-    Issue(Box<AcmeIssueArgs>),
-    /// Renew, each with a new key pair, the certificates on the token that
-    /// are due (a third of their lifetime left, or --days). Exit 0: renewed;
-    /// 10: nothing to do; else failed.
-    Renew(Box<AcmeRenewArgs>),
-}
-
-/// `acme issue`.
-#[cfg(feature = "acme")]
-#[derive(Debug, clap::Args)]
-pub struct AcmeIssueArgs {
-    /// Common name (required); a DNS name or IP address the CA validates.
-    #[arg(long, value_name = "CN")]
-    pub common_name: Option<String>,
-    /// Subject alternative names, comma-separated: DNS names (`*.` for a
-    /// wildcard, dns-01 only) and IP addresses. Default: the common name.
-    #[arg(long, value_name = "LIST")]
-    pub sans: Option<String>,
-    /// Key type [default: rsa, or the config's].
-    #[arg(long, value_name = "TYPE", value_enum)]
-    pub key_type: Option<KeyTypeArg>,
-    /// RSA key size [default: 2048, or the config's].
-    #[arg(long, value_name = "BITS", value_parser = ["2048", "3072", "4096"])]
-    pub key_size: Option<String>,
-    /// Signature hash of the CSR [default: sha256; sha384 for ec-p384].
-    #[arg(long, value_name = "HASH", value_enum)]
-    pub hash: Option<HashArg>,
-    /// Prefix of the new key's CKA_LABEL [default: hsm-csr:, or the config's].
-    #[arg(long, value_name = "PREFIX")]
-    pub label_prefix: Option<String>,
-    /// Also write the chain (PEM, leaf first) to this file.
-    #[arg(long, value_name = "FILE")]
-    pub chain_out: Option<PathBuf>,
-    /// The CA, the account and the challenges.
-    #[command(flatten)]
-    pub acme: AcmeArgs,
-    /// Which token, and how to log in.
-    #[command(flatten)]
-    pub token: TokenArgs,
-}
-
-/// `acme renew`.
-#[cfg(feature = "acme")]
-#[derive(Debug, clap::Args)]
-pub struct AcmeRenewArgs {
-    /// Renew certificates that expire within this many days [default: in
-    /// the CA's renewal window (RFC 9773), else once at most a third of a
-    /// certificate's lifetime is left, each moved earlier by its own share
-    /// of a further sixth].
-    #[arg(long, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(0..=3650))]
-    pub days: Option<u32>,
-    /// Decide what is due, and whether the CA's renewal windows are asked
-    /// for again, as if it were this time (seconds since the Unix epoch):
-    /// for tests of a schedule.
-    #[arg(long, value_name = "UNIX", hide = true)]
-    pub now: Option<u64>,
-    /// Renew keys whose CKA_LABEL starts with this [default: hsm-csr:, or the config's].
-    #[arg(long, value_name = "PREFIX")]
-    pub label_prefix: Option<String>,
-    /// Write each new chain to DIR/<common name>.pem (`*` as `_wildcard`).
-    #[arg(long, value_name = "DIR")]
-    pub chain_dir: Option<PathBuf>,
-    /// The CA, the account and the challenges.
-    #[command(flatten)]
-    pub acme: AcmeArgs,
-    /// Which token, and how to log in.
-    #[command(flatten)]
-    pub token: TokenArgs,
-}
-
-/// The flags `acme issue` and `acme renew` share.
-#[cfg(feature = "acme")]
-#[derive(Debug, clap::Args)]
-pub struct AcmeArgs {
-    /// The CA's ACME directory URL (https://...).
-    #[arg(long, value_name = "URL")]
-    pub directory: String,
-    /// The ACME account credentials, mode 0600 (created with --agree-tos
-    /// when absent); the run lock is FILE.lock.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/var/lib/hsm-csr/acme/account.json"
-    )]
-    pub account: PathBuf,
-    /// Trust this PEM root for the CA's HTTPS endpoint (test CAs) instead of
-    /// the system's roots.
-    #[arg(long, value_name = "PEM")]
-    pub ca_root: Option<PathBuf>,
-    /// Agree to the CA's terms of service (needed to create the account).
-    #[arg(long)]
-    pub agree_tos: bool,
-    /// Contact e-mail for a new account (repeatable).
-    #[arg(long, value_name = "EMAIL")]
-    pub contact: Vec<String>,
-    /// Answer http-01 challenges by serving them on this address (port 80
-    /// as the CA sees it).
-    #[arg(
-        long = "http-01",
-        value_name = "ADDR",
-        conflicts_with = "dns_01_hook",
-        required_unless_present = "dns_01_hook"
-    )]
-    pub http_01: Option<std::net::SocketAddr>,
-    /// Answer dns-01 challenges with this command (`sh -c`), which must
-    /// publish TXT _acme-challenge.$HSM_CSR_ACME_DOMAIN = $HSM_CSR_ACME_VALIDATION.
-    #[arg(long = "dns-01-hook", value_name = "CMD")]
-    pub dns_01_hook: Option<String>,
-    /// Run this command (`sh -c`, same variables) to remove each record.
-    #[arg(long = "dns-01-cleanup", value_name = "CMD", requires = "dns_01_hook")]
-    pub dns_01_cleanup: Option<String>,
-    /// Seconds each request to the CA, and each hook run, may take.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub timeout: u64,
-    /// Seconds to wait for validation, and again for issuance.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub validation_timeout: u64,
 }
 
 // `hsm-csr generate`, for packagers (scripts/package.sh), is parsed apart

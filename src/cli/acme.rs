@@ -1,20 +1,23 @@
 //! `hsm-csr acme issue|renew`: flags to [`hsm_csr::acme`] calls, the chain
 //! file, and the JSON report. The work is in the library.
 
+pub mod args;
+mod renew;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use hsm_csr::acme::{self, AcmeOptions, Issued, PendingCertificate, Responder, lock};
-use hsm_csr::audit::{Actor, AuditLog, Trail};
+use hsm_csr::audit::{Actor, Trail};
 use hsm_csr::backend::pkcs11::orphans;
 use hsm_csr::config::Config;
-use hsm_csr::{CsrRequest, Error, KeyOptions, Result};
+use hsm_csr::{CsrRequest, Error, Result};
 
 use super::create::out_file::OutFile;
-use super::{AcmeArgs, AcmeCommand, AcmeIssueArgs, AcmeRenewArgs, output, token};
+use super::{AcmeArgs, AcmeCommand, AcmeIssueArgs, output, token};
 
 /// How a successful run ended, for the exit code (`src/main.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,14 +32,14 @@ pub enum Outcome {
 pub fn run(command: &AcmeCommand, request_id: &str) -> Result<Outcome> {
     match command {
         AcmeCommand::Issue(args) => issue(args, request_id).map(|()| Outcome::Done),
-        AcmeCommand::Renew(args) => renew(args, request_id),
+        AcmeCommand::Renew(args) => renew::renew(args, request_id),
     }
 }
 
 /// One certificate, as `issue` prints it and `renew` lists it.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct CertificateReport {
+pub(super) struct CertificateReport {
     common_name: String,
     pub_md5: String,
     key_uri: String,
@@ -46,7 +49,7 @@ struct CertificateReport {
 }
 
 impl CertificateReport {
-    fn of(issued: &Issued, chain: Option<&Path>) -> Self {
+    pub(super) fn of(issued: &Issued, chain: Option<&Path>) -> Self {
         CertificateReport {
             common_name: issued.response.common_name.clone(),
             pub_md5: issued.response.pub_md5.clone(),
@@ -57,7 +60,7 @@ impl CertificateReport {
     }
 }
 
-fn rfc3339(unix: u64) -> String {
+pub(super) fn rfc3339(unix: u64) -> String {
     i64::try_from(unix)
         .ok()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
@@ -68,7 +71,7 @@ fn rfc3339(unix: u64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-fn options(args: &AcmeArgs) -> Result<AcmeOptions> {
+pub(super) fn options(args: &AcmeArgs) -> Result<AcmeOptions> {
     if !args.directory.starts_with("https://") {
         return Err(Error::Config(format!(
             "--directory {:?} is not an https:// URL (RFC 8555 section 6.1 requires HTTPS).",
@@ -190,7 +193,10 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
 
 /// Writes the chain file, then stores the certificate and keeps the key;
 /// if storing fails, the chain file is taken back.
-fn settle(pending: PendingCertificate<'_>, chain_out: Option<&mut OutFile>) -> Result<Issued> {
+pub(super) fn settle(
+    pending: PendingCertificate<'_>,
+    chain_out: Option<&mut OutFile>,
+) -> Result<Issued> {
     let Some(file) = chain_out else {
         return pending.commit();
     };
@@ -209,7 +215,7 @@ fn settle(pending: PendingCertificate<'_>, chain_out: Option<&mut OutFile>) -> R
     })
 }
 
-fn print(report: &impl Serialize) -> Result<()> {
+pub(super) fn print(report: &impl Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, report)
         .map_err(std::io::Error::from)
@@ -221,272 +227,11 @@ fn print(report: &impl Serialize) -> Result<()> {
         })
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct RenewReport {
-    request_id: String,
-    /// The new certificates, each with the one it replaces.
-    renewed: Vec<Renewed>,
-    failed: Vec<Failed>,
-    /// Certificates that are not due yet.
-    not_due: usize,
-    /// When the first of them is due (RFC 3339), if any.
-    next_renewal: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Renewed {
-    #[serde(flatten)]
-    new: CertificateReport,
-    /// The old pair and certificate, still on the token until `keys delete`.
-    replaces: Old,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Old {
-    key_uri: String,
-    pub_md5: Option<String>,
-    not_after: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Failed {
-    common_name: String,
-    replaces: Old,
-    code: &'static str,
-    message: String,
-}
-
-fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
-    let config = token::load_config(&args.token)?;
-    let opts = options(&args.acme)?;
-    let prefix = args
-        .label_prefix
-        .clone()
-        .unwrap_or_else(|| config.key.label_prefix.clone());
-    if prefix.is_empty() {
-        return Err(Error::Config(
-            "--label-prefix must not be empty: renew only keys hsm-csr made.".into(),
-        ));
-    }
-    if let Some(dir) = &args.chain_dir {
-        if !dir.is_dir() {
-            return Err(Error::Config(format!(
-                "--chain-dir {} is not a directory.",
-                dir.display()
-            )));
-        }
-    }
-    let target = token::target(&args.token, &config)?;
-    let audit_log = config.audit.open()?;
-    let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
-    let mut opened = token::open(&target, &args.token)?;
-    let _token_lock = token_lock(&target, &opened.backend)?;
-    let note = super::in_flight::sweep_if_needed(&mut opened.backend, &prefix);
-    let keys = opened.backend.list_keys()?;
-    let now = args.now.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    });
-    let when = args.days.map_or(acme::When::Scheduled, |days| {
-        acme::When::EndsWithin(u64::from(days) * 86_400)
-    });
-    let groups = acme::renewable(&keys, &prefix);
-    // RFC 9773: the CA's windows, asked for again once their Retry-After
-    // has passed.
-    // Section 4.3: never for an expired certificate.
-    let ids: Vec<&str> = groups
-        .iter()
-        .filter(|d| d.not_after > now)
-        .filter_map(|d| d.cert_id.as_deref())
-        .collect();
-    let mut windows = acme::ari::Windows::load(&opts.account_file);
-    if !ids.is_empty() {
-        match windows.refresh(&opts, &ids, now) {
-            Ok(()) => windows.save(&ids),
-            // What is due by its lifetime is still renewed (and fails
-            // there, saying why, if the CA cannot be reached).
-            Err(e) => log::warn!(
-                "renewal windows not asked for ({}: {e}); certificates are judged by their lifetime",
-                e.code()
-            ),
-        }
-    }
-    let (due, not_due): (Vec<_>, Vec<_>) = groups
-        .into_iter()
-        .partition(|d| acme::due_at(d, when, &windows) <= now);
-    let mut report = RenewReport {
-        request_id: request_id.to_owned(),
-        renewed: Vec::new(),
-        failed: Vec::new(),
-        not_due: not_due.len(),
-        next_renewal: not_due
-            .iter()
-            .map(|d| acme::due_at(d, when, &windows))
-            .min()
-            .map(rfc3339),
-    };
-    let mut first_error = None;
-    for d in &due {
-        let old = Old {
-            key_uri: d.old.key_uri.clone(),
-            pub_md5: d.old.pub_md5.clone(),
-            not_after: rfc3339(d.not_after),
-        };
-        // Only a certificate the CA gave a window for: it knows it.
-        let replaces = d
-            .cert_id
-            .as_deref()
-            .filter(|id| windows.offered && windows.get(id).is_some());
-        match renew_one(
-            &mut opened.backend,
-            &config,
-            (&opts, replaces),
-            &prefix,
-            d,
-            args,
-            (request_id, audit_log.as_ref()),
-        ) {
-            Ok((issued, chain)) => {
-                // The old pair stays until the retention policy's grace
-                // period ends (keys prune --replaced-after, [retention]).
-                if let Err(e) = opened.backend.mark_replaced(&d.old) {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "{}: renewed, but {} could not be marked as replaced ({}: {e}); retire it with keys delete",
-                        d.common_name,
-                        d.old.key_uri,
-                        e.code()
-                    );
-                }
-                report.renewed.push(Renewed {
-                    new: CertificateReport::of(&issued, chain.as_deref()),
-                    replaces: old,
-                });
-            }
-            Err(e) => {
-                orphans::report(&opened.backend.destroy_orphans(), "");
-                let _ = writeln!(std::io::stderr(), "{}: {}: {e}", d.common_name, e.code());
-                report.failed.push(Failed {
-                    common_name: d.common_name.clone(),
-                    replaces: old,
-                    code: e.code(),
-                    message: e.to_string(),
-                });
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    print(&report)?;
-    if first_error.is_none() {
-        note.done();
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None if report.renewed.is_empty() => Ok(Outcome::NothingToDo),
-        None => Ok(Outcome::Done),
-    }
-}
-
-fn renew_one(
-    backend: &mut hsm_csr::backend::pkcs11::Pkcs11Backend,
-    config: &Config,
-    (opts, replaces): (&AcmeOptions, Option<&str>),
-    prefix: &str,
-    due: &acme::Due,
-    args: &AcmeRenewArgs,
-    (request_id, audit_log): (&str, Option<&AuditLog>),
-) -> Result<(Issued, Option<PathBuf>)> {
-    let request = CsrRequest {
-        common_name: Some(due.common_name.clone()),
-        sans: (!due.sans.is_empty()).then(|| due.sans.join(",")),
-        ..Default::default()
-    }
-    .validate(&config.subject.defaults)?;
-    let key_options = KeyOptions {
-        key_type: due.key_type,
-        hash: None,
-        pss: false,
-        label_prefix: prefix.to_owned(),
-    }
-    .validate()?
-    .owned_by(hsm_csr::owner::Owner::local());
-    let chain = args
-        .chain_dir
-        .as_deref()
-        .map(|dir| dir.join(chain_file_name(&due.common_name)));
-    let mut chain_out = chain
-        .as_deref()
-        .map(|p| OutFile::open_as("--chain-dir", p))
-        .transpose()?;
-    let trail = audit_log.map(|log| Trail {
-        log,
-        actor: Actor::local_user(),
-    });
-    let pending = acme::order_certificate(
-        backend,
-        &request,
-        &key_options,
-        opts,
-        request_id.to_owned(),
-        trail,
-        replaces,
-    )?;
-    let issued = settle(pending, chain_out.as_mut())?;
-    if let Some(f) = chain_out.as_mut() {
-        f.finish();
-    }
-    Ok((issued, chain))
-}
-
 /// The lock of the token `backend` is open on (see [`lock::token_path`]).
-fn token_lock(
+pub(super) fn token_lock(
     target: &token::Target,
     backend: &hsm_csr::backend::pkcs11::Pkcs11Backend,
 ) -> Result<lock::RunLock> {
     let name = format!("{}\0{}", backend.token_label(), backend.token_serial());
     lock::acquire(&lock::token_path(&target.module, &name)?)
-}
-
-/// `<common name>.pem`, with `*` spelled `_wildcard` and anything but
-/// letters, digits, `.`, `-` and `_` as `_`, so that a name read from the
-/// token cannot leave the directory or hide as a dot file.
-fn chain_file_name(common_name: &str) -> String {
-    let mut name: String = common_name
-        .replace('*', "_wildcard")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.starts_with('.') || name.is_empty() {
-        name.insert(0, '_');
-    }
-    name.push_str(".pem");
-    name
-}
-
-#[cfg(test)]
-mod tests {
-    use super::chain_file_name;
-
-    #[test]
-    fn chain_file_names_stay_in_their_directory() {
-        assert_eq!(chain_file_name("www.example.com"), "www.example.com.pem");
-        assert_eq!(
-            chain_file_name("*.example.com"),
-            "_wildcard.example.com.pem"
-        );
-        assert_eq!(chain_file_name("../../etc/passwd"), "_.._.._etc_passwd.pem");
-        assert_eq!(chain_file_name(".."), "_...pem");
-        assert_eq!(chain_file_name(""), "_.pem");
-    }
 }
