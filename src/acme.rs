@@ -21,6 +21,7 @@ mod http01;
 mod issue;
 pub mod lock;
 mod order;
+pub mod profile;
 mod renew;
 pub mod schedule;
 
@@ -31,6 +32,7 @@ use std::time::Duration;
 use crate::error::{AcmeFailure, Error, Result};
 
 pub use issue::{Issued, PendingCertificate, order_certificate};
+pub use profile::Profile;
 pub use renew::{Due, When, due_at, renewable};
 
 /// Where the CA is and how challenges are answered.
@@ -54,6 +56,8 @@ pub struct AcmeOptions {
     pub timeout: Duration,
     /// Deadline of waiting for validation, and for issuance.
     pub validation_timeout: Duration,
+    /// The profile the new order names ([`profile`]).
+    pub profile: Profile,
 }
 
 /// How challenges are answered.

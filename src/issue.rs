@@ -254,7 +254,7 @@ pub fn prepare_csr_audited<'b>(
     let spec = KeySpec {
         key_type: key_options.key_type(),
         signature: alg,
-        label: format!("{}{}", key_options.label_prefix(), request.common_name),
+        label: key_options.label_for(request),
         undelivered_label: format!("{}undelivered", key_options.label_prefix()),
         owner: key_options.owner().cloned(),
     };

@@ -16,6 +16,7 @@ use crate::common::{Run, Token, openssl};
 mod ari;
 mod failures;
 mod issuance;
+mod profiles;
 mod renewal;
 
 /// A name [`blocking`]'s pebble refuses (`rejectedIdentifier`).

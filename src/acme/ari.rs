@@ -225,20 +225,7 @@ impl Windows {
             .filter(|(id, _)| ids.contains(&id.as_str()))
             .collect();
         let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut tmp = self.path.as_os_str().to_owned();
-            tmp.push(".tmp");
-            let tmp = PathBuf::from(tmp);
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(serde_json::to_string(&kept)?.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
+            replace_private(&self.path, serde_json::to_string(&kept)?.as_bytes())
         };
         if let Err(e) = write() {
             log::warn!(
@@ -247,6 +234,25 @@ impl Windows {
             );
         }
     }
+}
+
+/// Replaces `path` whole with `bytes`, mode 0600: written to `path.tmp`,
+/// synced, then renamed over it, so a reader sees the old file or the new.
+pub(super) fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

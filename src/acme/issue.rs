@@ -91,6 +91,11 @@ pub fn order_certificate<'b>(
     let identifiers = identifiers(request)?;
     let rt = runtime()?;
     let account = rt.block_on(account::open(opts))?;
+    let offered: Vec<(String, String)> = account
+        .profiles()
+        .map(|p| (p.name.to_owned(), p.description.to_owned()))
+        .collect();
+    let profile = super::profile::choose(&offered, &opts.profile)?;
 
     let pending = prepare_csr_audited(backend, request, key_options, request_id, audit)?;
     let csr_der = match pem::parse(&pending.response().csr) {
@@ -102,7 +107,7 @@ pub fn order_certificate<'b>(
         &identifiers,
         &csr_der,
         opts,
-        replaces,
+        (replaces, profile.as_deref()),
     )) {
         Ok(chain) => chain,
         Err(e) => return Err(roll_back(pending, e)),

@@ -22,10 +22,14 @@ pub(super) async fn obtain(
     identifiers: &[Identifier],
     csr_der: &[u8],
     opts: &AcmeOptions,
-    replaces: Option<&str>,
+    (replaces, profile): (Option<&str>, Option<&str>),
 ) -> Result<String> {
     let replacing = replaces.and_then(super::ari::identifier);
-    let mut new_order = NewOrder::new(identifiers);
+    let without_replaces = || match profile {
+        Some(p) => NewOrder::new(identifiers).profile(p),
+        None => NewOrder::new(identifiers),
+    };
+    let mut new_order = without_replaces();
     if let Some(id) = &replacing {
         new_order = new_order.replaces(id.clone());
     }
@@ -46,12 +50,25 @@ pub(super) async fn obtain(
             call(
                 "new order",
                 opts.timeout,
-                account.new_order(&NewOrder::new(identifiers)),
+                account.new_order(&without_replaces()),
             )
             .await?
         }
         other => other?,
     };
+    // Section 4 of draft-ietf-acme-profiles: the order names the profile
+    // the CA applies; one that does not echo it may issue its default.
+    if let Some(asked) = profile {
+        let echoed = order.state().profile.clone();
+        if echoed.as_deref() != Some(asked) {
+            log::warn!(
+                "the CA's order names profile {}, not {asked}: it may issue its default",
+                echoed
+                    .as_deref()
+                    .map_or_else(|| "none".to_owned(), super::one_line)
+            );
+        }
+    }
 
     let http01 = match opts.responder {
         Responder::Http01(addr) => Some(Http01::start(addr).await?),

@@ -111,6 +111,7 @@ pub(super) fn options(args: &AcmeArgs) -> Result<AcmeOptions> {
         responder,
         timeout,
         validation_timeout: Duration::from_secs(args.validation_timeout),
+        profile: acme::Profile::Default,
     })
 }
 
@@ -145,7 +146,10 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
     }
     .validate(&config.subject.defaults)?;
     let key_options = key_options(&config, args)?;
-    let opts = options(&args.acme)?;
+    let mut opts = options(&args.acme)?;
+    if let Some(p) = &args.profile {
+        opts.profile = acme::Profile::Asked(p.clone());
+    }
     let target = token::target(&args.token, &config)?;
     let mut chain_out = args
         .chain_out
@@ -181,6 +185,16 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
     }
     let issued = issued?;
     note.done();
+    // The profile is kept for renew; a name issued without one forgets
+    // any it had.
+    let mut kept = acme::profile::Kept::load(&opts.account_file);
+    let label = key_options.label_for(&request);
+    kept.set(&label, args.profile.as_deref());
+    let labels: Vec<String> = match opened.backend.list_keys() {
+        Ok(keys) => keys.into_iter().map(|k| k.label).collect(),
+        Err(_) => kept.labels(),
+    };
+    kept.save(&labels.iter().map(String::as_str).collect::<Vec<_>>());
     if let Some(f) = chain_out.as_mut() {
         f.finish();
     }

@@ -94,6 +94,12 @@ impl ValidKeyOptions {
     pub fn label_prefix(&self) -> &str {
         &self.label_prefix
     }
+
+    /// The CKA_LABEL a kept key for `request` gets: the prefix, then the
+    /// common name.
+    pub fn label_for(&self, request: &crate::request::ValidRequest) -> String {
+        format!("{}{}", self.label_prefix, request.common_name)
+    }
 }
 
 impl Default for ValidKeyOptions {

@@ -59,6 +59,7 @@ fn renewal_follows_the_cas_window_and_its_retry_after() {
         window_start_percent: 20,
         window_length: Some("30m"),
         retry_after_secs: 600,
+        profiles: &[],
     });
     let responder = http_01_anywhere();
     let chain = token.dir().join("first.pem");

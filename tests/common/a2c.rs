@@ -30,6 +30,9 @@ pub struct A2cOptions {
     pub window_length: Option<&'static str>,
     /// `[Renewalinfo] retry_after_timeout`, seconds.
     pub retry_after_secs: u64,
+    /// Profiles offered in the directory (`[Order] profiles`, checked),
+    /// each with the lifetime its certificates get; none: no profiles.
+    pub profiles: &'static [(&'static str, &'static str)],
 }
 
 pub struct Acme2Certifier {
@@ -94,6 +97,25 @@ impl Acme2Certifier {
             .window_length
             .map(|w| format!("renewal_window_duration: {w}\n"))
             .unwrap_or_default();
+        let profiles = if options.profiles.is_empty() {
+            String::new()
+        } else {
+            let offered: serde_json::Map<String, serde_json::Value> = options
+                .profiles
+                .iter()
+                .map(|(name, life)| ((*name).to_owned(), format!("{life} certificates").into()))
+                .collect();
+            let lifetimes: serde_json::Map<String, serde_json::Value> = options
+                .profiles
+                .iter()
+                .map(|(name, life)| ((*name).to_owned(), (*life).into()))
+                .collect();
+            format!(
+                "profiles: {}\nprofiles_check_disable: False\n[Profiles]\nvalidity: {}\n",
+                serde_json::Value::Object(offered),
+                serde_json::Value::Object(lifetimes)
+            )
+        };
         let config = format!(
             "[DEFAULT]\ndebug: False\n\
              [Nonce]\nnonce_check_disable: False\n\
@@ -104,7 +126,7 @@ impl Acme2Certifier {
              [DBhandler]\nhandler: wsgi\ndbfile: {d}/acme_srv.db\n\
              [Account]\ncontact_check_disable: True\n\
              [Challenge]\nchallenge_validation_disable: True\n\
-             [Order]\nvalidity: 3600\n\
+             [Order]\nvalidity: 3600\n{profiles}\
              [Authorization]\nvalidity: 3600\n\
              [Renewalinfo]\nrenewalthreshold_pctg: {pct}\nretry_after_timeout: {retry}\n{window}",
             handler = tools.join("a2c_ca_handler.py").display(),

@@ -43,6 +43,12 @@ pub struct AcmeIssueArgs {
     /// Also write the chain (PEM, leaf first) to this file.
     #[arg(long, value_name = "FILE")]
     pub chain_out: Option<PathBuf>,
+    /// Order with this certificate profile (the CA's directory lists them
+    /// in meta.profiles; Let's Encrypt: classic, tlsserver, shortlived);
+    /// renew asks for it again. Refused before any key is made unless the
+    /// CA offers it.
+    #[arg(long, value_name = "NAME", value_parser = hsm_csr::acme::profile::valid_name)]
+    pub profile: Option<String>,
     /// The CA, the account and the challenges.
     #[command(flatten)]
     pub acme: AcmeArgs,
@@ -72,6 +78,14 @@ pub struct AcmeRenewArgs {
     /// Write each new chain to DIR/<common name>.pem (`*` as `_wildcard`).
     #[arg(long, value_name = "DIR")]
     pub chain_dir: Option<PathBuf>,
+    /// Order the renewals with this profile, and keep it for the next
+    /// [default: the profile each certificate was issued with].
+    #[arg(long, value_name = "NAME", value_parser = hsm_csr::acme::profile::valid_name)]
+    pub profile: Option<String>,
+    /// Make the new key pairs of this type, to move a fleet (e.g. from
+    /// rsa to ec-p256) [default: the type of the key each replaces].
+    #[arg(long, value_name = "TYPE", value_enum)]
+    pub key_type: Option<KeyTypeArg>,
     /// The CA, the account and the challenges.
     #[command(flatten)]
     pub acme: AcmeArgs,

@@ -127,6 +127,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             .min()
             .map(rfc3339),
     };
+    let mut profiles = acme::profile::Kept::load(&opts.account_file);
     let mut first_error = None;
     for d in &due {
         let old = Old {
@@ -139,6 +140,12 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             .cert_id
             .as_deref()
             .filter(|id| windows.offered && windows.get(id).is_some());
+        let mut opts = opts.clone();
+        opts.profile = match (&args.profile, profiles.get(&d.old.label)) {
+            (Some(p), _) => acme::Profile::Asked(p.clone()),
+            (None, Some(p)) => acme::Profile::Kept(p.to_owned()),
+            (None, None) => acme::Profile::Default,
+        };
         match renew_one(
             &mut opened.backend,
             &config,
@@ -149,6 +156,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             (request_id, audit_log.as_ref()),
         ) {
             Ok((issued, chain)) => {
+                profiles.set(&d.old.label, opts.profile.name());
                 // The old pair stays until the retention policy's grace
                 // period ends (keys prune --replaced-after, [retention]).
                 if let Err(e) = opened.backend.mark_replaced(&d.old) {
@@ -178,6 +186,10 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             }
         }
     }
+    if !due.is_empty() {
+        let labels: Vec<&str> = keys.iter().map(|k| k.label.as_str()).collect();
+        profiles.save(&labels);
+    }
     print(&report)?;
     if first_error.is_none() {
         note.done();
@@ -204,8 +216,16 @@ fn renew_one(
         ..Default::default()
     }
     .validate(&config.subject.defaults)?;
+    // --key-type moves a fleet; an RSA key keeps its size, or gets 2048.
+    let key_type = args.key_type.map_or(due.key_type, |t| {
+        let bits = match due.key_type {
+            hsm_csr::KeyType::Rsa { bits } => bits,
+            _ => 2048,
+        };
+        hsm_csr::config::KeyTypeName::from(t).with_bits(bits)
+    });
     let key_options = KeyOptions {
-        key_type: due.key_type,
+        key_type,
         hash: None,
         pss: false,
         label_prefix: prefix.to_owned(),

@@ -1,0 +1,252 @@
+//! Certificate profiles (draft-ietf-acme-profiles): the directory's
+//! `meta.profiles` names what the CA offers ("An object whose keys are
+//! profile names and whose values are descriptions", section 3), and a
+//! new order may name one (`profile`, section 4). Let's Encrypt offers
+//! `classic`, `tlsserver` and `shortlived` (6-day certificates).
+//!
+//! `acme issue --profile NAME` is checked against the directory before any
+//! key is made; the profile a name was issued with is kept beside the
+//! account (`<account file>.profiles.json`, by key label) so that `acme
+//! renew` asks for it again.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Which profile a new order names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// None: the CA's default.
+    #[default]
+    Default,
+    /// Asked for (`--profile`): the order is not placed, and no key is
+    /// made, unless the directory offers it.
+    Asked(String),
+    /// Kept from the certificate being renewed: dropped with a warning if
+    /// the CA offers no profiles any more (the renewal is still due), else
+    /// refused like an asked one.
+    Kept(String),
+}
+
+impl Profile {
+    /// The profile's name, if one is named.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Profile::Default => None,
+            Profile::Asked(n) | Profile::Kept(n) => Some(n),
+        }
+    }
+}
+
+/// Checks a profile name as `--profile` takes it: 1 to 64 characters from
+/// `A-Z a-z 0-9 . _ -`. The name goes into the order, the kept-profiles
+/// file, logs and messages; CAs' names (`classic`, `shortlived`,
+/// `tlsserver`) fit.
+///
+/// # Errors
+/// A message saying what is allowed.
+pub fn valid_name(name: &str) -> std::result::Result<String, String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err("a profile name is 1 to 64 characters from A-Z a-z 0-9 . _ -".into())
+    }
+}
+
+/// The name to send on the new order, given what the directory offers
+/// (name, description).
+///
+/// # Errors
+/// `Config.Invalid` when the profile is not offered, listing what is.
+pub fn choose(offered: &[(String, String)], profile: &Profile) -> Result<Option<String>> {
+    let Some(name) = profile.name() else {
+        return Ok(None);
+    };
+    if offered.iter().any(|(n, _)| n == name) {
+        return Ok(Some(name.to_owned()));
+    }
+    if offered.is_empty() {
+        if let Profile::Kept(_) = profile {
+            log::warn!(
+                "the certificate was issued with profile {name}, but the CA's directory offers no profiles now; ordered without one"
+            );
+            return Ok(None);
+        }
+        return Err(Error::Config(format!(
+            "--profile {name}: the CA's directory offers no profiles (no meta.profiles); order without --profile."
+        )));
+    }
+    let list: Vec<String> = offered
+        .iter()
+        .map(|(n, d)| {
+            let d = super::one_line(d);
+            let d: String = d.chars().take(80).collect();
+            if d.is_empty() {
+                super::one_line(n)
+            } else {
+                format!("{} ({d})", super::one_line(n))
+            }
+        })
+        .collect();
+    Err(Error::Config(format!(
+        "profile {name} is not one the CA offers; it offers: {}.",
+        list.join(", ")
+    )))
+}
+
+/// A bigger file is not ours: read as empty.
+const MAX_FILE: u64 = 16 << 20;
+
+/// The profile each name was issued with, by key label, kept in
+/// `<account file>.profiles.json`. Only labels still on the token are
+/// written back.
+#[derive(Debug, Default)]
+pub struct Kept {
+    path: PathBuf,
+    by_label: BTreeMap<String, String>,
+}
+
+impl Kept {
+    /// The profiles kept beside `account_file`; none when there is no file
+    /// or it cannot be read, or a name in it is not a valid profile name.
+    pub fn load(account_file: &Path) -> Self {
+        let mut path = account_file.as_os_str().to_owned();
+        path.push(".profiles.json");
+        let path = PathBuf::from(path);
+        let mut text = String::new();
+        let by_label = std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_FILE).read_to_string(&mut text))
+            .ok()
+            .and_then(|_| serde_json::from_str::<BTreeMap<String, String>>(&text).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, p)| valid_name(p).is_ok())
+            .collect();
+        Kept { path, by_label }
+    }
+
+    /// The profile `label` was last issued with.
+    pub fn get(&self, label: &str) -> Option<&str> {
+        self.by_label.get(label).map(String::as_str)
+    }
+
+    /// Every label with a kept profile.
+    pub fn labels(&self) -> Vec<String> {
+        self.by_label.keys().cloned().collect()
+    }
+
+    /// Records that `label` was issued with `profile` (none: forgets it).
+    pub fn set(&mut self, label: &str, profile: Option<&str>) {
+        match profile {
+            Some(p) => self.by_label.insert(label.to_owned(), p.to_owned()),
+            None => self.by_label.remove(label),
+        };
+    }
+
+    /// Writes the profiles of `labels` back (mode 0600, replaced whole); a
+    /// failure is a warning naming what the next renewal loses.
+    pub fn save(&self, labels: &[&str]) {
+        let kept: BTreeMap<&String, &String> = self
+            .by_label
+            .iter()
+            .filter(|(l, _)| labels.contains(&l.as_str()))
+            .collect();
+        let text = match serde_json::to_string(&kept) {
+            Ok(t) => t,
+            Err(e) => return log::warn!("profiles not kept: {e}"),
+        };
+        if let Err(e) = super::ari::replace_private(&self.path, text.as_bytes()) {
+            log::warn!(
+                "could not keep the certificates' profiles in {}: {e}; the next renewal orders without a profile",
+                self.path.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered() -> Vec<(String, String)> {
+        vec![
+            ("classic".into(), "90 days".into()),
+            ("shortlived".into(), "6 days\nnew line".into()),
+        ]
+    }
+
+    #[test]
+    fn an_offered_profile_is_sent() {
+        let p = Profile::Asked("shortlived".into());
+        assert_eq!(
+            choose(&offered(), &p).unwrap().as_deref(),
+            Some("shortlived")
+        );
+        assert_eq!(choose(&offered(), &Profile::Default).unwrap(), None);
+        assert_eq!(choose(&[], &Profile::Default).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unknown_profile_is_refused_with_what_is_offered() {
+        let e = choose(&offered(), &Profile::Asked("tlsserver".into())).unwrap_err();
+        assert_eq!(e.code(), "Config.Invalid");
+        let text = e.to_string();
+        assert!(text.contains("tlsserver"), "{text}");
+        assert!(text.contains("classic (90 days)"), "{text}");
+        assert!(text.contains("shortlived (6 days new line)"), "{text}");
+        // A kept profile the CA no longer offers, among others: refused too.
+        let e = choose(&offered(), &Profile::Kept("tlsserver".into())).unwrap_err();
+        assert_eq!(e.code(), "Config.Invalid");
+    }
+
+    #[test]
+    fn a_ca_without_profiles_refuses_an_asked_one_and_drops_a_kept_one() {
+        let e = choose(&[], &Profile::Asked("shortlived".into())).unwrap_err();
+        assert!(e.to_string().contains("offers no profiles"), "{e}");
+        assert_eq!(
+            choose(&[], &Profile::Kept("shortlived".into())).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn profile_names_are_bounded() {
+        for good in ["classic", "shortlived", "tls-server_2.0", &"a".repeat(64)] {
+            assert_eq!(valid_name(good).as_deref(), Ok(good));
+        }
+        for bad in ["", &"a".repeat(65), "a b", "a\n", "é", "a/b", "a\"b"] {
+            assert!(valid_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kept_profiles_round_trip_and_drop_what_left_the_token() {
+        let dir = std::env::temp_dir().join(format!("hsm-csr-profiles-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let account = dir.join("account.json");
+        let mut kept = Kept::load(&account);
+        assert_eq!(kept.get("hsm-csr:a"), None);
+        kept.set("hsm-csr:a", Some("shortlived"));
+        kept.set("hsm-csr:b", Some("classic"));
+        kept.save(&["hsm-csr:a"]);
+        let again = Kept::load(&account);
+        assert_eq!(again.get("hsm-csr:a"), Some("shortlived"));
+        assert_eq!(again.get("hsm-csr:b"), None);
+        let path = dir.join("account.json.profiles.json");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A name that is not a profile name is not read back.
+        std::fs::write(&path, r#"{"hsm-csr:a":"x y","hsm-csr:c":"classic"}"#).unwrap();
+        let read = Kept::load(&account);
+        assert_eq!(read.get("hsm-csr:a"), None);
+        assert_eq!(read.get("hsm-csr:c"), Some("classic"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
