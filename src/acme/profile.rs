@@ -199,7 +199,9 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("tlsserver"), "{text}");
         assert!(text.contains("classic (90 days)"), "{text}");
-        assert!(text.contains("shortlived (6 days new line)"), "{text}");
+        // A description cannot start a line of its own in a log.
+        assert!(text.contains(r"shortlived (6 days\nnew line)"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
         // A kept profile the CA no longer offers, among others: refused too.
         let e = choose(&offered(), &Profile::Kept("tlsserver".into())).unwrap_err();
         assert_eq!(e.code(), "Config.Invalid");
