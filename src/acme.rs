@@ -17,6 +17,7 @@
 pub mod account;
 pub mod ari;
 mod dns01;
+pub mod hook;
 mod http01;
 mod issue;
 pub mod lock;

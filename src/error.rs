@@ -361,6 +361,8 @@ pub enum AcmeFailure {
     Responder,
     /// The CA sent a certificate that is not for the new key.
     BadCertificate,
+    /// The deploy hook failed; the certificate is stored.
+    DeployHook,
 }
 
 fn list_or_none(labels: &[String]) -> String {
@@ -424,6 +426,7 @@ impl Error {
                 AcmeFailure::ChallengeFailed => "Acme.ChallengeFailed",
                 AcmeFailure::Responder => "Acme.ResponderFailed",
                 AcmeFailure::BadCertificate => "Acme.BadCertificate",
+                AcmeFailure::DeployHook => "Acme.DeployHookFailed",
             },
             Error::RollbackFailed { original, .. } => original.code(),
         }
@@ -466,7 +469,7 @@ impl Error {
             | Error::Audit { .. }
             | Error::Token { .. }
             | Error::Acme {
-                kind: AcmeFailure::Responder,
+                kind: AcmeFailure::Responder | AcmeFailure::DeployHook,
                 ..
             } => ErrorClass::Token,
             Error::KeyGen(_)

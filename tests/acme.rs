@@ -14,6 +14,7 @@ use crate::common::pebble::{Pebble, PebbleOptions};
 use crate::common::{Run, Token, openssl};
 
 mod ari;
+mod deploy;
 mod failures;
 mod issuance;
 mod profiles;

@@ -202,7 +202,43 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
         serde_json::to_value(CertificateReport::of(&issued, args.chain_out.as_deref()))
             .map_err(|e| Error::Internal(e.to_string()))?;
     report["RequestId"] = request_id.into();
-    print(&report)
+    let deployed = deploy(&args.acme, &issued, args.chain_out.as_deref(), None);
+    if let Err(e) = &deployed {
+        report["DeployHookError"] = e.to_string().into();
+    }
+    print(&report)?;
+    deployed
+}
+
+/// Runs `--deploy-hook`, if given, for a certificate just stored; its
+/// failure is said on stderr, and returned.
+pub(super) fn deploy(
+    args: &AcmeArgs,
+    issued: &Issued,
+    chain: Option<&Path>,
+    replaces: Option<&str>,
+) -> Result<()> {
+    let Some(cmd) = &args.deploy_hook else {
+        return Ok(());
+    };
+    let deployed = acme::hook::Deployed {
+        issued,
+        chain_path: chain,
+        replaces,
+    };
+    acme::hook::deploy(
+        cmd,
+        &deployed,
+        Duration::from_secs(args.deploy_hook_timeout),
+    )
+    .inspect_err(|e| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}: stored on the token, but {}: {e}",
+            issued.response.common_name,
+            e.code()
+        );
+    })
 }
 
 /// Writes the chain file, then stores the certificate and keeps the key;

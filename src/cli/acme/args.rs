@@ -134,6 +134,18 @@ pub struct AcmeArgs {
     /// Run this command (`sh -c`, same variables) to remove each record.
     #[arg(long = "dns-01-cleanup", value_name = "CMD", requires = "dns_01_hook")]
     pub dns_01_cleanup: Option<String>,
+    /// After each certificate is stored, run this command (`sh -c`) with
+    /// HSM_CSR_NAMES, HSM_CSR_KEY_URI, HSM_CSR_PUB_MD5, HSM_CSR_CHAIN_PATH,
+    /// HSM_CSR_NOT_AFTER and HSM_CSR_REPLACED_KEY_URI in its environment,
+    /// e.g. to reload a server; its failure is reported (exit 3,
+    /// Acme.DeployHookFailed) and the certificate kept.
+    #[arg(long, value_name = "CMD")]
+    pub deploy_hook: Option<String>,
+    /// Seconds the deploy hook may run before it, and all it started, is
+    /// killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub deploy_hook_timeout: u64,
     /// Seconds each request to the CA, and each hook run, may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=600))]

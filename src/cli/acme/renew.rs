@@ -38,6 +38,9 @@ struct Renewed {
     new: CertificateReport,
     /// The old pair and certificate, still on the token until `keys delete`.
     replaces: Old,
+    /// Why `--deploy-hook` failed for it, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deploy_hook_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -129,6 +132,8 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     };
     let mut profiles = acme::profile::Kept::load(&opts.account_file);
     let mut first_error = None;
+    // A failed deploy hook leaves nothing on the token to sweep.
+    let mut hook_error = None;
     for d in &due {
         let old = Old {
             key_uri: d.old.key_uri.clone(),
@@ -168,10 +173,16 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
                         e.code()
                     );
                 }
+                let deployed =
+                    super::deploy(&args.acme, &issued, chain.as_deref(), Some(&d.old.key_uri));
                 report.renewed.push(Renewed {
                     new: CertificateReport::of(&issued, chain.as_deref()),
                     replaces: old,
+                    deploy_hook_error: deployed.as_ref().err().map(ToString::to_string),
                 });
+                if let Err(e) = deployed {
+                    hook_error.get_or_insert(e);
+                }
             }
             Err(e) => {
                 orphans::report(&opened.backend.destroy_orphans(), "");
@@ -194,7 +205,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     if first_error.is_none() {
         note.done();
     }
-    match first_error {
+    match first_error.or(hook_error) {
         Some(e) => Err(e),
         None if report.renewed.is_empty() => Ok(Outcome::NothingToDo),
         None => Ok(Outcome::Done),
