@@ -25,6 +25,7 @@ mod order;
 pub mod profile;
 mod renew;
 pub mod schedule;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

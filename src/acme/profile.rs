@@ -6,12 +6,7 @@
 //!
 //! `acme issue --profile NAME` is checked against the directory before any
 //! key is made; the profile a name was issued with is kept beside the
-//! account (`<account file>.profiles.json`, by key label) so that `acme
-//! renew` asks for it again.
-
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+//! account ([`super::state`]) so that `acme renew` asks for it again.
 
 use crate::error::{Error, Result};
 
@@ -100,76 +95,6 @@ pub fn choose(offered: &[(String, String)], profile: &Profile) -> Result<Option<
     )))
 }
 
-/// A bigger file is not ours: read as empty.
-const MAX_FILE: u64 = 16 << 20;
-
-/// The profile each name was issued with, by key label, kept in
-/// `<account file>.profiles.json`. Only labels still on the token are
-/// written back.
-#[derive(Debug, Default)]
-pub struct Kept {
-    path: PathBuf,
-    by_label: BTreeMap<String, String>,
-}
-
-impl Kept {
-    /// The profiles kept beside `account_file`; none when there is no file
-    /// or it cannot be read, or a name in it is not a valid profile name.
-    pub fn load(account_file: &Path) -> Self {
-        let mut path = account_file.as_os_str().to_owned();
-        path.push(".profiles.json");
-        let path = PathBuf::from(path);
-        let mut text = String::new();
-        let by_label = std::fs::File::open(&path)
-            .and_then(|f| f.take(MAX_FILE).read_to_string(&mut text))
-            .ok()
-            .and_then(|_| serde_json::from_str::<BTreeMap<String, String>>(&text).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, p)| valid_name(p).is_ok())
-            .collect();
-        Kept { path, by_label }
-    }
-
-    /// The profile `label` was last issued with.
-    pub fn get(&self, label: &str) -> Option<&str> {
-        self.by_label.get(label).map(String::as_str)
-    }
-
-    /// Every label with a kept profile.
-    pub fn labels(&self) -> Vec<String> {
-        self.by_label.keys().cloned().collect()
-    }
-
-    /// Records that `label` was issued with `profile` (none: forgets it).
-    pub fn set(&mut self, label: &str, profile: Option<&str>) {
-        match profile {
-            Some(p) => self.by_label.insert(label.to_owned(), p.to_owned()),
-            None => self.by_label.remove(label),
-        };
-    }
-
-    /// Writes the profiles of `labels` back (mode 0600, replaced whole); a
-    /// failure is a warning naming what the next renewal loses.
-    pub fn save(&self, labels: &[&str]) {
-        let kept: BTreeMap<&String, &String> = self
-            .by_label
-            .iter()
-            .filter(|(l, _)| labels.contains(&l.as_str()))
-            .collect();
-        let text = match serde_json::to_string(&kept) {
-            Ok(t) => t,
-            Err(e) => return log::warn!("profiles not kept: {e}"),
-        };
-        if let Err(e) = super::ari::replace_private(&self.path, text.as_bytes()) {
-            log::warn!(
-                "could not keep the certificates' profiles in {}: {e}; the next renewal orders without a profile",
-                self.path.display()
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,30 +150,5 @@ mod tests {
         for bad in ["", &"a".repeat(65), "a b", "a\n", "é", "a/b", "a\"b"] {
             assert!(valid_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn kept_profiles_round_trip_and_drop_what_left_the_token() {
-        let dir = std::env::temp_dir().join(format!("hsm-csr-profiles-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let account = dir.join("account.json");
-        let mut kept = Kept::load(&account);
-        assert_eq!(kept.get("hsm-csr:a"), None);
-        kept.set("hsm-csr:a", Some("shortlived"));
-        kept.set("hsm-csr:b", Some("classic"));
-        kept.save(&["hsm-csr:a"]);
-        let again = Kept::load(&account);
-        assert_eq!(again.get("hsm-csr:a"), Some("shortlived"));
-        assert_eq!(again.get("hsm-csr:b"), None);
-        let path = dir.join("account.json.profiles.json");
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        // A name that is not a profile name is not read back.
-        std::fs::write(&path, r#"{"hsm-csr:a":"x y","hsm-csr:c":"classic"}"#).unwrap();
-        let read = Kept::load(&account);
-        assert_eq!(read.get("hsm-csr:a"), None);
-        assert_eq!(read.get("hsm-csr:c"), Some("classic"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

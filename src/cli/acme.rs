@@ -187,14 +187,13 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
     note.done();
     // The profile is kept for renew; a name issued without one forgets
     // any it had.
-    let mut kept = acme::profile::Kept::load(&opts.account_file);
-    let label = key_options.label_for(&request);
-    kept.set(&label, args.profile.as_deref());
+    let mut names = acme::state::Names::load(&opts.account_file);
+    names.issued(&key_options.label_for(&request), args.profile.as_deref());
     let labels: Vec<String> = match opened.backend.list_keys() {
         Ok(keys) => keys.into_iter().map(|k| k.label).collect(),
-        Err(_) => kept.labels(),
+        Err(_) => names.labels(),
     };
-    kept.save(&labels.iter().map(String::as_str).collect::<Vec<_>>());
+    names.save(&labels.iter().map(String::as_str).collect::<Vec<_>>());
     if let Some(f) = chain_out.as_mut() {
         f.finish();
     }

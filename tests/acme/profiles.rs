@@ -114,11 +114,11 @@ fn a_profile_is_checked_before_keygen_sent_and_kept_for_renewal() {
         "{not_before}..{not_after}"
     );
     assert_eq!(ordered_profiles(&ca), [Some("shortlived".to_owned())]);
-    let kept_file = format!("{}.profiles.json", account(&token, &ca).display());
+    let kept_file = format!("{}.names.json", account(&token, &ca).display());
     let kept: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
     assert_eq!(
-        kept[format!("{}p.example.test", token.prefix)],
+        kept[format!("{}p.example.test", token.prefix)]["Profile"],
         "shortlived",
         "{kept}"
     );
@@ -185,7 +185,7 @@ fn a_profile_is_checked_before_keygen_sent_and_kept_for_renewal() {
     let kept: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
     assert_eq!(
-        kept[format!("{}p.example.test", token.prefix)],
+        kept[format!("{}p.example.test", token.prefix)]["Profile"],
         "classic",
         "{kept}"
     );

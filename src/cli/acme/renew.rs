@@ -130,7 +130,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             .min()
             .map(rfc3339),
     };
-    let mut profiles = acme::profile::Kept::load(&opts.account_file);
+    let mut names = acme::state::Names::load(&opts.account_file);
     let mut first_error = None;
     // A failed deploy hook leaves nothing on the token to sweep.
     let mut hook_error = None;
@@ -146,7 +146,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             .as_deref()
             .filter(|id| windows.offered && windows.get(id).is_some());
         let mut opts = opts.clone();
-        opts.profile = match (&args.profile, profiles.get(&d.old.label)) {
+        opts.profile = match (&args.profile, names.profile(&d.old.label)) {
             (Some(p), _) => acme::Profile::Asked(p.clone()),
             (None, Some(p)) => acme::Profile::Kept(p.to_owned()),
             (None, None) => acme::Profile::Default,
@@ -161,7 +161,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             (request_id, audit_log.as_ref()),
         ) {
             Ok((issued, chain)) => {
-                profiles.set(&d.old.label, opts.profile.name());
+                names.issued(&d.old.label, opts.profile.name());
                 // The old pair stays until the retention policy's grace
                 // period ends (keys prune --replaced-after, [retention]).
                 if let Err(e) = opened.backend.mark_replaced(&d.old) {
@@ -187,6 +187,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             Err(e) => {
                 orphans::report(&opened.backend.destroy_orphans(), "");
                 let _ = writeln!(std::io::stderr(), "{}: {}: {e}", d.common_name, e.code());
+                names.failed(&d.old.label, now, e.code(), &e.to_string());
                 report.failed.push(Failed {
                     common_name: d.common_name.clone(),
                     replaces: old,
@@ -199,7 +200,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     }
     if !due.is_empty() {
         let labels: Vec<&str> = keys.iter().map(|k| k.label.as_str()).collect();
-        profiles.save(&labels);
+        names.save(&labels);
     }
     print(&report)?;
     if first_error.is_none() {
