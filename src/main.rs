@@ -59,7 +59,11 @@ fn main() -> ExitCode {
             cli::acme::run(command, &request_id).map(|outcome| {
                 nothing_to_do = outcome == cli::acme::Outcome::NothingToDo;
             }),
-            matches!(command, cli::AcmeCommand::Issue(_)),
+            match command {
+                cli::AcmeCommand::Issue(_) => true,
+                cli::AcmeCommand::Status(args) => args.format == cli::ListFormat::Json,
+                cli::AcmeCommand::Renew(_) => false,
+            },
         ),
     };
     match result {

@@ -19,6 +19,7 @@ mod failures;
 mod issuance;
 mod profiles;
 mod renewal;
+mod status;
 
 /// A name [`blocking`]'s pebble refuses (`rejectedIdentifier`).
 const BLOCKED: &str = "blocked.example.test";
@@ -56,6 +57,19 @@ fn dns_cleanup(ca: &Pebble) -> String {
         "curl -sSf --max-time 10 -X POST -d \"{{\\\"host\\\":\\\"_acme-challenge.$HSM_CSR_ACME_DOMAIN.\\\"}}\" http://127.0.0.1:{}/clear-txt",
         ca.challtestsrv_port
     )
+}
+
+/// Seconds since the epoch of an RFC 3339 time, as `date` reads it.
+fn unix(rfc3339: &str) -> u64 {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%s", "-d", rfc3339])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Private keys and certificates on the token, as pkcs11-tool lists them.

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod renew;
+mod status;
 
 use std::io::Write;
 use std::path::Path;
@@ -33,6 +34,7 @@ pub fn run(command: &AcmeCommand, request_id: &str) -> Result<Outcome> {
     match command {
         AcmeCommand::Issue(args) => issue(args, request_id).map(|()| Outcome::Done),
         AcmeCommand::Renew(args) => renew::renew(args, request_id),
+        AcmeCommand::Status(args) => status::run(args).map(|()| Outcome::Done),
     }
 }
 
@@ -58,6 +60,15 @@ impl CertificateReport {
             chain_path: chain.map(|p| p.display().to_string()),
         }
     }
+}
+
+/// `--now`, or the clock: seconds since the Unix epoch.
+pub(super) fn now_or(arg: Option<u64>) -> u64 {
+    arg.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
 }
 
 pub(super) fn rfc3339(unix: u64) -> String {

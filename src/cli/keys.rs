@@ -133,10 +133,10 @@ fn print(out: &mut impl Write, format: ListFormat, keys: &[KeyEntry]) -> std::io
             writeln!(out)
         }
         ListFormat::Table => {
-            let rows: Vec<[String; 7]> = keys
+            let rows: Vec<Vec<String>> = keys
                 .iter()
                 .map(|k| {
-                    [
+                    vec![
                         k.label.clone(),
                         k.id.clone(),
                         k.key_type.clone(),
@@ -154,22 +154,11 @@ fn print(out: &mut impl Write, format: ListFormat, keys: &[KeyEntry]) -> std::io
                     ]
                 })
                 .collect();
-            let head = ["LABEL", "ID", "TYPE", "PUBMD5", "OWNER", "CERT", "URI"].map(String::from);
-            let mut widths = head.clone().map(|h| h.chars().count());
-            for row in &rows {
-                for (w, cell) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            for row in std::iter::once(&head).chain(&rows) {
-                let line: Vec<String> = row
-                    .iter()
-                    .zip(widths)
-                    .map(|(cell, w)| format!("{cell:<w$}"))
-                    .collect();
-                writeln!(out, "{}", line.join("  ").trim_end())?;
-            }
-            out.flush()
+            super::output::table(
+                out,
+                &["LABEL", "ID", "TYPE", "PUBMD5", "OWNER", "CERT", "URI"],
+                &rows,
+            )
         }
     }
 }

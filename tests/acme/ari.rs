@@ -4,22 +4,9 @@
 //! the certificate it replaces, and the certificate identifier the same as
 //! an independent client computes.
 
-use super::{account, acme, http_01_anywhere, objects};
+use super::{account, acme, http_01_anywhere, objects, unix};
 use crate::common::Token;
 use crate::common::a2c::{A2cOptions, Acme2Certifier, python};
-
-/// Seconds since the epoch of an RFC 3339 time, as `date` reads it.
-fn unix(rfc3339: &str) -> u64 {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%s", "-d", rfc3339])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 /// The RFC 9773 identifier of the PEM certificate `pem`, as Python's `acme`
 /// package computes it, and its notBefore.

@@ -2,7 +2,7 @@
 //! needs in its environment (not the PIN), ended with all it started; a
 //! failure is reported and keeps the certificate.
 
-use super::{acme, http_01_anywhere, objects};
+use super::{acme, http_01_anywhere, objects, unix};
 use crate::common::Token;
 use crate::common::a2c::{A2cOptions, Acme2Certifier};
 
@@ -145,22 +145,7 @@ fn the_deploy_hook_is_told_each_new_certificate_and_a_failure_keeps_it() {
     assert_eq!(run.code, 10, "{}", run.stderr);
 
     // A hook that outruns its deadline is killed, and says so.
-    let later = (report["Renewed"][0]["NotAfter"]
-        .as_str()
-        .map(|t| {
-            let out = std::process::Command::new("date")
-                .args(["-u", "+%s", "-d", t])
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .trim()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .unwrap()
-        - 60)
-        .to_string();
+    let later = (unix(report["Renewed"][0]["NotAfter"].as_str().unwrap()) - 60).to_string();
     let run = acme(
         &token,
         &ca,

@@ -214,7 +214,8 @@ impl Acme2Certifier {
         std::fs::read_to_string(self.dir.path().join("a2c.log")).unwrap_or_default()
     }
 
-    fn stop(&mut self) {
+    /// Stops the server (a CA that does not answer).
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::cli::{HashArg, KeyTypeArg, TokenArgs};
+use crate::cli::{HashArg, KeyTypeArg, ListFormat, TokenArgs};
 
 /// `acme issue|renew`.
 #[derive(Debug, Subcommand)]
@@ -16,6 +16,10 @@ pub enum AcmeCommand {
     /// are due (a third of their lifetime left, or --days). Exit 0: renewed;
     /// 10: nothing to do; else failed.
     Renew(Box<AcmeRenewArgs>),
+    /// Show each certificate on the token: its expiry, the CA's renewal
+    /// window as last asked, when it is renewed next, its profile and the
+    /// last renewal's error. Asks the CA nothing.
+    Status(Box<AcmeStatusArgs>),
 }
 
 /// `acme issue`.
@@ -89,6 +93,34 @@ pub struct AcmeRenewArgs {
     /// The CA, the account and the challenges.
     #[command(flatten)]
     pub acme: AcmeArgs,
+    /// Which token, and how to log in.
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+/// `acme status`.
+#[derive(Debug, clap::Args)]
+pub struct AcmeStatusArgs {
+    /// The account whose renewal windows and names' states are shown.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/lib/hsm-csr/acme/account.json"
+    )]
+    pub account: PathBuf,
+    /// Show keys whose CKA_LABEL starts with this [default: hsm-csr:, or the config's].
+    #[arg(long, value_name = "PREFIX")]
+    pub label_prefix: Option<String>,
+    /// Plan renewals as `renew --days N` would.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub days: Option<u32>,
+    /// Plan as if it were this time (seconds since the Unix epoch).
+    #[arg(long, value_name = "UNIX", hide = true)]
+    pub now: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
     /// Which token, and how to log in.
     #[command(flatten)]
     pub token: TokenArgs,

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -16,7 +15,7 @@ use hsm_csr::{CsrRequest, Error, KeyOptions, Result};
 use super::super::create::out_file::OutFile;
 use super::super::token;
 use super::args::AcmeRenewArgs;
-use super::{CertificateReport, Outcome, options, print, rfc3339, settle, token_lock};
+use super::{CertificateReport, Outcome, now_or, options, print, rfc3339, settle, token_lock};
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -87,11 +86,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     let _token_lock = token_lock(&target, &opened.backend)?;
     let note = super::super::in_flight::sweep_if_needed(&mut opened.backend, &prefix);
     let keys = opened.backend.list_keys()?;
-    let now = args.now.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    });
+    let now = now_or(args.now);
     let when = args.days.map_or(acme::When::Scheduled, |days| {
         acme::When::EndsWithin(u64::from(days) * 86_400)
     });
