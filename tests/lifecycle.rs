@@ -92,6 +92,11 @@ fn same_label_twice_is_ambiguous() {
 
 /// A throw-away CA in `dir`; returns the certificate it issues for `csr`.
 fn issue(dir: &Path, csr: &str) -> Vec<u8> {
+    issue_for_days(dir, csr, 1)
+}
+
+/// [`issue`], for `days` days.
+fn issue_for_days(dir: &Path, csr: &str, days: u32) -> Vec<u8> {
     let ca_key = dir.join("ca.key");
     let ca = dir.join("ca.pem");
     if !ca.exists() {
@@ -121,11 +126,12 @@ fn issue(dir: &Path, csr: &str) -> Vec<u8> {
     }
     let csr_file = dir.join("req.pem");
     std::fs::write(&csr_file, csr).unwrap();
+    let days = days.to_string();
     let args = [
         "x509",
         "-req",
         "-days",
-        "1",
+        &days,
         "-copy_extensions",
         "copy",
         "-set_serial",
@@ -328,4 +334,70 @@ fn certificates_with_id(token: &Token, id: &str) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+#[test]
+fn serve_metrics_count_certificates_by_days_left_without_a_series_per_name() {
+    let token = Token::new();
+    let mut ends = Vec::new();
+    for (name, days) in [("soon.expiry.example", 3), ("later.expiry.example", 40)] {
+        let v = token
+            .create(&["--common-name", name, "--key-type", "ec-p256"])
+            .ok()
+            .json();
+        let cert = issue_for_days(token.dir(), v["Csr"].as_str().unwrap(), days);
+        let file = token.dir().join(format!("{name}.pem"));
+        std::fs::write(&file, &cert).unwrap();
+        token
+            .run(&["attach-cert"], &["--cert", file.to_str().unwrap()])
+            .ok();
+        let end = openssl(&["x509", "-noout", "-enddate"], &cert);
+        let end = String::from_utf8(end).unwrap();
+        let out = Command::new("date")
+            .args([
+                "-u",
+                "+%s",
+                "-d",
+                end.trim().trim_start_matches("notAfter="),
+            ])
+            .output()
+            .unwrap();
+        ends.push(String::from_utf8(out.stdout).unwrap().trim().to_owned());
+    }
+    // A key without a certificate counts nowhere.
+    token
+        .create(&[
+            "--common-name",
+            "none.expiry.example",
+            "--key-type",
+            "ec-p256",
+        ])
+        .ok();
+    let server = crate::common::server::Server::start(&token, "ec-p256", "");
+    // The first pass over every key runs as serve starts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let m = server.get("/metrics").unwrap();
+        if m.contains("hsm_csr_certificate_earliest_expiry_seconds") {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for (range, n) in [
+        ("expired", 0),
+        ("0-1", 0),
+        ("1-7", 1),
+        ("7-30", 0),
+        ("30-90", 1),
+        ("90+", 0),
+    ] {
+        let line = format!("hsm_csr_certificates{{days_left=\"{range}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    let earliest = format!("hsm_csr_certificate_earliest_expiry_seconds {}\n", ends[0]);
+    assert!(metrics.contains(&earliest), "{earliest}\n{metrics}");
+    // No name of a certificate in the exposition.
+    assert!(!metrics.contains("expiry.example"), "{metrics}");
+    server.stop();
 }

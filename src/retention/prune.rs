@@ -56,6 +56,9 @@ pub struct Inventory {
     pub audit: Option<crate::audit::AuditLog>,
     /// Where the counts go.
     pub owners: std::sync::Mutex<OwnerCounts>,
+    /// The notAfter of each key in use's newest certificate (keys a
+    /// renewal replaced left out), for the expiry metrics.
+    pub expiries: std::sync::Mutex<Vec<u64>>,
 }
 
 /// The keys among `keys` that `policy` retires on `today`; only `owner`'s
@@ -240,6 +243,19 @@ pub fn inventory_pass(
         counts.1 += k.certificates().len();
     }
     *pass.owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
+    let expiries = keys
+        .iter()
+        .filter(|k| k.has_private_key && k.replaced.is_none())
+        .filter(|k| store.state_of(k) == KeyState::Delivered)
+        .filter_map(|k| {
+            k.certificates()
+                .iter()
+                .filter_map(|der| crate::certificate::ParsedCertificate::parse(der).ok())
+                .map(|c| c.not_after_unix())
+                .max()
+        })
+        .collect();
+    *pass.expiries.lock().unwrap_or_else(|p| p.into_inner()) = expiries;
     // At start, what a crash left half made goes whatever the policy: a
     // torn pool key the pool will never adopt, a lone public key.
     let policy = Policy {

@@ -23,6 +23,13 @@ pub(super) async fn metrics_text<S: Sessions>(
 ) -> Response<Body> {
     svc.metrics.set_tokens(svc.tokens.stats());
     svc.metrics.set_owners(svc.owner_stats());
+    svc.metrics.set_expiries(
+        svc.tokens
+            .lanes()
+            .iter()
+            .flat_map(|l| l.sessions.expiries())
+            .collect(),
+    );
     let body = svc
         .metrics
         .render(svc.busy(), svc.tokens.total(), svc.tokens.key_pool());

@@ -9,6 +9,7 @@
 //! answers with. So no request can add a line, a series or a byte to the
 //! exposition beyond its counters (at most 6 actions × the crate's codes).
 
+mod expiry;
 mod owners;
 mod tokens;
 
@@ -186,6 +187,7 @@ pub struct Metrics {
     snapshot: Arc<Mutex<Snapshot>>,
     tokens: Arc<Mutex<Vec<TokenStats>>>,
     owners: Arc<Mutex<std::collections::BTreeMap<String, OwnerStats>>>,
+    expiries: Arc<Mutex<Vec<u64>>>,
     quota_refusals: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
@@ -222,8 +224,11 @@ impl Default for Metrics {
         registry.register_collector(Box::new(tokens::TokenCollector(Arc::clone(&tokens))));
         let owners = Arc::default();
         registry.register_collector(Box::new(owners::OwnerCollector(Arc::clone(&owners))));
+        let expiries = Arc::default();
+        registry.register_collector(Box::new(expiry::ExpiryCollector(Arc::clone(&expiries))));
         Metrics {
             owners,
+            expiries,
             quota_refusals: Mutex::default(),
             registry,
             requests,
@@ -294,6 +299,12 @@ impl Metrics {
             }
         }
         *self.owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
+    }
+
+    /// The notAfter of each certificate in use on the tokens, for the next
+    /// [`Self::render`].
+    pub(super) fn set_expiries(&self, ends: Vec<u64>) {
+        *self.expiries.lock().unwrap_or_else(|p| p.into_inner()) = ends;
     }
 
     /// Each token's figures, for the next [`Self::render`].

@@ -49,6 +49,12 @@ pub trait Sessions: Send + Sync + 'static {
         OwnerCounts::default()
     }
 
+    /// The notAfter of the newest certificate of each key in use (not
+    /// replaced by a renewal), as the last pass over every key found them.
+    fn expiries(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// Makes the CSR for `request` on an idle session, for `caller` (the
     /// key is its, its quota checked first); keeps the key pair
     /// only when `deliver` says the response will be taken and its
@@ -123,6 +129,10 @@ impl Sessions for SessionPool {
 
     fn owners(&self) -> OwnerCounts {
         SessionPool::owners(self)
+    }
+
+    fn expiries(&self) -> Vec<u64> {
+        SessionPool::expiries(self)
     }
 
     fn issue(

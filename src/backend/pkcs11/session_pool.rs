@@ -169,6 +169,7 @@ impl SessionPool {
             prefix: self.key_options.label_prefix().to_owned(),
             audit,
             owners: std::sync::Mutex::default(),
+            expiries: std::sync::Mutex::default(),
         }));
     }
 
@@ -177,6 +178,15 @@ impl SessionPool {
         self.inventory
             .as_ref()
             .map(|i| i.owners.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// The notAfter of each key in use's newest certificate, as the last
+    /// pass found them.
+    pub fn expiries(&self) -> Vec<u64> {
+        self.inventory
+            .as_ref()
+            .map(|i| i.expiries.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .unwrap_or_default()
     }
 
