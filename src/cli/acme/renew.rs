@@ -35,7 +35,8 @@ struct RenewReport {
 struct Renewed {
     #[serde(flatten)]
     new: CertificateReport,
-    /// The old pair and certificate, still on the token until `keys delete`.
+    /// The old pair and certificate, kept and marked as replaced until
+    /// `keys prune --replaced-after` retires them.
     replaces: Old,
     /// Why `--deploy-hook` failed for it, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
