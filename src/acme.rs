@@ -18,6 +18,7 @@ pub mod account;
 pub mod ari;
 mod dns01;
 pub mod hook;
+mod http;
 mod http01;
 mod issue;
 pub mod lock;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use crate::error::{AcmeFailure, Error, Result};
 
+pub use http::rate_limited_for;
 pub use issue::{Issued, PendingCertificate, order_certificate};
 pub use profile::Profile;
 pub use renew::{Due, When, due_at, renewable};
@@ -113,6 +115,12 @@ async fn call<T>(
 fn acme_error(step: &'static str, e: &instant_acme::Error) -> Error {
     use instant_acme::Error as E;
     let (kind, detail) = match e {
+        // RFC 8555 section 6.7.
+        E::Api(problem)
+            if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited") =>
+        {
+            (AcmeFailure::RateLimited, problem_text(problem))
+        }
         E::Api(problem) => (AcmeFailure::Refused, problem_text(problem)),
         E::Timeout(_) => (
             AcmeFailure::Unreachable,

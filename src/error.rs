@@ -363,6 +363,8 @@ pub enum AcmeFailure {
     BadCertificate,
     /// The deploy hook failed; the certificate is stored.
     DeployHook,
+    /// The CA's rate limit (`rateLimited`, HTTP 429): try again later.
+    RateLimited,
 }
 
 fn list_or_none(labels: &[String]) -> String {
@@ -427,6 +429,7 @@ impl Error {
                 AcmeFailure::Responder => "Acme.ResponderFailed",
                 AcmeFailure::BadCertificate => "Acme.BadCertificate",
                 AcmeFailure::DeployHook => "Acme.DeployHookFailed",
+                AcmeFailure::RateLimited => "Acme.RateLimited",
             },
             Error::RollbackFailed { original, .. } => original.code(),
         }
@@ -480,7 +483,8 @@ impl Error {
             | Error::Unreachable { .. }
             | Error::Internal(_)
             | Error::Acme {
-                kind: AcmeFailure::Unreachable | AcmeFailure::BadCertificate,
+                kind:
+                    AcmeFailure::Unreachable | AcmeFailure::BadCertificate | AcmeFailure::RateLimited,
                 ..
             } => ErrorClass::Internal,
             Error::RollbackFailed { original, .. } => original.class(),

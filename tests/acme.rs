@@ -16,8 +16,10 @@ use crate::common::{Run, Token, openssl};
 mod ari;
 mod deploy;
 mod failures;
+mod fleet;
 mod issuance;
 mod profiles;
+mod rate_limit;
 mod renewal;
 mod status;
 
@@ -121,13 +123,26 @@ fn acme(token: &Token, ca: &impl Ca, sub: &str, args: &[&str]) -> Run {
 
 /// [`acme`] with the account file `account`.
 fn acme_as(token: &Token, ca: &impl Ca, account: &Path, sub: &str, args: &[&str]) -> Run {
-    let directory = ca.directory_url();
-    let ca_root = ca.tls_ca();
-    let mut all: Vec<&str> = vec![
+    let mut all = flags_with(token, ca, account);
+    if !args.contains(&"--timeout") {
+        all.extend(["--timeout".to_owned(), "20".to_owned()]);
+    }
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    token.run(&["acme", sub], &all)
+}
+
+/// The CA, account and label flags [`acme`] passes.
+fn acme_flags(token: &Token, ca: &impl Ca) -> Vec<String> {
+    flags_with(token, ca, &account(token, ca))
+}
+
+fn flags_with(token: &Token, ca: &impl Ca, account: &Path) -> Vec<String> {
+    [
         "--directory",
-        &directory,
+        &ca.directory_url(),
         "--ca-root",
-        ca_root.to_str().unwrap(),
+        ca.tls_ca().to_str().unwrap(),
         "--account",
         account.to_str().unwrap(),
         "--agree-tos",
@@ -135,12 +150,9 @@ fn acme_as(token: &Token, ca: &impl Ca, account: &Path, sub: &str, args: &[&str]
         &token.prefix,
         "--validation-timeout",
         "60",
-    ];
-    if !args.contains(&"--timeout") {
-        all.extend(["--timeout", "20"]);
-    }
-    all.extend_from_slice(args);
-    token.run(&["acme", sub], &all)
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// An http-01 address nobody looks at (a CA that does not validate).

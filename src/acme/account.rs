@@ -84,16 +84,14 @@ pub(super) async fn open(opts: &AcmeOptions) -> Result<Account> {
 }
 
 fn builder(opts: &AcmeOptions) -> Result<AccountBuilder> {
-    let built = match &opts.ca_root {
-        Some(root) => Account::builder_with_root(root),
-        None => Account::builder(),
-    };
-    built.map_err(|e| {
-        Error::Config(match &opts.ca_root {
-            Some(root) => format!("cannot use --ca-root {}: {e}", root.display()),
-            None => format!("cannot set up HTTPS to the CA: {e}"),
+    super::http::Client::new(opts.ca_root.as_deref())
+        .map(|client| Account::builder_with_http(Box::new(client)))
+        .map_err(|e| {
+            Error::Config(match &opts.ca_root {
+                Some(root) => format!("cannot use --ca-root {}: {e}", root.display()),
+                None => format!("cannot set up HTTPS to the CA: {e}"),
+            })
         })
-    })
 }
 
 /// Reads the file, or None when there is none.

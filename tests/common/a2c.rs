@@ -202,6 +202,13 @@ impl Acme2Certifier {
     }
 
     /// The requests so far: method, path and decoded JWS payload each.
+    /// Answers the next `count` new orders 429 with `Retry-After:
+    /// retry_after` (tests/tools/a2c_serve.py).
+    pub fn rate_limit(&self, count: u32, retry_after: &str) {
+        let limit = serde_json::json!({"count": count, "retry_after": retry_after});
+        std::fs::write(self.dir.path().join("rate_limit.json"), limit.to_string()).unwrap();
+    }
+
     pub fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
             .unwrap_or_default()

@@ -8,9 +8,15 @@ on 127.0.0.1 only. Each request is written to REQUEST_LOG as one JSON
 line: its method, its path and, for a JWS POST, the decoded payload, so
 that a test can see what the client sent (acme2certifier keeps no record
 of `replaces`).
+
+A test makes it rate-limit new orders, as Let's Encrypt does, by writing
+`rate_limit.json` beside REQUEST_LOG: {"count": N, "retry_after": "S"}
+answers the next N new orders 429 with a `rateLimited` problem and
+`Retry-After: S` (acme2certifier has no rate limits of its own).
 """
 import base64
 import json
+import os
 import socketserver
 import ssl
 import sys
@@ -46,9 +52,38 @@ def logged(environ, start_response):
     line = {"method": method, "path": environ.get("PATH_INFO", "")}
     if body:
         line["payload"] = payload_of(body)
-    with lock, open(request_log, "a") as f:
-        f.write(json.dumps(line) + "\n")
+    with lock:
+        with open(request_log, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        limited = line["path"] == "/acme/neworders" and take_rate_limit()
+    if limited:
+        body = json.dumps({
+            "type": "urn:ietf:params:acme:error:rateLimited",
+            "detail": "too many new orders (test limit)",
+        }).encode()
+        start_response("429 Too Many Requests", [
+            ("Content-Type", "application/problem+json"),
+            ("Retry-After", limited),
+            ("Content-Length", str(len(body))),
+        ])
+        return [body]
     return application(environ, start_response)
+
+
+def take_rate_limit():
+    """The Retry-After to answer this new order with, if it is limited."""
+    path = os.path.join(os.path.dirname(request_log), "rate_limit.json")
+    try:
+        with open(path) as f:
+            limit = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if limit.get("count", 0) <= 0:
+        return None
+    limit["count"] -= 1
+    with open(path, "w") as f:
+        json.dump(limit, f)
+    return str(limit["retry_after"])
 
 
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -86,6 +86,12 @@ pub struct AcmeRenewArgs {
     /// [default: the profile each certificate was issued with].
     #[arg(long, value_name = "NAME", value_parser = hsm_csr::acme::profile::valid_name)]
     pub profile: Option<String>,
+    /// Seconds this run may wait in all for the CA's rate limits (a 429's
+    /// Retry-After, else 60 s each) before leaving the certificates not yet
+    /// renewed to the next run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub rate_limit_wait: u64,
     /// Make the new key pairs of this type, to move a fleet (e.g. from
     /// rsa to ec-p256) [default: the type of the key each replaces].
     #[arg(long, value_name = "TYPE", value_enum)]

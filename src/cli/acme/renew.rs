@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -28,6 +29,11 @@ struct RenewReport {
     not_due: usize,
     /// When the first of them is due (RFC 3339), if any.
     next_renewal: Option<String>,
+    /// Due, but left for the next run: the CA's rate limit outlasted
+    /// `--rate-limit-wait`.
+    deferred: usize,
+    /// Seconds waited for the CA's rate limit.
+    rate_limit_waited_s: u64,
 }
 
 #[derive(Serialize)]
@@ -59,6 +65,9 @@ struct Failed {
     code: &'static str,
     message: String,
 }
+
+/// How long to wait on a 429 that names no Retry-After.
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     let config = token::load_config(&args.token)?;
@@ -125,12 +134,16 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             .map(|d| acme::due_at(d, when, &windows))
             .min()
             .map(rfc3339),
+        deferred: 0,
+        rate_limit_waited_s: 0,
     };
     let mut names = acme::state::Names::load(&opts.account_file);
     let mut first_error = None;
     // A failed deploy hook leaves nothing on the token to sweep.
     let mut hook_error = None;
-    for d in &due {
+    let mut waited = Duration::ZERO;
+    let mut rate_limited = None;
+    for (i, d) in due.iter().enumerate() {
         let old = Old {
             key_uri: d.old.key_uri.clone(),
             pub_md5: d.old.pub_md5.clone(),
@@ -147,15 +160,55 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             (None, Some(p)) => acme::Profile::Kept(p.to_owned()),
             (None, None) => acme::Profile::Default,
         };
-        match renew_one(
-            &mut opened.backend,
-            &config,
-            (&opts, replaces),
-            &prefix,
-            d,
-            args,
-            (request_id, audit_log.as_ref()),
-        ) {
+        let renewed = loop {
+            let renewed = renew_one(
+                &mut opened.backend,
+                &config,
+                (&opts, replaces),
+                &prefix,
+                d,
+                args,
+                (request_id, audit_log.as_ref()),
+            );
+            match &renewed {
+                Err(e) if e.code() == "Acme.RateLimited" => {}
+                _ => break renewed,
+            }
+            // RFC 8555 section 6.6: the CA's Retry-After is waited for,
+            // within --rate-limit-wait for the whole run; past it, this
+            // name and the rest wait for the next run, without an order.
+            let wait = acme::rate_limited_for().unwrap_or(DEFAULT_RATE_LIMIT_WAIT);
+            let budget = Duration::from_secs(args.rate_limit_wait);
+            if waited + wait > budget {
+                break renewed;
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}: the CA's rate limit: waiting {} s, as it asks, then ordering again",
+                d.common_name,
+                wait.as_secs()
+            );
+            std::thread::sleep(wait);
+            waited += wait;
+        };
+        report.rate_limit_waited_s = waited.as_secs();
+        let renewed = match renewed {
+            Err(e) if e.code() == "Acme.RateLimited" => {
+                orphans::report(&opened.backend.destroy_orphans(), "");
+                report.deferred = due.len() - i;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}: {e}; the CA's rate limit outlasts --rate-limit-wait ({} s): {} certificate(s) left for the next run",
+                    d.common_name,
+                    args.rate_limit_wait,
+                    report.deferred
+                );
+                rate_limited.get_or_insert(e);
+                break;
+            }
+            other => other,
+        };
+        match renewed {
             Ok((issued, chain)) => {
                 names.issued(&d.old.label, opts.profile.name());
                 // The old pair stays until the retention policy's grace
@@ -202,7 +255,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     if first_error.is_none() {
         note.done();
     }
-    match first_error.or(hook_error) {
+    match first_error.or(rate_limited).or(hook_error) {
         Some(e) => Err(e),
         None if report.renewed.is_empty() => Ok(Outcome::NothingToDo),
         None => Ok(Outcome::Done),
