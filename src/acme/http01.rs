@@ -31,7 +31,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use crate::error::{AcmeFailure, Error, Result};
 
@@ -50,40 +49,82 @@ const MAX_TOKENS: usize = 1000;
 
 type Tokens = Arc<Mutex<HashMap<String, String>>>;
 
-/// A running responder; dropping it stops it.
-pub(super) struct Http01 {
+/// One listener on an address, shared by the orders of this process that
+/// are validated at once (`acme renew --jobs`): each adds its tokens. It
+/// runs on a thread of its own, so it outlives no order and depends on
+/// none's runtime, and closes once the last order's responder is dropped.
+struct Listener {
     tokens: Tokens,
-    task: JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    #[cfg(test)]
+    addr: SocketAddr,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The listeners of this process, by the address they were asked for.
+static LISTENERS: Mutex<Vec<(SocketAddr, std::sync::Weak<Listener>)>> = Mutex::new(Vec::new());
+
+/// A running responder for one order; dropping it takes its tokens back,
+/// and stops the listener when no other order uses it.
+pub(super) struct Http01 {
+    listener: Arc<Listener>,
+    mine: Mutex<Vec<String>>,
     #[cfg(test)]
     addr: SocketAddr,
 }
 
 impl Drop for Http01 {
     fn drop(&mut self) {
-        self.task.abort();
+        let mine = std::mem::take(&mut *self.mine.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut tokens = self
+            .listener
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for token in mine {
+            tokens.remove(&token);
+        }
     }
 }
 
 impl Http01 {
-    /// Listens on `addr`.
+    /// Listens on `addr`, or joins this process's listener there.
     ///
     /// # Errors
     /// `Acme.ResponderFailed` when the address cannot be bound.
+    #[allow(clippy::unused_async)]
     pub(super) async fn start(addr: SocketAddr) -> Result<Http01> {
-        let listener = TcpListener::bind(addr).await.map_err(|e| Error::Acme {
-            kind: AcmeFailure::Responder,
-            step: "http-01 responder",
-            detail: format!("cannot listen on {addr}: {e}"),
-        })?;
-        #[cfg(test)]
-        let addr = listener.local_addr().unwrap_or(addr);
-        let tokens: Tokens = Arc::default();
-        let task = tokio::spawn(serve(listener, Arc::clone(&tokens)));
+        let mut listeners = LISTENERS.lock().unwrap_or_else(|p| p.into_inner());
+        listeners.retain(|(_, l)| l.strong_count() > 0);
+        // Port 0 asks for a port of its own each time.
+        let running = listeners
+            .iter()
+            .filter(|(a, _)| *a == addr && addr.port() != 0)
+            .find_map(|(_, l)| l.upgrade());
+        let listener = match running {
+            Some(l) => l,
+            None => {
+                let l = Arc::new(listen(addr)?);
+                listeners.push((addr, Arc::downgrade(&l)));
+                l
+            }
+        };
         Ok(Http01 {
-            tokens,
-            task,
             #[cfg(test)]
-            addr,
+            addr: listener.addr,
+            listener,
+            mine: Mutex::default(),
         })
     }
 
@@ -95,17 +136,63 @@ impl Http01 {
     /// alphabet"), or past [`MAX_TOKENS`].
     pub(super) fn add(&self, token: &str, key_authorization: &str) -> Result<()> {
         valid_token(token)?;
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if tokens.len() >= MAX_TOKENS {
+        let mut mine = self.mine.lock().unwrap_or_else(|p| p.into_inner());
+        if mine.len() >= MAX_TOKENS {
             return Err(Error::Acme {
                 kind: AcmeFailure::Refused,
                 step: "challenge",
                 detail: format!("the order has more than {MAX_TOKENS} challenges"),
             });
         }
-        tokens.insert(token.to_owned(), key_authorization.to_owned());
+        self.listener
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_owned(), key_authorization.to_owned());
+        mine.push(token.to_owned());
         Ok(())
     }
+}
+
+/// Binds `addr` and serves it on a thread of its own until dropped.
+fn listen(addr: SocketAddr) -> Result<Listener> {
+    let failed = |e: std::io::Error| Error::Acme {
+        kind: AcmeFailure::Responder,
+        step: "http-01 responder",
+        detail: format!("cannot listen on {addr}: {e}"),
+    };
+    let bound = std::net::TcpListener::bind(addr).map_err(failed)?;
+    bound.set_nonblocking(true).map_err(failed)?;
+    #[cfg(test)]
+    let addr = bound.local_addr().unwrap_or(addr);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(failed)?;
+    let tokens: Tokens = Arc::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = Arc::clone(&tokens);
+    let thread = std::thread::Builder::new()
+        .name("http-01".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = TcpListener::from_std(bound) else {
+                    return;
+                };
+                tokio::select! {
+                    () = serve(listener, served) => {}
+                    _ = stopped => {}
+                }
+            });
+        })
+        .map_err(failed)?;
+    Ok(Listener {
+        tokens,
+        stop: Some(stop),
+        thread: Some(thread),
+        #[cfg(test)]
+        addr,
+    })
 }
 
 /// Refuses a challenge token outside the base64url alphabet, or empty or
@@ -300,6 +387,35 @@ mod tests {
                 "{method} {path}: {answer}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn orders_at_once_share_one_address_and_each_takes_its_tokens_back() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let first = Http01::start(addr).await.unwrap();
+        let second = Http01::start(addr).await.unwrap();
+        first.add("one", "one.k").unwrap();
+        second.add("two", "two.k").unwrap();
+        assert!(fetch_at(addr, "one").await.ends_with("one.k"));
+        assert!(fetch_at(addr, "two").await.ends_with("two.k"));
+        drop(first);
+        assert!(fetch_at(addr, "one").await.starts_with("HTTP/1.1 404"));
+        assert!(fetch_at(addr, "two").await.ends_with("two.k"));
+        drop(second);
+        // The last one out closed the listener: the port is free again.
+        std::net::TcpListener::bind(addr).unwrap();
+    }
+
+    async fn fetch_at(addr: SocketAddr, token: &str) -> String {
+        let request = format!(
+            "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        get(addr, &request).await
     }
 
     #[tokio::test]
