@@ -22,6 +22,7 @@ mod profiles;
 mod rate_limit;
 mod renewal;
 mod status;
+mod tokens;
 
 /// A name [`blocking`]'s pebble refuses (`rejectedIdentifier`).
 const BLOCKED: &str = "blocked.example.test";

@@ -1,4 +1,5 @@
-//! What `acme` runs remember of each name between runs, by key label, in
+//! What `acme` runs remember of each name between runs, by token and key
+//! label ([`key`]), in
 //! `<account file>.names.json` (mode 0600, replaced whole): the profile it
 //! was issued with, for renew to ask for again ([`super::profile`]), and
 //! the last renewal's failure, for `acme status`. Only labels still on
@@ -10,6 +11,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// The key a name's state is kept under: its token's label and its key
+/// label (the same name may be on two tokens).
+pub fn key(token: &str, label: &str) -> String {
+    format!("{token}\t{label}")
+}
 
 /// A bigger file is not ours: read as empty.
 const MAX_FILE: u64 = 16 << 20;

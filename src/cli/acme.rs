@@ -199,9 +199,19 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
     // The profile is kept for renew; a name issued without one forgets
     // any it had.
     let mut names = acme::state::Names::load(&opts.account_file);
-    names.issued(&key_options.label_for(&request), args.profile.as_deref());
+    let token = opened.backend.token_label().to_owned();
+    names.issued(
+        &acme::state::key(&token, &key_options.label_for(&request)),
+        args.profile.as_deref(),
+    );
+    // Only this token's names are pruned: others' may be on other tokens.
     let labels: Vec<String> = match opened.backend.list_keys() {
-        Ok(keys) => keys.into_iter().map(|k| k.label).collect(),
+        Ok(keys) => names
+            .labels()
+            .into_iter()
+            .filter(|l| !l.starts_with(&format!("{token}\t")))
+            .chain(keys.iter().map(|k| acme::state::key(&token, &k.label)))
+            .collect(),
         Err(_) => names.labels(),
     };
     names.save(&labels.iter().map(String::as_str).collect::<Vec<_>>());

@@ -118,7 +118,7 @@ fn a_profile_is_checked_before_keygen_sent_and_kept_for_renewal() {
     let kept: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
     assert_eq!(
-        kept[format!("{}p.example.test", token.prefix)]["Profile"],
+        kept[format!("{}\t{}p.example.test", token.label, token.prefix)]["Profile"],
         "shortlived",
         "{kept}"
     );
@@ -185,7 +185,7 @@ fn a_profile_is_checked_before_keygen_sent_and_kept_for_renewal() {
     let kept: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
     assert_eq!(
-        kept[format!("{}p.example.test", token.prefix)]["Profile"],
+        kept[format!("{}\t{}p.example.test", token.label, token.prefix)]["Profile"],
         "classic",
         "{kept}"
     );

@@ -86,6 +86,12 @@ pub struct AcmeRenewArgs {
     /// [default: the profile each certificate was issued with].
     #[arg(long, value_name = "NAME", value_parser = hsm_csr::acme::profile::valid_name)]
     pub profile: Option<String>,
+    /// Renewals at once on each token, each on a session of its own (the
+    /// http-01 address is shared); 1: one at a time. openCryptoki's soft
+    /// token is not safe with more than 1 (docs/tokens.md).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub jobs: u16,
     /// Seconds this run may wait in all for the CA's rate limits (a 429's
     /// Retry-After, else 60 s each) before leaving the certificates not yet
     /// renewed to the next run.

@@ -17,6 +17,8 @@ use super::{now_or, rfc3339};
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct Status {
+    /// The token's label.
+    token: String,
     common_name: String,
     /// Its DNS names and IP addresses.
     names: Vec<String>,
@@ -48,27 +50,37 @@ pub(super) fn run(args: &AcmeStatusArgs) -> Result<()> {
         .label_prefix
         .clone()
         .unwrap_or_else(|| config.key.label_prefix.clone());
-    let target = token::target(&args.token, &config)?;
-    let opened = token::open(&target, &args.token)?;
-    let keys = opened.backend.list_keys()?;
+    // Every configured token ([[tokens]]), or the one named.
+    let mut listed = Vec::new();
+    for target in token::targets(&args.token, &config)? {
+        let opened = token::open(&target, &args.token)?;
+        let label = opened.backend.token_label().to_owned();
+        listed.push((label, opened.backend.list_keys()?));
+    }
     let now = now_or(args.now);
     let when = args.days.map_or(acme::When::Scheduled, |days| {
         acme::When::EndsWithin(u64::from(days) * 86_400)
     });
     let windows = acme::ari::Windows::load(&args.account);
     let names = acme::state::Names::load(&args.account);
-    let mut groups: Vec<(u64, acme::Due)> = acme::renewable(&keys, &prefix)
-        .into_iter()
-        .map(|d| (acme::due_at(&d, when, &windows), d))
+    let windows = &windows;
+    let mut groups: Vec<(u64, &str, acme::Due)> = listed
+        .iter()
+        .flat_map(|(token, keys)| {
+            acme::renewable(keys, &prefix)
+                .into_iter()
+                .map(move |d| (acme::due_at(&d, when, windows), token.as_str(), d))
+        })
         .collect();
-    groups.sort_by(|a, b| (a.0, &a.1.common_name).cmp(&(b.0, &b.1.common_name)));
+    groups.sort_by(|a, b| (a.0, &a.2.common_name).cmp(&(b.0, &b.2.common_name)));
     let rows: Vec<Status> =
         groups
             .into_iter()
-            .map(|(at, d)| {
-                let state = names.get(&d.old.label);
+            .map(|(at, token, d)| {
+                let state = names.get(&acme::state::key(token, &d.old.label));
                 let left = i128::from(d.not_after) - i128::from(now);
                 Status {
+                    token: token.to_owned(),
                     names: d.sans.clone(),
                     key_uri: d.old.key_uri.clone(),
                     pub_md5: d.old.pub_md5.clone(),

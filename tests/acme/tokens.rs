@@ -1,0 +1,156 @@
+//! `acme renew` and `acme status` across every configured token
+//! ([[tokens]]), with `--jobs` renewals at once on a token, each on a
+//! session of its own, sharing one http-01 address.
+
+use super::{acme, acme_flags, http_01_anywhere, unix};
+use crate::common::a2c::{A2cOptions, Acme2Certifier};
+use crate::common::{PIN, Token};
+
+/// The deploy hook's `start`/`end` lines as intervals; how many overlap at
+/// most.
+fn most_at_once(log: &str) -> usize {
+    let mut events: Vec<(f64, i32)> = log
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(what, t)| {
+            (
+                t.trim().parse::<f64>().unwrap(),
+                if what == "start" { 1 } else { -1 },
+            )
+        })
+        .collect();
+    events.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+#[test]
+fn renew_covers_every_configured_token_with_jobs_at_once() {
+    let Some(token) = Token::private_softhsm("adds a second token to its store") else {
+        return;
+    };
+    // A second token in the same SoftHSM2 store.
+    let made = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "token-b"])
+        .args(["--pin", PIN, "--so-pin", "12345678"])
+        .env("SOFTHSM2_CONF", token.conf())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let config = token.dir().join("two.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[tokens]]\nmodule = \"{m}\"\nlabel = \"{a}\"\n\n[[tokens]]\nmodule = \"{m}\"\nlabel = \"token-b\"\n",
+            m = token.module,
+            a = token.label
+        ),
+    )
+    .unwrap();
+    let ca = Acme2Certifier::start(&A2cOptions {
+        lifetime: "6h",
+        window_start_percent: 50,
+        window_length: None,
+        retry_after_secs: 600,
+        profiles: &[],
+    });
+    let responder = http_01_anywhere();
+    let mut ends = Vec::new();
+    for i in 0..4 {
+        let issued = acme(
+            &token,
+            &ca,
+            "issue",
+            &[
+                "--common-name",
+                &format!("a{i}.example.test"),
+                "--key-type",
+                "ec-p256",
+                "--http-01",
+                &responder,
+            ],
+        )
+        .ok()
+        .json();
+        ends.push(unix(issued["NotAfter"].as_str().unwrap()));
+    }
+    let on_b = |sub: &str, args: &[&str]| {
+        let mut cmd = token.hsm_csr();
+        cmd.args(["acme", sub])
+            .args(["--config", config.to_str().unwrap(), "--token", "token-b"])
+            .args(acme_flags(&token, &ca))
+            .args(args);
+        crate::common::Run::of(&mut cmd)
+    };
+    for i in 0..2 {
+        on_b(
+            "issue",
+            &[
+                "--common-name",
+                &format!("b{i}.example.test"),
+                "--key-type",
+                "ec-p256",
+                "--http-01",
+                &responder,
+            ],
+        )
+        .ok();
+    }
+
+    // One run over both tokens, three renewals at once on each; a deploy
+    // hook that takes a second shows they overlapped.
+    let hooks = token.dir().join("hooks.log");
+    let hook = format!(
+        "echo start $(date +%s.%N) >> {h}; sleep 1; echo end $(date +%s.%N) >> {h}",
+        h = hooks.display()
+    );
+    let late = (ends.iter().max().unwrap() - 60).to_string();
+    let mut cmd = token.hsm_csr();
+    cmd.args(["acme", "renew", "--config", config.to_str().unwrap()])
+        .args(acme_flags(&token, &ca))
+        .args(["--http-01", &responder, "--now", &late, "--jobs", "3"])
+        .args(["--deploy-hook", &hook]);
+    let run = crate::common::Run::of(&mut cmd);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.json();
+    let renewed: Vec<&str> = report["Renewed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["KeyUri"].as_str().unwrap())
+        .collect();
+    assert_eq!(renewed.len(), 6, "{report}");
+    assert_eq!(
+        renewed
+            .iter()
+            .filter(|u| u.contains(&format!("token={};", token.label)))
+            .count(),
+        4
+    );
+    assert_eq!(
+        renewed
+            .iter()
+            .filter(|u| u.contains("token=token-b;"))
+            .count(),
+        2
+    );
+    assert_eq!(report["Failed"], serde_json::json!([]));
+    let log = std::fs::read_to_string(&hooks).unwrap();
+    assert_eq!(log.lines().count(), 12, "{log}");
+    assert!(most_at_once(&log) >= 2, "no two renewals at once:\n{log}");
+
+    // Status lists both tokens' certificates, each with its token.
+    let mut cmd = token.hsm_csr();
+    cmd.args(["acme", "status", "--config", config.to_str().unwrap()])
+        .args(["--account", super::account(&token, &ca).to_str().unwrap()])
+        .args(["--label-prefix", &token.prefix, "--format", "json"]);
+    let status = crate::common::Run::of(&mut cmd).ok().json();
+    let rows = status.as_array().unwrap();
+    assert_eq!(rows.len(), 6, "{status}");
+    assert_eq!(rows.iter().filter(|r| r["Token"] == "token-b").count(), 2);
+    assert!(rows.iter().all(|r| r["Due"] == false), "{status}");
+}
