@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{AcmeFailure, Error, Result};
+use crate::text::one_line;
 
 pub use http::rate_limited_for;
 pub use issue::{Issued, PendingCertificate, order_certificate};
@@ -152,21 +153,6 @@ fn problem_text(problem: &instant_acme::Problem) -> String {
         text.push_str(&format!("; {sub}"));
     }
     one_line(&text)
-}
-
-/// Text from the CA or a hook, with control characters escaped, so that
-/// it cannot start a forged line in a log.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
 }
 
 /// An error and its sources, `a: b: c`.

@@ -26,6 +26,7 @@ pub mod san;
 pub mod service;
 pub mod spki;
 pub mod subject;
+pub mod text;
 pub mod verify;
 
 pub use algorithm::{Hash, KeyType, SignatureAlgorithm};

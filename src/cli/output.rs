@@ -69,22 +69,10 @@ pub fn error(json: bool, request_id: &str, e: &Error) {
 /// control character in a cell (a label read from the token, a CA's
 /// message) is escaped: a cell cannot start a line of its own.
 pub fn table(out: &mut impl Write, head: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
-    let escape = |cell: &str| -> String {
-        cell.chars()
-            .flat_map(|c| {
-                let escaped: Vec<char> = if c.is_control() {
-                    c.escape_default().collect()
-                } else {
-                    vec![c]
-                };
-                escaped
-            })
-            .collect()
-    };
     let head: Vec<String> = head.iter().map(|h| (*h).to_owned()).collect();
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| escape(c)).collect())
+        .map(|r| r.iter().map(|c| hsm_csr::text::one_line(c)).collect())
         .collect();
     let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for row in &rows {

@@ -21,13 +21,7 @@ fn the_deploy_hook_is_told_each_new_certificate_and_a_failure_keeps_it() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
         return;
     };
-    let ca = Acme2Certifier::start(&A2cOptions {
-        lifetime: "6h",
-        window_start_percent: 50,
-        window_length: None,
-        retry_after_secs: 600,
-        profiles: &[],
-    });
+    let ca = Acme2Certifier::start(&A2cOptions::default());
     let responder = http_01_anywhere();
     let out = tempfile::tempdir().unwrap();
     let o = out.path().display();

@@ -113,7 +113,7 @@ fn a_fleet_renews_in_the_cas_windows_spread_and_retires_what_it_replaced() {
             run.args(["acme", "renew"])
                 .args(token.token_flags())
                 .args(super::acme_flags(&token, &ca))
-                .args(["--http-01", &responder])
+                .args(["--http-01", &responder, "--jobs", "4"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
             let mut child = run.spawn().unwrap();
@@ -128,7 +128,12 @@ fn a_fleet_renews_in_the_cas_windows_spread_and_retires_what_it_replaced() {
             killed = true;
             continue;
         }
-        let run = acme(&token, &ca, "renew", &["--http-01", &responder]);
+        let run = acme(
+            &token,
+            &ca,
+            "renew",
+            &["--http-01", &responder, "--jobs", "4"],
+        );
         assert!(run.code == 0 || run.code == 10, "{}", run.stderr);
         let report = run.json();
         assert_eq!(report["Failed"], serde_json::json!([]), "{report}");

@@ -44,11 +44,8 @@ fn a_profile_is_checked_before_keygen_sent_and_kept_for_renewal() {
         return;
     };
     let ca = Acme2Certifier::start(&A2cOptions {
-        lifetime: "6h",
-        window_start_percent: 50,
-        window_length: None,
-        retry_after_secs: 600,
         profiles: &[("classic", "6h"), ("shortlived", "2h")],
+        ..A2cOptions::default()
     });
     let responder = http_01_anywhere();
 

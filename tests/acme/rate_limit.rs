@@ -22,13 +22,7 @@ fn renew_waits_out_the_cas_rate_limit_and_leaves_the_rest_past_its_budget() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
         return;
     };
-    let ca = Acme2Certifier::start(&A2cOptions {
-        lifetime: "6h",
-        window_start_percent: 50,
-        window_length: None,
-        retry_after_secs: 600,
-        profiles: &[],
-    });
+    let ca = Acme2Certifier::start(&A2cOptions::default());
     let responder = http_01_anywhere();
     let mut ends = Vec::new();
     for i in 0..3 {

@@ -12,11 +12,9 @@ fn status_shows_windows_plans_profiles_and_the_last_error_without_the_ca() {
         return;
     };
     let mut ca = Acme2Certifier::start(&A2cOptions {
-        lifetime: "6h",
-        window_start_percent: 50,
         window_length: Some("1h"),
-        retry_after_secs: 600,
         profiles: &[("classic", "6h"), ("shortlived", "2h")],
+        ..A2cOptions::default()
     });
     let responder = http_01_anywhere();
     let issue = |name: &str, extra: &[&str]| {

@@ -51,13 +51,7 @@ fn renew_covers_every_configured_token_with_jobs_at_once() {
         ),
     )
     .unwrap();
-    let ca = Acme2Certifier::start(&A2cOptions {
-        lifetime: "6h",
-        window_start_percent: 50,
-        window_length: None,
-        retry_after_secs: 600,
-        profiles: &[],
-    });
+    let ca = Acme2Certifier::start(&A2cOptions::default());
     let responder = http_01_anywhere();
     let mut ends = Vec::new();
     for i in 0..4 {

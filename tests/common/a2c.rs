@@ -35,6 +35,20 @@ pub struct A2cOptions {
     pub profiles: &'static [(&'static str, &'static str)],
 }
 
+impl Default for A2cOptions {
+    /// Six-hour certificates, a window from half their life to its end,
+    /// Retry-After 600 s, no profiles.
+    fn default() -> Self {
+        A2cOptions {
+            lifetime: "6h",
+            window_start_percent: 50,
+            window_length: None,
+            retry_after_secs: 600,
+            profiles: &[],
+        }
+    }
+}
+
 pub struct Acme2Certifier {
     dir: tempfile::TempDir,
     pub port: u16,
