@@ -104,7 +104,12 @@ impl RateLimit {
             return false;
         }
         let now = Instant::now();
-        let until = now + wait;
+        // A Retry-After of centuries is past any budget (and past what an
+        // Instant can hold).
+        let Some(until) = now.checked_add(wait.min(self.budget + Duration::from_secs(1))) else {
+            state.spent = true;
+            return false;
+        };
         let from = state.until.map_or(now, |u| u.max(now));
         if until <= from {
             return true;
@@ -276,6 +281,14 @@ mod tests {
         assert!(!limit.limited(Duration::from_secs(60), "c"));
         assert!(!limit.wait_turn());
         assert!(!limit.limited(Duration::from_secs(1), "d"));
+    }
+
+    #[test]
+    fn a_retry_after_of_centuries_ends_the_run_without_overflow() {
+        let limit = RateLimit::new(Duration::from_secs(300));
+        assert!(!limit.limited(Duration::from_secs(u64::MAX), "a"));
+        assert!(!limit.wait_turn());
+        assert_eq!(limit.waited(), Duration::ZERO);
     }
 
     #[test]
