@@ -229,8 +229,9 @@ impl Pkcs11Backend {
     }
 
     /// Another read-write session on the same token, through the same
-    /// context. Log it in with [`Self::login`]; on most tokens the login is
-    /// shared by all of an application's sessions.
+    /// context, knowing the keys this one last listed. Log it in with
+    /// [`Self::login`]; on most tokens the login is shared by all of an
+    /// application's sessions.
     ///
     /// # Errors
     /// A token error when the session cannot be opened.
@@ -259,7 +260,17 @@ impl Pkcs11Backend {
             coordinator: Arc::clone(&self.coordinator),
             certificate_objects: Vec::new(),
             capacity: self.capacity.clone(),
-            listed: std::sync::Mutex::default(),
+            // "If a particular session can use a particular handle to
+            // access a particular object, then any session of that
+            // application can use the same handle" (PKCS #11 v2.40 section
+            // 2.4): what this session listed can be marked or removed from
+            // the new one.
+            listed: std::sync::Mutex::new(
+                self.listed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
         })
     }
 

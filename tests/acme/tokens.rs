@@ -133,6 +133,29 @@ fn renew_covers_every_configured_token_with_jobs_at_once() {
         2
     );
     assert_eq!(report["Failed"], serde_json::json!([]));
+    assert!(
+        !run.stderr.contains("could not be marked"),
+        "{}",
+        run.stderr
+    );
+    // Every replaced pair is marked so, whichever session renewed it, on
+    // either token, for keys prune --replaced-after.
+    for on_token in [None, Some("token-b")] {
+        let mut cmd = token.hsm_csr();
+        cmd.args(["keys", "list", "--format", "json"]);
+        match on_token {
+            None => cmd.args(token.token_flags()),
+            Some(label) => cmd.args(["--module", &token.module, "--token", label]),
+        };
+        let keys = crate::common::Run::of(&mut cmd).ok().json();
+        let replaced = keys
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k.get("Replaced").is_some())
+            .count();
+        assert_eq!(replaced, if on_token.is_none() { 4 } else { 2 }, "{keys}");
+    }
     let log = std::fs::read_to_string(&hooks).unwrap();
     assert_eq!(log.lines().count(), 12, "{log}");
     assert!(most_at_once(&log) >= 2, "no two renewals at once:\n{log}");
