@@ -144,8 +144,22 @@ pub struct Deployed<'a> {
 /// `Acme.DeployHookFailed` when it cannot start, fails, or runs too long.
 pub fn deploy(cmd: &str, deployed: &Deployed<'_>, timeout: Duration) -> Result<()> {
     let issued = deployed.issued;
+    // The CA's names, space-separated: only those written with what DNS
+    // names (A-labels, `*.`) and IP addresses use, so that none can split
+    // into two or carry a shell's metacharacters.
     let names = crate::certificate::ParsedCertificate::parse(&issued.leaf_der)
-        .map(|cert| super::issue::names_of(&cert).1.join(" "))
+        .map(|cert| {
+            let (_, names) = super::issue::names_of(&cert);
+            names
+                .into_iter()
+                .filter(|n| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b".-*:_".contains(&b))
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default();
     let chain = deployed
         .chain_path

@@ -4,10 +4,11 @@
 //! (RFC 8555 section 6.6: "the server MAY include a Retry-After header
 //! field"), which [`rate_limited_for`] hands to the run that was refused.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,17 +17,18 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 
-/// The last 429's Retry-After in this process, until taken. One process
-/// runs one `acme` command, one order at a time.
-static RATE_LIMITED: Mutex<Option<Duration>> = Mutex::new(None);
+thread_local! {
+    /// The last 429's Retry-After on this thread, until taken. Each order
+    /// runs on its own thread's current-thread runtime (`acme renew
+    /// --jobs` gives each worker a thread), so a worker reads its own.
+    static RATE_LIMITED: Cell<Option<Duration>> = const { Cell::new(None) };
+}
 
-/// How long the CA asked to wait in its last 429 (its `Retry-After`, in
-/// seconds or as an HTTP date), if one came since the last call.
+/// How long the CA asked to wait in the last 429 this thread's orders got
+/// (its `Retry-After`, in seconds or as an HTTP date), if one came since
+/// the last call.
 pub fn rate_limited_for() -> Option<Duration> {
-    RATE_LIMITED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
+    RATE_LIMITED.with(Cell::take)
 }
 
 type Inner = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
@@ -83,7 +85,7 @@ impl HttpClient for Client {
                     .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(retry_after);
-                *RATE_LIMITED.lock().unwrap_or_else(|p| p.into_inner()) = wait;
+                RATE_LIMITED.with(|slot| slot.set(wait));
             }
             Ok(rsp)
         })

@@ -78,7 +78,7 @@ static LISTENERS: Mutex<Vec<(SocketAddr, std::sync::Weak<Listener>)>> = Mutex::n
 /// A running responder for one order; dropping it takes its tokens back,
 /// and stops the listener when no other order uses it.
 pub(super) struct Http01 {
-    listener: Arc<Listener>,
+    listener: Option<Arc<Listener>>,
     mine: Mutex<Vec<String>>,
     #[cfg(test)]
     addr: SocketAddr,
@@ -86,15 +86,21 @@ pub(super) struct Http01 {
 
 impl Drop for Http01 {
     fn drop(&mut self) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
         let mine = std::mem::take(&mut *self.mine.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut tokens = self
-            .listener
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for token in mine {
-            tokens.remove(&token);
+        {
+            let mut tokens = listener.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            for token in mine {
+                tokens.remove(&token);
+            }
         }
+        // The last one out closes the socket before another order can look
+        // for a listener there and bind it again (the listener's thread
+        // never takes this lock).
+        let _listeners = LISTENERS.lock().unwrap_or_else(|p| p.into_inner());
+        drop(listener);
     }
 }
 
@@ -123,7 +129,7 @@ impl Http01 {
         Ok(Http01 {
             #[cfg(test)]
             addr: listener.addr,
-            listener,
+            listener: Some(listener),
             mine: Mutex::default(),
         })
     }
@@ -144,11 +150,13 @@ impl Http01 {
                 detail: format!("the order has more than {MAX_TOKENS} challenges"),
             });
         }
-        self.listener
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.to_owned(), key_authorization.to_owned());
+        if let Some(listener) = &self.listener {
+            listener
+                .tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(token.to_owned(), key_authorization.to_owned());
+        }
         mine.push(token.to_owned());
         Ok(())
     }

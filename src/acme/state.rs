@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The key a name's state is kept under: its token's label and its key
-/// label (the same name may be on two tokens).
-pub fn key(token: &str, label: &str) -> String {
-    format!("{token}\t{label}")
+/// The key a name's state is kept under: its token's label and serial,
+/// and its key label (the same name may be on two tokens, and two tokens
+/// may share a label).
+pub fn key(token: &str, serial: &str, label: &str) -> String {
+    format!("{token}\t{serial}\t{label}")
 }
 
 /// A bigger file is not ours: read as empty.

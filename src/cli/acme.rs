@@ -199,18 +199,25 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
     // The profile is kept for renew; a name issued without one forgets
     // any it had.
     let mut names = acme::state::Names::load(&opts.account_file);
-    let token = opened.backend.token_label().to_owned();
+    let (token, serial) = (
+        opened.backend.token_label().to_owned(),
+        opened.backend.token_serial().to_owned(),
+    );
     names.issued(
-        &acme::state::key(&token, &key_options.label_for(&request)),
+        &acme::state::key(&token, &serial, &key_options.label_for(&request)),
         args.profile.as_deref(),
     );
     // Only this token's names are pruned: others' may be on other tokens.
+    let ours = acme::state::key(&token, &serial, "");
     let labels: Vec<String> = match opened.backend.list_keys() {
         Ok(keys) => names
             .labels()
             .into_iter()
-            .filter(|l| !l.starts_with(&format!("{token}\t")))
-            .chain(keys.iter().map(|k| acme::state::key(&token, &k.label)))
+            .filter(|l| !l.starts_with(&ours))
+            .chain(
+                keys.iter()
+                    .map(|k| acme::state::key(&token, &serial, &k.label)),
+            )
             .collect(),
         Err(_) => names.labels(),
     };
@@ -255,7 +262,7 @@ pub(super) fn deploy(
         let _ = writeln!(
             std::io::stderr(),
             "{}: stored on the token, but {}: {e}",
-            issued.response.common_name,
+            hsm_csr::text::one_line(&issued.response.common_name),
             e.code()
         );
     })

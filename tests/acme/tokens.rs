@@ -104,9 +104,11 @@ fn renew_covers_every_configured_token_with_jobs_at_once() {
     );
     let late = (ends.iter().max().unwrap() - 60).to_string();
     let mut cmd = token.hsm_csr();
+    let chains = tempfile::tempdir().unwrap();
     cmd.args(["acme", "renew", "--config", config.to_str().unwrap()])
         .args(acme_flags(&token, &ca))
         .args(["--http-01", &responder, "--now", &late, "--jobs", "3"])
+        .args(["--chain-dir", chains.path().to_str().unwrap()])
         .args(["--deploy-hook", &hook]);
     let run = crate::common::Run::of(&mut cmd);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -160,6 +162,15 @@ fn renew_covers_every_configured_token_with_jobs_at_once() {
     assert_eq!(log.lines().count(), 12, "{log}");
     assert!(most_at_once(&log) >= 2, "no two renewals at once:\n{log}");
 
+    // Each token's chains in a directory of its own.
+    for (dir, name) in [(token.label.as_str(), "a3"), ("token-b", "b1")] {
+        let chain = chains
+            .path()
+            .join(dir)
+            .join(format!("{name}.example.test.pem"));
+        assert!(chain.exists(), "{}", chain.display());
+    }
+
     // Status lists both tokens' certificates, each with its token.
     let mut cmd = token.hsm_csr();
     cmd.args(["acme", "status", "--config", config.to_str().unwrap()])
@@ -170,4 +181,29 @@ fn renew_covers_every_configured_token_with_jobs_at_once() {
     assert_eq!(rows.len(), 6, "{status}");
     assert_eq!(rows.iter().filter(|r| r["Token"] == "token-b").count(), 2);
     assert!(rows.iter().all(|r| r["Due"] == false), "{status}");
+
+    // A configured token that is not there is reported; the others are
+    // looked at all the same.
+    let three = token.dir().join("three.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &three,
+        format!(
+            "{text}\n[[tokens]]\nmodule = \"{}\"\nlabel = \"missing\"\n",
+            token.module
+        ),
+    )
+    .unwrap();
+    let mut cmd = token.hsm_csr();
+    cmd.args(["acme", "renew", "--config", three.to_str().unwrap()])
+        .args(acme_flags(&token, &ca))
+        .args(["--http-01", &responder]);
+    let run = crate::common::Run::of(&mut cmd);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("token missing: Token.NotFound"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["NotDue"], 6, "{}", run.stdout);
 }

@@ -70,6 +70,8 @@ struct Failed {
 
 /// A token of the run: open, locked, swept, listed.
 struct TokenRun {
+    /// As the config names it (label, or `serial:...`).
+    name: String,
     opened: token::Opened,
     note: super::super::in_flight::Note,
     keys: Vec<hsm_csr::backend::pkcs11::inventory::KeyEntry>,
@@ -101,18 +103,37 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     let audit_log = config.audit.open()?;
     let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
     let mut tokens = Vec::new();
+    // A token that cannot be opened, locked or listed is reported, and the
+    // others are renewed all the same.
+    let mut token_error = None;
     for target in &targets {
-        let mut opened = token::open(target, &args.token)?;
-        let token_lock = token_lock(target, &opened.backend)?;
-        let note = super::super::in_flight::sweep_if_needed(&mut opened.backend, &prefix);
-        let keys = opened.backend.list_keys()?;
-        tokens.push(TokenRun {
-            opened,
-            note,
-            keys,
-            _lock: token_lock,
+        let opened = token::open(target, &args.token).and_then(|mut opened| {
+            let token_lock = token_lock(target, &opened.backend)?;
+            let note = super::super::in_flight::sweep_if_needed(&mut opened.backend, &prefix);
+            let keys = opened.backend.list_keys()?;
+            Ok(TokenRun {
+                name: target.display_name(),
+                opened,
+                note,
+                keys,
+                _lock: token_lock,
+            })
         });
+        match opened {
+            Ok(run) => tokens.push(run),
+            Err(e) if targets.len() > 1 => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "token {}: {}: {e}; its certificates are left for the next run",
+                    hsm_csr::text::one_line(&target.display_name()),
+                    e.code()
+                );
+                token_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
+    let tokens_in_run = tokens.len();
     let now = now_or(args.now);
     let when = args.days.map_or(acme::When::Scheduled, |days| {
         acme::When::EndsWithin(u64::from(days) * 86_400)
@@ -163,11 +184,17 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
         rate_limit_waited_s: 0,
     };
     let mut names = acme::state::Names::load(&opts.account_file);
-    let token_labels: Vec<String> = tokens
+    let token_ids: Vec<(String, String)> = tokens
         .iter()
-        .map(|run| run.opened.backend.token_label().to_owned())
+        .map(|run| {
+            let b = &run.opened.backend;
+            (b.token_label().to_owned(), b.token_serial().to_owned())
+        })
         .collect();
-    let name_key = |t: usize, label: &str| acme::state::key(&token_labels[t], label);
+    let name_key = |t: usize, label: &str| {
+        let (token, serial) = &token_ids[t];
+        acme::state::key(token, serial, label)
+    };
     // What each renewal asks for: `replaces` only for a certificate the
     // CA gave a window for (it knows it), and the profile it was issued
     // with unless --profile says otherwise.
@@ -196,15 +223,48 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
         limit: RateLimit::new(Duration::from_secs(args.rate_limit_wait)),
     };
     let mut done: Vec<Option<Done>> = due.iter().map(|_| None).collect();
+    let mut worker_error = None;
     for (t, token) in tokens.iter_mut().enumerate() {
         let mine: VecDeque<usize> = (0..due.len()).filter(|i| due[*i].0 == t).collect();
-        for (i, outcome) in renew_on(&mut token.opened.backend, &run, mine, &due, &asks) {
+        if mine.is_empty() {
+            continue;
+        }
+        // With several tokens, each one's chains go to a directory of its
+        // own: the same name may be on two tokens.
+        let chain_dir = match (&args.chain_dir, tokens_in_run) {
+            (Some(dir), 1) => Some(dir.clone()),
+            (Some(dir), _) => {
+                let sub = dir.join(work::chain_file_name(&token.name).trim_end_matches(".pem"));
+                if let Err(e) = std::fs::create_dir_all(&sub) {
+                    let e = Error::Config(format!("--chain-dir {}: {e}", sub.display()));
+                    let _ = writeln!(std::io::stderr(), "{e}");
+                    token_error.get_or_insert(e);
+                    continue;
+                }
+                Some(sub)
+            }
+            (None, _) => None,
+        };
+        let (outcomes, panicked) = renew_on(
+            &mut token.opened.backend,
+            chain_dir.as_deref(),
+            &run,
+            mine,
+            &due,
+            &asks,
+        );
+        for (i, outcome) in outcomes {
             done[i] = Some(outcome);
+        }
+        if let Some(e) = panicked {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            worker_error.get_or_insert(e);
         }
     }
     report.rate_limit_waited_s = run.limit.waited().as_secs();
 
-    let mut first_error = None;
+    let mut first_error = worker_error.or(token_error);
+    let mut not_tried = 0;
     // Neither leaves anything on the token to sweep.
     let mut hook_error = None;
     let mut rate_limited = None;
@@ -248,8 +308,15 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
                     rate_limited.get_or_insert(e);
                 }
             }
-            None => report.deferred += 1,
+            // Its worker stopped on a bug before it (`first_error` says so).
+            None => not_tried += 1,
         }
+    }
+    if not_tried > 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{not_tried} certificate(s) not tried: the next run renews them"
+        );
     }
     if report.deferred > 0 {
         let _ = writeln!(
@@ -265,11 +332,22 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
         });
     }
     if !due.is_empty() {
-        let keys: Vec<String> = tokens
+        // What is remembered of tokens outside this run stays.
+        let ours: Vec<String> = token_ids
             .iter()
-            .enumerate()
-            .flat_map(|(t, run)| run.keys.iter().map(move |k| (t, k)))
-            .map(|(t, k)| name_key(t, &k.label))
+            .map(|(token, serial)| acme::state::key(token, serial, ""))
+            .collect();
+        let keys: Vec<String> = names
+            .labels()
+            .into_iter()
+            .filter(|k| !ours.iter().any(|o| k.starts_with(o.as_str())))
+            .chain(
+                tokens
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(t, run)| run.keys.iter().map(move |k| (t, k)))
+                    .map(|(t, k)| name_key(t, &k.label)),
+            )
             .collect();
         names.save(&keys.iter().map(String::as_str).collect::<Vec<_>>());
     }
@@ -287,14 +365,16 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
 }
 
 /// Renews `queue` (indices into `due`) on one token: `--jobs` workers,
-/// the first on `backend`, each other on a session of its own.
+/// the first on `backend`, each other on a session of its own; and an
+/// error if a worker panicked.
 fn renew_on(
     backend: &mut Pkcs11Backend,
+    chain_dir: Option<&std::path::Path>,
     run: &work::Run<'_>,
     queue: VecDeque<usize>,
     due: &[(usize, acme::Due)],
     asks: &[(Option<&str>, acme::Profile)],
-) -> Vec<(usize, Done)> {
+) -> (Vec<(usize, Done)>, Option<Error>) {
     let wanted = usize::from(run.args.jobs).min(queue.len());
     let mut others = Vec::new();
     for _ in 1..wanted {
@@ -310,29 +390,42 @@ fn renew_on(
         }
     }
     let queue = Mutex::new(queue);
-    let work = |backend: &mut Pkcs11Backend| {
-        let mut done = Vec::new();
-        loop {
-            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-            let Some(i) = next else {
-                return done;
-            };
-            let (replaces, profile) = &asks[i];
-            done.push((
-                i,
-                renew_due(backend, run, &due[i].1, (*replaces, profile.clone())),
-            ));
-        }
+    // Each outcome is kept as it comes: a worker that panics loses none
+    // of the renewals it finished.
+    let done = Mutex::new(Vec::new());
+    let work = |backend: &mut Pkcs11Backend| loop {
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let Some(i) = next else {
+            return;
+        };
+        let (replaces, profile) = &asks[i];
+        let outcome = renew_due(
+            backend,
+            run,
+            (&due[i].1, chain_dir),
+            (*replaces, profile.clone()),
+        );
+        done.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((i, outcome));
     };
-    std::thread::scope(|scope| {
+    let panicked = std::thread::scope(|scope| {
         let handles: Vec<_> = others
             .iter_mut()
             .map(|session| scope.spawn(|| work(session)))
             .collect();
-        let mut done = work(backend);
-        for h in handles {
-            done.extend(h.join().unwrap_or_default());
-        }
-        done
-    })
+        work(backend);
+        handles
+            .into_iter()
+            .map(|h| h.join())
+            .filter(Result::is_err)
+            .count()
+    });
+    let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    let panicked = (panicked > 0).then(|| {
+        Error::Internal(format!(
+            "{panicked} renewal worker(s) stopped on a bug; the next run sweeps what they left"
+        ))
+    });
+    (done, panicked)
 }

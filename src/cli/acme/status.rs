@@ -55,7 +55,8 @@ pub(super) fn run(args: &AcmeStatusArgs) -> Result<()> {
     for target in token::targets(&args.token, &config)? {
         let opened = token::open(&target, &args.token)?;
         let label = opened.backend.token_label().to_owned();
-        listed.push((label, opened.backend.list_keys()?));
+        let serial = opened.backend.token_serial().to_owned();
+        listed.push((label, serial, opened.backend.list_keys()?));
     }
     let now = now_or(args.now);
     let when = args.days.map_or(acme::When::Scheduled, |days| {
@@ -64,20 +65,24 @@ pub(super) fn run(args: &AcmeStatusArgs) -> Result<()> {
     let windows = acme::ari::Windows::load(&args.account);
     let names = acme::state::Names::load(&args.account);
     let windows = &windows;
-    let mut groups: Vec<(u64, &str, acme::Due)> = listed
+    let mut groups: Vec<(u64, (&str, &str), acme::Due)> = listed
         .iter()
-        .flat_map(|(token, keys)| {
-            acme::renewable(keys, &prefix)
-                .into_iter()
-                .map(move |d| (acme::due_at(&d, when, windows), token.as_str(), d))
+        .flat_map(|(token, serial, keys)| {
+            acme::renewable(keys, &prefix).into_iter().map(move |d| {
+                (
+                    acme::due_at(&d, when, windows),
+                    (token.as_str(), serial.as_str()),
+                    d,
+                )
+            })
         })
         .collect();
     groups.sort_by(|a, b| (a.0, &a.2.common_name).cmp(&(b.0, &b.2.common_name)));
     let rows: Vec<Status> =
         groups
             .into_iter()
-            .map(|(at, token, d)| {
-                let state = names.get(&acme::state::key(token, &d.old.label));
+            .map(|(at, (token, serial), d)| {
+                let state = names.get(&acme::state::key(token, serial, &d.old.label));
                 let left = i128::from(d.not_after) - i128::from(now);
                 Status {
                     token: token.to_owned(),
@@ -125,6 +130,7 @@ pub(super) fn run(args: &AcmeStatusArgs) -> Result<()> {
                         s.last_error
                             .as_ref()
                             .map_or_else(|| "-".into(), |e| format!("{}: {}", e.code, e.message)),
+                        s.token.clone(),
                     ]
                 })
                 .collect();
@@ -138,6 +144,7 @@ pub(super) fn run(args: &AcmeStatusArgs) -> Result<()> {
                     "NEXT RENEWAL",
                     "PROFILE",
                     "LAST ERROR",
+                    "TOKEN",
                 ],
                 &cells,
             )

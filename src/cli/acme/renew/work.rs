@@ -3,7 +3,7 @@
 //! other workers, the old pair marked as replaced, the deploy hook.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,13 @@ use super::super::settle;
 
 /// How long to wait on a 429 that names no Retry-After.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// The shortest wait on a 429: a `Retry-After: 0` (or a date already past)
+/// would otherwise make and remove a key pair in a loop.
+const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Orders refused for the rate limit before a name counts as failed.
+const MAX_RATE_LIMITED_ATTEMPTS: u32 = 10;
 
 /// What every worker of a run reads.
 pub(super) struct Run<'a> {
@@ -103,6 +110,7 @@ impl RateLimit {
         if state.spent {
             return false;
         }
+        let wait = wait.max(MIN_RATE_LIMIT_WAIT);
         let now = Instant::now();
         // A Retry-After of centuries is past any budget (and past what an
         // Instant can hold).
@@ -134,24 +142,25 @@ impl RateLimit {
 pub(super) fn renew_due(
     backend: &mut Pkcs11Backend,
     run: &Run<'_>,
-    due: &acme::Due,
+    (due, chain_dir): (&acme::Due, Option<&Path>),
     (replaces, profile): (Option<&str>, acme::Profile),
 ) -> Done {
     let mut opts = run.opts.clone();
     opts.profile = profile;
+    let name = hsm_csr::text::one_line(&due.common_name);
+    let mut attempts = 0;
     loop {
         if !run.limit.wait_turn() {
             return Done::Deferred(None);
         }
-        match renew_one(backend, run, &opts, replaces, due) {
+        match renew_one(backend, run, &opts, (replaces, chain_dir), due) {
             Ok((issued, chain)) => {
                 // The old pair stays until the retention policy's grace
                 // period ends (keys prune --replaced-after, [retention]).
                 if let Err(e) = backend.mark_replaced(&due.old) {
                     let _ = writeln!(
                         std::io::stderr(),
-                        "{}: renewed, but {} could not be marked as replaced ({}: {e}); retire it with keys delete",
-                        due.common_name,
+                        "{name}: renewed, but {} could not be marked as replaced ({}: {e}); retire it with keys delete",
                         due.old.key_uri,
                         e.code()
                     );
@@ -170,12 +179,18 @@ pub(super) fn renew_due(
             }
             Err(e) => {
                 orphans::report(&backend.destroy_orphans(), "");
-                if e.code() != "Acme.RateLimited" {
-                    let _ = writeln!(std::io::stderr(), "{}: {}: {e}", due.common_name, e.code());
+                // A pair that could not be removed is a failure whatever
+                // the CA said: it must be reported, and the next run sweep.
+                attempts += 1;
+                if e.code() != "Acme.RateLimited"
+                    || e.key_left_behind()
+                    || attempts >= MAX_RATE_LIMITED_ATTEMPTS
+                {
+                    let _ = writeln!(std::io::stderr(), "{name}: {}: {e}", e.code());
                     return Done::Failed(e);
                 }
                 let wait = acme::rate_limited_for().unwrap_or(DEFAULT_RATE_LIMIT_WAIT);
-                if !run.limit.limited(wait, &due.common_name) {
+                if !run.limit.limited(wait, &name) {
                     return Done::Deferred(Some(e));
                 }
             }
@@ -187,7 +202,7 @@ fn renew_one(
     backend: &mut Pkcs11Backend,
     run: &Run<'_>,
     opts: &AcmeOptions,
-    replaces: Option<&str>,
+    (replaces, chain_dir): (Option<&str>, Option<&Path>),
     due: &acme::Due,
 ) -> Result<(Issued, Option<PathBuf>)> {
     let request = CsrRequest {
@@ -212,11 +227,7 @@ fn renew_one(
     }
     .validate()?
     .owned_by(hsm_csr::owner::Owner::local());
-    let chain = run
-        .args
-        .chain_dir
-        .as_deref()
-        .map(|dir| dir.join(chain_file_name(&due.common_name)));
+    let chain = chain_dir.map(|dir| dir.join(chain_file_name(&due.common_name)));
     let mut chain_out = chain
         .as_deref()
         .map(|p| OutFile::open_as("--chain-dir", p))
@@ -244,7 +255,7 @@ fn renew_one(
 /// `<common name>.pem`, with `*` spelled `_wildcard` and anything but
 /// letters, digits, `.`, `-` and `_` as `_`, so that a name read from the
 /// token cannot leave the directory or hide as a dot file.
-fn chain_file_name(common_name: &str) -> String {
+pub(super) fn chain_file_name(common_name: &str) -> String {
     let mut name: String = common_name
         .replace('*', "_wildcard")
         .chars()
@@ -289,6 +300,23 @@ mod tests {
         assert!(!limit.limited(Duration::from_secs(u64::MAX), "a"));
         assert!(!limit.wait_turn());
         assert_eq!(limit.waited(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_retry_after_of_zero_still_waits_and_counts() {
+        let limit = RateLimit::new(Duration::from_secs(3));
+        for _ in 0..3 {
+            assert!(limit.wait_turn());
+            assert!(limit.limited(Duration::ZERO, "a"));
+        }
+        // Three refusals, a second each: the budget is spent.
+        assert!(
+            limit.waited() >= Duration::from_millis(2900),
+            "{:?}",
+            limit.waited()
+        );
+        assert!(limit.wait_turn());
+        assert!(!limit.limited(Duration::ZERO, "a"));
     }
 
     #[test]
