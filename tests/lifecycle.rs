@@ -338,7 +338,9 @@ fn certificates_with_id(token: &Token, id: &str) -> Vec<String> {
 
 #[test]
 fn serve_metrics_count_certificates_by_days_left_without_a_series_per_name() {
-    let token = Token::new();
+    let Some(token) = Token::private_softhsm("counts every certificate on the token") else {
+        return;
+    };
     let mut ends = Vec::new();
     for (name, days) in [("soon.expiry.example", 3), ("later.expiry.example", 40)] {
         let v = token
