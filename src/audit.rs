@@ -61,6 +61,9 @@ pub enum EventKind {
     Deleted,
     /// A certificate was stored beside the key.
     CertificateAttached,
+    /// A renewal (`acme renew`) replaced the key pair; `replaced_by` names
+    /// the new one.
+    Replaced,
 }
 
 /// Who asked.
@@ -139,6 +142,9 @@ pub struct Event {
     /// nobody took the response).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+    /// For `replaced`: the URI of the key pair that replaced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
     /// The process that wrote the event.
     pub pid: u32,
 }
@@ -157,6 +163,7 @@ impl Event {
             key_uri: None,
             outcome: "ok".into(),
             cause: None,
+            replaced_by: None,
             pid: std::process::id(),
         }
     }
@@ -181,6 +188,13 @@ impl Event {
     #[must_use]
     pub fn cause(mut self, cause: &str) -> Event {
         self.cause = Some(cause.to_owned());
+        self
+    }
+
+    /// The same event naming the key pair that replaced this one.
+    #[must_use]
+    pub fn replaced_by(mut self, key_uri: &str) -> Event {
+        self.replaced_by = Some(key_uri.to_owned());
         self
     }
 }

@@ -22,6 +22,7 @@ impl Event {
             event.key_uri.as_mut(),
             Some(&mut event.outcome),
             event.cause.as_mut(),
+            event.replaced_by.as_mut(),
         ]
         .into_iter()
         .flatten()

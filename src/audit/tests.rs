@@ -63,12 +63,15 @@ fn a_line_is_one_json_object_of_printable_ascii() {
 fn long_fields_are_cut_and_marked() {
     let mut e = event();
     e.key_uri = Some("é".repeat(10_000));
+    e.replaced_by = Some("ü".repeat(10_000));
     let line = e.line();
     assert!(line.len() < 8 * 1024, "{}", line.len());
     let back: serde_json::Value = serde_json::from_slice(&line).unwrap();
-    let uri = back["key_uri"].as_str().unwrap();
-    assert!(uri.ends_with("...[truncated]"));
-    assert_eq!(uri.chars().count(), MAX_FIELD + "...[truncated]".len());
+    for field in ["key_uri", "replaced_by"] {
+        let uri = back[field].as_str().unwrap();
+        assert!(uri.ends_with("...[truncated]"));
+        assert_eq!(uri.chars().count(), MAX_FIELD + "...[truncated]".len());
+    }
 }
 
 #[test]

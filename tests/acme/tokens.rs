@@ -45,7 +45,8 @@ fn renew_covers_every_configured_token_with_jobs_at_once() {
     std::fs::write(
         &config,
         format!(
-            "[[tokens]]\nmodule = \"{m}\"\nlabel = \"{a}\"\n\n[[tokens]]\nmodule = \"{m}\"\nlabel = \"token-b\"\n",
+            "[audit]\npath = \"{audit}\"\n\n[[tokens]]\nmodule = \"{m}\"\nlabel = \"{a}\"\n\n[[tokens]]\nmodule = \"{m}\"\nlabel = \"token-b\"\n",
+            audit = token.dir().join("audit.jsonl").display(),
             m = token.module,
             a = token.label
         ),
@@ -157,6 +158,18 @@ fn renew_covers_every_configured_token_with_jobs_at_once() {
             .filter(|k| k.get("Replaced").is_some())
             .count();
         assert_eq!(replaced, if on_token.is_none() { 4 } else { 2 }, "{keys}");
+    }
+    // The trail says which pair replaced which.
+    let trail = std::fs::read_to_string(token.dir().join("audit.jsonl")).unwrap();
+    let replaced: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "replaced")
+        .collect();
+    assert_eq!(replaced.len(), 6, "{trail}");
+    for e in &replaced {
+        assert!(renewed.contains(&e["replaced_by"].as_str().unwrap()), "{e}");
+        assert!(!renewed.contains(&e["key_uri"].as_str().unwrap()), "{e}");
     }
     let log = std::fs::read_to_string(&hooks).unwrap();
     assert_eq!(log.lines().count(), 12, "{log}");

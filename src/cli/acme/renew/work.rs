@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hsm_csr::acme::{self, AcmeOptions, Issued};
-use hsm_csr::audit::{Actor, AuditLog, Trail};
+use hsm_csr::audit::{Actor, AuditLog, EventKind, Trail};
 use hsm_csr::backend::pkcs11::{Pkcs11Backend, orphans};
 use hsm_csr::config::Config;
 use hsm_csr::{CsrRequest, Error, KeyOptions, Result};
@@ -164,6 +164,27 @@ pub(super) fn renew_due(
                         due.old.key_uri,
                         e.code()
                     );
+                }
+                // Which pair replaced which, for whoever reads the trail.
+                if let Some(log) = run.audit_log {
+                    let trail = Trail {
+                        log,
+                        actor: Actor::local_user(),
+                    };
+                    let event = trail
+                        .event(EventKind::Replaced, run.request_id)
+                        .key(
+                            Some(&due.common_name),
+                            due.old.pub_md5.as_deref().unwrap_or_default(),
+                            &due.old.key_uri,
+                        )
+                        .replaced_by(&issued.response.key_uri);
+                    if let Err(e) = trail.record(event) {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "{name}: renewed, but its replaced event was not written: {e}"
+                        );
+                    }
                 }
                 let deploy = super::super::deploy(
                     &run.args.acme,
