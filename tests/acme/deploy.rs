@@ -66,18 +66,9 @@ fn the_deploy_hook_is_told_each_new_certificate_and_a_failure_keeps_it() {
         &std::fs::read(&chain).unwrap(),
     );
     let end = String::from_utf8(end).unwrap();
-    let date = std::process::Command::new("date")
-        .args([
-            "-u",
-            "+%s",
-            "-d",
-            end.trim().trim_start_matches("notAfter="),
-        ])
-        .output()
-        .unwrap();
     assert_eq!(
         env["HSM_CSR_NOT_AFTER"],
-        String::from_utf8(date.stdout).unwrap().trim()
+        unix(end.trim().trim_start_matches("notAfter=")).to_string()
     );
     assert!(!env.contains_key("HSM_CSR_PIN"), "{env:?}");
     // What the hook left running in its group was ended with it.

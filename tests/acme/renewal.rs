@@ -136,19 +136,6 @@ fn a_failed_renewal_keeps_the_old_pair_and_adds_none() {
     assert_eq!(objects(&token), (1, 1), "the old pair stays, no new one");
 }
 
-/// Seconds since the epoch of an RFC 3339 time, as `date` reads it.
-fn unix(rfc3339: &serde_json::Value) -> u64 {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%s", "-d", rfc3339.as_str().unwrap()])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn without_days_a_certificate_is_renewed_once_a_third_of_its_life_is_left() {
     let Some(token) = Token::private_softhsm("counts the token's objects") else {
@@ -164,7 +151,7 @@ fn without_days_a_certificate_is_renewed_once_a_third_of_its_life_is_left() {
     )
     .ok()
     .json();
-    let not_after = unix(&first["NotAfter"]);
+    let not_after = super::unix(first["NotAfter"].as_str().unwrap());
     let renew = |now: Option<u64>| {
         let mut args = vec!["--http-01".to_owned(), http_01(&ca)];
         if let Some(now) = now {
@@ -178,7 +165,7 @@ fn without_days_a_certificate_is_renewed_once_a_third_of_its_life_is_left() {
     assert_eq!(fresh.code, 10, "{}", fresh.stderr);
     let report = fresh.json();
     assert_eq!(report["NotDue"], 1, "{report}");
-    let at = unix(&report["NextRenewal"]);
+    let at = super::unix(report["NextRenewal"].as_str().unwrap());
     assert!(
         at <= not_after - 1200 && at >= not_after - 1800 - 60,
         "a third of the hour left at the latest, a half at the earliest: {report} ends {not_after}"
