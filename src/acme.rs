@@ -16,6 +16,7 @@
 
 pub mod account;
 pub mod ari;
+mod beside;
 mod dns01;
 pub mod hook;
 mod http;

@@ -10,7 +10,6 @@
 //! identifier."
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -89,22 +88,12 @@ pub struct Windows {
     pub offered: bool,
 }
 
-/// A bigger file is not ours: read as empty.
-const MAX_FILE: u64 = 16 << 20;
-
 impl Windows {
     /// The windows kept beside `account_file`; none when there is no file
     /// or it cannot be read (each run can ask the CA again).
     pub fn load(account_file: &Path) -> Self {
-        let mut path = account_file.as_os_str().to_owned();
-        path.push(".ari.json");
-        let path = PathBuf::from(path);
-        let mut text = String::new();
-        let known = std::fs::File::open(&path)
-            .and_then(|f| f.take(MAX_FILE).read_to_string(&mut text))
-            .ok()
-            .and_then(|_| serde_json::from_str::<BTreeMap<String, Window>>(&text).ok())
-            .unwrap_or_default();
+        let path = super::beside::path(account_file, ".ari.json");
+        let known: BTreeMap<String, Window> = super::beside::read(&path);
         Windows {
             offered: !known.is_empty(),
             path,
@@ -225,7 +214,7 @@ impl Windows {
             .filter(|(id, _)| ids.contains(&id.as_str()))
             .collect();
         let write = || -> std::io::Result<()> {
-            replace_private(&self.path, serde_json::to_string(&kept)?.as_bytes())
+            super::beside::replace(&self.path, serde_json::to_string(&kept)?.as_bytes())
         };
         if let Err(e) = write() {
             log::warn!(
@@ -234,25 +223,6 @@ impl Windows {
             );
         }
     }
-}
-
-/// Replaces `path` whole with `bytes`, mode 0600: written to `path.tmp`,
-/// synced, then renamed over it, so a reader sees the old file or the new.
-pub(super) fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! list.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,9 +17,6 @@ use serde::{Deserialize, Serialize};
 pub fn key(token: &str, serial: &str, label: &str) -> String {
     format!("{token}\t{serial}\t{label}")
 }
-
-/// A bigger file is not ours: read as empty.
-const MAX_FILE: u64 = 16 << 20;
 
 /// The longest message kept of a failure, in characters.
 const MAX_MESSAGE: usize = 500;
@@ -61,15 +57,8 @@ impl Names {
     /// or it cannot be read. A profile that is not a valid profile name is
     /// not read back.
     pub fn load(account_file: &Path) -> Self {
-        let mut path = account_file.as_os_str().to_owned();
-        path.push(".names.json");
-        let path = PathBuf::from(path);
-        let mut text = String::new();
-        let mut by_label = std::fs::File::open(&path)
-            .and_then(|f| f.take(MAX_FILE).read_to_string(&mut text))
-            .ok()
-            .and_then(|_| serde_json::from_str::<BTreeMap<String, NameState>>(&text).ok())
-            .unwrap_or_default();
+        let path = super::beside::path(account_file, ".names.json");
+        let mut by_label: BTreeMap<String, NameState> = super::beside::read(&path);
         for state in by_label.values_mut() {
             if state
                 .profile
@@ -128,7 +117,7 @@ impl Names {
             .collect();
         let written = serde_json::to_string(&kept)
             .map_err(std::io::Error::from)
-            .and_then(|text| super::ari::replace_private(&self.path, text.as_bytes()));
+            .and_then(|text| super::beside::replace(&self.path, text.as_bytes()));
         if let Err(e) = written {
             log::warn!(
                 "could not keep the names' profiles and last errors in {}: {e}; the next renewal orders without a profile",
