@@ -17,6 +17,7 @@ mod companion;
 pub mod config;
 pub mod coordination;
 pub mod deadline;
+mod explorer;
 mod handler;
 mod handoff;
 pub mod limits;
@@ -114,9 +115,13 @@ impl<S: Sessions> Service<S> {
         self
     }
 
-    /// The router: the RPC endpoint at `/`, `/healthz` and `/metrics`.
+    /// The router: the RPC endpoint at `/`, `/healthz` and `/metrics`,
+    /// and the API explorer at `/explorer` when `[service] explorer` is on.
     pub fn router(self: Arc<Self>) -> Router {
         let mut router = Router::new().route("/", any(handler::rpc::<S>));
+        if self.config.explorer {
+            router = router.merge(explorer::routes(&self.defaults));
+        }
         // With admin_listen, health and metrics are served there only.
         if self.config.admin_listen.is_none() {
             router = router
@@ -158,6 +163,7 @@ impl<S: Sessions> Service<S> {
                     tls_cert: None,
                     tls_key: None,
                     max_connections: 16,
+                    explorer: false,
                     ..self.config.clone()
                 };
                 let admin_router = Arc::clone(&self).admin_router();

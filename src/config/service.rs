@@ -64,6 +64,10 @@ pub struct ServiceConfig {
     /// Whether success responses carry `KeyUri` (the token's label and
     /// serial and the key's CKA_ID). Off: the cloud's response has four fields.
     pub key_uri: bool,
+    /// Whether `GET /explorer` serves the API explorer: a page that signs
+    /// calls in the browser (the secret never leaves it) and shows the SDK
+    /// code for each. Off (the default): `/explorer` answers 404.
+    pub explorer: bool,
     /// Redis (`redis://host:port/db` or `rediss://…`) holding what
     /// replicas share: rate-limit windows, nonces, key-pool claims. None
     /// (the default): each process keeps them in memory. The URL carries
@@ -103,6 +107,7 @@ impl Default for ServiceConfig {
             idle_timeout_ms: 30_000,
             max_connections: 256,
             key_uri: false,
+            explorer: false,
             redis_url: None,
             redis_password_env: None,
             redis_password_file: None,

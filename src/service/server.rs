@@ -108,6 +108,9 @@ pub async fn run(
     let addr = listener.local_addr().unwrap_or(addr);
     let scheme = if tls.is_some() { "https" } else { "http" };
     log::info!("{what} {scheme}://{addr} (HTTP/1.1)");
+    if config.explorer {
+        log::info!("API explorer on {scheme}://{addr}/explorer");
+    }
     let (max_connections, fd_limit) = connection_limit(config.max_connections, sessions);
     let fd_limit = fd_limit.map_or("unlimited".to_owned(), |n| n.to_string());
     log::info!(
