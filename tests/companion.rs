@@ -84,7 +84,7 @@ fn as_key(mut call: Value, ak: &str, secret: &str) -> Value {
 }
 
 /// A throw-away CA in the test's directory.
-struct Ca {
+pub(crate) struct Ca {
     dir: PathBuf,
 }
 
@@ -103,7 +103,7 @@ fn openssl(args: &[&str], dir: &std::path::Path) -> Vec<u8> {
 }
 
 impl Ca {
-    fn new(token: &Token) -> Ca {
+    pub(crate) fn new(token: &Token) -> Ca {
         let dir = token.dir().to_owned();
         openssl(
             &[

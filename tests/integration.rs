@@ -20,6 +20,7 @@ mod csr_rules;
 mod docs;
 mod durable;
 mod errors;
+mod explorer;
 mod faults;
 mod hostile;
 mod keys;
