@@ -60,6 +60,8 @@ label_prefix = "hsm-csr-demo:"
 
 [service]
 listen = "127.0.0.1:8080"
+# The API explorer at /explorer: sign and send calls from a browser.
+explorer = true
 
 [[service.access_keys]]
 id = "$access_key"
@@ -68,6 +70,10 @@ actions = ["*"]
 EOF
     mv "$serve_config.new" "$serve_config"
   )
+fi
+# A serve.toml from before the explorer existed gets it turned on too.
+if ! grep -q '^explorer *=' "$serve_config"; then
+  sed -i 's/^\[service\]$/[service]\nexplorer = true/' "$serve_config"
 fi
 access_key=$(sed -n 's/^id = "\(.*\)"$/\1/p' "$serve_config")
 
@@ -112,11 +118,21 @@ answer=$(ALIBABA_CLOUD_ACCESS_KEY_ID=$access_key "$bin" call --endpoint "http://
   || { cat "$log" >&2; die "the signed call failed (serve's log is above)"; }
 printf '%s\n' "$answer"
 verify "the served CSR" <<<"$answer"
+# One GET through bash's /dev/tcp: a fresh machine may have no curl.
+explorer_status=$(exec 3<>"/dev/tcp/${address%:*}/${address##*:}" \
+  && printf 'GET /explorer HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$address" >&3 \
+  && head -n1 <&3) || true
+case $explorer_status in
+  'HTTP/1.1 200'*) ;;
+  *) cat "$log" >&2; die "hsm-csr serve did not serve the API explorer at http://$address/explorer ($explorer_status)" ;;
+esac
+say "the API explorer answers at http://$address/explorer"
 stop_serve
 say "hsm-csr serve stopped"
 
 # SoftHSM2 finds the demo token only through SOFTHSM2_CONF.
-say "to serve the demo token, and to call it from another shell:"
-printf '    SOFTHSM2_CONF=%q %q serve --config %q\n' "$SOFTHSM2_CONF" "$bin" "$serve_config" >&2
+say "to serve the demo token (and the API explorer, in a browser on this machine), and to call it from another shell:"
+printf '    SOFTHSM2_CONF=%q %q serve --config %q   # API explorer: http://127.0.0.1:8080/explorer (AccessKeyId %s, its secret in %q)\n' \
+  "$SOFTHSM2_CONF" "$bin" "$serve_config" "$access_key" "$demo/access-key-secret" >&2
 printf '    ALIBABA_CLOUD_ACCESS_KEY_ID=%q %q call --endpoint http://127.0.0.1:8080 --secret-file %q CreateCdnCertificateSigningRequest CommonName=%q\n' \
   "$access_key" "$bin" "$demo/access-key-secret" "$common_name" >&2

@@ -33,18 +33,20 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
 
 need_packages softhsm2 opensc openssl libengine-pkcs11-openssl p11-kit p11-kit-modules redis-server redis-tools \
-  pebble certbot curl
+  pebble certbot curl chromium chromium-driver
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
 
 # PyKCS11 reads attributes the way any other PKCS#11 application would; the
-# official Alibaba Cloud SDKs (both generations) call `hsm-csr serve`.
+# official Alibaba Cloud SDKs (both generations) call `hsm-csr serve`;
+# Selenium drives Chromium through /explorer (tests/explorer.rs).
 python_packages=(
   'PyKCS11>=1.5.17,<2'
   'alibabacloud-cdn20180510==9.2.0' 'alibabacloud-dcdn20180115==3.1.0' 'alibabacloud-tea-openapi==0.4.6'
   'aliyun-python-sdk-core==2.16.1' 'aliyun-python-sdk-cdn==3.8.8' 'aliyun-python-sdk-dcdn==2.2.19'
+  'selenium==4.27.1'
 )
-if ! .venv-test/bin/python -c 'import PyKCS11, alibabacloud_cdn20180510, alibabacloud_dcdn20180115, aliyunsdkcdn, aliyunsdkdcdn' 2>/dev/null; then
-  say "creating .venv-test with PyKCS11 and the Alibaba Cloud SDKs"
+if ! .venv-test/bin/python -c 'import PyKCS11, alibabacloud_cdn20180510, alibabacloud_dcdn20180115, aliyunsdkcdn, aliyunsdkdcdn, selenium' 2>/dev/null; then
+  say "creating .venv-test with PyKCS11, the Alibaba Cloud SDKs and Selenium"
   [ -x .venv-test/bin/python ] || python3 -m venv .venv-test 2>/dev/null || { need_packages python3-venv; python3 -m venv .venv-test; }
   .venv-test/bin/pip install -q --disable-pip-version-check "${python_packages[@]}"
 fi
@@ -117,6 +119,8 @@ for run in 1 2; do
     || { cat "$demo_dir.err" >&2; die "scripts/quickstart.sh failed (run $run; its output is above)"; }
   [ "$(grep -c 'openssl req -verify: OK' "$demo_dir.err")" -eq 2 ] \
     || { cat "$demo_dir.err" >&2; die "scripts/quickstart.sh did not verify two CSRs (run $run)"; }
+  grep -q 'serve --config .*# API explorer: http://127.0.0.1:8080/explorer' "$demo_dir.err" \
+    || { cat "$demo_dir.err" >&2; die "scripts/quickstart.sh did not print the explorer's address with its serve line (run $run)"; }
 done
 ! pgrep -f "$demo_dir/serve.toml" >/dev/null || die "scripts/quickstart.sh left hsm-csr serve running"
 target/release/hsm-csr serve --help >/dev/null || die "after scripts/quickstart.sh, target/release/hsm-csr has no serve"
