@@ -134,6 +134,33 @@ fn the_explorer_is_locked_down_and_opens_no_cors() {
     }
 }
 
+/// An organization that needs escaping in every snippet's language: a
+/// quote, a backslash, and characters from outside ASCII and the BMP.
+const ORGANIZATION: &str = "Explorer \"Quoted\" \\ Org \u{e9} \u{4e2d} \u{1f600}";
+
+/// The subject every CSR of the test has, as the page decodes it.
+const SUBJECT: &str = "C=CN, ST=Zhejiang, L=Hangzhou, O=Explorer \"Quoted\" \\ Org \u{e9} \u{4e2d} \u{1f600}, \
+     OU=Aliyun CDN, CN=explorer.example.com";
+
+/// The subject of `csr` as openssl reads it, UTF-8 unescaped.
+fn subject(csr: &str) -> String {
+    let out = crate::common::openssl(
+        &[
+            "req",
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "sep_comma_plus_space,utf8,-esc_msb",
+        ],
+        csr.as_bytes(),
+    );
+    String::from_utf8(out)
+        .unwrap()
+        .trim()
+        .trim_start_matches("subject=")
+        .to_owned()
+}
+
 /// Where the browser test leaves its screenshot and request log.
 fn out_dir() -> PathBuf {
     let dir = repo().join("target/explorer-test");
@@ -210,7 +237,7 @@ fn a_person_gets_a_csr_and_the_sdk_code_for_it_in_a_real_browser() {
         &[
             ("CommonName", "explorer.example.com"),
             ("SANs", "a.example.com,b.example.com"),
-            ("Organization", "Explorer \"Quoted\" Org"),
+            ("Organization", ORGANIZATION),
         ],
     );
 
@@ -219,8 +246,7 @@ fn a_person_gets_a_csr_and_the_sdk_code_for_it_in_a_real_browser() {
     let answer: Value = serde_json::from_str(ok["response"].as_str().unwrap()).unwrap();
     let csr = answer["Csr"].as_str().unwrap();
     let text = verified_text(csr);
-    assert!(text.contains("CN=explorer.example.com"), "{text}");
-    assert!(text.contains("O=Explorer \"Quoted\" Org"), "{text}");
+    assert_eq!(subject(csr), SUBJECT);
     assert!(
         text.contains("DNS:a.example.com, DNS:b.example.com"),
         "{text}"
@@ -230,10 +256,7 @@ fn a_person_gets_a_csr_and_the_sdk_code_for_it_in_a_real_browser() {
     assert_eq!(answer["CommonName"], "explorer.example.com");
     // ... decoded in the page.
     assert_eq!(ok["decoded_shown"], true);
-    assert_eq!(
-        ok["subject"],
-        "C=CN, ST=Zhejiang, L=Hangzhou, O=Explorer \"Quoted\" Org, OU=Aliyun CDN, CN=explorer.example.com"
-    );
+    assert_eq!(ok["subject"], SUBJECT);
     assert_eq!(
         ok["sans"],
         "DNS:explorer.example.com, DNS:a.example.com, DNS:b.example.com"
@@ -296,15 +319,17 @@ fn a_person_gets_a_csr_and_the_sdk_code_for_it_in_a_real_browser() {
     assert!(new.contains("os.environ[\"ALIBABA_CLOUD_ACCESS_KEY_SECRET\"]"));
     let printed: Value = serde_json::from_str(&run_snippet(&dir, "sdk_python.py", new)).unwrap();
     verified_text(printed["Csr"].as_str().unwrap());
-    assert_eq!(printed["CommonName"], "explorer.example.com");
+    assert_eq!(subject(printed["Csr"].as_str().unwrap()), SUBJECT);
     let legacy = ok["sdk_python_legacy"].as_str().unwrap();
     let printed: Value =
         serde_json::from_str(&run_snippet(&dir, "sdk_python_legacy.py", legacy)).unwrap();
-    let text = verified_text(printed["Csr"].as_str().unwrap());
-    assert!(text.contains("O=Explorer \"Quoted\" Org"), "{text}");
+    verified_text(printed["Csr"].as_str().unwrap());
+    assert_eq!(subject(printed["Csr"].as_str().unwrap()), SUBJECT);
     let java = ok["sdk_java"].as_str().unwrap();
     assert!(
-        java.contains(".setOrganization(\"Explorer \\\"Quoted\\\" Org\")"),
+        java.contains(
+            r#".setOrganization("Explorer \"Quoted\" \\ Org \u00e9 \u4e2d \ud83d\ude00")"#
+        ),
         "{java}"
     );
     assert!(java.contains("System.getenv(\"ALIBABA_CLOUD_ACCESS_KEY_SECRET\")"));
