@@ -23,6 +23,18 @@ const SECRET: &str = "explorer-Secret-7f3a9c1e5b2d4f60a8c7e9d1";
 const ACCESS_KEY: &str = "[[service.access_keys]]\nid = \"ExplorerKey\"\n\
      secret_env = \"EXPLORER_SECRET\"\nactions = [\"*\"]\n";
 
+/// The explorer's page and the files beside it.
+const PATHS: [&str; 4] = [
+    "/explorer",
+    "/explorer/explorer.js",
+    "/explorer/explorer.css",
+    "/explorer/favicon.svg",
+];
+
+/// The policy docs/explorer.md quotes, on every explorer answer.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+
 fn start(token: &Token, extra: &str) -> Server {
     Server::launch_on(
         token,
@@ -59,11 +71,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn off_by_default_the_explorer_is_not_found() {
     let token = Token::new();
     let server = start(&token, "");
-    for path in [
-        "/explorer",
-        "/explorer/explorer.js",
-        "/explorer/explorer.css",
-    ] {
+    for path in PATHS {
         let answer = server.get(path).unwrap();
         assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
     }
@@ -75,28 +83,31 @@ fn the_explorer_is_locked_down_and_opens_no_cors() {
     let token = Token::new();
     let server = start(&token, "explorer = true");
     server.wait_for_log(&format!("API explorer on http://{}/explorer", server.addr));
-    for (path, kind) in [
-        ("/explorer", "text/html"),
-        ("/explorer/explorer.js", "text/javascript"),
-        ("/explorer/explorer.css", "text/css"),
-    ] {
+    for (path, kind) in PATHS.into_iter().zip([
+        "text/html",
+        "text/javascript",
+        "text/css",
+        "image/svg+xml",
+    ]) {
         let answer = server.get(path).unwrap();
         let (status, headers) = head(&answer);
         assert!(status.starts_with("HTTP/1.1 200"), "{path}: {answer}");
         assert!(header(&headers, "content-type").unwrap().starts_with(kind));
-        let csp = header(&headers, "content-security-policy").unwrap();
-        for directive in [
-            "default-src 'none'",
-            "script-src 'self'",
-            "connect-src 'self'",
-            "form-action 'none'",
-            "frame-ancestors 'none'",
+        for (name, value) in [
+            ("content-security-policy", CSP),
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("cache-control", "no-store"),
+            ("cross-origin-opener-policy", "same-origin"),
+            ("cross-origin-resource-policy", "same-origin"),
         ] {
-            assert!(csp.contains(directive), "{path}: {csp}");
+            assert_eq!(header(&headers, name), Some(value), "{path}: {name}");
         }
-        assert!(!csp.contains("unsafe"), "{csp}");
-        assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
-        assert!(header(&headers, "access-control-allow-origin").is_none());
+        assert!(
+            headers.iter().all(|(n, _)| !n.starts_with("access-control-")),
+            "{answer}"
+        );
     }
     let page = server.get("/explorer").unwrap();
     // Nothing about the token: neither its label nor its serial nor a key.
@@ -136,10 +147,10 @@ fn the_explorer_is_locked_down_and_opens_no_cors() {
 
 /// An organization that needs escaping in every snippet's language: a
 /// quote, a backslash, and characters from outside ASCII and the BMP.
-const ORGANIZATION: &str = "Explorer \"Quoted\" \\ Org \u{e9} \u{4e2d} \u{1f600}";
+const ORGANIZATION: &str = "Explorer \"Quoted\" \\ Org \u{e9} \u{416} \u{1f600}";
 
 /// The subject every CSR of the test has, as the page decodes it.
-const SUBJECT: &str = "C=CN, ST=Zhejiang, L=Hangzhou, O=Explorer \"Quoted\" \\ Org \u{e9} \u{4e2d} \u{1f600}, \
+const SUBJECT: &str = "C=CN, ST=Zhejiang, L=Hangzhou, O=Explorer \"Quoted\" \\ Org \u{e9} \u{416} \u{1f600}, \
      OU=Aliyun CDN, CN=explorer.example.com";
 
 /// The subject of `csr` as openssl reads it, UTF-8 unescaped.
@@ -159,6 +170,34 @@ fn subject(csr: &str) -> String {
         .trim()
         .trim_start_matches("subject=")
         .to_owned()
+}
+
+/// With `admin_listen`, the explorer is on `listen` only: the admin port
+/// serves health and metrics, nothing a browser signs from.
+#[test]
+fn the_explorer_is_never_on_the_admin_port() {
+    let token = Token::new();
+    let server = start(&token, "explorer = true\nadmin_listen = \"127.0.0.1:0\"");
+    let line = server.wait_for_log("health and metrics on http://");
+    let admin = line
+        .split("health and metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let get = |addr: &str, path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get(&admin, "/healthz").starts_with("HTTP/1.1 200"));
+    for path in PATHS {
+        assert!(get(&admin, path).starts_with("HTTP/1.1 404"), "{path}");
+        assert!(get(&server.addr, path).starts_with("HTTP/1.1 200"), "{path}");
+    }
 }
 
 /// Where the browser test leaves its screenshot and request log.
@@ -314,6 +353,16 @@ fn a_person_gets_a_csr_and_the_sdk_code_for_it_in_a_real_browser() {
             .contains("client.set_cdn_domain_csrcertificate(request)")
     );
 
+    // Text that is not valid Unicode gets a note, not code, and no call.
+    assert_eq!(
+        result["lone_surrogate_sdk"],
+        "Organization holds text that is not valid Unicode; correct it to get code."
+    );
+    assert_eq!(
+        result["lone_surrogate_status"],
+        "Organization holds text that is not valid Unicode."
+    );
+
     // The generated Python, both generations, runs as written.
     let new = ok["sdk_python"].as_str().unwrap();
     assert!(new.contains("os.environ[\"ALIBABA_CLOUD_ACCESS_KEY_SECRET\"]"));
@@ -328,7 +377,7 @@ fn a_person_gets_a_csr_and_the_sdk_code_for_it_in_a_real_browser() {
     let java = ok["sdk_java"].as_str().unwrap();
     assert!(
         java.contains(
-            r#".setOrganization("Explorer \"Quoted\" \\ Org \u00e9 \u4e2d \ud83d\ude00")"#
+            r#".setOrganization("Explorer \"Quoted\" \\ Org \u00e9 \u0416 \ud83d\ude00")"#
         ),
         "{java}"
     );

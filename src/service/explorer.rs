@@ -13,6 +13,7 @@
 //! (which would put the AccessKeySecret field in a request); and no CORS
 //! header, so no other origin can read anything from the service.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -61,6 +62,31 @@ pub(super) fn routes<T: Clone + Send + Sync + 'static>(defaults: &SubjectDefault
         )
 }
 
+/// Logs where the explorer is, as an address a browser can open (a
+/// wildcard listen address is shown as the loopback one); warns when it is
+/// served over plain HTTP off the loopback interface, where browsers refuse
+/// it WebCrypto and anyone on the path could change the page to read the
+/// secret typed into it.
+pub(super) fn announce(addr: SocketAddr, tls: bool) {
+    let scheme = if tls { "https" } else { "http" };
+    let mut shown = addr;
+    if addr.ip().is_unspecified() {
+        shown.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    log::info!("API explorer on {scheme}://{shown}/explorer");
+    if !tls && !addr.ip().is_loopback() {
+        log::warn!(
+            "the API explorer is served over plain HTTP on {addr}: browsers on other hosts \
+             give the page no WebCrypto, so it cannot sign there, and anyone on the network \
+             path could change the page to read the secret typed into it; set [service] \
+             tls_cert and tls_key, or open it through an SSH tunnel on 127.0.0.1"
+        );
+    }
+}
+
 /// The page with this service's subject defaults filled in.
 fn render(defaults: &SubjectDefaults) -> String {
     [
@@ -87,6 +113,9 @@ fn html_escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // So that no value can spell another value's `{{Name}}`.
+            '{' => out.push_str("&#123;"),
+            '}' => out.push_str("&#125;"),
             c => out.push(c),
         }
     }
@@ -136,6 +165,19 @@ mod tests {
         assert!(page.contains(r#"value="ops@example.com""#));
         assert!(page.contains(r#"name="Country" type="text" value="CN""#));
         assert!(!page.contains("<b>"));
+    }
+
+    /// A default that spells another's place is shown as written, not
+    /// filled in by a later replacement.
+    #[test]
+    fn a_default_cannot_fill_in_another() {
+        let defaults = SubjectDefaults {
+            organization: "{{City}} Org".into(),
+            ..SubjectDefaults::default()
+        };
+        let page = render(&defaults);
+        assert!(page.contains(r#"value="&#123;&#123;City&#125;&#125; Org""#));
+        assert!(!page.contains("Hangzhou Org"));
     }
 
     /// The page offers exactly the actions the service answers, each with

@@ -109,7 +109,7 @@ pub async fn run(
     let scheme = if tls.is_some() { "https" } else { "http" };
     log::info!("{what} {scheme}://{addr} (HTTP/1.1)");
     if config.explorer {
-        log::info!("API explorer on {scheme}://{addr}/explorer");
+        super::explorer::announce(addr, tls.is_some());
     }
     let (max_connections, fd_limit) = connection_limit(config.max_connections, sessions);
     let fd_limit = fd_limit.map_or("unlimited".to_owned(), |n| n.to_string());

@@ -110,6 +110,14 @@ try:
             "const f = document.getElementsByName('ServerCertificate')[0];"
             "f.value = arguments[0]; f.dispatchEvent(new Event('input', {bubbles: true}));", cert)
         result["companion"] = send_and_read(secret, companion)
+    # A lone surrogate (no UTF-8 form): a note instead of code, and no call.
+    Select(driver.find_element(By.NAME, "Action")).select_by_value(action)
+    driver.execute_script(
+        "const f = document.getElementsByName('Organization')[0];"
+        "f.value = 'x\\uD800y'; f.dispatchEvent(new Event('input', {bubbles: true}));")
+    result["lone_surrogate_sdk"] = driver.find_element(By.ID, "sdk-java").get_attribute("textContent")
+    driver.find_element(By.ID, "send").click()
+    result["lone_surrogate_status"] = status()
     time.sleep(0.2)
 finally:
     requests = []

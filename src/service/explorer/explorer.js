@@ -394,6 +394,13 @@
   function showSdk() {
     const action = selectedAction();
     const query = params();
+    const bad = query.find(([, v]) => !wellFormed(v));
+    if (bad) {
+      // A lone surrogate has no UTF-8 form: no SDK could send it.
+      const note = `${bad[0]} holds text that is not valid Unicode; correct it to get code.`;
+      for (const id of ['sdk-python', 'sdk-python-legacy', 'sdk-java']) $(id).textContent = note;
+      return;
+    }
     $('sdk-python').textContent = pythonNew(action, query);
     $('sdk-python-legacy').textContent = pythonLegacy(action, query);
     $('sdk-java').textContent = java(action, query);
