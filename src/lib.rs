@@ -12,6 +12,7 @@ pub mod certificate;
 pub mod common_name;
 pub mod config;
 pub mod csr;
+pub mod day;
 pub mod error;
 pub mod files;
 pub mod fingerprint;

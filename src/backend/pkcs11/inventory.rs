@@ -17,8 +17,8 @@ use super::{Pkcs11Backend, describe, keygen, uri};
 use crate::algorithm::KeyType;
 pub use crate::backend::KeyEntry;
 use crate::backend::key_entry::{id_of_locator, locator};
+use crate::day::Day;
 use crate::error::{Error, Result};
-use crate::retention::Day;
 
 /// The objects behind one listed [`KeyEntry`].
 #[derive(Clone, Debug, Default)]

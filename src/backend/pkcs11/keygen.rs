@@ -131,7 +131,7 @@ pub(super) fn generate(
     // leave an undelivered key, never an ownerless one.
     if let Some(owner) = &spec.owner {
         let subject = owner.to_subject_der();
-        let today = super::inventory::date_of(crate::retention::Day::today());
+        let today = super::inventory::date_of(crate::day::Day::today());
         public.push(Attribute::Subject(subject.clone()));
         private.push(Attribute::Subject(subject));
         // The day it is made and delivered, for retention; on the public

@@ -66,8 +66,7 @@ impl Rename {
         if let Some(owner) = owner {
             self.also.push(Attribute::Subject(owner.to_subject_der()));
             if dated {
-                let today =
-                    crate::backend::pkcs11::inventory::date_of(crate::retention::Day::today());
+                let today = crate::backend::pkcs11::inventory::date_of(crate::day::Day::today());
                 self.also.push(Attribute::StartDate(today));
             }
         }
