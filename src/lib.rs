@@ -25,6 +25,7 @@ pub mod retention;
 pub mod san;
 #[cfg(feature = "service")]
 pub mod service;
+pub mod session_pool;
 pub mod spki;
 pub mod subject;
 pub mod text;

@@ -40,10 +40,10 @@ use axum::Router;
 use axum::routing::{any, get};
 use secrecy::ExposeSecret;
 
-use crate::backend::pkcs11::session_pool::SessionPool;
 pub use crate::config::{AccessKeyConfig, ServiceConfig};
 use crate::error::Result;
 use crate::request::SubjectDefaults;
+use crate::session_pool::SessionPool;
 use config::AccessKey;
 pub use config::AccessKeys;
 pub use sessions::Sessions;

@@ -549,7 +549,6 @@ fn report(parent: &[String]) -> String {
 }
 
 #[test]
-#[ignore = "the cycles of issue 22 are still there"]
 fn no_cycle_between_top_level_modules() {
     let cycles = report(&[]);
     assert!(cycles.is_empty(), "import cycles in src/:\n{cycles}");

@@ -14,7 +14,6 @@ mod lookup;
 pub mod mark;
 pub mod orphans;
 pub mod pool;
-pub mod session_pool;
 mod sign;
 pub mod softhsm_conf;
 pub mod sweep;

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use hsm_csr::audit::{Actor, Trail};
 use hsm_csr::backend::pkcs11::orphans;
-use hsm_csr::backend::pkcs11::session_pool::open_sessions;
+use hsm_csr::session_pool::open_sessions;
 use hsm_csr::{
     CsrRequest, Error, ErrorClass, PendingCsr, Result, ValidRequest, new_request_id,
     prepare_csr_audited,

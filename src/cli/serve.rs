@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use hsm_csr::backend::pkcs11::pool::KeyPool;
-use hsm_csr::backend::pkcs11::session_pool::{Reconnect, SessionPool};
 use hsm_csr::service::coordination::RedisCoordinator;
 use hsm_csr::service::{AccessKeys, Service};
+use hsm_csr::session_pool::{Reconnect, SessionPool};
 use hsm_csr::{Error, Result};
 
 use super::{ServeArgs, token};
