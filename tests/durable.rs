@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hsm_csr::backend::pkcs11::mark::{self, Owner};
+use hsm_csr::backend::pkcs11::id::{self, Owner};
 use serde_json::Value;
 
 use crate::common::Token;
@@ -263,7 +263,7 @@ fn only_delivered_and_unassigned(
 
 /// A key pair planted with pkcs11-tool under `owner`'s mark over `r`.
 fn plant(token: &Token, owner: &Owner, r: &[u8]) -> String {
-    let id = hsm_csr::fingerprint::hex(&mark::mark(owner, r));
+    let id = hsm_csr::fingerprint::hex(&id::mark(owner, r));
     let key_type = if token.lacks("ec-p256") {
         "rsa:2048"
     } else {

@@ -555,7 +555,6 @@ fn no_cycle_between_top_level_modules() {
 }
 
 #[test]
-#[ignore = "the cycles of issue 22 are still there"]
 fn no_cycle_inside_the_pkcs11_backend() {
     let cycles = report(&["backend".to_owned(), "pkcs11".to_owned()]);
     assert!(

@@ -6,7 +6,9 @@
 
 pub mod capacity;
 mod context;
+mod dates;
 mod deliver;
+pub mod id;
 pub mod inventory;
 mod keygen;
 mod learned;
@@ -14,6 +16,8 @@ mod lookup;
 pub mod mark;
 pub mod orphans;
 pub mod pool;
+mod process;
+mod relabel;
 mod sign;
 pub mod softhsm_conf;
 pub mod sweep;
@@ -401,7 +405,7 @@ impl KeyBackend for Pkcs11Backend {
         if destroyed.is_err() {
             self.orphans.push(key.id.clone());
             if let Some(pending) = self.unsettled.iter().find(|u| u.is(key)) {
-                self.orphans.extend(mark::every_form(&pending.on_token));
+                self.orphans.extend(id::every_form(&pending.on_token));
             }
         }
         destroyed?;

@@ -13,6 +13,7 @@ use cryptoki::object::{
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
+use super::dates::{date_of, day_of};
 use super::{Pkcs11Backend, describe, keygen, uri};
 use crate::algorithm::KeyType;
 pub use crate::backend::KeyEntry;
@@ -62,7 +63,7 @@ struct Group {
 /// Puts each marked private key and its public half back together: a key
 /// not yet delivered has its mark on the private object only, and its
 /// public object already under the CKA_ID it will have (`R`, or a pool
-/// key's `hsm-pool` + `R`, see [`super::mark::every_form`]). Listed apart,
+/// key's `hsm-pool` + `R`, see [`super::id::every_form`]). Listed apart,
 /// the public half would look like a lone object of a delivered key, for
 /// `keys prune --orphans` to remove while its process is still making it.
 fn join_halves_in_flight(groups: &mut BTreeMap<Vec<u8>, Group>) {
@@ -70,10 +71,10 @@ fn join_halves_in_flight(groups: &mut BTreeMap<Vec<u8>, Group>) {
         .iter()
         .filter(|(_, g)| g.private && g.public_handle.is_none())
         .map(|(locator, _)| locator.clone())
-        .filter(|locator| super::mark::decode(id_of_locator(locator)).is_some())
+        .filter(|locator| super::id::decode(id_of_locator(locator)).is_some())
         .collect();
     for mark_locator in marked {
-        let forms = super::mark::every_form(id_of_locator(&mark_locator));
+        let forms = super::id::every_form(id_of_locator(&mark_locator));
         for form in &forms[1..] {
             let half = locator(form, "");
             let lone_public = groups.get(&half).is_some_and(|g| {
@@ -231,7 +232,7 @@ impl Pkcs11Backend {
                 entry.has_private_key = g.private;
                 entry.has_public_key = g.public_handle.is_some();
                 entry.undelivered_by =
-                    super::mark::decode(&entry.id_bytes).map(|(o, _)| o.describe());
+                    super::id::decode(&entry.id_bytes).map(|(o, _)| o.describe());
                 entry.owner = g.owner;
                 entry.delivered = g.delivered;
                 entry.replaced = g.replaced;
@@ -475,23 +476,4 @@ pub(super) fn public_key(
         other => other,
     };
     Ok((key_type, spki))
-}
-
-/// The day a CK_DATE names; None for an empty or malformed one.
-pub(super) fn day_of(date: &cryptoki::types::Date) -> Option<Day> {
-    let digits = |b: &[u8]| -> Option<i64> { std::str::from_utf8(b).ok()?.parse().ok() };
-    let (y, m, d) = (
-        digits(&date.year)?,
-        digits(&date.month)?,
-        digits(&date.day)?,
-    );
-    Day::from_ymd(y, u32::try_from(m).ok()?, u32::try_from(d).ok()?)
-}
-
-/// The CK_DATE of `day`.
-pub(super) fn date_of(day: Day) -> cryptoki::types::Date {
-    let (y, m, d) = day.ymd();
-    let text = format!("{:04}{m:02}{d:02}", y.clamp(0, 9999));
-    let b = text.as_bytes();
-    cryptoki::types::Date::new([b[0], b[1], b[2], b[3]], [b[4], b[5]], [b[6], b[7]])
 }

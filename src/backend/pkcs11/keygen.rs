@@ -22,6 +22,7 @@ use cryptoki::session::Session;
 use cryptoki::types::Ulong;
 use der::Encode;
 
+use super::id::ID_LEN;
 use super::{Pkcs11Backend, describe, sign, uri};
 use crate::algorithm::{ID_ED25519, KeyType};
 use crate::backend::{GeneratedKey, KeyHandles, KeySpec};
@@ -30,8 +31,6 @@ use crate::spki;
 
 /// F4, the exponent everyone uses (and the only one some HSMs accept).
 const PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
-/// Random bytes in every CKA_ID hsm-csr gives a key pair.
-pub(super) const ID_LEN: usize = 16;
 
 /// `prefix` followed by [`ID_LEN`] bytes from the host's RNG.
 ///
@@ -95,7 +94,7 @@ pub(super) fn generate(
     let (on_token, label) = if marked {
         let r = &id[id_prefix.len()..];
         (
-            super::mark::mark(&owner, r),
+            super::id::mark(&owner, r),
             spec.undelivered_label.as_bytes().to_vec(),
         )
     } else {
@@ -131,7 +130,7 @@ pub(super) fn generate(
     // leave an undelivered key, never an ownerless one.
     if let Some(owner) = &spec.owner {
         let subject = owner.to_subject_der();
-        let today = super::inventory::date_of(crate::day::Day::today());
+        let today = super::dates::date_of(crate::day::Day::today());
         public.push(Attribute::Subject(subject.clone()));
         private.push(Attribute::Subject(subject));
         // The day it is made and delivered, for retention; on the public

@@ -3,7 +3,7 @@
 //!
 //! Pool keys are ordinary token keys (sensitive, never extractable).
 //!
-//! **What marks a pool key is its CKA_ID**: [`POOL_ID_PREFIX`] followed by
+//! **What marks a pool key is its CKA_ID**: [`POOL_ID_PREFIX`](super::id::POOL_ID_PREFIX) followed by
 //! 16 random bytes, the same on both objects of the pair.
 //! Every delivered key has a CKA_ID of exactly 16 random bytes (and one
 //! not yet delivered a 32-byte [`mark`](super::mark)), and nothing a caller sends (common name, label prefix, any parameter)
@@ -60,20 +60,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Pkcs11Backend;
+use super::id::{POOL_ID_PREFIX, is_pool_id};
 use super::keygen::{self, Pair};
 use crate::algorithm::{KeyType, SignatureAlgorithm};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::error::Result;
-
-/// The first bytes of a pool key's CKA_ID (`hsm-pool` in ASCII). With the
-/// 16 random bytes after it, a pool CKA_ID is 24 bytes long and can never
-/// equal the 16-byte CKA_ID of a key made on demand.
-pub const POOL_ID_PREFIX: [u8; 8] = *b"hsm-pool";
-
-/// Whether `id` is a pool key's CKA_ID: [`POOL_ID_PREFIX`] and 16 bytes.
-pub fn is_pool_id(id: &[u8]) -> bool {
-    id.len() == POOL_ID_PREFIX.len() + keygen::ID_LEN && id.starts_with(&POOL_ID_PREFIX)
-}
 
 /// A pre-generated key pair, not yet given to any request.
 #[derive(Debug)]

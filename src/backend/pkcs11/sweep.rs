@@ -4,7 +4,7 @@
 //! delivered. A sweep lists the marked pairs on the token and asks, for
 //! each owner, whether it still runs ([`mark::liveness`]): the pairs of a
 //! dead owner are destroyed under every CKA_ID they may carry
-//! ([`mark::every_form`]); those of a live owner (a `create` running beside
+//! ([`id::every_form`]); those of a live owner (a `create` running beside
 //! `serve`, another replica) are left alone; those whose owner cannot be
 //! judged from here (another host, no lease) are named for the operator
 //! and left alone.
@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 
-use super::mark::{self, Liveness, Owner};
+use super::id::{self, Owner};
+use super::mark::{self, Liveness};
 use super::{Pkcs11Backend, describe};
 use crate::error::{Error, Result};
 
@@ -59,7 +60,7 @@ impl Pkcs11Backend {
                     continue;
                 };
                 if let [Attribute::Id(id)] = attrs.as_slice() {
-                    if let Some((owner, _)) = mark::decode(id) {
+                    if let Some((owner, _)) = id::decode(id) {
                         marks.insert(id.clone(), owner);
                     }
                 }
@@ -69,11 +70,11 @@ impl Pkcs11Backend {
     }
 
     /// Destroys the objects marked `id`, and the lone halves under its
-    /// other forms ([`mark::every_form`]) that a claim cut off half-way
+    /// other forms ([`id::every_form`]) that a claim cut off half-way
     /// left; a whole pair under another form is a key in its own right
     /// (whoever planted a mark over its CKA_ID must not get it destroyed).
     pub(super) fn destroy_marked(&mut self, id: &[u8]) -> Result<()> {
-        let forms = mark::every_form(id);
+        let forms = id::every_form(id);
         self.destroy_by_id(&forms[..1])?;
         for form in &forms[1..] {
             if self.key_objects(form)? == 1 {
