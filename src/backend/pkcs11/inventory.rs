@@ -102,6 +102,76 @@ fn join_halves_in_flight(groups: &mut BTreeMap<Vec<u8>, Group>) {
     }
 }
 
+impl Read {
+    /// What the attributes read from one object say.
+    fn from_attributes(attrs: Vec<Attribute>) -> Read {
+        let mut read = Read::default();
+        for a in attrs {
+            match a {
+                Attribute::Id(i) => read.id = i,
+                Attribute::Label(l) => {
+                    read.label = Some(String::from_utf8_lossy(&l).into_owned());
+                }
+                Attribute::Subject(s) => read.subject = Some(s),
+                Attribute::StartDate(d) => read.start = day_of(&d),
+                Attribute::EndDate(d) => read.end = day_of(&d),
+                Attribute::Value(v) => read.value = Some(v),
+                _ => {}
+            }
+        }
+        read
+    }
+}
+
+impl Group {
+    /// Adds object `h` of `class`, which said `read`, to this group.
+    fn add(
+        &mut self,
+        session: &cryptoki::session::Session,
+        class: ObjectClass,
+        h: ObjectHandle,
+        read: Read,
+    ) {
+        self.objects.push(h);
+        if class == ObjectClass::CERTIFICATE {
+            if let Some(der) = read.value {
+                self.certificates.push(der);
+                self.certificate_objects.push(h);
+            }
+            if self.certificate_label.is_none() {
+                self.certificate_label = read.label;
+            }
+            return;
+        }
+        if class == ObjectClass::PRIVATE_KEY {
+            self.private = true;
+            self.private_handle = Some(h);
+            self.label = read.label.or(self.label.take());
+            // The private key's record is the one that counts.
+            self.owner = read
+                .subject
+                .as_deref()
+                .and_then(crate::owner::Owner::from_subject_der)
+                .map(|o| o.as_str().to_owned());
+        } else {
+            self.public_handle = Some(h);
+            self.delivered = read.start;
+            self.replaced = read.end;
+            if self.label.is_none() {
+                self.label = read.label;
+            }
+        }
+        if self.spki.is_none() {
+            // RSA private keys expose their public half; EC private
+            // keys do not, so the public object fills it in.
+            if let Ok((kt, spki)) = public_key(session, h) {
+                self.key_type = Some(kt);
+                self.spki = Some(spki);
+            }
+        }
+    }
+}
+
 impl Pkcs11Backend {
     /// Every key pair on the token, sorted by label.
     ///
@@ -160,60 +230,10 @@ impl Pkcs11Backend {
                     unreadable += 1;
                     continue;
                 };
-                let mut read = Read::default();
-                for a in attrs {
-                    match a {
-                        Attribute::Id(i) => read.id = i,
-                        Attribute::Label(l) => {
-                            read.label = Some(String::from_utf8_lossy(&l).into_owned());
-                        }
-                        Attribute::Subject(s) => read.subject = Some(s),
-                        Attribute::StartDate(d) => read.start = day_of(&d),
-                        Attribute::EndDate(d) => read.end = day_of(&d),
-                        Attribute::Value(v) => read.value = Some(v),
-                        _ => {}
-                    }
-                }
+                let read = Read::from_attributes(attrs);
                 // Objects without CKA_ID cannot be paired; key them by label.
                 let key = locator(&read.id, read.label.as_deref().unwrap_or(""));
-                let g = groups.entry(key).or_default();
-                g.objects.push(h);
-                if class == ObjectClass::CERTIFICATE {
-                    if let Some(der) = read.value {
-                        g.certificates.push(der);
-                        g.certificate_objects.push(h);
-                    }
-                    if g.certificate_label.is_none() {
-                        g.certificate_label = read.label;
-                    }
-                    continue;
-                }
-                if class == ObjectClass::PRIVATE_KEY {
-                    g.private = true;
-                    g.private_handle = Some(h);
-                    g.label = read.label.or(g.label.take());
-                    // The private key's record is the one that counts.
-                    g.owner = read
-                        .subject
-                        .as_deref()
-                        .and_then(crate::owner::Owner::from_subject_der)
-                        .map(|o| o.as_str().to_owned());
-                } else {
-                    g.public_handle = Some(h);
-                    g.delivered = read.start;
-                    g.replaced = read.end;
-                    if g.label.is_none() {
-                        g.label = read.label;
-                    }
-                }
-                if g.spki.is_none() {
-                    // RSA private keys expose their public half; EC private
-                    // keys do not, so the public object fills it in.
-                    if let Ok((kt, spki)) = public_key(session, h) {
-                        g.key_type = Some(kt);
-                        g.spki = Some(spki);
-                    }
-                }
+                groups.entry(key).or_default().add(session, class, h, read);
             }
         }
         join_halves_in_flight(&mut groups);
