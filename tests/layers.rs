@@ -7,6 +7,12 @@
 //! edge to `error`). The binary's own files (`main.rs`, `logger.rs`,
 //! `cli/`) are not part of the library and are left out.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test (or example) that cannot go on fails on the spot"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -94,30 +100,12 @@ fn strip(src: &str) -> String {
             && (next == Some('"') || next == Some('#'))
             && (i == 0 || !is_ident(c[i - 1]))
         {
-            // A raw string r"…" or r#"…"#.
-            let mut j = i + 1;
-            let mut hashes = 0;
-            while c.get(j) == Some(&'#') {
-                hashes += 1;
-                j += 1;
-            }
-            if c.get(j) != Some(&'"') {
+            let Some(j) = raw_string_end(&c, i) else {
                 out.push(c[i]);
                 i += 1;
                 continue;
-            }
-            j += 1;
-            loop {
-                if j >= c.len() {
-                    break;
-                }
-                if c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#')) {
-                    j += 1 + hashes;
-                    break;
-                }
-                j += 1;
-            }
-            for &ch in &c[i..j.min(c.len())] {
+            };
+            for &ch in &c[i..j] {
                 out.push(blank(ch));
             }
             i = j;
@@ -160,6 +148,28 @@ fn strip(src: &str) -> String {
         }
     }
     out
+}
+
+/// Where the raw string r"…" or r#"…"# starting at `c[i]` ends (one past
+/// its last character); None when `c[i]` starts no raw string.
+fn raw_string_end(c: &[char], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    let mut hashes = 0;
+    while c.get(j) == Some(&'#') {
+        hashes += 1;
+        j += 1;
+    }
+    if c.get(j) != Some(&'"') {
+        return None;
+    }
+    j += 1;
+    while j < c.len() {
+        if c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#')) {
+            return Some(j + 1 + hashes);
+        }
+        j += 1;
+    }
+    Some(c.len())
 }
 
 fn is_ident(ch: char) -> bool {
@@ -358,7 +368,7 @@ fn parse(root: &Path, file: &Path) -> File {
         let mut found = Vec::new();
         path_tree(&toks, &mut i, &base, &mut found);
         for (path, binding) in found {
-            if in_use && let Some(name) = binding {
+            if let (true, Some(name)) = (in_use, binding) {
                 uses.push((name, path.clone()));
             }
             paths.push((path, line));
