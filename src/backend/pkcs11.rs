@@ -1,6 +1,6 @@
 //! PKCS#11 (Cryptoki v2.40 / v3) implementation of [`KeyBackend`].
 //!
-//! One context per module per process ([`context`]), one read-write
+//! One context per module per process (`context`), one read-write
 //! session per backend, one login. The token is found by label or serial
 //! ([`token_selection`]), never by slot number alone.
 

@@ -1,12 +1,12 @@
 //! The tokens a service makes its keys on (`[token]`, or several in
-//! `[[tokens]]`), each a [`Lane`]: its [`Sessions`] and one permit per
+//! `[[tokens]]`), each a `Lane`: its [`Sessions`] and one permit per
 //! session.
 //!
 //! A call is given a session on a token that is not broken, the least
 //! busy one (ties in turn, so calls alternate), and never on a broken one:
 //! when a token goes away only the calls already on it fail, and new calls
 //! go to the others. Each token is reconnected on its own
-//! ([`Tokens::spawn_reconnects`]), holding only its own permits, and
+//! (`Tokens::spawn_reconnects`), holding only its own permits, and
 //! rejoins the rotation once its sessions are open again. Each key stays
 //! on the token that made it: its `KeyUri` names that token's label and
 //! serial.

@@ -3,7 +3,7 @@
 //! (one C_FindObjects per class, then attributes per object; no per-key
 //! searches, which cost seconds on tokens with hundreds of keys). The
 //! listing is data ([`KeyEntry`]); the session keeps the objects behind
-//! its last listing ([`Listed`]), for [`Pkcs11Backend::delete_key`].
+//! its last listing (`Listed`), for [`Pkcs11Backend::delete_key`].
 
 use std::collections::BTreeMap;
 
