@@ -9,7 +9,7 @@ pub mod attach;
 pub mod audit;
 pub mod backend;
 pub mod certificate;
-pub mod common_name;
+mod common_name;
 pub mod config;
 pub mod csr;
 pub mod day;

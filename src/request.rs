@@ -83,7 +83,7 @@ pub struct ValidRequest {
     /// `CommonName` echoes and the key label carries.
     pub common_name: String,
     /// The subject, with defaults filled in. Its common name is the form a
-    /// CA accepts (see [`crate::common_name`]), which may differ from
+    /// CA accepts (see `common_name`), which may differ from
     /// [`Self::common_name`].
     pub subject: Subject,
     /// The subjectAltNames, typed and de-duplicated. When the common name is

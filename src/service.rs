@@ -16,7 +16,7 @@ pub mod auth;
 mod companion;
 pub mod config;
 pub mod coordination;
-pub mod deadline;
+mod deadline;
 mod handler;
 mod handoff;
 pub mod limits;

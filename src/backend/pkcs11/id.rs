@@ -27,24 +27,24 @@
 /// Random bytes in every CKA_ID hsm-csr gives a key pair.
 pub(crate) const ID_LEN: usize = 16;
 /// The first bytes of every mark.
-pub const MARK_PREFIX: [u8; 3] = *b"hsm";
+pub(crate) const MARK_PREFIX: [u8; 3] = *b"hsm";
 /// Owner liveness is checked on its host only (`create`, `batch`, `serve`
 /// without Redis).
 pub const KIND_PROCESS: u8 = b'p';
 /// The owner holds a lease in Redis while it runs.
 pub const KIND_LEASED: u8 = b'l';
 /// Length of a mark.
-pub const MARK_LEN: usize = MARK_PREFIX.len() + 1 + OWNER_LEN + ID_LEN;
+pub(crate) const MARK_LEN: usize = MARK_PREFIX.len() + 1 + OWNER_LEN + ID_LEN;
 /// Length of an owner: host, process, start.
-pub const OWNER_LEN: usize = 12;
+pub(crate) const OWNER_LEN: usize = 12;
 
 /// The first bytes of a pool key's CKA_ID (`hsm-pool` in ASCII). With the
 /// 16 random bytes after it, a pool CKA_ID is 24 bytes long and can never
 /// equal the 16-byte CKA_ID of a key made on demand.
-pub const POOL_ID_PREFIX: [u8; 8] = *b"hsm-pool";
+pub(crate) const POOL_ID_PREFIX: [u8; 8] = *b"hsm-pool";
 
 /// Whether `id` is a pool key's CKA_ID: [`POOL_ID_PREFIX`] and 16 bytes.
-pub fn is_pool_id(id: &[u8]) -> bool {
+pub(crate) fn is_pool_id(id: &[u8]) -> bool {
     id.len() == POOL_ID_PREFIX.len() + ID_LEN && id.starts_with(&POOL_ID_PREFIX)
 }
 
@@ -98,7 +98,7 @@ pub fn decode(id: &[u8]) -> Option<(Owner, &[u8])> {
 
 /// Every CKA_ID a pair marked `id` may carry: the mark, the delivered ID
 /// and the pool ID, since a claim sets one object after the other.
-pub fn every_form(id: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn every_form(id: &[u8]) -> Vec<Vec<u8>> {
     let Some((_, r)) = decode(id) else {
         return vec![id.to_vec()];
     };

@@ -3,7 +3,7 @@
 //!
 //! Pool keys are ordinary token keys (sensitive, never extractable).
 //!
-//! **What marks a pool key is its CKA_ID**: [`POOL_ID_PREFIX`] followed by
+//! **What marks a pool key is its CKA_ID**: `POOL_ID_PREFIX` followed by
 //! 16 random bytes, the same on both objects of the pair.
 //! Every delivered key has a CKA_ID of exactly 16 random bytes (and one
 //! not yet delivered a 32-byte [`mark`](super::mark)), and nothing a caller sends (common name, label prefix, any parameter)
@@ -233,7 +233,7 @@ impl KeyPool {
     }
 
     /// Adopts the unassigned pool keys already on the token: pairs whose
-    /// two objects carry the same pool CKA_ID ([`is_pool_id`]), of this
+    /// two objects carry the same pool CKA_ID (`is_pool_id`), of this
     /// pool's key type and label, with no certificate, whose private key
     /// never left the token (`provenance`). Returns how many.
     ///

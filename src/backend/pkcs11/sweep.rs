@@ -4,7 +4,7 @@
 //! delivered. A sweep lists the marked pairs on the token and asks, for
 //! each owner, whether it still runs ([`mark::liveness`]): the pairs of a
 //! dead owner are destroyed under every CKA_ID they may carry
-//! ([`id::every_form`]); those of a live owner (a `create` running beside
+//! (`id::every_form`); those of a live owner (a `create` running beside
 //! `serve`, another replica) are left alone; those whose owner cannot be
 //! judged from here (another host, no lease) are named for the operator
 //! and left alone.
