@@ -13,7 +13,7 @@ use super::{ServeArgs, token};
 /// Runs the service until SIGINT/SIGTERM.
 #[allow(
     clippy::too_many_lines,
-    reason = "assembles the whole service; that assembly is to move into the library (issue 22), which will split it"
+    reason = "assembles the whole service; that assembly is to move into the library as a builder, which will split it"
 )]
 pub fn run(args: &ServeArgs) -> Result<()> {
     let config = token::load_config(&args.token)?;

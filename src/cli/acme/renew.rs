@@ -80,7 +80,7 @@ struct TokenRun {
 
 #[allow(
     clippy::too_many_lines,
-    reason = "a renewal's steps in order, not split yet (issue 22)"
+    reason = "a renewal's steps in order; not split yet"
 )]
 pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     let config = token::load_config(&args.token)?;

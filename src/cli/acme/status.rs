@@ -46,7 +46,7 @@ struct Window {
 
 #[allow(
     clippy::too_many_lines,
-    reason = "one status report's steps in order, not split yet (issue 22)"
+    reason = "one status report's steps in order; not split yet"
 )]
 pub(super) fn run(args: &AcmeStatusArgs) -> Result<()> {
     let config = token::load_config(&args.token)?;
