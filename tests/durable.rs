@@ -1,4 +1,4 @@
-//! Issue 11: no undelivered key outlives its maker. Every key pair carries
+//! No undelivered key outlives its maker. Every key pair carries
 //! a "not yet delivered" mark naming its process until its response is
 //! handed over; `serve` SIGKILLed mid-call, restarted, leaves exactly the
 //! delivered keys; a live process's marked key is never swept; replicas on
