@@ -28,6 +28,12 @@
 //! throughput (ok per second), p50_ms, p99_ms, max_ms (of successful
 //! calls) and codes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test (or example) that cannot go on fails on the spot"
+)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

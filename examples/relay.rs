@@ -12,6 +12,12 @@
 //!
 //! Local sockets only; it runs until killed (the script stops it).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test (or example) that cannot go on fails on the spot"
+)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc;

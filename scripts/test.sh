@@ -2,7 +2,8 @@
 # usage: scripts/test.sh
 #
 # Exactly what CI runs (.ci/run calls this): installs what the tests need,
-# then cargo fmt --check, clippy -D warnings, scripts/mutants.sh --changed
+# then cargo fmt --check, clippy -D warnings, cargo doc -D warnings,
+# scripts/mutants.sh --changed
 # (mutation testing of what changed in the parsers since their last run
 # with 0 missed: nothing, when scripts/mutants.baseline is current), and
 # every test:
@@ -64,6 +65,8 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+say "cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
 say "library without default features: no HTTP, TLS, async or CLI crates"
 cargo check --locked --no-default-features --lib
 cargo clippy --locked --no-default-features --lib --tests -- -D warnings

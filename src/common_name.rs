@@ -23,8 +23,8 @@
 //! SAN. The response's `CommonName` echoes what the caller sent.
 
 use crate::error::{Error, Result};
-use crate::request::UB_COMMON_NAME;
 use crate::san::{self, San};
+use crate::subject::UB_COMMON_NAME;
 
 /// Puts the SAN that `common_name` names into `sans` (first, unless already
 /// there) and returns the commonName to write into the CSR subject.

@@ -27,7 +27,7 @@ pub struct Config {
     /// `[token]`: which module and token.
     pub token: TokenConfig,
     /// `[[tokens]]`: several tokens for `serve`, instead of `[token]`
-    /// (see [`tokens`]).
+    /// (see `tokens`).
     pub tokens: Vec<TokenConfig>,
     /// `[key]`: how keys are made.
     pub key: KeyConfig,
@@ -219,7 +219,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text and checks every value (see [`check`]): ranges,
+    /// Parses TOML text and checks every value (see `check`): ranges,
     /// names, grants and subject defaults.
     ///
     /// # Errors

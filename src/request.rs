@@ -10,10 +10,10 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use crate::common_name;
 use crate::error::{Error, Result};
 use crate::san::{self, San};
-use crate::subject::Subject;
+use crate::subject::{Subject, UB_COMMON_NAME};
 
-/// Upper bounds from RFC 5280 appendix A.1 (`ub-*`), counted in characters.
-pub(crate) const UB_COMMON_NAME: usize = 64;
+/// Upper bounds from RFC 5280 appendix A.1 (`ub-*`), counted in characters
+/// (the common name's is [`crate::subject`]'s, which `common_name` shares).
 const UB_ORGANIZATION_NAME: usize = 64;
 const UB_ORGANIZATIONAL_UNIT_NAME: usize = 64;
 const UB_STATE_NAME: usize = 128;
@@ -83,7 +83,7 @@ pub struct ValidRequest {
     /// `CommonName` echoes and the key label carries.
     pub common_name: String,
     /// The subject, with defaults filled in. Its common name is the form a
-    /// CA accepts (see [`crate::common_name`]), which may differ from
+    /// CA accepts (see `common_name`), which may differ from
     /// [`Self::common_name`].
     pub subject: Subject,
     /// The subjectAltNames, typed and de-duplicated. When the common name is

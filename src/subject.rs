@@ -30,6 +30,10 @@ use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 
 use crate::error::Result;
 
+/// The commonName's upper bound from RFC 5280 appendix A.1
+/// (`ub-common-name`), counted in characters.
+pub(crate) const UB_COMMON_NAME: usize = 64;
+
 /// Validated subject fields. Build one with [`crate::CsrRequest::validate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subject {

@@ -1,5 +1,5 @@
-//! The whole configuration is checked before the token is opened (issue 9,
-//! defect 6 and 7): every case below names a module that does not exist, so
+//! The whole configuration is checked before the token is opened:
+//! every case below names a module that does not exist, so
 //! a command that reached the token would answer Token.ModuleNotLoadable.
 
 use crate::common::{Run, Token};

@@ -1,4 +1,4 @@
-//! Slow and idle clients, connection limits and HTTP methods (issue 9, defect 3 and 7).
+//! Slow and idle clients, connection limits and HTTP methods.
 //! Each test holds raw connections to `hsm-csr serve` on 127.0.0.1 and
 //! checks that the server closes them, never that it does so quickly:
 //! every wait is bounded by [`BOUND`], far above the configured timeouts.

@@ -1,4 +1,4 @@
-//! Issue 18's crash test: every command that makes keys (`serve` with and
+//! The crash test: every command that makes keys (`serve` with and
 //! without the pool, `create`, `batch`, `acme issue`, `acme renew`) is
 //! killed with SIGKILL or SIGINT at random points, with the audit log's
 //! open slowed by 0.3 s in every third run (a slow disk: `strace -e

@@ -1,4 +1,4 @@
-//! Issue 11: no undelivered key outlives its maker. Every key pair carries
+//! No undelivered key outlives its maker. Every key pair carries
 //! a "not yet delivered" mark naming its process until its response is
 //! handed over; `serve` SIGKILLed mid-call, restarted, leaves exactly the
 //! delivered keys; a live process's marked key is never swept; replicas on
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hsm_csr::backend::pkcs11::mark::{self, Owner};
+use hsm_csr::backend::pkcs11::id::{self, Owner};
 use serde_json::Value;
 
 use crate::common::Token;
@@ -263,7 +263,7 @@ fn only_delivered_and_unassigned(
 
 /// A key pair planted with pkcs11-tool under `owner`'s mark over `r`.
 fn plant(token: &Token, owner: &Owner, r: &[u8]) -> String {
-    let id = hsm_csr::fingerprint::hex(&mark::mark(owner, r));
+    let id = hsm_csr::fingerprint::hex(&id::mark(owner, r));
     let key_type = if token.lacks("ec-p256") {
         "rsa:2048"
     } else {

@@ -3,11 +3,11 @@
 //! `p11-kit server`, whose server processes are killed and restarted.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::server::ServeLog;
 use crate::common::spy::{self, SPY};
-use crate::common::{SOFTHSM, Token, python};
+use crate::common::{SOFTHSM, Token, python, wait_until};
 
 pub(crate) const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
 
@@ -169,15 +169,6 @@ fn answered(addr: &str) -> (f64, f64) {
         }
     }
     (ok, other)
-}
-
-/// Polls `done` every 50 ms until it holds; fails the test after 30 s.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! A hostile client against the real server (issue 9): malformed,
+//! A hostile client against the real server: malformed,
 //! oversized, duplicated, reordered, replayed, forged and slow requests,
 //! each answered with its exact code; afterwards no panic, no forged log
 //! line, bounded memory and /metrics, and exactly one key pair on the token

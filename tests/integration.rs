@@ -8,6 +8,13 @@
 //!
 //! The modules, by the behaviour they prove:
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "a test that cannot go on fails on the spot; a black-box test runs one scenario end to end"
+)]
+
 /// Declares the suite's modules, compiled only where there is a token.
 macro_rules! on_a_token {
     ($($(#[$doc:meta])* $module:ident;)*) => {

@@ -1,4 +1,4 @@
-//! `create --out` writes to what the user named (issue 9, defect 5), and `batch` fails only the lines it cannot read.
+//! `create --out` writes to what the user named, and `batch` fails only the lines it cannot read.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};

@@ -1,4 +1,4 @@
-//! Pool keys are told apart by something no caller can produce (issue 9, defect 1).
+//! Pool keys are told apart by something no caller can produce.
 //!
 //! A pool key's CKA_ID is `hsm-pool` followed by 16 random bytes on both
 //! objects; a request claims it by giving both a fresh 16-byte CKA_ID

@@ -1,5 +1,5 @@
-//! Replicas that share their rate limit and nonces through Redis (issue 11,
-//! items 1 and 2), against a real `redis-server` and real `serve`
+//! Replicas that share their rate limit and nonces through Redis,
+//! against a real `redis-server` and real `serve`
 //! processes, with short counts: the scenarios of `scripts/cluster.sh`.
 //!
 //! This file holds the helpers; [`script`] checks the Lua script through

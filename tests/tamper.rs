@@ -1,4 +1,4 @@
-//! Requests altered in flight are refused, never reinterpreted (issue 9, defect 4).
+//! Requests altered in flight are refused, never reinterpreted.
 //!
 //! Each request is signed by the official SDKs' own functions, then sent to
 //! a real `hsm-csr serve` as it was signed, or changed the way an attacker

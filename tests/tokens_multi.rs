@@ -6,11 +6,11 @@
 //! Each key is on the token its KeyUri names, and only there.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::rpc;
 use crate::common::server::ServeLog;
-use crate::common::{PIN, SOFTHSM, Token, repo};
+use crate::common::{PIN, SOFTHSM, Token, repo, wait_until};
 use crate::faults::{CLIENT_MODULE, kill_p11kit, load_client, start_p11kit};
 
 /// Kills what a failed assertion would leave running.
@@ -87,15 +87,6 @@ fn token_health(addr: &str, token: usize) -> (u16, serde_json::Value) {
     let (status, body) = get(addr, "/healthz");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     (status, v["Tokens"][token].clone())
-}
-
-/// Polls `done` every 50 ms until it holds; fails the test after 30 s.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One signed call with KeyUri disclosed: (token label, CKA_ID hex) of its key.

@@ -1,4 +1,4 @@
-//! Small things a user trips on (issue 12): each message names what to
+//! Small things a user trips on: each message names what to
 //! fix, and the explicit choice wins.
 
 use std::process::Command;

@@ -2,9 +2,9 @@
 //! window the CA suggests.
 //!
 //! RFC 9773 section 4.1: "The unique identifier is constructed by
-//! concatenating the base64url-encoding [RFC4648] of the keyIdentifier
+//! concatenating the base64url-encoding \[RFC4648\] of the keyIdentifier
 //! field of the certificate's Authority Key Identifier (AKI) extension
-//! [RFC5280], the period character ".", and the base64url-encoding of the
+//! \[RFC5280\], the period character ".", and the base64url-encoding of the
 //! DER-encoded Serial Number field (without the tag and length bytes). All
 //! trailing "=" characters MUST be stripped from both parts of the unique
 //! identifier."
@@ -115,7 +115,7 @@ impl Windows {
     /// not answer in time is not asked for the rest.
     ///
     /// # Errors
-    /// As [`account::open`]: the account file, or a CA that does not answer.
+    /// As `account::open`: the account file, or a CA that does not answer.
     pub fn refresh(&mut self, opts: &AcmeOptions, ids: &[&str], now: u64) -> Result<()> {
         let stale: Vec<&str> = ids
             .iter()

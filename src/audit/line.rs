@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::{Actor, Event, MAX_FIELD};
-use crate::retention::Day;
+use crate::day::Day;
 
 impl Event {
     /// The line written for this event, `\n` included: printable ASCII

@@ -6,9 +6,9 @@
 use serde::Serialize;
 
 use crate::algorithm::KeyType;
+use crate::day::Day;
 use crate::fingerprint;
 use crate::owner::Owner;
-use crate::retention::Day;
 
 /// One key pair (or lone key, or lone certificate) on the store.
 #[derive(Clone, Debug, Serialize)]

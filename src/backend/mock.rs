@@ -200,7 +200,7 @@ impl KeyInventory for MockBackend {
                 k.has_private_key = true;
                 k.has_public_key = true;
                 k.owner = self.owner_of(h.private).map(|o| o.as_str().to_owned());
-                k.delivered = Some(crate::retention::Day::today());
+                k.delivered = Some(crate::day::Day::today());
                 k.set_certificates(
                     self.certificates
                         .iter()

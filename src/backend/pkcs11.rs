@@ -1,12 +1,14 @@
 //! PKCS#11 (Cryptoki v2.40 / v3) implementation of [`KeyBackend`].
 //!
-//! One context per module per process ([`context`]), one read-write
+//! One context per module per process (`context`), one read-write
 //! session per backend, one login. The token is found by label or serial
 //! ([`token_selection`]), never by slot number alone.
 
 pub mod capacity;
 mod context;
+mod dates;
 mod deliver;
+pub mod id;
 pub mod inventory;
 mod keygen;
 mod learned;
@@ -14,7 +16,8 @@ mod lookup;
 pub mod mark;
 pub mod orphans;
 pub mod pool;
-pub mod session_pool;
+mod process;
+mod relabel;
 mod sign;
 pub mod softhsm_conf;
 pub mod sweep;
@@ -402,7 +405,7 @@ impl KeyBackend for Pkcs11Backend {
         if destroyed.is_err() {
             self.orphans.push(key.id.clone());
             if let Some(pending) = self.unsettled.iter().find(|u| u.is(key)) {
-                self.orphans.extend(mark::every_form(&pending.on_token));
+                self.orphans.extend(id::every_form(&pending.on_token));
             }
         }
         destroyed?;

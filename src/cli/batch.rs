@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use hsm_csr::audit::{Actor, Trail};
 use hsm_csr::backend::pkcs11::orphans;
-use hsm_csr::backend::pkcs11::session_pool::open_sessions;
+use hsm_csr::session_pool::open_sessions;
 use hsm_csr::{
     CsrRequest, Error, ErrorClass, PendingCsr, Result, ValidRequest, new_request_id,
     prepare_csr_audited,
@@ -52,25 +52,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         .as_deref()
         .map(|path| OutFile::open_as("--output", path))
         .transpose()?;
-    // Lines are read as bytes: one that is not UTF-8 fails on its own,
-    // like any other bad line.
-    let lines: Vec<Vec<u8>> = input.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
-    // The last line end ends the last line; it starts none.
-    let lines = match lines.split_last() {
-        Some((last, rest)) if last.is_empty() => rest.to_vec(),
-        _ => lines,
-    };
-    let requests: Vec<(usize, Line)> = lines
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut l)| {
-            if l.last() == Some(&b'\r') {
-                l.pop();
-            }
-            (i + 1, String::from_utf8(l).map_err(|e| e.utf8_error()))
-        })
-        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
-        .collect();
+    let requests = numbered_lines(&input);
 
     let config = token::load_config(&args.token)?;
     let mut key_options = config.key.options();
@@ -95,18 +77,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         .clamp(1, requests.len().max(1));
     let backends = open_sessions(opened.backend, workers)?;
 
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(requests.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} CSRs  {elapsed} elapsed, about {eta} left",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let progress = progress_bar(requests.len());
     let out: Box<dyn Write + Send> = match out_file.as_mut() {
         Some(file) => Box::new(Streamed(file)),
         None => Box::new(std::io::stdout()),
@@ -169,27 +140,22 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         // A regular --output file is replaced only now, once every answer is in.
         None => out_file.as_mut().map_or(Ok(()), OutFile::commit),
     };
-    written.map_err(|e| {
-        let mut detail = e.to_string();
-        if removed > 0 {
-            detail += &format!(
-                "; the {removed} key pair(s) whose answers were not written were removed"
-            );
-        }
-        if !undelivered.is_empty() {
-            detail += &format!(
-                "; these keys were made but their answers not written, and could not be removed; delete them with `hsm-csr keys delete`: {}",
-                undelivered.join(" ")
-            );
-        }
-        Error::Output {
-            detail,
-            rolled_back: false,
-        }
-    })?;
+    written.map_err(|e| unwritten(&e, removed, &undelivered))?;
     if failed == 0 {
         note.done();
     }
+    summary(ok, failed, worst, workers, started)
+}
+
+/// The run's last line on stderr, and its verdict: an error naming how
+/// many lines failed, of the worst class among them.
+fn summary(
+    ok: usize,
+    failed: usize,
+    worst: ErrorClass,
+    workers: usize,
+    started: Instant,
+) -> Result<()> {
     let _ = writeln!(
         std::io::stderr(),
         "batch: {ok} CSRs made, {failed} failed, {} lines in {:.1} s with {workers} session(s)",
@@ -207,6 +173,66 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The input's non-blank lines, numbered from 1, each as text or as the
+/// reason it is not UTF-8.
+fn numbered_lines(input: &[u8]) -> Vec<(usize, Line)> {
+    // Lines are read as bytes: one that is not UTF-8 fails on its own,
+    // like any other bad line.
+    let lines: Vec<Vec<u8>> = input.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    // The last line end ends the last line; it starts none.
+    let lines = match lines.split_last() {
+        Some((last, rest)) if last.is_empty() => rest.to_vec(),
+        _ => lines,
+    };
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut l)| {
+            if l.last() == Some(&b'\r') {
+                l.pop();
+            }
+            (i + 1, String::from_utf8(l).map_err(|e| e.utf8_error()))
+        })
+        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
+        .collect()
+}
+
+/// A progress bar on a terminal, none otherwise.
+fn progress_bar(len: usize) -> ProgressBar {
+    if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} CSRs  {elapsed} elapsed, about {eta} left",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    }
+}
+
+/// The run's error when an answer could not be written: which keys were
+/// removed, and which were left on the token.
+fn unwritten(e: &std::io::Error, removed: usize, undelivered: &[String]) -> Error {
+    let mut detail = e.to_string();
+    if removed > 0 {
+        detail +=
+            &format!("; the {removed} key pair(s) whose answers were not written were removed");
+    }
+    if !undelivered.is_empty() {
+        detail += &format!(
+            "; these keys were made but their answers not written, and could not be removed; delete them with `hsm-csr keys delete`: {}",
+            undelivered.join(" ")
+        );
+    }
+    Error::Output {
+        detail,
+        rolled_back: false,
+    }
 }
 
 /// A line's request, checked.

@@ -31,7 +31,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use hsm_csr::backend::pkcs11::Pkcs11Backend;
-use hsm_csr::backend::pkcs11::mark::{self, InProcess, KIND_PROCESS, Liveness, Owner};
+use hsm_csr::backend::pkcs11::id::{self, KIND_PROCESS, Owner};
+use hsm_csr::backend::pkcs11::mark::{self, InProcess, Liveness};
 use hsm_csr::fingerprint::hex;
 
 /// This run's note; removed by [`Note::done`].
@@ -72,7 +73,7 @@ pub fn sweep_if_needed(backend: &mut Pkcs11Backend, prefix: &str) -> Note {
         }
     }
     let owner = Owner::this_process(KIND_PROCESS);
-    let path = dir.join(format!("{token}.{}", hex(&mark::mark(&owner, &[]))));
+    let path = dir.join(format!("{token}.{}", hex(&id::mark(&owner, &[]))));
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -148,7 +149,7 @@ fn owner_of(hex_mark: &str) -> Option<Owner> {
     let mut id = bytes?;
     // The note names the owner with an empty random part.
     id.extend([0u8; 16]);
-    mark::decode(&id).map(|(owner, _)| owner)
+    id::decode(&id).map(|(owner, _)| owner)
 }
 
 /// What tells this token and label prefix apart in a note's name: not the
@@ -174,7 +175,7 @@ mod tests {
     #[test]
     fn a_note_name_gives_back_its_owner() {
         let owner = Owner::this_process(KIND_PROCESS);
-        let name = hex(&mark::mark(&owner, &[]));
+        let name = hex(&id::mark(&owner, &[]));
         assert_eq!(owner_of(&name), Some(owner));
         assert_eq!(owner_of(&name[1..]), None);
         assert_eq!(owner_of("zz"), None);

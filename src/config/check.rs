@@ -406,6 +406,10 @@ mod tests {
         assert!(e.contains("City"), "{e}");
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one table of configurations and their verdicts"
+    )]
     #[test]
     fn service_names_and_grants() {
         let key = |body: &str| {

@@ -296,17 +296,17 @@ pub fn inventory_pass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::pkcs11::{mark, pool};
+    use crate::backend::pkcs11::id;
 
     /// What the PKCS#11 backend's marks make of a key, with undelivered
     /// keys' owners `stopped`.
     fn marks(stopped: bool) -> impl Fn(&KeyEntry) -> KeyState {
         move |k| {
-            if mark::decode(k.id_bytes()).is_some() {
+            if id::decode(k.id_bytes()).is_some() {
                 KeyState::Undelivered {
                     owner_stopped: stopped,
                 }
-            } else if pool::is_pool_id(k.id_bytes()) {
+            } else if id::is_pool_id(k.id_bytes()) {
                 KeyState::Pooled
             } else {
                 KeyState::Delivered
@@ -383,9 +383,9 @@ mod tests {
 
     #[test]
     fn orphans_are_only_what_hsm_csr_left_half_made() {
-        let owner = mark::Owner::this_process(mark::KIND_PROCESS);
-        let marked = mark::mark(&owner, &[7; 16]);
-        let pool_id = [&pool::POOL_ID_PREFIX[..], &[8; 16]].concat();
+        let owner = id::Owner::this_process(id::KIND_PROCESS);
+        let marked = id::mark(&owner, &[7; 16]);
+        let pool_id = [&id::POOL_ID_PREFIX[..], &[8; 16]].concat();
         let keys = [
             // Whole and delivered, even with a lone private key: never an orphan.
             key("hsm-csr:whole", &[1; 16], true, true),

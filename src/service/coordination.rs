@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::redis::key;
-use crate::backend::pkcs11::mark::{Coordinator, KIND_LEASED, Liveness, Owner};
+use crate::backend::pkcs11::id::{KIND_LEASED, Owner};
+use crate::backend::pkcs11::mark::{Coordinator, Liveness};
 use crate::error::{Error, Result};
 
 /// How long a pool claim stands.

@@ -45,20 +45,27 @@ pub(super) async fn metrics_text<S: Sessions>(
 pub(super) async fn healthz<S: Sessions>(State(svc): State<Arc<Service<S>>>) -> Response<Body> {
     let token = Arc::clone(&svc);
     let status = tokio::task::spawn_blocking(move || token.tokens.health()).await;
-    let (code, body) = match status {
+    let (code, health) = match status {
         Ok(tokens) => {
-            let (code, body) = tokens::health_body(&tokens);
+            let (code, health) = tokens::health_body(&tokens);
             (
                 StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                body,
+                health,
             )
         }
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            r#"{"Token":"unknown"}"#.to_owned(),
+            tokens::Health {
+                error: None,
+                logged_in: None,
+                token: "unknown",
+                tokens: None,
+                shared_state: None,
+            },
         ),
     };
-    let (code, body) = with_shared_state(code, body, svc.limits.shared_state_reachable().await);
+    let (code, health) = with_shared_state(code, health, svc.limits.shared_state_reachable().await);
+    let body = serde_json::to_string(&health).unwrap_or_default();
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")
@@ -71,25 +78,21 @@ pub(super) async fn healthz<S: Sessions>(State(svc): State<Arc<Service<S>>>) -> 
 /// not, since every call is then refused.
 fn with_shared_state(
     code: StatusCode,
-    mut body: String,
+    mut health: tokens::Health,
     reachable: Option<bool>,
-) -> (StatusCode, String) {
+) -> (StatusCode, tokens::Health) {
     let Some(reachable) = reachable else {
-        return (code, body);
+        return (code, health);
     };
-    if body.ends_with('}') {
-        body.pop();
-        let state = if reachable {
-            "reachable"
-        } else {
-            "unreachable"
-        };
-        body.push_str(&format!(r#","SharedState":"{state}"}}"#));
-    }
-    if reachable {
-        (code, body)
+    health.shared_state = Some(if reachable {
+        "reachable"
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, body)
+        "unreachable"
+    });
+    if reachable {
+        (code, health)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, health)
     }
 }
 

@@ -2,7 +2,7 @@
 //! window, and a sliding one-second window of calls per access key.
 //!
 //! Two implementations answer the same question, "may this call go on?":
-//! [`memory`], one process's own (the default), and [`shared`], in Redis
+//! `memory`, one process's own (the default), and `shared`, in Redis
 //! when `[service] redis_url` is set, so that every replica sees the same
 //! windows and the same nonces. Their meaning is the same: every correctly
 //! signed call is checked against its caller's window; a call over the

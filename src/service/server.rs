@@ -1,6 +1,6 @@
 //! The accept loop of `hsm-csr serve`, for HTTP and HTTPS alike: HTTP/1.1
 //! only (RFC 9112), at most a fixed number of connections at once, each
-//! under the deadlines of [`super::deadline`], and a graceful stop.
+//! under the deadlines of `deadline`, and a graceful stop.
 //!
 //! The connection limit is a semaphore: the process never holds more
 //! connections than it has file descriptors for, beside the token's and its

@@ -5,13 +5,13 @@
 use crate::attach::Attached;
 use crate::audit::Trail;
 use crate::backend::pkcs11::pool::PoolStats;
-use crate::backend::pkcs11::session_pool::SessionPool;
 use crate::certificate::ParsedCertificate;
 use crate::error::Result;
 use crate::issue::{CsrResponse, Timings};
 use crate::quota::Caller;
 use crate::request::ValidRequest;
 use crate::retention::OwnerCounts;
+use crate::session_pool::SessionPool;
 
 /// Sessions to make key pairs and CSRs on. Every method but the counters
 /// may block: the service calls them on blocking threads.

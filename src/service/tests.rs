@@ -44,6 +44,10 @@ async fn a_signed_call_gets_a_csr_and_its_key_is_kept() {
     assert_eq!((backend.live.len(), backend.tracked.len()), (1, 0));
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one table of refused requests and their codes"
+)]
 #[tokio::test]
 async fn every_refusal_before_the_token_has_its_code() {
     let svc = service();

@@ -1,12 +1,12 @@
 //! The tokens a service makes its keys on (`[token]`, or several in
-//! `[[tokens]]`), each a [`Lane`]: its [`Sessions`] and one permit per
+//! `[[tokens]]`), each a `Lane`: its [`Sessions`] and one permit per
 //! session.
 //!
 //! A call is given a session on a token that is not broken, the least
 //! busy one (ties in turn, so calls alternate), and never on a broken one:
 //! when a token goes away only the calls already on it fail, and new calls
 //! go to the others. Each token is reconnected on its own
-//! ([`Tokens::spawn_reconnects`]), holding only its own permits, and
+//! (`Tokens::spawn_reconnects`), holding only its own permits, and
 //! rejoins the rotation once its sessions are open again. Each key stays
 //! on the token that made it: its `KeyUri` names that token's label and
 //! serial.
@@ -371,20 +371,61 @@ impl<S: Sessions> Tokens<S> {
     }
 }
 
+/// The `/healthz` answer. Fields are in the order of the JSON object the
+/// service always wrote (sorted keys, then `SharedState`).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct Health {
+    /// The first token's error code, when no token serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) error: Option<&'static str>,
+    /// Whether some token is reachable and logged in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) logged_in: Option<bool>,
+    /// `reachable`, `degraded`, `unreachable` (or `unknown` when the
+    /// check itself failed).
+    pub(super) token: &'static str,
+    /// Each token's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tokens: Option<Vec<TokenHealth>>,
+    /// `reachable` or `unreachable`, when Redis holds the shared state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) shared_state: Option<&'static str>,
+}
+
+/// One token in [`Health::tokens`].
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct TokenHealth {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    index: usize,
+    label: String,
+    logged_in: bool,
+    token: &'static str,
+}
+
 /// `/healthz`: 200 while at least one token is reachable and logged in,
 /// with each token's state under `Tokens`; `Token` is `reachable` when all
 /// are, `degraded` when some are, `unreachable` when none is.
-pub(super) fn health_body(tokens: &[(usize, String, crate::Result<bool>)]) -> (u16, String) {
-    let entries: Vec<serde_json::Value> = tokens
+pub(super) fn health_body(tokens: &[(usize, String, crate::Result<bool>)]) -> (u16, Health) {
+    let entries: Vec<TokenHealth> = tokens
         .iter()
         .map(|(index, name, state)| match state {
-            Ok(logged_in) => serde_json::json!({
-                "Index": index, "Label": name, "Token": "reachable", "LoggedIn": logged_in,
-            }),
-            Err(e) => serde_json::json!({
-                "Index": index, "Label": name, "Token": "unreachable", "LoggedIn": false,
-                "Error": e.code(),
-            }),
+            Ok(logged_in) => TokenHealth {
+                error: None,
+                index: *index,
+                label: name.clone(),
+                logged_in: *logged_in,
+                token: "reachable",
+            },
+            Err(e) => TokenHealth {
+                error: Some(e.code()),
+                index: *index,
+                label: name.clone(),
+                logged_in: false,
+                token: "unreachable",
+            },
         })
         .collect();
     let reachable = tokens.iter().filter(|(_, _, s)| s.is_ok()).count();
@@ -395,12 +436,14 @@ pub(super) fn health_body(tokens: &[(usize, String, crate::Result<bool>)]) -> (u
         _ => "degraded",
     };
     let first_error = tokens.iter().find_map(|(_, _, s)| s.as_ref().err());
-    let mut body = serde_json::json!({"Token": token, "LoggedIn": serving});
-    if let (false, Some(e)) = (serving, first_error) {
-        body["Error"] = e.code().into();
-    }
-    body["Tokens"] = entries.into();
-    (if serving { 200 } else { 503 }, body.to_string())
+    let body = Health {
+        error: first_error.filter(|_| !serving).map(crate::Error::code),
+        logged_in: Some(serving),
+        token,
+        tokens: Some(entries),
+        shared_state: None,
+    };
+    (if serving { 200 } else { 503 }, body)
 }
 
 /// A token name as the metrics, `/healthz` and the log show it: control

@@ -489,6 +489,18 @@ pub fn delaying(syscall: &str, micros: u64, path: Option<&Path>) -> Vec<String> 
     args
 }
 
+/// Polls `done` every 50 ms until it holds; fails the test after 30 s.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// SIGKILLs the children of `child` (what a wrapper such as strace runs),
 /// so that killing the wrapper leaves nothing running. Only while `child`
 /// has not been reaped: its pid is then still its own (a zombie keeps it).

@@ -121,7 +121,7 @@ fn batch_killed_anywhere_leaves_only_keys_whose_answers_were_written() {
     timed(batch(&token, &config, &input, &last));
     tally.received(batch_answers(&last));
     // Every answer goes to a file: a key settled and not in it is a key
-    // whose line the run had not written when it was killed (answers
-    // waiting for earlier lines did that before issue 18).
+    // whose line the run had not written when it was killed (an answer
+    // made early must wait, unsettled, for the lines before it).
     tally.check_unread("batch", &plan, &token, &audit, false);
 }

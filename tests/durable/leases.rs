@@ -1,7 +1,7 @@
 //! Marks of owners on other hosts: judged by their lease in Redis once
 //! Redis has kept leases long enough, never without a lease.
 
-use hsm_csr::backend::pkcs11::mark::{self, KIND_PROCESS, Owner};
+use hsm_csr::backend::pkcs11::id::{KIND_LEASED, KIND_PROCESS, Owner};
 
 use super::{pairs, plant};
 use crate::common::Token;
@@ -23,8 +23,8 @@ fn owners_on_other_hosts_are_judged_by_their_redis_lease_only() {
         start: [1, 2, 3, 4],
     };
     let (leased, lapsed, unleased) = (
-        elsewhere(mark::KIND_LEASED, 10),
-        elsewhere(mark::KIND_LEASED, 11),
+        elsewhere(KIND_LEASED, 10),
+        elsewhere(KIND_LEASED, 11),
         elsewhere(KIND_PROCESS, 12),
     );
     let lease = |o: &Owner| format!("hsm-csr:lease:{}", hsm_csr::fingerprint::hex(&o.bytes()));

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hsm_csr::backend::pkcs11::mark::{KIND_PROCESS, Owner};
+use hsm_csr::backend::pkcs11::id::{KIND_PROCESS, Owner};
 use serde_json::Value;
 
 use super::{Load, only_delivered_and_unassigned, pairs, plant, sigkill};

@@ -2,11 +2,11 @@
 //! delivered" mark for the identity its response names, in as few token
 //! calls as the key needs (one for a key made on demand, whose public key
 //! was made under its final CKA_ID; two for a pool key), through
-//! [`pool::claim::rename`].
+//! [`relabel::rename`].
 
 use std::sync::atomic::Ordering;
 
-use super::{Pkcs11Backend, keygen, pool};
+use super::{Pkcs11Backend, keygen, relabel};
 use crate::backend::GeneratedKey;
 use crate::error::{Error, Result};
 
@@ -19,7 +19,7 @@ pub(super) struct Unsettled {
     /// What the public key still needs at delivery (a pool key's keeps
     /// its pool ID until then); None when it was made with its final
     /// identity.
-    pub(super) public: Option<pool::claim::Rename>,
+    pub(super) public: Option<relabel::Rename>,
 }
 
 impl Unsettled {
@@ -47,11 +47,11 @@ impl Pkcs11Backend {
         let pending = &self.unsettled[at];
         // Public first: cut off in between, the private key still carries
         // its mark, and a sweep finds both halves.
-        let renames: Vec<pool::claim::Rename> = pending
+        let renames: Vec<relabel::Rename> = pending
             .public
             .iter()
             .cloned()
-            .chain([pool::claim::Rename::new(
+            .chain([relabel::Rename::new(
                 pending.pair.private,
                 &key.id,
                 &key.label,
@@ -59,11 +59,11 @@ impl Pkcs11Backend {
             .collect();
         let settled = self
             .session()
-            .map_err(|e| pool::claim::ClaimFailed {
+            .map_err(|e| relabel::ClaimFailed {
                 detail: e.to_string().into(),
                 refused: false,
             })
-            .and_then(|session| pool::claim::rename(session, &self.learned, &renames));
+            .and_then(|session| relabel::rename(session, &self.learned, &renames));
         match settled {
             Ok(()) => {
                 self.unsettled.swap_remove(at);

@@ -3,7 +3,7 @@
 //! (one C_FindObjects per class, then attributes per object; no per-key
 //! searches, which cost seconds on tokens with hundreds of keys). The
 //! listing is data ([`KeyEntry`]); the session keeps the objects behind
-//! its last listing ([`Listed`]), for [`Pkcs11Backend::delete_key`].
+//! its last listing (`Listed`), for [`Pkcs11Backend::delete_key`].
 
 use std::collections::BTreeMap;
 
@@ -13,12 +13,13 @@ use cryptoki::object::{
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
+use super::dates::{date_of, day_of};
 use super::{Pkcs11Backend, describe, keygen, uri};
 use crate::algorithm::KeyType;
 pub use crate::backend::KeyEntry;
 use crate::backend::key_entry::{id_of_locator, locator};
+use crate::day::Day;
 use crate::error::{Error, Result};
-use crate::retention::Day;
 
 /// The objects behind one listed [`KeyEntry`].
 #[derive(Clone, Debug, Default)]
@@ -62,7 +63,7 @@ struct Group {
 /// Puts each marked private key and its public half back together: a key
 /// not yet delivered has its mark on the private object only, and its
 /// public object already under the CKA_ID it will have (`R`, or a pool
-/// key's `hsm-pool` + `R`, see [`super::mark::every_form`]). Listed apart,
+/// key's `hsm-pool` + `R`, see [`super::id::every_form`]). Listed apart,
 /// the public half would look like a lone object of a delivered key, for
 /// `keys prune --orphans` to remove while its process is still making it.
 fn join_halves_in_flight(groups: &mut BTreeMap<Vec<u8>, Group>) {
@@ -70,10 +71,10 @@ fn join_halves_in_flight(groups: &mut BTreeMap<Vec<u8>, Group>) {
         .iter()
         .filter(|(_, g)| g.private && g.public_handle.is_none())
         .map(|(locator, _)| locator.clone())
-        .filter(|locator| super::mark::decode(id_of_locator(locator)).is_some())
+        .filter(|locator| super::id::decode(id_of_locator(locator)).is_some())
         .collect();
     for mark_locator in marked {
-        let forms = super::mark::every_form(id_of_locator(&mark_locator));
+        let forms = super::id::every_form(id_of_locator(&mark_locator));
         for form in &forms[1..] {
             let half = locator(form, "");
             let lone_public = groups.get(&half).is_some_and(|g| {
@@ -97,6 +98,76 @@ fn join_halves_in_flight(groups: &mut BTreeMap<Vec<u8>, Group>) {
                 g.spki = public.spki;
             }
             break;
+        }
+    }
+}
+
+impl Read {
+    /// What the attributes read from one object say.
+    fn from_attributes(attrs: Vec<Attribute>) -> Read {
+        let mut read = Read::default();
+        for a in attrs {
+            match a {
+                Attribute::Id(i) => read.id = i,
+                Attribute::Label(l) => {
+                    read.label = Some(String::from_utf8_lossy(&l).into_owned());
+                }
+                Attribute::Subject(s) => read.subject = Some(s),
+                Attribute::StartDate(d) => read.start = day_of(&d),
+                Attribute::EndDate(d) => read.end = day_of(&d),
+                Attribute::Value(v) => read.value = Some(v),
+                _ => {}
+            }
+        }
+        read
+    }
+}
+
+impl Group {
+    /// Adds object `h` of `class`, which said `read`, to this group.
+    fn add(
+        &mut self,
+        session: &cryptoki::session::Session,
+        class: ObjectClass,
+        h: ObjectHandle,
+        read: Read,
+    ) {
+        self.objects.push(h);
+        if class == ObjectClass::CERTIFICATE {
+            if let Some(der) = read.value {
+                self.certificates.push(der);
+                self.certificate_objects.push(h);
+            }
+            if self.certificate_label.is_none() {
+                self.certificate_label = read.label;
+            }
+            return;
+        }
+        if class == ObjectClass::PRIVATE_KEY {
+            self.private = true;
+            self.private_handle = Some(h);
+            self.label = read.label.or(self.label.take());
+            // The private key's record is the one that counts.
+            self.owner = read
+                .subject
+                .as_deref()
+                .and_then(crate::owner::Owner::from_subject_der)
+                .map(|o| o.as_str().to_owned());
+        } else {
+            self.public_handle = Some(h);
+            self.delivered = read.start;
+            self.replaced = read.end;
+            if self.label.is_none() {
+                self.label = read.label;
+            }
+        }
+        if self.spki.is_none() {
+            // RSA private keys expose their public half; EC private
+            // keys do not, so the public object fills it in.
+            if let Ok((kt, spki)) = public_key(session, h) {
+                self.key_type = Some(kt);
+                self.spki = Some(spki);
+            }
         }
     }
 }
@@ -159,60 +230,10 @@ impl Pkcs11Backend {
                     unreadable += 1;
                     continue;
                 };
-                let mut read = Read::default();
-                for a in attrs {
-                    match a {
-                        Attribute::Id(i) => read.id = i,
-                        Attribute::Label(l) => {
-                            read.label = Some(String::from_utf8_lossy(&l).into_owned());
-                        }
-                        Attribute::Subject(s) => read.subject = Some(s),
-                        Attribute::StartDate(d) => read.start = day_of(&d),
-                        Attribute::EndDate(d) => read.end = day_of(&d),
-                        Attribute::Value(v) => read.value = Some(v),
-                        _ => {}
-                    }
-                }
+                let read = Read::from_attributes(attrs);
                 // Objects without CKA_ID cannot be paired; key them by label.
                 let key = locator(&read.id, read.label.as_deref().unwrap_or(""));
-                let g = groups.entry(key).or_default();
-                g.objects.push(h);
-                if class == ObjectClass::CERTIFICATE {
-                    if let Some(der) = read.value {
-                        g.certificates.push(der);
-                        g.certificate_objects.push(h);
-                    }
-                    if g.certificate_label.is_none() {
-                        g.certificate_label = read.label;
-                    }
-                    continue;
-                }
-                if class == ObjectClass::PRIVATE_KEY {
-                    g.private = true;
-                    g.private_handle = Some(h);
-                    g.label = read.label.or(g.label.take());
-                    // The private key's record is the one that counts.
-                    g.owner = read
-                        .subject
-                        .as_deref()
-                        .and_then(crate::owner::Owner::from_subject_der)
-                        .map(|o| o.as_str().to_owned());
-                } else {
-                    g.public_handle = Some(h);
-                    g.delivered = read.start;
-                    g.replaced = read.end;
-                    if g.label.is_none() {
-                        g.label = read.label;
-                    }
-                }
-                if g.spki.is_none() {
-                    // RSA private keys expose their public half; EC private
-                    // keys do not, so the public object fills it in.
-                    if let Ok((kt, spki)) = public_key(session, h) {
-                        g.key_type = Some(kt);
-                        g.spki = Some(spki);
-                    }
-                }
+                groups.entry(key).or_default().add(session, class, h, read);
             }
         }
         join_halves_in_flight(&mut groups);
@@ -231,7 +252,7 @@ impl Pkcs11Backend {
                 entry.has_private_key = g.private;
                 entry.has_public_key = g.public_handle.is_some();
                 entry.undelivered_by =
-                    super::mark::decode(&entry.id_bytes).map(|(o, _)| o.describe());
+                    super::id::decode(&entry.id_bytes).map(|(o, _)| o.describe());
                 entry.owner = g.owner;
                 entry.delivered = g.delivered;
                 entry.replaced = g.replaced;
@@ -475,23 +496,4 @@ pub(super) fn public_key(
         other => other,
     };
     Ok((key_type, spki))
-}
-
-/// The day a CK_DATE names; None for an empty or malformed one.
-pub(super) fn day_of(date: &cryptoki::types::Date) -> Option<Day> {
-    let digits = |b: &[u8]| -> Option<i64> { std::str::from_utf8(b).ok()?.parse().ok() };
-    let (y, m, d) = (
-        digits(&date.year)?,
-        digits(&date.month)?,
-        digits(&date.day)?,
-    );
-    Day::from_ymd(y, u32::try_from(m).ok()?, u32::try_from(d).ok()?)
-}
-
-/// The CK_DATE of `day`.
-pub(super) fn date_of(day: Day) -> cryptoki::types::Date {
-    let (y, m, d) = day.ymd();
-    let text = format!("{:04}{m:02}{d:02}", y.clamp(0, 9999));
-    let b = text.as_bytes();
-    cryptoki::types::Date::new([b[0], b[1], b[2], b[3]], [b[4], b[5]], [b[6], b[7]])
 }

@@ -23,7 +23,7 @@ use der::Encode;
 use der::asn1::OctetStringRef;
 
 use super::inventory::{KeyEntry, Listed, public_key};
-use super::{Pkcs11Backend, describe, mark, pool, uri};
+use super::{Pkcs11Backend, describe, id, mark, uri};
 use crate::backend::{KeyInventory, KeyState, StoredCertificate, StoredKey};
 use crate::error::{Error, Result};
 use crate::owner::Owner;
@@ -139,7 +139,7 @@ impl Pkcs11Backend {
             let (Some(class), Some(id)) = (class, id) else {
                 continue;
             };
-            if id.is_empty() || mark::decode(&id).is_some() || pool::is_pool_id(&id) {
+            if id.is_empty() || id::decode(&id).is_some() || id::is_pool_id(&id) {
                 continue;
             }
             match public_key(session, h) {
@@ -266,12 +266,12 @@ impl KeyInventory for Pkcs11Backend {
 
     fn state_of(&self, key: &KeyEntry) -> KeyState {
         let id = key.id_bytes();
-        if let Some((owner, _)) = mark::decode(id) {
+        if let Some((owner, _)) = id::decode(id) {
             let liveness = mark::liveness(&owner, self.coordinator.as_ref());
             KeyState::Undelivered {
                 owner_stopped: liveness == mark::Liveness::Dead,
             }
-        } else if pool::is_pool_id(id) {
+        } else if id::is_pool_id(id) {
             KeyState::Pooled
         } else {
             KeyState::Delivered

@@ -3,7 +3,7 @@
 //!
 //! Pool keys are ordinary token keys (sensitive, never extractable).
 //!
-//! **What marks a pool key is its CKA_ID**: [`POOL_ID_PREFIX`] followed by
+//! **What marks a pool key is its CKA_ID**: `POOL_ID_PREFIX` followed by
 //! 16 random bytes, the same on both objects of the pair.
 //! Every delivered key has a CKA_ID of exactly 16 random bytes (and one
 //! not yet delivered a 32-byte [`mark`](super::mark)), and nothing a caller sends (common name, label prefix, any parameter)
@@ -18,7 +18,7 @@
 //! replica wins, the others drop the key and take another); the winner
 //! (with replicas sharing Redis) checks the key still carries its pool
 //! CKA_ID, then gives its private key its own "not yet delivered"
-//! [`mark`](super::mark) over the pool ID's 16 random bytes `R` ([`claim`]):
+//! [`mark`](super::mark) over the pool ID's 16 random bytes `R` (`claim`):
 //! from then on nothing adopts it again (adoption wants both halves under
 //! one pool ID), and should the process die, a sweep removes both halves.
 //! At delivery ([`KeyBackend::settle`]) both objects get CKA_ID `R` and the
@@ -43,7 +43,7 @@
 //! the token joins the pool only if both objects carry the same pool-shaped
 //! CKA_ID, it has the pool's key type and label, no certificate shares its
 //! CKA_ID, and its private key shows it was made on the token and never
-//! left it ([`provenance`]): anyone can give an imported key the pool's mark.
+//! left it (`provenance`): anyone can give an imported key the pool's mark.
 //!
 //! The shape of the CKA_ID is the key's state: `hsm-pool` + `R`
 //! unassigned, a mark while being delivered, `R` delivered. Without Redis a
@@ -60,20 +60,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Pkcs11Backend;
+use super::id::{POOL_ID_PREFIX, is_pool_id};
 use super::keygen::{self, Pair};
 use crate::algorithm::{KeyType, SignatureAlgorithm};
 use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::error::Result;
-
-/// The first bytes of a pool key's CKA_ID (`hsm-pool` in ASCII). With the
-/// 16 random bytes after it, a pool CKA_ID is 24 bytes long and can never
-/// equal the 16-byte CKA_ID of a key made on demand.
-pub const POOL_ID_PREFIX: [u8; 8] = *b"hsm-pool";
-
-/// Whether `id` is a pool key's CKA_ID: [`POOL_ID_PREFIX`] and 16 bytes.
-pub fn is_pool_id(id: &[u8]) -> bool {
-    id.len() == POOL_ID_PREFIX.len() + keygen::ID_LEN && id.starts_with(&POOL_ID_PREFIX)
-}
 
 /// A pre-generated key pair, not yet given to any request.
 #[derive(Debug)]
@@ -242,9 +233,9 @@ impl KeyPool {
     }
 
     /// Adopts the unassigned pool keys already on the token: pairs whose
-    /// two objects carry the same pool CKA_ID ([`is_pool_id`]), of this
+    /// two objects carry the same pool CKA_ID (`is_pool_id`), of this
     /// pool's key type and label, with no certificate, whose private key
-    /// never left the token ([`provenance`]). Returns how many.
+    /// never left the token (`provenance`). Returns how many.
     ///
     /// # Errors
     /// A token error when the objects cannot be listed.

@@ -4,20 +4,18 @@
 //! delivered. A sweep lists the marked pairs on the token and asks, for
 //! each owner, whether it still runs ([`mark::liveness`]): the pairs of a
 //! dead owner are destroyed under every CKA_ID they may carry
-//! ([`mark::every_form`]); those of a live owner (a `create` running beside
+//! (`id::every_form`); those of a live owner (a `create` running beside
 //! `serve`, another replica) are left alone; those whose owner cannot be
 //! judged from here (another host, no lease) are named for the operator
 //! and left alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 
-use super::mark::{self, Liveness, Owner};
+use super::id::{self, Owner};
+use super::mark::{self, Liveness};
 use super::{Pkcs11Backend, describe};
 use crate::error::{Error, Result};
 
@@ -62,7 +60,7 @@ impl Pkcs11Backend {
                     continue;
                 };
                 if let [Attribute::Id(id)] = attrs.as_slice() {
-                    if let Some((owner, _)) = mark::decode(id) {
+                    if let Some((owner, _)) = id::decode(id) {
                         marks.insert(id.clone(), owner);
                     }
                 }
@@ -72,11 +70,11 @@ impl Pkcs11Backend {
     }
 
     /// Destroys the objects marked `id`, and the lone halves under its
-    /// other forms ([`mark::every_form`]) that a claim cut off half-way
+    /// other forms ([`id::every_form`]) that a claim cut off half-way
     /// left; a whole pair under another form is a key in its own right
     /// (whoever planted a mark over its CKA_ID must not get it destroyed).
     pub(super) fn destroy_marked(&mut self, id: &[u8]) -> Result<()> {
-        let forms = mark::every_form(id);
+        let forms = id::every_form(id);
         self.destroy_by_id(&forms[..1])?;
         for form in &forms[1..] {
             if self.key_objects(form)? == 1 {
@@ -149,50 +147,4 @@ impl Pkcs11Backend {
         }
         Ok(swept)
     }
-}
-
-/// Sweeps on `backend` every `every`, until `stop`, the pairs labelled
-/// `label` only; and, with `inventory`, makes its pass over every key at
-/// once and then every `inventory.every`.
-pub fn spawn_sweeper(
-    mut backend: Pkcs11Backend,
-    every: Duration,
-    label: String,
-    stop: Arc<AtomicBool>,
-    inventory: Option<Arc<crate::retention::Inventory>>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut next = Instant::now() + every;
-        // The first pass ran before the sweeper started
-        // ([`super::session_pool::SessionPool::start_key_pool`]).
-        let mut next_inventory = Instant::now()
-            + inventory
-                .as_deref()
-                .map_or(Duration::ZERO, |pass| pass.every);
-        let at_start = false;
-        while !stop.load(Ordering::Relaxed) {
-            if let Some(pass) = inventory
-                .as_deref()
-                .filter(|_| Instant::now() >= next_inventory)
-            {
-                let passed = crate::retention::inventory_pass(&mut backend, pass, at_start);
-                if let Err(e) = passed {
-                    log::warn!("pass over the token's keys (owners, retention) failed: {e}");
-                }
-                next_inventory = Instant::now() + pass.every;
-            }
-            if Instant::now() < next {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-            if let Err(e) = backend.sweep_undelivered(false, Some(&label)) {
-                log::warn!("sweep for undelivered key pairs failed: {e}");
-            }
-            // What other processes made and removed shows in the budget.
-            if let Err(e) = backend.recount_objects() {
-                log::warn!("counting the token's objects failed: {e}");
-            }
-            next = Instant::now() + every;
-        }
-    })
 }

@@ -84,9 +84,13 @@ pub(super) fn find(pkcs11: &Pkcs11, module: &str, selector: &TokenSelector) -> R
                 .into(),
         ));
     }
-    let scan = scan(pkcs11, module, selector)?;
+    let mut scan = scan(pkcs11, module, selector)?;
+    if scan.matched.len() == 1 {
+        if let Some(found) = scan.matched.pop() {
+            return Ok(found);
+        }
+    }
     match (scan.matched.len(), scan.unreadable_named_slot) {
-        (1, _) => Ok(scan.matched.into_iter().next().expect("one match")),
         (0, Some(slot)) => Ok(Found { slot, info: None }),
         (0, None) => Err(Error::TokenNotFound {
             label: selector.describe(),

@@ -81,59 +81,12 @@ struct TokenRun {
 pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
     let config = token::load_config(&args.token)?;
     let opts = options(&args.acme)?;
-    let prefix = args
-        .label_prefix
-        .clone()
-        .unwrap_or_else(|| config.key.label_prefix.clone());
-    if prefix.is_empty() {
-        return Err(Error::Config(
-            "--label-prefix must not be empty: renew only keys hsm-csr made.".into(),
-        ));
-    }
-    if let Some(dir) = &args.chain_dir {
-        if !dir.is_dir() {
-            return Err(Error::Config(format!(
-                "--chain-dir {} is not a directory.",
-                dir.display()
-            )));
-        }
-    }
+    let prefix = checked_prefix(args, &config)?;
     // Every configured token ([[tokens]]), or the one named.
     let targets = token::targets(&args.token, &config)?;
     let audit_log = config.audit.open()?;
     let _lock = lock::acquire(&lock::path_for(&opts.account_file))?;
-    let mut tokens = Vec::new();
-    // A token that cannot be opened, locked or listed is reported, and the
-    // others are renewed all the same.
-    let mut token_error = None;
-    for target in &targets {
-        let opened = token::open(target, &args.token).and_then(|mut opened| {
-            let token_lock = token_lock(target, &opened.backend)?;
-            let note = super::super::in_flight::sweep_if_needed(&mut opened.backend, &prefix);
-            let keys = opened.backend.list_keys()?;
-            Ok(TokenRun {
-                name: target.display_name(),
-                opened,
-                note,
-                keys,
-                _lock: token_lock,
-            })
-        });
-        match opened {
-            Ok(run) => tokens.push(run),
-            Err(e) if targets.len() > 1 => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "token {}: {}: {e}; its certificates are left for the next run",
-                    hsm_csr::text::one_line(&target.display_name()),
-                    e.code()
-                );
-                token_error.get_or_insert(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let tokens_in_run = tokens.len();
+    let (mut tokens, mut token_error) = open_tokens(args, &targets, &prefix)?;
     let now = now_or(args.now);
     let when = args.days.map_or(acme::When::Scheduled, |days| {
         acme::When::EndsWithin(u64::from(days) * 86_400)
@@ -147,26 +100,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
                 .map(move |d| (t, d))
         })
         .collect();
-    // RFC 9773: the CA's windows, asked for again once their Retry-After
-    // has passed.
-    // Section 4.3: never for an expired certificate.
-    let ids: Vec<&str> = groups
-        .iter()
-        .filter(|(_, d)| d.not_after > now)
-        .filter_map(|(_, d)| d.cert_id.as_deref())
-        .collect();
-    let mut windows = acme::ari::Windows::load(&opts.account_file);
-    if !ids.is_empty() {
-        match windows.refresh(&opts, &ids, now) {
-            Ok(()) => windows.save(&ids),
-            // What is due by its lifetime is still renewed (and fails
-            // there, saying why, if the CA cannot be reached).
-            Err(e) => log::warn!(
-                "renewal windows not asked for ({}: {e}); certificates are judged by their lifetime",
-                e.code()
-            ),
-        }
-    }
+    let windows = refresh_windows(&opts, &groups, now);
     let (due, not_due): (Vec<_>, Vec<_>) = groups
         .into_iter()
         .partition(|(_, d)| acme::due_at(d, when, &windows) <= now);
@@ -191,28 +125,7 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             (b.token_label().to_owned(), b.token_serial().to_owned())
         })
         .collect();
-    let name_key = |t: usize, label: &str| {
-        let (token, serial) = &token_ids[t];
-        acme::state::key(token, serial, label)
-    };
-    // What each renewal asks for: `replaces` only for a certificate the
-    // CA gave a window for (it knows it), and the profile it was issued
-    // with unless --profile says otherwise.
-    let asks: Vec<(Option<&str>, acme::Profile)> = due
-        .iter()
-        .map(|(t, d)| {
-            let replaces = d
-                .cert_id
-                .as_deref()
-                .filter(|id| windows.offered && windows.get(id).is_some());
-            let profile = match (&args.profile, names.profile(&name_key(*t, &d.old.label))) {
-                (Some(p), _) => acme::Profile::Asked(p.clone()),
-                (None, Some(p)) => acme::Profile::Kept(p.to_owned()),
-                (None, None) => acme::Profile::Default,
-            };
-            (replaces, profile)
-        })
-        .collect();
+    let asks = asks(args, &due, &windows, &names, &token_ids);
     let run = work::Run {
         config: &config,
         args,
@@ -222,6 +135,90 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
         audit_log: audit_log.as_ref(),
         limit: RateLimit::new(Duration::from_secs(args.rate_limit_wait)),
     };
+    let (done, worker_error) = renew_tokens(&mut tokens, &run, &due, &asks, &mut token_error);
+    report.rate_limit_waited_s = run.limit.waited().as_secs();
+
+    let Recorded {
+        first_error,
+        not_tried,
+        hook_error,
+        mut rate_limited,
+    } = record(
+        &due,
+        done,
+        &asks,
+        &token_ids,
+        now,
+        (&mut names, &mut report),
+        worker_error.or(token_error),
+    );
+    if let Some(e) = left_for_next_run(not_tried, report.deferred, args.rate_limit_wait) {
+        rate_limited.get_or_insert(e);
+    }
+    if !due.is_empty() {
+        save_names(&names, &token_ids, &tokens);
+    }
+    print(&report)?;
+    if first_error.is_none() {
+        for token in tokens {
+            token.note.done();
+        }
+    }
+    match first_error.or(rate_limited).or(hook_error) {
+        Some(e) => Err(e),
+        None if report.renewed.is_empty() => Ok(Outcome::NothingToDo),
+        None => Ok(Outcome::Done),
+    }
+}
+
+/// The key under which what is remembered of a key's renewals is kept:
+/// its token (the `t`th of this run) and label.
+fn name_key(token_ids: &[(String, String)], t: usize, label: &str) -> String {
+    let (token, serial) = &token_ids[t];
+    acme::state::key(token, serial, label)
+}
+
+/// What each renewal asks for: `replaces` only for a certificate the
+/// CA gave a window for (it knows it), and the profile it was issued
+/// with unless --profile says otherwise.
+fn asks<'d>(
+    args: &AcmeRenewArgs,
+    due: &'d [(usize, acme::Due)],
+    windows: &acme::ari::Windows,
+    names: &acme::state::Names,
+    token_ids: &[(String, String)],
+) -> Vec<(Option<&'d str>, acme::Profile)> {
+    due.iter()
+        .map(|(t, d)| {
+            let replaces = d
+                .cert_id
+                .as_deref()
+                .filter(|id| windows.offered && windows.get(id).is_some());
+            let profile = match (
+                &args.profile,
+                names.profile(&name_key(token_ids, *t, &d.old.label)),
+            ) {
+                (Some(p), _) => acme::Profile::Asked(p.clone()),
+                (None, Some(p)) => acme::Profile::Kept(p.to_owned()),
+                (None, None) => acme::Profile::Default,
+            };
+            (replaces, profile)
+        })
+        .collect()
+}
+
+/// Renews what is due on each token in turn; a token whose chain
+/// directory cannot be made is skipped (its error goes to `token_error`).
+/// Each renewal's outcome (None: not tried), and an error if a worker
+/// panicked.
+fn renew_tokens(
+    tokens: &mut [TokenRun],
+    run: &work::Run<'_>,
+    due: &[(usize, acme::Due)],
+    asks: &[(Option<&str>, acme::Profile)],
+    token_error: &mut Option<Error>,
+) -> (Vec<Option<Done>>, Option<Error>) {
+    let tokens_in_run = tokens.len();
     let mut done: Vec<Option<Done>> = due.iter().map(|_| None).collect();
     let mut worker_error = None;
     for (t, token) in tokens.iter_mut().enumerate() {
@@ -229,29 +226,21 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
         if mine.is_empty() {
             continue;
         }
-        // With several tokens, each one's chains go to a directory of its
-        // own: the same name may be on two tokens.
-        let chain_dir = match (&args.chain_dir, tokens_in_run) {
-            (Some(dir), 1) => Some(dir.clone()),
-            (Some(dir), _) => {
-                let sub = dir.join(work::chain_file_name(&token.name).trim_end_matches(".pem"));
-                if let Err(e) = std::fs::create_dir_all(&sub) {
-                    let e = Error::Config(format!("--chain-dir {}: {e}", sub.display()));
-                    let _ = writeln!(std::io::stderr(), "{e}");
-                    token_error.get_or_insert(e);
-                    continue;
-                }
-                Some(sub)
+        let chain_dir = match token_chain_dir(run.args, tokens_in_run, &token.name) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "{e}");
+                token_error.get_or_insert(e);
+                continue;
             }
-            (None, _) => None,
         };
         let (outcomes, panicked) = renew_on(
             &mut token.opened.backend,
             chain_dir.as_deref(),
-            &run,
+            run,
             mine,
-            &due,
-            &asks,
+            due,
+            asks,
         );
         for (i, outcome) in outcomes {
             done[i] = Some(outcome);
@@ -261,20 +250,44 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             worker_error.get_or_insert(e);
         }
     }
-    report.rate_limit_waited_s = run.limit.waited().as_secs();
+    (done, worker_error)
+}
 
-    let mut first_error = worker_error.or(token_error);
+/// What [`record`] leaves for the run's verdict.
+struct Recorded {
+    /// The run's first error: the one it came in with, or the first
+    /// renewal that failed.
+    first_error: Option<Error>,
+    /// Renewals whose worker stopped on a bug before them.
+    not_tried: usize,
+    /// The first `--deploy-hook` failure.
+    hook_error: Option<Error>,
+    /// The first renewal the CA's rate limit deferred.
+    rate_limited: Option<Error>,
+}
+
+/// Records each due renewal's outcome in the report and in what is
+/// remembered of its key.
+fn record(
+    due: &[(usize, acme::Due)],
+    done: Vec<Option<Done>>,
+    asks: &[(Option<&str>, acme::Profile)],
+    token_ids: &[(String, String)],
+    now: u64,
+    (names, report): (&mut acme::state::Names, &mut RenewReport),
+    mut first_error: Option<Error>,
+) -> Recorded {
     let mut not_tried = 0;
     // Neither leaves anything on the token to sweep.
     let mut hook_error = None;
     let mut rate_limited = None;
-    for (((t, d), outcome), (_, profile)) in due.iter().zip(done).zip(&asks) {
+    for (((t, d), outcome), (_, profile)) in due.iter().zip(done).zip(asks) {
         let old = Old {
             key_uri: d.old.key_uri.clone(),
             pub_md5: d.old.pub_md5.clone(),
             not_after: rfc3339(d.not_after),
         };
-        let key = name_key(*t, &d.old.label);
+        let key = name_key(token_ids, *t, &d.old.label);
         match outcome {
             Some(Done::Renewed {
                 issued,
@@ -312,56 +325,180 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
             None => not_tried += 1,
         }
     }
+    Recorded {
+        first_error,
+        not_tried,
+        hook_error,
+        rate_limited,
+    }
+}
+
+/// The label prefix of the keys to renew (never empty: renew only keys
+/// hsm-csr made), once `--chain-dir`, if given, is known to be a directory.
+fn checked_prefix(args: &AcmeRenewArgs, config: &hsm_csr::config::Config) -> Result<String> {
+    let prefix = args
+        .label_prefix
+        .clone()
+        .unwrap_or_else(|| config.key.label_prefix.clone());
+    if prefix.is_empty() {
+        return Err(Error::Config(
+            "--label-prefix must not be empty: renew only keys hsm-csr made.".into(),
+        ));
+    }
+    if let Some(dir) = &args.chain_dir {
+        if !dir.is_dir() {
+            return Err(Error::Config(format!(
+                "--chain-dir {} is not a directory.",
+                dir.display()
+            )));
+        }
+    }
+    Ok(prefix)
+}
+
+/// Each target opened, locked, swept and listed. With several, one that
+/// fails is reported and left out (its error comes back with the others);
+/// with one, its error ends the run.
+fn open_tokens(
+    args: &AcmeRenewArgs,
+    targets: &[token::Target],
+    prefix: &str,
+) -> Result<(Vec<TokenRun>, Option<Error>)> {
+    let mut tokens = Vec::new();
+    // A token that cannot be opened, locked or listed is reported, and the
+    // others are renewed all the same.
+    let mut token_error = None;
+    for target in targets {
+        let opened = token::open(target, &args.token).and_then(|mut opened| {
+            let token_lock = token_lock(target, &opened.backend)?;
+            let note = super::super::in_flight::sweep_if_needed(&mut opened.backend, prefix);
+            let keys = opened.backend.list_keys()?;
+            Ok(TokenRun {
+                name: target.display_name(),
+                opened,
+                note,
+                keys,
+                _lock: token_lock,
+            })
+        });
+        match opened {
+            Ok(run) => tokens.push(run),
+            Err(e) if targets.len() > 1 => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "token {}: {}: {e}; its certificates are left for the next run",
+                    hsm_csr::text::one_line(&target.display_name()),
+                    e.code()
+                );
+                token_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((tokens, token_error))
+}
+
+/// The CA's renewal windows for the certificates of `groups`, asked for
+/// again where they are stale; the ones on file when the CA cannot be asked.
+fn refresh_windows(
+    opts: &acme::AcmeOptions,
+    groups: &[(usize, acme::Due)],
+    now: u64,
+) -> acme::ari::Windows {
+    // RFC 9773: the CA's windows, asked for again once their Retry-After
+    // has passed.
+    // Section 4.3: never for an expired certificate.
+    let ids: Vec<&str> = groups
+        .iter()
+        .filter(|(_, d)| d.not_after > now)
+        .filter_map(|(_, d)| d.cert_id.as_deref())
+        .collect();
+    let mut windows = acme::ari::Windows::load(&opts.account_file);
+    if !ids.is_empty() {
+        match windows.refresh(opts, &ids, now) {
+            Ok(()) => windows.save(&ids),
+            // What is due by its lifetime is still renewed (and fails
+            // there, saying why, if the CA cannot be reached).
+            Err(e) => log::warn!(
+                "renewal windows not asked for ({}: {e}); certificates are judged by their lifetime",
+                e.code()
+            ),
+        }
+    }
+    windows
+}
+
+/// Where the chains of token `name` go: `--chain-dir` itself for a run on
+/// one token; with several, a directory of its own for each (the same name
+/// may be on two tokens), made here.
+fn token_chain_dir(
+    args: &AcmeRenewArgs,
+    tokens_in_run: usize,
+    name: &str,
+) -> Result<Option<std::path::PathBuf>> {
+    // With several tokens, each one's chains go to a directory of its
+    // own: the same name may be on two tokens.
+    match (&args.chain_dir, tokens_in_run) {
+        (Some(dir), 1) => Ok(Some(dir.clone())),
+        (Some(dir), _) => {
+            let sub = dir.join(work::chain_file_name(name).trim_end_matches(".pem"));
+            if let Err(e) = std::fs::create_dir_all(&sub) {
+                return Err(Error::Config(format!("--chain-dir {}: {e}", sub.display())));
+            }
+            Ok(Some(sub))
+        }
+        (None, _) => Ok(None),
+    }
+}
+
+/// Saves what is remembered of each key's renewals: the keys of this
+/// run's tokens that are still there, and every key of the tokens outside
+/// this run.
+fn save_names(names: &acme::state::Names, token_ids: &[(String, String)], tokens: &[TokenRun]) {
+    // What is remembered of tokens outside this run stays.
+    let ours: Vec<String> = token_ids
+        .iter()
+        .map(|(token, serial)| acme::state::key(token, serial, ""))
+        .collect();
+    let keys: Vec<String> = names
+        .labels()
+        .into_iter()
+        .filter(|k| !ours.iter().any(|o| k.starts_with(o.as_str())))
+        .chain(
+            tokens
+                .iter()
+                .enumerate()
+                .flat_map(|(t, run)| run.keys.iter().map(move |k| (t, k)))
+                .map(|(t, k)| name_key(token_ids, t, &k.label)),
+        )
+        .collect();
+    names.save(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Says on stderr what is left for the next run: certificates not tried
+/// (their worker stopped on a bug) and those `deferred` for the CA's rate
+/// limit, which also make the run's error.
+fn left_for_next_run(not_tried: usize, deferred: usize, rate_limit_wait: u64) -> Option<Error> {
     if not_tried > 0 {
         let _ = writeln!(
             std::io::stderr(),
             "{not_tried} certificate(s) not tried: the next run renews them"
         );
     }
-    if report.deferred > 0 {
+    if deferred > 0 {
         let _ = writeln!(
             std::io::stderr(),
             "the CA's rate limit outlasts --rate-limit-wait ({} s): {} certificate(s) left for the next run",
-            args.rate_limit_wait,
-            report.deferred
+            rate_limit_wait,
+            deferred
         );
-        rate_limited.get_or_insert(Error::Acme {
+        return Some(Error::Acme {
             kind: hsm_csr::error::AcmeFailure::RateLimited,
             step: "new order",
             detail: "the CA's rate limit outlasted --rate-limit-wait".into(),
         });
     }
-    if !due.is_empty() {
-        // What is remembered of tokens outside this run stays.
-        let ours: Vec<String> = token_ids
-            .iter()
-            .map(|(token, serial)| acme::state::key(token, serial, ""))
-            .collect();
-        let keys: Vec<String> = names
-            .labels()
-            .into_iter()
-            .filter(|k| !ours.iter().any(|o| k.starts_with(o.as_str())))
-            .chain(
-                tokens
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(t, run)| run.keys.iter().map(move |k| (t, k)))
-                    .map(|(t, k)| name_key(t, &k.label)),
-            )
-            .collect();
-        names.save(&keys.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-    print(&report)?;
-    if first_error.is_none() {
-        for token in tokens {
-            token.note.done();
-        }
-    }
-    match first_error.or(rate_limited).or(hook_error) {
-        Some(e) => Err(e),
-        None if report.renewed.is_empty() => Ok(Outcome::NothingToDo),
-        None => Ok(Outcome::Done),
-    }
+    None
 }
 
 /// Renews `queue` (indices into `due`) on one token: `--jobs` workers,

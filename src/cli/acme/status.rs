@@ -110,57 +110,60 @@ pub(super) fn run(args: &AcmeStatusArgs) -> Result<()> {
         ListFormat::Json => serde_json::to_writer_pretty(&mut out, &rows)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
-        ListFormat::Table => {
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.common_name.clone(),
-                        s.not_after.clone(),
-                        s.days_left.to_string(),
-                        s.window
-                            .as_ref()
-                            .map_or_else(|| "-".into(), |w| format!("{}..{}", w.start, w.end)),
-                        if s.due {
-                            format!("due ({})", s.next_renewal)
-                        } else {
-                            s.next_renewal.clone()
-                        },
-                        s.profile.clone().unwrap_or_else(|| "-".into()),
-                        s.last_error
-                            .as_ref()
-                            .map_or_else(|| "-".into(), |e| format!("{}: {}", e.code, e.message)),
-                        s.token.clone(),
-                    ]
-                })
-                .collect();
-            output::table(
-                &mut out,
-                &[
-                    "NAME",
-                    "NOT AFTER",
-                    "DAYS",
-                    "ARI WINDOW",
-                    "NEXT RENEWAL",
-                    "PROFILE",
-                    "LAST ERROR",
-                    "TOKEN",
-                ],
-                &cells,
-            )
-            .and_then(|()| {
-                let due = rows.iter().filter(|s| s.due).count();
-                let failed = rows.iter().filter(|s| s.last_error.is_some()).count();
-                writeln!(
-                    out,
-                    "{} certificate(s): {due} due, {failed} whose last renewal failed",
-                    rows.len()
-                )
-            })
-        }
+        ListFormat::Table => write_table(&mut out, &rows),
     };
     written.map_err(|e| Error::Output {
         detail: e.to_string(),
         rolled_back: false,
+    })
+}
+
+/// `acme status` as a table, with a last line of counts.
+fn write_table(out: &mut std::io::StdoutLock<'_>, rows: &[Status]) -> std::io::Result<()> {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|s| {
+            vec![
+                s.common_name.clone(),
+                s.not_after.clone(),
+                s.days_left.to_string(),
+                s.window
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |w| format!("{}..{}", w.start, w.end)),
+                if s.due {
+                    format!("due ({})", s.next_renewal)
+                } else {
+                    s.next_renewal.clone()
+                },
+                s.profile.clone().unwrap_or_else(|| "-".into()),
+                s.last_error
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |e| format!("{}: {}", e.code, e.message)),
+                s.token.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        out,
+        &[
+            "NAME",
+            "NOT AFTER",
+            "DAYS",
+            "ARI WINDOW",
+            "NEXT RENEWAL",
+            "PROFILE",
+            "LAST ERROR",
+            "TOKEN",
+        ],
+        &cells,
+    )
+    .and_then(|()| {
+        let due = rows.iter().filter(|s| s.due).count();
+        let failed = rows.iter().filter(|s| s.last_error.is_some()).count();
+        writeln!(
+            out,
+            "{} certificate(s): {due} due, {failed} whose last renewal failed",
+            rows.len()
+        )
     })
 }

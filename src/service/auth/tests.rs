@@ -100,7 +100,7 @@ fn sdk_signed_awkward_requests_verify() {
     }
 }
 
-/// Issue 9, defect 4: `Country%3DDE%26SANs=x` is one parameter named
+/// `Country%3DDE%26SANs=x` is one parameter named
 /// `Country=DE&SANs`; it must not pass for a signature over Country and
 /// SANs.
 #[test]
@@ -159,8 +159,7 @@ fn a_parameter_given_twice_is_refused() {
     assert!(message.2.contains("\"CommonName\""), "{}", message.2);
 }
 
-/// Issue 9, defect 4: a form body counts only when the signature says it
-/// is one.
+/// A form body counts only when the signature says it is one.
 #[test]
 fn an_acs3_body_needs_a_signed_content_type() {
     let body = b"SANs=form.example";
@@ -242,8 +241,8 @@ fn a_header_given_twice_is_refused() {
     assert!(unread.authenticate().is_ok(), "neither signed nor read");
 }
 
-/// Issue 9, item 7: `%FE` and `%FF` both decoded to U+FFFD, so a request
-/// signed with one verified with the other.
+/// Were `%FE` and `%FF` both decoded to U+FFFD, a request signed with one
+/// would verify with the other.
 #[test]
 fn bytes_that_are_not_utf8_are_refused() {
     let malformed = |name: &str| Err(ApiError::NotUtf8(name.into()));
@@ -271,8 +270,7 @@ fn bytes_that_are_not_utf8_are_refused() {
     assert!(parts.2.contains("\"Organization\""), "{}", parts.2);
 }
 
-/// Issue 9, item 7: a security token hsm-csr cannot check is refused, not
-/// ignored.
+/// A security token hsm-csr cannot check is refused, not ignored.
 #[test]
 fn security_tokens_are_refused() {
     let token = owned(&[("SecurityToken", "STS.x")]);
@@ -431,7 +429,7 @@ fn names_in_messages() {
     assert_eq!(shown(&[b'x'; 65]), format!("{}...", "x".repeat(64)));
 }
 
-/// Issue 12: the log line of a refused call names the access key id it
+/// The log line of a refused call names the access key id it
 /// claimed, escaped as error messages show names.
 #[test]
 fn the_claimed_access_key_id_is_shown_escaped() {

@@ -160,7 +160,7 @@ impl SharedLimits {
         }
     }
 
-    /// Whether Redis answers PING now (within [`CALL_BUDGET`]).
+    /// Whether Redis answers PING now (within `CALL_BUDGET`).
     pub async fn ping(&self) -> bool {
         let pong = match self.connection() {
             Ok(mut conn) => {

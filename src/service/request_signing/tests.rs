@@ -166,7 +166,7 @@ fn the_sdks_own_signatures() {
     }
 }
 
-/// Issue 9, defect 4: with names left unencoded, `Country%3DDE%26SANs=x`
+/// With names left unencoded, `Country%3DDE%26SANs=x`
 /// (one parameter named `Country=DE&SANs`) signed like `Country=DE&SANs=x`.
 #[test]
 fn names_are_encoded_so_a_name_cannot_carry_other_parameters() {

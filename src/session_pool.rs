@@ -10,7 +10,7 @@
 //! pair was made is retried once on a fresh one
 //! ([`retry_on_lost_session`]). Key pairs that failed calls may have left
 //! behind are destroyed as soon as a session can reach them
-//! ([`super::orphans`]).
+//! ([`crate::backend::pkcs11::orphans`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +20,13 @@ use std::time::Duration;
 
 mod attach;
 mod refiller;
+mod sweeper;
 
-use super::orphans::{self, Orphans};
-use super::pool::{KeyPool, Pooled};
-use super::{Pkcs11Backend, TokenSelector};
 use crate::audit::{AuditLog, Trail};
 use crate::backend::KeyBackend;
+use crate::backend::pkcs11::orphans::{self, Orphans};
+use crate::backend::pkcs11::pool::{KeyPool, Pooled};
+use crate::backend::pkcs11::{Pkcs11Backend, TokenSelector};
 use crate::error::{Error, ErrorClass, Result};
 use crate::issue::{CsrResponse, Timings, ValidKeyOptions, hand_over, prepare_csr_audited};
 use crate::quota::{Caller, Reserved};
@@ -97,12 +98,12 @@ pub struct SessionPool {
     /// been opened again.
     broken: AtomicBool,
     refiller: Mutex<Option<Refiller>>,
-    /// The periodic sweep for undelivered keys ([`super::sweep`]).
+    /// The periodic sweep for undelivered keys ([`crate::backend::pkcs11::sweep`]).
     sweeper: Mutex<Option<Refiller>>,
-    coordinator: Arc<dyn super::mark::Coordinator>,
+    coordinator: Arc<dyn crate::backend::pkcs11::mark::Coordinator>,
     orphans: Arc<Orphans>,
     /// The token's object budget, kept across reconnects.
-    capacity: Option<Arc<super::capacity::Capacity>>,
+    capacity: Option<Arc<crate::backend::pkcs11::capacity::Capacity>>,
     /// The periodic pass over every key (owners, `[retention]`).
     inventory: Option<Arc<Inventory>>,
     /// Requests holding a worker session, for the refiller to yield to.
@@ -156,7 +157,7 @@ impl SessionPool {
     }
 
     /// The token's object budget, when `max_objects` is set.
-    pub fn capacity(&self) -> Option<&super::capacity::Capacity> {
+    pub fn capacity(&self) -> Option<&crate::backend::pkcs11::capacity::Capacity> {
         self.capacity.as_deref()
     }
 
@@ -334,7 +335,7 @@ impl SessionPool {
     /// A token error when the keys cannot be listed or the session opened.
     ///
     /// First removes the undelivered keys of processes that stopped
-    /// mid-call, and starts the periodic sweep for them ([`super::sweep`]).
+    /// mid-call, and starts the periodic sweep for them ([`crate::backend::pkcs11::sweep`]).
     pub fn start_key_pool(&self) -> Result<()> {
         self.start_sweeper()?;
         let Some(pool) = &self.key_pool else {
@@ -390,7 +391,7 @@ impl SessionPool {
         let label = format!("{}undelivered", self.key_options.label_prefix());
         let inventory = self.inventory.clone();
         let handle =
-            super::sweep::spawn_sweeper(session, SWEEP_EVERY, label, Arc::clone(&stop), inventory);
+            sweeper::spawn_sweeper(session, SWEEP_EVERY, label, Arc::clone(&stop), inventory);
         *self.sweeper.lock().unwrap_or_else(|p| p.into_inner()) = Some((handle, stop));
         Ok(())
     }

@@ -25,10 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::super::Pkcs11Backend;
-use super::super::orphans::Orphans;
-use super::super::pool::KeyPool;
 use crate::ValidKeyOptions;
+use crate::backend::pkcs11::Pkcs11Backend;
+use crate::backend::pkcs11::orphans::Orphans;
+use crate::backend::pkcs11::pool::KeyPool;
 use crate::error::Error;
 
 /// How long no caller must have held a session before the refiller

@@ -9,7 +9,7 @@ use crate::quota::Caller;
 
 impl SessionPool {
     /// Runs [`attach_certificate`] for `caller` on an idle session (see
-    /// [`Self::on_session`]); None when no session is idle (the token is
+    /// `Self::on_session`); None when no session is idle (the token is
     /// being reopened).
     ///
     /// # Errors
