@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod builder;
 mod companion;
 pub mod config;
 pub mod coordination;
