@@ -214,3 +214,67 @@ fn testing_md_names_the_packages_the_scripts_install() {
     let count = format!("Debian packages, {} by name", named.len());
     assert!(doc.contains(&count), "testing.md should say {count:?}");
 }
+
+/// Expands `a/{b,c}.rs` into `a/b.rs` and `a/c.rs` (one brace group).
+fn expand(path: &str) -> Vec<String> {
+    match (path.find('{'), path.find('}')) {
+        (Some(open), Some(close)) if open < close => path[open + 1..close]
+            .split(',')
+            .map(|part| format!("{}{part}{}", &path[..open], &path[close + 1..]))
+            .collect(),
+        _ => vec![path.to_owned()],
+    }
+}
+
+/// Every `.rs` file under `dir`, as `src/...` paths.
+fn sources(dir: &std::path::Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let relative = path.strip_prefix(repo()).unwrap();
+            out.push(relative.to_string_lossy().into_owned());
+        }
+    }
+}
+
+/// docs/library.md's layout table names every source file (a path, a
+/// `{a,b}` group, or a folder ending in `/`), and nothing that is gone.
+/// Unit-test files (`tests.rs`, `tests/`, `*_tests.rs`) are their module's.
+#[test]
+fn the_layout_table_names_every_source_file() {
+    let doc = std::fs::read_to_string(repo().join("docs/library.md")).unwrap();
+    let mut named: Vec<String> = Vec::new();
+    for row in doc.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row.split(" | ").next().unwrap();
+        for (i, part) in cell.split('`').enumerate() {
+            if i % 2 == 1 {
+                named.extend(expand(part));
+            }
+        }
+    }
+    for path in &named {
+        assert!(
+            repo().join(path).exists(),
+            "docs/library.md names {path}, which does not exist"
+        );
+    }
+    let mut files = Vec::new();
+    sources(&repo().join("src"), &mut files);
+    let missing: Vec<&String> = files
+        .iter()
+        .filter(|f| {
+            !(f.ends_with("/tests.rs") || f.contains("/tests/") || f.ends_with("_tests.rs"))
+        })
+        .filter(|f| {
+            !named
+                .iter()
+                .any(|n| *n == **f || (n.ends_with('/') && f.starts_with(n.as_str())))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/library.md's layout table does not name: {missing:?}"
+    );
+}
