@@ -101,3 +101,42 @@ fn batch_removes_every_key_whose_line_cannot_be_written() {
     );
     assert!(token.keys().is_empty(), "{:#?}", token.keys());
 }
+
+#[test]
+fn batch_fails_only_the_line_that_is_not_utf8() {
+    let token = Token::new();
+    let input = token.dir().join("requests.jsonl");
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"{\"CommonName\":\"u1.example\"}\r\n");
+    bytes.extend_from_slice(b"{\"CommonName\":\"bad\xff\xfe.example\"}\n");
+    bytes.extend_from_slice(b"{\"CommonName\":\"u3.example\"}\n");
+    std::fs::write(&input, bytes).unwrap();
+    let run = token.run(
+        &["batch"],
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--label-prefix",
+            &token.prefix,
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let answers: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 3, "{}", run.stdout);
+    assert_eq!(answers[0]["CommonName"], "u1.example");
+    assert_eq!(answers[1]["Code"], "InvalidValue.Malformed");
+    assert_eq!(answers[1]["Line"], 2);
+    let message = answers[1]["Message"].as_str().unwrap();
+    assert!(
+        message.contains("line 2") && message.contains("UTF-8"),
+        "{message}"
+    );
+    assert_eq!(answers[2]["CommonName"], "u3.example");
+    assert_eq!(token.keys().len(), 2 * 2);
+}

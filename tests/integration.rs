@@ -35,12 +35,12 @@ on_a_token! {
     csr_rules;
     /// `batch`: answers in input order, failures isolated.
     batch;
-    /// `create --out` and `batch` input: what is written where, and what fails.
+    /// `create --out` and `batch --output`: written to what the user named, and nothing else.
     output;
     /// Finding the token: RFC 7512 URIs, serials, PIN sources, refusals.
     selection;
     /// The key pair's attributes on the token, and nothing left after a failure.
-    keys;
+    key_pairs;
     /// Listing and deleting keys, storing the CA's certificate, using a key by URI.
     lifecycle;
 

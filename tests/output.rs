@@ -1,4 +1,4 @@
-//! `create --out` writes to what the user named, and `batch` fails only the lines it cannot read.
+//! `create --out` and `batch --output` write to what the user named, and nothing else.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
@@ -354,45 +354,6 @@ fn out_does_not_follow_a_stranger_s_symlink_in_a_sticky_directory() {
         "is a symbolic link in a world-writable",
     );
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
-}
-
-#[test]
-fn batch_fails_only_the_line_that_is_not_utf8() {
-    let token = Token::new();
-    let input = token.dir().join("requests.jsonl");
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(b"{\"CommonName\":\"u1.example\"}\r\n");
-    bytes.extend_from_slice(b"{\"CommonName\":\"bad\xff\xfe.example\"}\n");
-    bytes.extend_from_slice(b"{\"CommonName\":\"u3.example\"}\n");
-    fs::write(&input, bytes).unwrap();
-    let run = token.run(
-        &["batch"],
-        &[
-            "--input",
-            input.to_str().unwrap(),
-            "--workers",
-            "1",
-            "--label-prefix",
-            &token.prefix,
-        ],
-    );
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    let answers: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(answers.len(), 3, "{}", run.stdout);
-    assert_eq!(answers[0]["CommonName"], "u1.example");
-    assert_eq!(answers[1]["Code"], "InvalidValue.Malformed");
-    assert_eq!(answers[1]["Line"], 2);
-    let message = answers[1]["Message"].as_str().unwrap();
-    assert!(
-        message.contains("line 2") && message.contains("UTF-8"),
-        "{message}"
-    );
-    assert_eq!(answers[2]["CommonName"], "u3.example");
-    assert_eq!(token.keys().len(), 2 * 2);
 }
 
 #[test]
