@@ -262,25 +262,29 @@ impl Token {
 
     /// This test's key objects on the token, as PyKCS11 sees them.
     pub fn keys(&self) -> Vec<Value> {
+        self.try_keys().unwrap_or_else(|e| panic!("p11inspect: {e}"))
+    }
+
+    /// [`Token::keys`], or what p11inspect said when it failed (an object
+    /// can go or come between its search and its reads).
+    pub fn try_keys(&self) -> Result<Vec<Value>, String> {
         let mut cmd = Command::new(python());
         cmd.arg(repo().join("tests/tools/p11inspect.py"))
             .args([&self.module, &self.label])
             .env("HSM_CSR_PIN", PIN);
         self.env(&mut cmd);
         let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "p11inspect: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["keys"]
+        Ok(v["keys"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|k| k["label"].as_str().unwrap_or("").starts_with(&self.prefix))
             .cloned()
-            .collect()
+            .collect())
     }
 
     /// This test's keys (label prefix) as `hsm-csr keys list --format json`
@@ -558,6 +562,16 @@ pub fn interrupted_create(token: &Token) {
     let notes = notes_dir(token);
     let count = || std::fs::read_dir(&notes).map_or(0, Iterator::count);
     let before = count();
+    let before_keys: Vec<String> = if token.name == "p11kit" {
+        token
+            .try_keys()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|k| k["id"].as_str().map(str::to_owned))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut child = token
         .hsm_csr()
         .arg("create")
@@ -576,4 +590,31 @@ pub fn interrupted_create(token: &Token) {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    if token.name == "p11kit" {
+        await_remote_keygen(token, &before_keys);
+    }
+}
+
+/// Behind `p11-kit server` the key pair is made in the server's process:
+/// killing the client does not stop a C_GenerateKeyPair already sent, and
+/// the pair lands on the token afterwards. Waits (up to 10 s) for that pair,
+/// so that the next run's sweep finds it, as it would on a local token; a
+/// run killed before it asked for a key leaves none, and the wait runs out.
+fn await_remote_keygen(token: &Token, before: &[String]) {
+    let undelivered = format!("{}undelivered", token.prefix);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let keys = token.try_keys().unwrap_or_default();
+        let landed = keys.iter().any(|k| {
+            k["class"] == "private"
+                && k["label"] == undelivered.as_str()
+                && !before.iter().any(|id| k["id"] == id.as_str())
+        });
+        if landed {
+            // Its public half is the next object SoftHSM writes.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
