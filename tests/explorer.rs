@@ -178,21 +178,8 @@ fn subject(csr: &str) -> String {
 fn the_explorer_is_never_on_the_admin_port() {
     let token = Token::new();
     let server = start(&token, "explorer = true\nadmin_listen = \"127.0.0.1:0\"");
-    let line = server.wait_for_log("health and metrics on http://");
-    let admin = line
-        .split("health and metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
-    let get = |addr: &str, path: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let admin = server.admin_addr();
+    let get = |addr: &str, path: &str| crate::common::server::get_at(addr, path).unwrap();
     assert!(get(&admin, "/healthz").starts_with("HTTP/1.1 200"));
     for path in PATHS {
         assert!(get(&admin, path).starts_with("HTTP/1.1 404"), "{path}");

@@ -471,31 +471,14 @@ fn health_and_metrics_can_leave_the_api_port_and_name_no_token_label() {
             ..Launch::default()
         },
     );
-    let line = server.wait_for_log("health and metrics on http://");
-    let admin = line
-        .split("health and metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let admin = server.admin_addr();
     // The API port answers the API only.
     for path in ["/healthz", "/metrics"] {
         let got = server.get(path).unwrap();
         assert!(got.starts_with("HTTP/1.1 404"), "{path}: {got}");
     }
     assert_eq!(csr(&server, &t.a, "api.example.com").status, 200);
-    let get = |path: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&admin).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let get = |path: &str| crate::common::server::get_at(&admin, path).unwrap();
     let health = get("/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"Label\":\"hsm-a\""), "{health}");

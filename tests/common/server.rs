@@ -288,18 +288,17 @@ impl Server {
 
     /// A bare HTTP/1.1 GET; the status line and body.
     pub fn get(&self, path: &str) -> Option<String> {
-        use std::io::Write;
-        let mut s = TcpStream::connect(&self.addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
+        get_at(&self.addr, path)
+    }
+
+    /// The address of `[service] admin_listen` (serve logs it).
+    pub fn admin_addr(&self) -> String {
+        let line = self.wait_for_log("health and metrics on http://");
+        line.split("health and metrics on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_owned()
     }
 
     /// A raw request; the whole response.
@@ -431,4 +430,19 @@ pub fn self_signed(token: &Token) -> (std::path::PathBuf, std::path::PathBuf) {
         String::from_utf8_lossy(&made.stderr)
     );
     (cert, key)
+}
+
+/// A bare HTTP/1.1 GET to `addr`; the status line and body.
+pub fn get_at(addr: &str, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }
