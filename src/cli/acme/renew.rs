@@ -2,6 +2,7 @@
 //! renewal with a new key pair (`--jobs` at once on each token, each on a
 //! session of its own), and one report.
 
+mod report;
 mod work;
 
 use std::collections::VecDeque;
@@ -9,64 +10,15 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use hsm_csr::acme::{self, lock};
 use hsm_csr::backend::pkcs11::Pkcs11Backend;
 use hsm_csr::{Error, Result};
 
 use super::super::token;
 use super::args::AcmeRenewArgs;
-use super::{CertificateReport, Outcome, now_or, options, print, rfc3339, token_lock};
+use super::{Outcome, now_or, options, print, rfc3339, token_lock};
+use report::{Recorded, RenewReport, record};
 use work::{Done, RateLimit, renew_due};
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct RenewReport {
-    request_id: String,
-    /// The new certificates, each with the one it replaces.
-    renewed: Vec<Renewed>,
-    failed: Vec<Failed>,
-    /// Certificates that are not due yet.
-    not_due: usize,
-    /// When the first of them is due (RFC 3339), if any.
-    next_renewal: Option<String>,
-    /// Due, but left for the next run: the CA's rate limit outlasted
-    /// `--rate-limit-wait`.
-    deferred: usize,
-    /// Seconds waited for the CA's rate limit.
-    rate_limit_waited_s: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Renewed {
-    #[serde(flatten)]
-    new: CertificateReport,
-    /// The old pair and certificate, kept and marked as replaced until
-    /// `keys prune --replaced-after` retires them.
-    replaces: Old,
-    /// Why `--deploy-hook` failed for it, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deploy_hook_error: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Old {
-    key_uri: String,
-    pub_md5: Option<String>,
-    not_after: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Failed {
-    common_name: String,
-    replaces: Old,
-    code: &'static str,
-    message: String,
-}
 
 /// A token of the run: open, locked, swept, listed.
 struct TokenRun {
@@ -251,86 +203,6 @@ fn renew_tokens(
         }
     }
     (done, worker_error)
-}
-
-/// What [`record`] leaves for the run's verdict.
-struct Recorded {
-    /// The run's first error: the one it came in with, or the first
-    /// renewal that failed.
-    first_error: Option<Error>,
-    /// Renewals whose worker stopped on a bug before them.
-    not_tried: usize,
-    /// The first `--deploy-hook` failure.
-    hook_error: Option<Error>,
-    /// The first renewal the CA's rate limit deferred.
-    rate_limited: Option<Error>,
-}
-
-/// Records each due renewal's outcome in the report and in what is
-/// remembered of its key.
-fn record(
-    due: &[(usize, acme::Due)],
-    done: Vec<Option<Done>>,
-    asks: &[(Option<&str>, acme::Profile)],
-    token_ids: &[(String, String)],
-    now: u64,
-    (names, report): (&mut acme::state::Names, &mut RenewReport),
-    mut first_error: Option<Error>,
-) -> Recorded {
-    let mut not_tried = 0;
-    // Neither leaves anything on the token to sweep.
-    let mut hook_error = None;
-    let mut rate_limited = None;
-    for (((t, d), outcome), (_, profile)) in due.iter().zip(done).zip(asks) {
-        let old = Old {
-            key_uri: d.old.key_uri.clone(),
-            pub_md5: d.old.pub_md5.clone(),
-            not_after: rfc3339(d.not_after),
-        };
-        let key = name_key(token_ids, *t, &d.old.label);
-        match outcome {
-            Some(Done::Renewed {
-                issued,
-                chain,
-                deploy,
-            }) => {
-                names.issued(&key, profile.name());
-                report.renewed.push(Renewed {
-                    new: CertificateReport::of(&issued, chain.as_deref()),
-                    replaces: old,
-                    deploy_hook_error: deploy.as_ref().err().map(ToString::to_string),
-                });
-                if let Err(e) = deploy {
-                    hook_error.get_or_insert(e);
-                }
-            }
-            Some(Done::Failed(e)) => {
-                names.failed(&key, now, e.code(), &e.to_string());
-                report.failed.push(Failed {
-                    common_name: d.common_name.clone(),
-                    replaces: old,
-                    code: e.code(),
-                    message: e.to_string(),
-                });
-                first_error.get_or_insert(e);
-            }
-            Some(Done::Deferred(refused)) => {
-                report.deferred += 1;
-                if let Some(e) = refused {
-                    names.failed(&key, now, e.code(), &e.to_string());
-                    rate_limited.get_or_insert(e);
-                }
-            }
-            // Its worker stopped on a bug before it (`first_error` says so).
-            None => not_tried += 1,
-        }
-    }
-    Recorded {
-        first_error,
-        not_tried,
-        hook_error,
-        rate_limited,
-    }
 }
 
 /// The label prefix of the keys to renew (never empty: renew only keys
