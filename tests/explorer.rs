@@ -12,6 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::common::rpc;
 use crate::common::server::{Launch, Server};
 use crate::common::{Token, openssl_pub_md5, python, repo, skip, verified_text};
 use crate::companion::Ca;
@@ -48,23 +49,12 @@ fn start(token: &Token, extra: &str) -> Server {
     )
 }
 
-/// The status line and the headers of `response`, lowercased names.
-fn head(response: &str) -> (String, Vec<(String, String)>) {
-    let head = response.split("\r\n\r\n").next().unwrap_or_default();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or_default().to_owned();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers)
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+/// `GET path` on a connection of its own: status, headers, body.
+fn get(addr: &str, path: &str) -> rpc::Answer {
+    rpc::exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
 }
 
 #[test]
@@ -89,10 +79,9 @@ fn the_explorer_is_locked_down_and_opens_no_cors() {
         "text/css",
         "image/svg+xml",
     ]) {
-        let answer = server.get(path).unwrap();
-        let (status, headers) = head(&answer);
-        assert!(status.starts_with("HTTP/1.1 200"), "{path}: {answer}");
-        assert!(header(&headers, "content-type").unwrap().starts_with(kind));
+        let answer = get(&server.addr, path);
+        assert_eq!(answer.status, 200, "{path}: {answer:?}");
+        assert!(answer.header("content-type").unwrap().starts_with(kind));
         for (name, value) in [
             ("content-security-policy", CSP),
             ("x-content-type-options", "nosniff"),
@@ -102,11 +91,14 @@ fn the_explorer_is_locked_down_and_opens_no_cors() {
             ("cross-origin-opener-policy", "same-origin"),
             ("cross-origin-resource-policy", "same-origin"),
         ] {
-            assert_eq!(header(&headers, name), Some(value), "{path}: {name}");
+            assert_eq!(answer.header(name), Some(value), "{path}: {name}");
         }
         assert!(
-            headers.iter().all(|(n, _)| !n.starts_with("access-control-")),
-            "{answer}"
+            answer
+                .headers
+                .iter()
+                .all(|(n, _)| !n.starts_with("access-control-")),
+            "{answer:?}"
         );
     }
     let page = server.get("/explorer").unwrap();
@@ -115,7 +107,8 @@ fn the_explorer_is_locked_down_and_opens_no_cors() {
     assert!(!page.contains("pkcs11:"), "the page names a key");
     // A preflight from another origin, and a call that names one, get no
     // CORS header: a page elsewhere cannot read the service's answers.
-    let preflight = server.raw(
+    let preflight = rpc::exchange(
+        &server.addr,
         format!(
             "OPTIONS / HTTP/1.1\r\nHost: {}\r\nOrigin: https://evil.example\r\n\
              Access-Control-Request-Method: POST\r\n\
@@ -125,7 +118,8 @@ fn the_explorer_is_locked_down_and_opens_no_cors() {
         )
         .as_bytes(),
     );
-    let call = server.raw(
+    let call = rpc::exchange(
+        &server.addr,
         format!(
             "POST /?CommonName=a.example.com HTTP/1.1\r\nHost: {}\r\nOrigin: https://evil.example\r\n\
              Content-Length: 0\r\nConnection: close\r\n\r\n",
@@ -134,13 +128,13 @@ fn the_explorer_is_locked_down_and_opens_no_cors() {
         .as_bytes(),
     );
     for answer in [preflight, call] {
-        let (status, headers) = head(&answer);
-        assert!(!status.starts_with("HTTP/1.1 2"), "{answer}");
+        assert!(!(200..300).contains(&answer.status), "{answer:?}");
         assert!(
-            headers
+            answer
+                .headers
                 .iter()
                 .all(|(n, _)| !n.starts_with("access-control-")),
-            "{answer}"
+            "{answer:?}"
         );
     }
 }
@@ -179,11 +173,10 @@ fn the_explorer_is_never_on_the_admin_port() {
     let token = Token::new();
     let server = start(&token, "explorer = true\nadmin_listen = \"127.0.0.1:0\"");
     let admin = server.admin_addr();
-    let get = |addr: &str, path: &str| crate::common::server::get_at(addr, path).unwrap();
-    assert!(get(&admin, "/healthz").starts_with("HTTP/1.1 200"));
+    assert_eq!(get(&admin, "/healthz").status, 200);
     for path in PATHS {
-        assert!(get(&admin, path).starts_with("HTTP/1.1 404"), "{path}");
-        assert!(get(&server.addr, path).starts_with("HTTP/1.1 200"), "{path}");
+        assert_eq!(get(&admin, path).status, 404, "{path}");
+        assert_eq!(get(&server.addr, path).status, 200, "{path}");
     }
 }
 
@@ -348,6 +341,13 @@ fn a_person_gets_a_csr_and_the_sdk_code_for_it_in_a_real_browser() {
     assert_eq!(
         result["lone_surrogate_status"],
         "Organization holds text that is not valid Unicode."
+    );
+
+    // The code follows the form as it is typed.
+    let typed = result["typed_sdk"].as_str().unwrap();
+    assert!(
+        typed.contains("    common_name=\"explorer.example.com\",\n"),
+        "{typed}"
     );
 
     // The generated Python, both generations, runs as written.

@@ -92,6 +92,8 @@ try:
         field.clear()
         field.send_keys(value)
     driver.find_element(By.NAME, "AccessKeyId").send_keys(key_id)
+    # The code follows the form as it is typed, before anything is sent.
+    result["typed_sdk"] = driver.find_element(By.ID, "sdk-python").get_attribute("textContent")
     result["ok"] = send_and_read(secret)
     driver.save_screenshot(os.path.join(out_dir, "explorer.png"))
     result["wrong"] = send_and_read(secret + "-wrong")

@@ -391,19 +391,22 @@
     return `${lines.join('\n')}\n`;
   }
 
-  function showSdk() {
-    const action = selectedAction();
-    const query = params();
+  /**
+   * Writes the SDK code for `query`; the name of a parameter that is not
+   * valid Unicode (a lone surrogate has no UTF-8 form: no SDK, and no call,
+   * could send it), which gets a note instead, or undefined.
+   */
+  function showSdk(action = selectedAction(), query = params()) {
     const bad = query.find(([, v]) => !wellFormed(v));
     if (bad) {
-      // A lone surrogate has no UTF-8 form: no SDK could send it.
       const note = `${bad[0]} holds text that is not valid Unicode; correct it to get code.`;
       for (const id of ['sdk-python', 'sdk-python-legacy', 'sdk-java']) $(id).textContent = note;
-      return;
+      return bad[0];
     }
     $('sdk-python').textContent = pythonNew(action, query);
     $('sdk-python-legacy').textContent = pythonLegacy(action, query);
     $('sdk-java').textContent = java(action, query);
+    return undefined;
   }
 
   // --- Sending ----------------------------------------------------------
@@ -452,7 +455,7 @@
     const query = params();
     const accessKeyId = $('AccessKeyId').value.trim();
     const secret = $('AccessKeySecret').value;
-    showSdk();
+    const bad = showSdk(action, query);
     if (!accessKeyId || !secret) {
       say('Type the AccessKeyId and AccessKeySecret first.');
       return;
@@ -461,9 +464,8 @@
       say('The AccessKeyId is printable ASCII without spaces, "," or "=".');
       return;
     }
-    const bad = query.find(([, v]) => !wellFormed(v));
     if (bad) {
-      say(`${bad[0]} holds text that is not valid Unicode.`);
+      say(`${bad} holds text that is not valid Unicode.`);
       return;
     }
     $('send').disabled = true;
@@ -497,7 +499,7 @@
 
   function start() {
     $('Action').addEventListener('change', () => { showParams(); showSdk(); });
-    $('call').addEventListener('input', showSdk);
+    $('call').addEventListener('input', () => showSdk());
     $('call').addEventListener('submit', send);
     for (const button of document.querySelectorAll('button.copy')) button.addEventListener('click', copy);
     showParams();
