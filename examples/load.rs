@@ -28,6 +28,7 @@
 //! throughput (ok per second), p50_ms, p99_ms, max_ms (of successful
 //! calls) and codes.
 
+#![allow(unreachable_pub, reason = "a test or example crate has no public API")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

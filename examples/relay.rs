@@ -12,6 +12,7 @@
 //!
 //! Local sockets only; it runs until killed (the script stops it).
 
+#![allow(unreachable_pub, reason = "a test or example crate has no public API")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

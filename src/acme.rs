@@ -14,20 +14,20 @@
 //! Every call to the CA runs under a deadline ([`AcmeOptions::timeout`]);
 //! validation and issuance polls under [`AcmeOptions::validation_timeout`].
 
-pub mod account;
-pub mod ari;
+pub(crate) mod account;
+pub(crate) mod ari;
 mod beside;
 mod dns01;
-pub mod hook;
+pub(crate) mod hook;
 mod http;
 mod http01;
 mod issue;
-pub mod lock;
+pub(crate) mod lock;
 mod order;
-pub mod profile;
+pub(crate) mod profile;
 mod renew;
-pub mod schedule;
-pub mod state;
+pub(crate) mod schedule;
+pub(crate) mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,14 +36,14 @@ use std::time::Duration;
 use crate::error::{AcmeFailure, Error, Result};
 use crate::text::one_line;
 
-pub use http::rate_limited_for;
-pub use issue::{Issued, PendingCertificate, order_certificate};
-pub use profile::Profile;
-pub use renew::{Due, When, due_at, renewable};
+pub(crate) use http::rate_limited_for;
+pub(crate) use issue::{Issued, PendingCertificate, order_certificate};
+pub(crate) use profile::Profile;
+pub(crate) use renew::{Due, When, due_at, renewable};
 
 /// Where the CA is and how challenges are answered.
 #[derive(Clone, Debug)]
-pub struct AcmeOptions {
+pub(crate) struct AcmeOptions {
     /// The directory URL (RFC 8555 section 7.1.1).
     pub directory: String,
     /// The account credentials file (created, mode 0600, when absent).
@@ -68,7 +68,7 @@ pub struct AcmeOptions {
 
 /// How challenges are answered.
 #[derive(Clone, Debug)]
-pub enum Responder {
+pub(crate) enum Responder {
     /// http-01 (RFC 8555 section 8.3): hsm-csr serves
     /// `/.well-known/acme-challenge/<token>` on this address while the
     /// order is validated, and nothing else.

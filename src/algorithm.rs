@@ -31,10 +31,10 @@ use spki::AlgorithmIdentifierOwned;
 use crate::error::{Error, Result};
 
 /// id-Ed25519 (RFC 8410 section 3).
-pub const ID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+pub(crate) const ID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// RSA modulus sizes this crate makes.
-pub const RSA_SIZES: [u32; 3] = [2048, 3072, 4096];
+pub(crate) const RSA_SIZES: [u32; 3] = [2048, 3072, 4096];
 
 /// The kind of key pair to generate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

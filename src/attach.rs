@@ -3,7 +3,7 @@
 //! SetDcdnDomainCSRCertificate both do, through [`attach_certificate`].
 //!
 //! The certificate must be worth storing
-//! ([`ParsedCertificate::check_storable`]). Its key is found by the token
+//! (`ParsedCertificate::check_storable`). Its key is found by the token
 //! from its whole public key ([`KeyInventory::find_by_public_key`], a
 //! bounded number of token calls), among delivered keys whose private
 //! half is on the token, and only among the caller's own
@@ -106,7 +106,7 @@ impl Drop for KeyTurn {
 ///
 /// # Errors
 /// `Certificate.MissMatch` (or `InvalidValue.Malformed` for a domain that
-/// is no DNS name) and the refusals of [`ParsedCertificate::check_storable`]
+/// is no DNS name) and the refusals of `ParsedCertificate::check_storable`
 /// before the token is touched; `Certificate.NoPrivateKey` when none of
 /// `who`'s keys has the certificate's public key; `Certificate.Outdated`
 /// when the key keeps newer certificates only; a token error when the

@@ -5,7 +5,7 @@
 //! - **On disk before the answer.** Each event is one `write(2)` of a whole
 //!   line to a file opened with `O_APPEND`, then `fdatasync(2)`, before the
 //!   answer it belongs to is released. When that fails, the request fails
-//!   and its new key pair is removed ([`crate::issue`]): a key is never
+//!   and its new key pair is removed ([`crate::prepare_csr`]): a key is never
 //!   delivered without its event, never the other way round.
 //! - **One line per event, whoever writes.** POSIX write(2): "If the
 //!   O_APPEND flag of the file status flags is set, the file offset shall be
@@ -18,8 +18,8 @@
 //! - **Lines that cannot be split or forged.** Every event is serialised by
 //!   serde_json with everything outside printable ASCII escaped (a line
 //!   feed becomes `\n`, U+2028 `\u2028`), so no common name or access key
-//!   id can end a line or start one; each field is cut at [`MAX_FIELD`]
-//!   characters, marked `...[truncated]`.
+//!   id can end a line or start one; each field is cut at 512 characters
+//!   (`MAX_FIELD`), marked `...[truncated]`.
 //! - **Append only.** The file is created with mode 0640 and never truncated;
 //!   a symbolic link, a directory, a FIFO or a device is refused, as is a
 //!   path swapped between the look and the open. It is opened anew for each
@@ -38,13 +38,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 mod line;
-pub use line::rfc3339_now;
+pub(crate) use line::rfc3339_now;
 
 use crate::backend::pkcs11::inventory::KeyEntry;
 use crate::error::{Error, Result};
 
 /// Longest string field, in characters, before it is cut.
-pub const MAX_FIELD: usize = 512;
+pub(crate) const MAX_FIELD: usize = 512;
 
 /// What happened to a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -201,9 +201,9 @@ impl Event {
 
 /// How long an event may take to reach the disk before the call that
 /// needs it fails.
-pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Most audit writes left stuck on a disk that does not answer.
-pub const MAX_STUCK_WRITES: usize = 8;
+pub(crate) const MAX_STUCK_WRITES: usize = 8;
 static STUCK_WRITES: AtomicUsize = AtomicUsize::new(0);
 
 /// The audit log file.

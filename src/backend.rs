@@ -1,6 +1,6 @@
 //! Where keys live: a small trait, with PKCS#11 as its implementation.
 //!
-//! The CSR logic in [`crate::issue`] only ever sees bytes: a DER
+//! The CSR logic in [`crate::prepare_csr`] only ever sees bytes: a DER
 //! SubjectPublicKeyInfo out of [`KeyBackend::generate`], a DER
 //! CertificationRequestInfo into [`KeyBackend::sign`]. No method returns
 //! private key material, and none can be asked to.
@@ -100,7 +100,7 @@ pub trait KeyBackend {
 
     /// Gives `key` the CKA_ID and label it names, just before its response
     /// is handed over; until then it is marked as not yet delivered (see
-    /// [`pkcs11::mark`]). A backend without such marks does nothing.
+    /// `pkcs11::mark`). A backend without such marks does nothing.
     ///
     /// # Errors
     /// A token error when the change fails; the caller then destroys `key`.

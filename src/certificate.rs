@@ -14,7 +14,8 @@ use x509_cert::Certificate;
 use crate::error::Result;
 use crate::fingerprint;
 
-pub use decode::{MAX_CERTIFICATES, MAX_TEXT_BYTES};
+#[cfg(feature = "cli")]
+pub(crate) use decode::MAX_TEXT_BYTES;
 
 /// A parsed certificate and its DER.
 #[derive(Clone, Debug)]

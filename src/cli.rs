@@ -1,35 +1,39 @@
-//! Command-line arguments. clap types live here (and `call`'s beside its
-//! code, in `cli/call.rs`); `create`
-//! turns them, with the config file, into library calls.
+//! The `hsm-csr` command line: [`main`] is the binary's whole run. clap
+//! types live here (and `call`'s beside its code, in `cli/call.rs`); each
+//! subcommand's module turns them, with the config file, into library
+//! calls.
 
 #[cfg(feature = "acme")]
-pub mod acme;
-pub mod attach;
-pub mod batch;
+pub(crate) mod acme;
+pub(crate) mod attach;
+pub(crate) mod batch;
 #[cfg(feature = "service")]
-pub mod call;
-pub mod create;
-pub mod generate;
-pub mod in_flight;
-pub mod keys;
-pub mod output;
-pub mod prune;
+pub(crate) mod call;
+pub(crate) mod create;
+mod dispatch;
+pub(crate) mod generate;
+pub(crate) mod in_flight;
+pub(crate) mod keys;
+mod logger;
+pub(crate) mod output;
+pub(crate) mod prune;
 #[cfg(feature = "service")]
-pub mod serve;
-pub mod token;
+pub(crate) mod serve;
+pub(crate) mod token;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[cfg(feature = "acme")]
-pub use acme::args::{AcmeArgs, AcmeCommand, AcmeIssueArgs};
+pub(crate) use acme::args::{AcmeArgs, AcmeCommand, AcmeIssueArgs};
+pub use dispatch::main;
 
 /// Make certificate signing requests whose RSA, EC or Ed25519 key is
 /// generated inside a PKCS#11 token (HSM) and never leaves it.
 #[derive(Debug, Parser)]
 #[command(name = "hsm-csr", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -37,7 +41,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Generate a key pair on the token and print a CSR signed by it
     /// (CreateCdnCertificateSigningRequest on your own HSM).
     Create(Box<CreateArgs>),
@@ -73,7 +77,7 @@ pub enum Command {
 /// Write hsm-csr's man pages or a shell completion script.
 #[derive(Debug, Parser)]
 #[command(name = "hsm-csr generate")]
-pub struct GenerateCli {
+pub(crate) struct GenerateCli {
     /// What to write.
     #[command(subcommand)]
     pub command: GenerateCommand,
@@ -81,7 +85,7 @@ pub struct GenerateCli {
 
 /// `generate man|completions`.
 #[derive(Debug, Subcommand)]
-pub enum GenerateCommand {
+pub(crate) enum GenerateCommand {
     /// Man pages, hsm-csr.1 and one per subcommand, into DIR.
     Man {
         /// Directory to write them to (created if missing).
@@ -100,7 +104,7 @@ pub enum GenerateCommand {
 
 /// `batch`.
 #[derive(Debug, clap::Args)]
-pub struct BatchArgs {
+pub(crate) struct BatchArgs {
     /// JSON lines, one request each, with the API's parameter names.
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
@@ -125,7 +129,7 @@ pub struct BatchArgs {
 /// `serve`.
 #[cfg(feature = "service")]
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (overrides [service] listen; default 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -136,7 +140,7 @@ pub struct ServeArgs {
 
 /// `hsm-csr keys ...`.
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Every key pair: label, id, type, PubMd5, URI, certificate attached.
     List(KeysListArgs),
     /// One key pair.
@@ -150,7 +154,7 @@ pub enum KeysCommand {
 
 /// `keys prune`.
 #[derive(Debug, clap::Args)]
-pub struct KeysPruneArgs {
+pub(crate) struct KeysPruneArgs {
     /// Keys that never got a certificate, this many days after delivery.
     #[arg(long, value_name = "DAYS")]
     pub never_certified_after: Option<u32>,
@@ -177,7 +181,7 @@ pub struct KeysPruneArgs {
 
 /// Formats for listings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum ListFormat {
+pub(crate) enum ListFormat {
     /// Aligned columns for people.
     #[default]
     Table,
@@ -187,7 +191,7 @@ pub enum ListFormat {
 
 /// `keys list`.
 #[derive(Debug, clap::Args)]
-pub struct KeysListArgs {
+pub(crate) struct KeysListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
@@ -201,7 +205,7 @@ pub struct KeysListArgs {
 
 /// `keys show KEY`.
 #[derive(Debug, clap::Args)]
-pub struct KeyArgs {
+pub(crate) struct KeyArgs {
     /// A pkcs11: URI, a CKA_ID in hex, a label, a common name (the label
     /// less [key] label_prefix), or a PubMd5.
     pub key: String,
@@ -215,7 +219,7 @@ pub struct KeyArgs {
 
 /// `keys delete KEY --yes`.
 #[derive(Debug, clap::Args)]
-pub struct KeysDeleteArgs {
+pub(crate) struct KeysDeleteArgs {
     /// The key, as for `keys show`.
     #[command(flatten)]
     pub key: KeyArgs,
@@ -226,7 +230,7 @@ pub struct KeysDeleteArgs {
 
 /// `attach-cert`.
 #[derive(Debug, clap::Args)]
-pub struct AttachCertArgs {
+pub(crate) struct AttachCertArgs {
     /// The certificate: PEM (of a chain, the first is stored), base64 or DER.
     #[arg(long, value_name = "FILE")]
     pub cert: PathBuf,
@@ -243,7 +247,7 @@ pub struct AttachCertArgs {
 
 /// The flags every token command shares.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE", env = "HSM_CSR_CONFIG")]
     pub config: Option<PathBuf>,
@@ -263,7 +267,7 @@ pub struct TokenArgs {
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// The API's JSON response: RequestId, PubMd5, Csr, CommonName, KeyUri.
     #[default]
     Json,
@@ -273,7 +277,7 @@ pub enum Format {
 
 /// `--key-type`, as `[key] type` spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum KeyTypeArg {
+pub(crate) enum KeyTypeArg {
     /// RSA, of `--key-size` bits.
     Rsa,
     /// ECDSA on P-256.
@@ -284,7 +288,7 @@ pub enum KeyTypeArg {
     Ed25519,
 }
 
-impl From<KeyTypeArg> for hsm_csr::config::KeyTypeName {
+impl From<KeyTypeArg> for crate::config::KeyTypeName {
     fn from(arg: KeyTypeArg) -> Self {
         match arg {
             KeyTypeArg::Rsa => Self::Rsa,
@@ -297,7 +301,7 @@ impl From<KeyTypeArg> for hsm_csr::config::KeyTypeName {
 
 /// `--hash`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum HashArg {
+pub(crate) enum HashArg {
     /// SHA-256.
     Sha256,
     /// SHA-384.
@@ -306,7 +310,7 @@ pub enum HashArg {
     Sha512,
 }
 
-impl From<HashArg> for hsm_csr::Hash {
+impl From<HashArg> for crate::Hash {
     fn from(arg: HashArg) -> Self {
         match arg {
             HashArg::Sha256 => Self::Sha256,
@@ -318,7 +322,7 @@ impl From<HashArg> for hsm_csr::Hash {
 
 /// `hsm-csr create`.
 #[derive(Debug, clap::Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     /// Common name of the certificate (the API's CommonName; required).
     #[arg(long, value_name = "CN", required = true)]
     pub common_name: Option<String>,

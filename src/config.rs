@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::issue::KeyOptions;
 use crate::request::SubjectDefaults;
 pub use service::{AccessKeyConfig, ServiceConfig};
-pub use tokens::MAX_TOKENS;
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

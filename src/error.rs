@@ -8,7 +8,7 @@
 
 mod code;
 mod detail;
-pub mod tls;
+pub(crate) mod tls;
 
 pub use detail::Detail;
 

@@ -17,9 +17,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Most bytes of a PIN or secret file.
-pub const MAX_SECRET_BYTES: u64 = 4096;
+pub(crate) const MAX_SECRET_BYTES: u64 = 4096;
 /// Most bytes of a configuration file.
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The content of the regular file `path`, at most `max` bytes; `what`
 /// names it in errors (`PIN file`, `--input`, ...).
@@ -27,7 +27,7 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// # Errors
 /// `Config.Invalid` naming `what` and the path when it cannot be opened,
 /// is not a regular file, or holds more than `max` bytes.
-pub fn read_regular(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_regular(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     let shown = path.display();
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -53,7 +53,7 @@ pub fn read_regular(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
 }
 
 /// Why [`read_bounded`] stopped.
-pub enum Bounded {
+pub(crate) enum Bounded {
     /// More than the bound.
     TooBig,
     /// A read failed.
@@ -64,7 +64,7 @@ pub enum Bounded {
 ///
 /// # Errors
 /// [`Bounded::TooBig`] past `max`; [`Bounded::Io`] when a read fails.
-pub fn read_bounded(reader: impl Read, max: u64) -> std::result::Result<Vec<u8>, Bounded> {
+pub(crate) fn read_bounded(reader: impl Read, max: u64) -> std::result::Result<Vec<u8>, Bounded> {
     let mut bytes = Vec::new();
     reader
         .take(max.saturating_add(1))

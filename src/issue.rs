@@ -222,28 +222,15 @@ impl Drop for PendingCsr<'_> {
 }
 
 /// Makes the key pair and the CSR, but leaves the decision to keep the key
-/// to the caller (see [`PendingCsr`]).
+/// to the caller (see [`PendingCsr`]). With an `audit` trail, records
+/// `created` (and, on failure, `rolled_back`) in it.
 ///
 /// # Errors
 /// `Internal.KeyError`, `Internal.EncodeKeyError`, `Internal.CreateCSRError`,
-/// `Internal.EncodeCSRError` or a token error; the key pair, if one was
-/// made, has been removed.
+/// `Internal.EncodeCSRError` or a token error; `Internal.Error`
+/// ([`crate::Error::Audit`]) when the `created` event cannot be written.
+/// The key pair, if one was made, has been removed.
 pub fn prepare_csr<'b>(
-    backend: &'b mut dyn KeyBackend,
-    request: &ValidRequest,
-    key_options: &ValidKeyOptions,
-    request_id: String,
-) -> Result<PendingCsr<'b>> {
-    prepare_csr_audited(backend, request, key_options, request_id, None)
-}
-
-/// [`prepare_csr`], recording `created` (and, on failure, `rolled_back`)
-/// in `audit`.
-///
-/// # Errors
-/// As [`prepare_csr`], and `Internal.Error` ([`crate::Error::Audit`]) when the
-/// `created` event cannot be written; the key pair has then been removed.
-pub fn prepare_csr_audited<'b>(
     backend: &'b mut dyn KeyBackend,
     request: &ValidRequest,
     key_options: &ValidKeyOptions,
@@ -330,7 +317,7 @@ pub fn prepare_csr_audited<'b>(
 /// # Errors
 /// When recording the delivery or settling the key fails; the key has
 /// then been removed.
-pub fn hand_over(
+pub(crate) fn hand_over(
     pending: PendingCsr<'_>,
     deliver: &mut dyn FnMut(CsrResponse) -> bool,
 ) -> Result<Timings> {
@@ -346,32 +333,20 @@ pub fn hand_over(
 }
 
 /// Makes the key pair and the CSR and keeps the key: [`prepare_csr`]
-/// followed by [`PendingCsr::commit`].
+/// followed by [`PendingCsr::record_delivery`] and [`PendingCsr::commit`].
+/// With an `audit` trail, records `created`, then `delivered` before the
+/// response is returned.
 ///
 /// # Errors
-/// As [`prepare_csr`].
+/// As [`prepare_csr`] and [`PendingCsr::record_delivery`].
 pub fn issue_csr(
-    backend: &mut dyn KeyBackend,
-    request: &ValidRequest,
-    key_options: &ValidKeyOptions,
-    request_id: String,
-) -> Result<CsrResponse> {
-    issue_csr_audited(backend, request, key_options, request_id, None)
-}
-
-/// [`issue_csr`] with an audit trail: `created`, then `delivered` before
-/// the response is returned.
-///
-/// # Errors
-/// As [`prepare_csr_audited`] and [`PendingCsr::record_delivery`].
-pub fn issue_csr_audited(
     backend: &mut dyn KeyBackend,
     request: &ValidRequest,
     key_options: &ValidKeyOptions,
     request_id: String,
     audit: Option<Trail<'_>>,
 ) -> Result<CsrResponse> {
-    prepare_csr_audited(backend, request, key_options, request_id, audit)?
+    prepare_csr(backend, request, key_options, request_id, audit)?
         .record_delivery()?
         .commit()
 }

@@ -3,38 +3,41 @@
 #![warn(missing_docs)]
 
 #[cfg(feature = "acme")]
-pub mod acme;
-pub mod algorithm;
+mod acme;
+mod algorithm;
 pub mod attach;
 pub mod audit;
 pub mod backend;
-pub mod certificate;
+mod certificate;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod common_name;
 pub mod config;
 pub mod csr;
-pub mod day;
-pub mod error;
-pub mod files;
+mod day;
+mod error;
+mod files;
 pub mod fingerprint;
-pub mod issue;
+mod issue;
 pub mod owner;
 pub mod pin;
 pub mod quota;
-pub mod request;
+mod request;
 pub mod retention;
 pub mod san;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod session_pool;
-pub mod spki;
+mod spki;
 pub mod subject;
-pub mod text;
-pub mod verify;
+#[cfg(feature = "cli")]
+mod text;
+mod verify;
 
 pub use algorithm::{Hash, KeyType, SignatureAlgorithm};
-pub use error::{AcmeFailure, Error, ErrorClass, Result};
+pub use error::{AcmeFailure, Detail, Error, ErrorClass, Result};
 pub use issue::{
-    CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, issue_csr_audited,
-    new_request_id, prepare_csr, prepare_csr_audited,
+    CsrResponse, KeyOptions, PendingCsr, Timings, ValidKeyOptions, issue_csr, new_request_id,
+    prepare_csr,
 };
 pub use request::{CsrRequest, SubjectDefaults, ValidRequest};

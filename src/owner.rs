@@ -36,9 +36,9 @@ use crate::error::{Error, Result};
 /// with another tool sees what the subject is.
 const OWNER_OU: &str = "hsm-csr key owner";
 /// Longest owner name, in bytes.
-pub const MAX_OWNER_LEN: usize = 64;
+pub(crate) const MAX_OWNER_LEN: usize = 64;
 /// The owner of keys made on the command line without `--owner`.
-pub const LOCAL: &str = "local";
+pub(crate) const LOCAL: &str = "local";
 
 /// The owner of a key pair: an access key id, `local`, or an operator's
 /// name; 1 to 64 characters from `A-Z a-z 0-9 . _ - @ :`, so that it can

@@ -94,7 +94,7 @@ impl KeyQuota {
     /// Counts `owner`'s keys on `inventory` (the store named `store`),
     /// adds those on the other stores (at least `elsewhere`), and holds a
     /// place for one more until the returned [`Reservation`] is dropped
-    /// (see [`Reserved`]).
+    /// (see `Reserved`).
     ///
     /// # Errors
     /// `QuotaExceeded.Key` when the owner has `max_keys` keys already (or
@@ -150,7 +150,7 @@ impl Drop for Reservation<'_> {
 
 /// A backend whose next keygen gives back `reservation` as soon as it
 /// returns: the new key is then on the token, where the count sees it.
-pub struct Reserved<'a, 'q> {
+pub(crate) struct Reserved<'a, 'q> {
     /// The backend keys are made on.
     pub backend: &'a mut dyn KeyBackend,
     /// The place held for the key.

@@ -77,7 +77,7 @@ fn parse_one(entry: &str) -> Result<San> {
 /// The common name as the SAN it names: a DNS name (A-label, lower case,
 /// wildcard kept) or an IP address (`[::1]` accepted like in `SANs`); None
 /// for any other text, such as `My Service` or an email address.
-pub fn host(common_name: &str) -> Option<San> {
+pub(crate) fn host(common_name: &str) -> Option<San> {
     let bare = common_name
         .strip_prefix('[')
         .and_then(|e| e.strip_suffix(']'))
@@ -89,7 +89,7 @@ pub fn host(common_name: &str) -> Option<San> {
 }
 
 /// Validates a DNS name (optionally `*.`-prefixed) and returns its A-label form.
-pub fn dns_name(name: &str) -> Option<String> {
+pub(crate) fn dns_name(name: &str) -> Option<String> {
     let (wildcard, rest) = match name.strip_prefix("*.") {
         Some(rest) => (true, rest),
         None => (false, name),
@@ -133,7 +133,7 @@ pub fn dns_name(name: &str) -> Option<String> {
 
 /// Validates `local@domain` (RFC 5321 dot-atom local part, DNS domain) and
 /// returns it with the domain in A-label form.
-pub fn email(address: &str) -> Option<String> {
+pub(crate) fn email(address: &str) -> Option<String> {
     let (local, domain) = address.rsplit_once('@')?;
     let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
     let local_ok = !local.is_empty()

@@ -4,33 +4,37 @@
 //! companions SetCdnDomainCSRCertificate / SetDcdnDomainCSRCertificate,
 //! which store the signed certificate beside its key (`companion`).
 //!
-//! The HTTP layer only translates: authentication ([`auth`]), replay and
-//! flow control ([`limits`]), the wire format ([`api`]); the CSR itself is
-//! [`crate::prepare_csr`], unchanged, made on [`Sessions`] (a token's
-//! [`SessionPool`]; several tokens are spread over by [`tokens`]). PKCS#11 calls run on blocking threads, never on the
+//! The HTTP layer only translates: authentication (`auth`), replay and
+//! flow control ([`limits`]), the wire format (`api`); the CSR itself is
+//! [`crate::prepare_csr`], unchanged, made on `Sessions` (a token's
+//! [`SessionPool`]; several tokens are spread over by `tokens`). PKCS#11 calls run on blocking threads, never on the
 //! async runtime. A key pair is kept only when its response is handed to
 //! the connection; a request that times out has its key removed.
 
-pub mod api;
-pub mod auth;
+pub(crate) mod api;
+pub(crate) mod auth;
 pub mod builder;
 mod companion;
-pub mod config;
-pub mod coordination;
+pub(crate) mod config;
+pub(crate) mod coordination;
 mod deadline;
 mod explorer;
 mod handler;
 mod handoff;
 pub mod limits;
 pub mod metrics;
-pub mod redis;
+pub(crate) mod redis;
 pub mod request_signing;
-pub mod server;
-pub mod sessions;
+pub(crate) mod server;
+pub(crate) mod sessions;
 mod shedding;
-pub mod signer;
-pub mod tls;
-pub mod tokens;
+#[cfg_attr(
+    not(feature = "cli"),
+    allow(dead_code, reason = "only the command line's call signs requests")
+)]
+pub(crate) mod signer;
+pub(crate) mod tls;
+pub(crate) mod tokens;
 
 #[cfg(test)]
 mod tests;
@@ -42,16 +46,16 @@ use axum::Router;
 use axum::routing::{any, get};
 use secrecy::ExposeSecret;
 
-pub use crate::config::{AccessKeyConfig, ServiceConfig};
+use crate::config::ServiceConfig;
 use crate::error::Result;
 use crate::request::SubjectDefaults;
 use crate::session_pool::SessionPool;
 use config::AccessKey;
-pub use config::AccessKeys;
-pub use sessions::Sessions;
+pub(crate) use config::AccessKeys;
+pub(crate) use sessions::Sessions;
 
 /// Everything a request handler needs.
-pub struct Service<S: Sessions = SessionPool> {
+pub(crate) struct Service<S: Sessions = SessionPool> {
     /// The tokens, each with one permit per session: a request holds one
     /// while it is on a token.
     tokens: Arc<tokens::Tokens<S>>,
@@ -64,20 +68,9 @@ pub struct Service<S: Sessions = SessionPool> {
 }
 
 impl<S: Sessions> Service<S> {
-    /// Answers calls from `keys` with CSRs made on `sessions`.
-    pub fn new(
-        sessions: Arc<S>,
-        config: ServiceConfig,
-        keys: AccessKeys,
-        defaults: SubjectDefaults,
-    ) -> Service<S> {
-        let name = sessions.token_name();
-        Service::with_tokens(vec![(sessions, name)], config, keys, defaults)
-    }
-
     /// Answers calls from `keys` with CSRs made on several tokens, each
     /// named (for `/healthz` and `/metrics`) as the configuration names it.
-    pub fn with_tokens(
+    pub(crate) fn with_tokens(
         tokens: Vec<(Arc<S>, String)>,
         config: ServiceConfig,
         keys: AccessKeys,
@@ -95,10 +88,10 @@ impl<S: Sessions> Service<S> {
     }
 
     /// Keeps the rate limit and the nonces in the Redis `client` names
-    /// (see [`redis::client`]) instead of in memory, so that every replica
+    /// (see `redis::client`) instead of in memory, so that every replica
     /// using it shares them. Nothing is connected until the service runs;
     /// while Redis does not answer, calls are answered 503.
-    pub fn with_shared_state(mut self, client: ::redis::Client) -> Service<S> {
+    pub(crate) fn with_shared_state(mut self, client: ::redis::Client) -> Service<S> {
         let metrics = self.metrics.register_shared_state();
         self.limits = limits::Limits::Shared(limits::SharedLimits::new(
             client,
@@ -111,14 +104,14 @@ impl<S: Sessions> Service<S> {
 
     /// Records what each request does to keys in `log` ([`crate::audit`]).
     #[must_use]
-    pub fn with_audit(mut self, log: Option<crate::audit::AuditLog>) -> Service<S> {
+    pub(crate) fn with_audit(mut self, log: Option<crate::audit::AuditLog>) -> Service<S> {
         self.audit = log;
         self
     }
 
     /// The router: the RPC endpoint at `/`, `/healthz` and `/metrics`,
     /// and the API explorer at `/explorer` when `[service] explorer` is on.
-    pub fn router(self: Arc<Self>) -> Router {
+    pub(crate) fn router(self: Arc<Self>) -> Router {
         let mut router = Router::new().route("/", any(handler::rpc::<S>));
         if self.config.explorer {
             router = router.merge(explorer::routes(&self.defaults));
@@ -135,7 +128,7 @@ impl<S: Sessions> Service<S> {
     }
 
     /// `/healthz` and `/metrics` alone, for `[service] admin_listen`.
-    pub fn admin_router(self: Arc<Self>) -> Router {
+    pub(crate) fn admin_router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/healthz", get(handler::healthz::<S>))
             .route("/metrics", get(handler::metrics_text::<S>))
@@ -149,7 +142,7 @@ impl<S: Sessions> Service<S> {
     /// # Errors
     /// `Config.Invalid` when the address cannot be bound or the TLS files
     /// cannot be used.
-    pub async fn serve(self: Arc<Self>) -> Result<()> {
+    pub(crate) async fn serve(self: Arc<Self>) -> Result<()> {
         self.tokens.spawn_reconnects();
         let watched = Arc::clone(&self);
         tokio::spawn(async move { watched.limits.watch().await });

@@ -8,9 +8,9 @@
 //! finalizes the module, opens the token again and logs in once more,
 //! for all sessions; a request that finds its session lost before a key
 //! pair was made is retried once on a fresh one
-//! ([`retry_on_lost_session`]). Key pairs that failed calls may have left
+//! (`retry_on_lost_session`). Key pairs that failed calls may have left
 //! behind are destroyed as soon as a session can reach them
-//! ([`crate::backend::pkcs11::orphans`]).
+//! (`backend::pkcs11::orphans`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +28,7 @@ use crate::backend::pkcs11::orphans::{self, Orphans};
 use crate::backend::pkcs11::pool::{KeyPool, Pooled};
 use crate::backend::pkcs11::{Pkcs11Backend, TokenSelector};
 use crate::error::{Error, ErrorClass, Result};
-use crate::issue::{CsrResponse, Timings, ValidKeyOptions, hand_over, prepare_csr_audited};
+use crate::issue::{CsrResponse, Timings, ValidKeyOptions, hand_over, prepare_csr};
 use crate::quota::{Caller, Reserved};
 use crate::request::ValidRequest;
 use crate::retention::{Inventory, OwnerCounts, RetentionConfig};
@@ -50,7 +50,7 @@ pub struct Reconnect {
 ///
 /// # Errors
 /// A token error when a session cannot be opened.
-pub fn open_sessions(first: Pkcs11Backend, count: usize) -> Result<Vec<Pkcs11Backend>> {
+pub(crate) fn open_sessions(first: Pkcs11Backend, count: usize) -> Result<Vec<Pkcs11Backend>> {
     let mut sessions = vec![first];
     for _ in 1..count {
         sessions.push(sessions[0].another_session()?);
@@ -65,7 +65,7 @@ pub fn open_sessions(first: Pkcs11Backend, count: usize) -> Result<Vec<Pkcs11Bac
 ///
 /// # Errors
 /// The error of the last attempt, or of `reopen`.
-pub fn retry_on_lost_session<B, T>(
+pub(crate) fn retry_on_lost_session<B, T>(
     backend: &mut B,
     reopen: impl FnOnce(&mut B) -> Result<B>,
     mut attempt: impl FnMut(&mut B) -> Result<T>,
@@ -98,7 +98,7 @@ pub struct SessionPool {
     /// been opened again.
     broken: AtomicBool,
     refiller: Mutex<Option<Refiller>>,
-    /// The periodic sweep for undelivered keys ([`crate::backend::pkcs11::sweep`]).
+    /// The periodic sweep for undelivered keys (`backend::pkcs11::sweep`).
     sweeper: Mutex<Option<Refiller>>,
     coordinator: Arc<dyn crate::backend::pkcs11::mark::Coordinator>,
     orphans: Arc<Orphans>,
@@ -307,7 +307,7 @@ impl SessionPool {
                 reservation,
             };
             let id = request_id.to_owned();
-            let pending = prepare_csr_audited(&mut source, request, &options, id, audit.cloned())?;
+            let pending = prepare_csr(&mut source, request, &options, id, audit.cloned())?;
             hand_over(pending, deliver)
         })
     }
@@ -335,7 +335,7 @@ impl SessionPool {
     /// A token error when the keys cannot be listed or the session opened.
     ///
     /// First removes the undelivered keys of processes that stopped
-    /// mid-call, and starts the periodic sweep for them ([`crate::backend::pkcs11::sweep`]).
+    /// mid-call, and starts the periodic sweep for them (`backend::pkcs11::sweep`).
     pub fn start_key_pool(&self) -> Result<()> {
         self.start_sweeper()?;
         let Some(pool) = &self.key_pool else {

@@ -37,7 +37,7 @@ struct RsaPublicKey<'a> {
 
 /// The DER SubjectPublicKeyInfo of the RSA key `(modulus, exponent)`, both
 /// unsigned big-endian as PKCS#11 returns CKA_MODULUS and CKA_PUBLIC_EXPONENT.
-pub fn rsa_spki_der(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn rsa_spki_der(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>> {
     let encode = || -> der::Result<Vec<u8>> {
         let key = RsaPublicKey {
             modulus: UintRef::new(modulus)?,
@@ -58,7 +58,7 @@ pub fn rsa_spki_der(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>> {
 /// The DER SubjectPublicKeyInfo of an EC or Ed25519 key from its
 /// CKA_EC_POINT. Tokens return the point DER-wrapped in an OCTET STRING (as
 /// PKCS #11 says) or raw (some Ed25519 implementations); both are accepted.
-pub fn ec_spki_der(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn ec_spki_der(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>> {
     let n = key_type.coordinate_len();
     let want = if key_type == KeyType::Ed25519 {
         n
@@ -106,7 +106,7 @@ pub fn ec_spki_der(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Size in bits of the modulus in an RSA SubjectPublicKeyInfo.
-pub fn rsa_modulus_bits(spki_der: &[u8]) -> Result<u32> {
+pub(crate) fn rsa_modulus_bits(spki_der: &[u8]) -> Result<u32> {
     let parse = || -> der::Result<u32> {
         let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)?;
         let key_der = spki.subject_public_key.raw_bytes();
@@ -143,7 +143,7 @@ mod tests {
 /// What a token keeps of a public key, by which one C_FindObjects template
 /// finds its objects (PKCS #11 v2.40 sections 2.1.2 and 2.3.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyValue {
+pub(crate) enum KeyValue {
     /// CKA_MODULUS: the RSA modulus, big-endian, without leading zeros.
     RsaModulus(Vec<u8>),
     /// The EC or EdDSA point (the subjectPublicKey bits); CKA_EC_POINT is
@@ -156,7 +156,7 @@ pub enum KeyValue {
 /// # Errors
 /// `Certificate.FormatError` for a key of another algorithm, or one that
 /// does not decode.
-pub fn key_value(spki_der: &[u8]) -> Result<KeyValue> {
+pub(crate) fn key_value(spki_der: &[u8]) -> Result<KeyValue> {
     let bad = |e: &dyn std::fmt::Display| Error::CertificateFormat(format!("public key: {e}"));
     let spki = SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| bad(&e))?;
     let bits = spki.subject_public_key.raw_bytes();
@@ -174,7 +174,7 @@ pub fn key_value(spki_der: &[u8]) -> Result<KeyValue> {
 
 /// The raw public key a verifier takes: the RSAPublicKey DER, the EC
 /// point, or the Ed25519 key (the SPKI's BIT STRING contents in each case).
-pub fn subject_public_key(spki_der: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn subject_public_key(spki_der: &[u8]) -> Result<Vec<u8>> {
     let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
         .map_err(|e| Error::EncodeKey(format!("SubjectPublicKeyInfo: {e}").into()))?;
     Ok(spki.subject_public_key.raw_bytes().to_vec())

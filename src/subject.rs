@@ -96,7 +96,7 @@ impl Subject {
 }
 
 /// X.680 PrintableString repertoire: `A-Z a-z 0-9 space ' ( ) + , - . / : = ?`.
-pub fn is_printable(s: &str) -> bool {
+pub(crate) fn is_printable(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b))
 }

@@ -6,7 +6,7 @@
 /// bidirectional marks, embeddings, overrides and isolates), so that it
 /// cannot start a forged line, or show other text than it holds, in a log,
 /// a table or a message.
-pub fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
             let escaped: Vec<char> = if c.is_control() || reorders(c) {

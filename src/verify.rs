@@ -14,7 +14,7 @@ use crate::spki;
 ///
 /// # Errors
 /// `Internal.CreateCSRError` when the signature does not verify.
-pub fn token_signature(
+pub(crate) fn token_signature(
     key_type: KeyType,
     alg: SignatureAlgorithm,
     spki_der: &[u8],

@@ -8,6 +8,7 @@
 //!
 //! The modules, by the behaviour they prove:
 
+#![allow(unreachable_pub, reason = "a test or example crate has no public API")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

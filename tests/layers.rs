@@ -7,6 +7,7 @@
 //! edge to `error`). The binary's own files (`main.rs`, `logger.rs`,
 //! `cli/`) are not part of the library and are left out.
 
+#![allow(unreachable_pub, reason = "a test or example crate has no public API")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

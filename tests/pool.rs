@@ -433,7 +433,7 @@ fn session_child() {
         .unwrap()
     };
     for i in 0..30 {
-        issue_csr(&mut backend, &request(i), &options, format!("R{i}")).unwrap();
+        issue_csr(&mut backend, &request(i), &options, format!("R{i}"), None).unwrap();
         assert_eq!(backend.tracked_pairs(), 0, "after CSR {i}");
     }
 
@@ -449,7 +449,7 @@ fn session_child() {
             backend: &mut backend,
             pool: &pool,
         };
-        let r = issue_csr(&mut pooled, &request(i), &options, format!("R{i}")).unwrap();
+        let r = issue_csr(&mut pooled, &request(i), &options, format!("R{i}"), None).unwrap();
         let id: String = r
             .key_uri
             .split(';')

@@ -29,7 +29,7 @@ const AKI: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap
 /// The certificate's RFC 9773 identifier, or `None` when it has no
 /// Authority Key Identifier with a keyIdentifier (a CA that offers ARI
 /// puts one in every certificate it issues).
-pub fn cert_id(cert: &ParsedCertificate) -> Option<String> {
+pub(crate) fn cert_id(cert: &ParsedCertificate) -> Option<String> {
     let tbs = cert.cert.tbs_certificate();
     let ext = tbs.extensions()?.iter().find(|e| e.extn_id == AKI)?;
     let aki = AuthorityKeyIdentifier::from_der(ext.extn_value.as_bytes()).ok()?;
@@ -67,7 +67,7 @@ const AFTER_AN_ERROR: u64 = 6 * 3600;
 /// ask again (its `Retry-After`, or six hours after an error).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Window {
+pub(crate) struct Window {
     /// The suggested window, start and end.
     pub window: Option<(u64, u64)>,
     /// Not asked again before this time.
@@ -80,7 +80,7 @@ pub struct Window {
 /// still on the token are written back, so the file stays as small as
 /// the token's list.
 #[derive(Debug, Default)]
-pub struct Windows {
+pub(crate) struct Windows {
     path: PathBuf,
     known: BTreeMap<String, Window>,
     /// Whether the CA's directory offers `renewalInfo` (learned from it, or
@@ -91,7 +91,7 @@ pub struct Windows {
 impl Windows {
     /// The windows kept beside `account_file`; none when there is no file
     /// or it cannot be read (each run can ask the CA again).
-    pub fn load(account_file: &Path) -> Self {
+    pub(crate) fn load(account_file: &Path) -> Self {
         let path = super::beside::path(account_file, ".ari.json");
         let known: BTreeMap<String, Window> = super::beside::read(&path);
         Windows {
@@ -102,7 +102,7 @@ impl Windows {
     }
 
     /// The window of `id`, start and end, if the CA gave a valid one.
-    pub fn get(&self, id: &str) -> Option<(u64, u64)> {
+    pub(crate) fn get(&self, id: &str) -> Option<(u64, u64)> {
         self.known.get(id).and_then(|w| w.window)
     }
 
@@ -116,7 +116,7 @@ impl Windows {
     ///
     /// # Errors
     /// As `account::open`: the account file, or a CA that does not answer.
-    pub fn refresh(&mut self, opts: &AcmeOptions, ids: &[&str], now: u64) -> Result<()> {
+    pub(crate) fn refresh(&mut self, opts: &AcmeOptions, ids: &[&str], now: u64) -> Result<()> {
         let stale: Vec<&str> = ids
             .iter()
             .copied()
@@ -207,7 +207,7 @@ impl Windows {
 
     /// Writes the windows of `ids` back (mode 0600, replaced whole); a
     /// failure is a warning: the next run asks the CA again.
-    pub fn save(&self, ids: &[&str]) {
+    pub(crate) fn save(&self, ids: &[&str]) {
         let kept: BTreeMap<&String, &Window> = self
             .known
             .iter()

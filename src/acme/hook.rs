@@ -117,7 +117,7 @@ fn copy_to_stderr(from: Box<dyn std::io::Read + Send>) -> std::thread::JoinHandl
 
 /// What a deploy hook is told of a certificate just stored.
 #[derive(Clone, Debug)]
-pub struct Deployed<'a> {
+pub(crate) struct Deployed<'a> {
     /// What was issued.
     pub issued: &'a super::Issued,
     /// Where its chain was written, if it was.
@@ -142,7 +142,7 @@ pub struct Deployed<'a> {
 ///
 /// # Errors
 /// `Acme.DeployHookFailed` when it cannot start, fails, or runs too long.
-pub fn deploy(cmd: &str, deployed: &Deployed<'_>, timeout: Duration) -> Result<()> {
+pub(crate) fn deploy(cmd: &str, deployed: &Deployed<'_>, timeout: Duration) -> Result<()> {
     let issued = deployed.issued;
     // The CA's names, space-separated: only those written with what DNS
     // names (A-labels, `*.`) and IP addresses use, so that none can split

@@ -27,7 +27,7 @@ thread_local! {
 /// How long the CA asked to wait in the last 429 this thread's orders got
 /// (its `Retry-After`, in seconds or as an HTTP date), if one came since
 /// the last call.
-pub fn rate_limited_for() -> Option<Duration> {
+pub(crate) fn rate_limited_for() -> Option<Duration> {
     RATE_LIMITED.with(Cell::take)
 }
 

@@ -10,13 +10,13 @@ use super::{AcmeOptions, account, order, runtime};
 use crate::backend::KeyBackend;
 use crate::certificate::ParsedCertificate;
 use crate::error::{AcmeFailure, Error, Result};
-use crate::issue::{CsrResponse, PendingCsr, ValidKeyOptions, prepare_csr_audited};
+use crate::issue::{CsrResponse, PendingCsr, ValidKeyOptions, prepare_csr};
 use crate::request::ValidRequest;
 use crate::san::San;
 
 /// What an issuance produced.
 #[derive(Clone, Debug)]
-pub struct Issued {
+pub(crate) struct Issued {
     /// The CSR response: PubMd5, KeyUri, CommonName, ...
     pub response: CsrResponse,
     /// The chain as the CA sent it, PEM, leaf first.
@@ -31,14 +31,14 @@ pub struct Issued {
 /// removes the pair; [`Self::commit`] stores the certificate and keeps it.
 #[must_use = "dropping a PendingCertificate removes its key pair"]
 #[derive(Debug)]
-pub struct PendingCertificate<'b> {
+pub(crate) struct PendingCertificate<'b> {
     csr: PendingCsr<'b>,
     issued: Issued,
 }
 
 impl PendingCertificate<'_> {
     /// What was issued.
-    pub fn issued(&self) -> &Issued {
+    pub(crate) fn issued(&self) -> &Issued {
         &self.issued
     }
 
@@ -47,7 +47,7 @@ impl PendingCertificate<'_> {
     /// # Errors
     /// A token error when the certificate cannot be stored; the pair has
     /// then been removed.
-    pub fn commit(self) -> Result<Issued> {
+    pub(crate) fn commit(self) -> Result<Issued> {
         let PendingCertificate { mut csr, issued } = self;
         match csr.store_certificate(&issued.leaf_der) {
             // Only now is its delivery recorded and does the key take its
@@ -66,7 +66,7 @@ impl PendingCertificate<'_> {
     ///
     /// # Errors
     /// The backend's, when the pair cannot be removed.
-    pub fn rollback(self) -> Result<()> {
+    pub(crate) fn rollback(self) -> Result<()> {
         self.csr.rollback()
     }
 }
@@ -79,7 +79,7 @@ impl PendingCertificate<'_> {
 /// `InvalidValue.Malformed` for names ACME cannot certify (e-mail SANs),
 /// `Config.Invalid` for the account file, `Acme.*` naming the failed step,
 /// or the CSR path's errors.
-pub fn order_certificate<'b>(
+pub(crate) fn order_certificate<'b>(
     backend: &'b mut dyn KeyBackend,
     request: &ValidRequest,
     key_options: &ValidKeyOptions,
@@ -97,7 +97,7 @@ pub fn order_certificate<'b>(
         .collect();
     let profile = super::profile::choose(&offered, &opts.profile)?;
 
-    let pending = prepare_csr_audited(backend, request, key_options, request_id, audit)?;
+    let pending = prepare_csr(backend, request, key_options, request_id, audit)?;
     let csr_der = match pem::parse(&pending.response().csr) {
         Ok(p) => p.into_contents(),
         Err(e) => return Err(roll_back(pending, Error::EncodeCsr(e.to_string()))),

@@ -15,14 +15,12 @@ use crate::error::{Error, Result};
 
 /// A held lock; released on drop.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     _file: File,
-    /// Where it is.
-    pub path: PathBuf,
 }
 
 /// The lock file for `account_file`.
-pub fn path_for(account_file: &Path) -> PathBuf {
+pub(crate) fn path_for(account_file: &Path) -> PathBuf {
     let mut name = account_file.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)
@@ -35,7 +33,7 @@ pub fn path_for(account_file: &Path) -> PathBuf {
 ///
 /// # Errors
 /// `Config.Invalid` when the directory cannot be made or is not safe.
-pub fn token_path(module: &Path, token: &str) -> Result<PathBuf> {
+pub(crate) fn token_path(module: &Path, token: &str) -> Result<PathBuf> {
     let uid = rustix::process::geteuid().as_raw();
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(run) => PathBuf::from(run).join("hsm-csr"),
@@ -79,7 +77,7 @@ fn token_path_in(dir: &Path, module: &Path, token: &str) -> Result<PathBuf> {
 ///
 /// # Errors
 /// `Config.Invalid` when the file cannot be opened or another run holds it.
-pub fn acquire(path: &Path) -> Result<RunLock> {
+pub(crate) fn acquire(path: &Path) -> Result<RunLock> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -110,10 +108,7 @@ pub fn acquire(path: &Path) -> Result<RunLock> {
             Error::Config(format!("cannot lock {}: {e}", path.display()))
         }
     })?;
-    Ok(RunLock {
-        _file: file,
-        path: path.to_owned(),
-    })
+    Ok(RunLock { _file: file })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// Which profile a new order names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Profile {
+pub(crate) enum Profile {
     /// None: the CA's default.
     #[default]
     Default,
@@ -27,7 +27,7 @@ pub enum Profile {
 
 impl Profile {
     /// The profile's name, if one is named.
-    pub fn name(&self) -> Option<&str> {
+    pub(crate) fn name(&self) -> Option<&str> {
         match self {
             Profile::Default => None,
             Profile::Asked(n) | Profile::Kept(n) => Some(n),
@@ -42,7 +42,7 @@ impl Profile {
 ///
 /// # Errors
 /// A message saying what is allowed.
-pub fn valid_name(name: &str) -> std::result::Result<String, String> {
+pub(crate) fn valid_name(name: &str) -> std::result::Result<String, String> {
     let ok = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -59,7 +59,7 @@ pub fn valid_name(name: &str) -> std::result::Result<String, String> {
 ///
 /// # Errors
 /// `Config.Invalid` when the profile is not offered, listing what is.
-pub fn choose(offered: &[(String, String)], profile: &Profile) -> Result<Option<String>> {
+pub(crate) fn choose(offered: &[(String, String)], profile: &Profile) -> Result<Option<String>> {
     let Some(name) = profile.name() else {
         return Ok(None);
     };

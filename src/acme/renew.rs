@@ -18,7 +18,7 @@ use super::schedule;
 
 /// Which rule says a certificate is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum When {
+pub(crate) enum When {
     /// Its newest certificate ends within this many seconds (`--days`).
     EndsWithin(u64),
     /// Its time has come ([`schedule::without_ari`]).
@@ -27,7 +27,7 @@ pub enum When {
 
 /// A certificate to renew.
 #[derive(Clone, Debug)]
-pub struct Due {
+pub(crate) struct Due {
     /// The key pair whose certificate expires; it stays on the token.
     pub old: KeyEntry,
     /// Its notBefore, seconds since the Unix epoch.
@@ -50,7 +50,7 @@ pub struct Due {
 }
 
 /// The newest certificate of each group among `keys` labelled `prefix...`.
-pub fn renewable(keys: &[KeyEntry], prefix: &str) -> Vec<Due> {
+pub(crate) fn renewable(keys: &[KeyEntry], prefix: &str) -> Vec<Due> {
     let mut newest: BTreeMap<&str, Due> = BTreeMap::new();
     for key in keys {
         if !key.label.starts_with(prefix) || !key.has_private_key {
@@ -106,7 +106,7 @@ pub fn renewable(keys: &[KeyEntry], prefix: &str) -> Vec<Due> {
 
 /// When `due` is due under `when`: its notAfter less the days; with
 /// ARI, its place in the CA's window; else [`Due::renew_at`].
-pub fn due_at(due: &Due, when: When, windows: &super::ari::Windows) -> u64 {
+pub(crate) fn due_at(due: &Due, when: When, windows: &super::ari::Windows) -> u64 {
     match when {
         // Due when notAfter < now + secs, so from notAfter - secs + 1 on.
         When::EndsWithin(secs) => due.not_after.saturating_sub(secs).saturating_add(1),

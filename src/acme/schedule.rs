@@ -22,7 +22,7 @@ use md5::{Digest, Md5};
 
 /// The certificate's share in `[0, 1)`, drawn from its DER (a digest: two
 /// certificates of one fleet differ at least in their serial numbers).
-pub fn share_of(cert_der: &[u8]) -> f64 {
+pub(crate) fn share_of(cert_der: &[u8]) -> f64 {
     let digest = Md5::digest(cert_der);
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -34,7 +34,7 @@ pub fn share_of(cert_der: &[u8]) -> f64 {
 /// left, moved earlier by `share` of a sixth of it (seconds since the
 /// epoch). A certificate whose dates are the wrong way round is due at
 /// once.
-pub fn without_ari(not_before: u64, not_after: u64, share: f64) -> u64 {
+pub(crate) fn without_ari(not_before: u64, not_after: u64, share: f64) -> u64 {
     let lifetime = not_after.saturating_sub(not_before);
     let third = not_after - lifetime / 3;
     third.saturating_sub(fraction(lifetime / 6, share))
@@ -43,7 +43,7 @@ pub fn without_ari(not_before: u64, not_after: u64, share: f64) -> u64 {
 /// RFC 9773: a time inside `start..=end` (seconds since the epoch), at
 /// `share` of the way. A window that ends before it starts is taken at
 /// its start.
-pub fn in_window(start: u64, end: u64, share: f64) -> u64 {
+pub(crate) fn in_window(start: u64, end: u64, share: f64) -> u64 {
     start.saturating_add(fraction(end.saturating_sub(start), share))
 }
 

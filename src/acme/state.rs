@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// The key a name's state is kept under: its token's label and serial,
 /// and its key label (the same name may be on two tokens, and two tokens
 /// may share a label).
-pub fn key(token: &str, serial: &str, label: &str) -> String {
+pub(crate) fn key(token: &str, serial: &str, label: &str) -> String {
     format!("{token}\t{serial}\t{label}")
 }
 
@@ -24,7 +24,7 @@ const MAX_MESSAGE: usize = 500;
 /// A renewal's failure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct LastError {
+pub(crate) struct LastError {
     /// When, seconds since the epoch.
     pub at: u64,
     /// The error code (`Acme.Refused`, ...).
@@ -36,7 +36,7 @@ pub struct LastError {
 /// What is remembered of one name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct NameState {
+pub(crate) struct NameState {
     /// The profile it was last issued with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
@@ -47,7 +47,7 @@ pub struct NameState {
 
 /// The names' states, by key label.
 #[derive(Debug, Default)]
-pub struct Names {
+pub(crate) struct Names {
     path: PathBuf,
     by_label: BTreeMap<String, NameState>,
 }
@@ -56,7 +56,7 @@ impl Names {
     /// The states kept beside `account_file`; none when there is no file
     /// or it cannot be read. A profile that is not a valid profile name is
     /// not read back.
-    pub fn load(account_file: &Path) -> Self {
+    pub(crate) fn load(account_file: &Path) -> Self {
         let path = super::beside::path(account_file, ".names.json");
         let mut by_label: BTreeMap<String, NameState> = super::beside::read(&path);
         for state in by_label.values_mut() {
@@ -72,30 +72,30 @@ impl Names {
     }
 
     /// What is remembered of `label`.
-    pub fn get(&self, label: &str) -> Option<&NameState> {
+    pub(crate) fn get(&self, label: &str) -> Option<&NameState> {
         self.by_label.get(label)
     }
 
     /// The profile `label` was last issued with.
-    pub fn profile(&self, label: &str) -> Option<&str> {
+    pub(crate) fn profile(&self, label: &str) -> Option<&str> {
         self.get(label).and_then(|s| s.profile.as_deref())
     }
 
     /// Every label remembered.
-    pub fn labels(&self) -> Vec<String> {
+    pub(crate) fn labels(&self) -> Vec<String> {
         self.by_label.keys().cloned().collect()
     }
 
     /// `label` was issued (or renewed) with `profile` (none: the CA's
     /// default); its last failure is forgotten.
-    pub fn issued(&mut self, label: &str, profile: Option<&str>) {
+    pub(crate) fn issued(&mut self, label: &str, profile: Option<&str>) {
         let state = self.by_label.entry(label.to_owned()).or_default();
         state.profile = profile.map(str::to_owned);
         state.last_error = None;
     }
 
     /// `label`'s renewal failed at `at` with `code` and `message`.
-    pub fn failed(&mut self, label: &str, at: u64, code: &str, message: &str) {
+    pub(crate) fn failed(&mut self, label: &str, at: u64, code: &str, message: &str) {
         let message: String = super::one_line(message).chars().take(MAX_MESSAGE).collect();
         self.by_label
             .entry(label.to_owned())
@@ -109,7 +109,7 @@ impl Names {
 
     /// Writes the states of `labels` back (mode 0600, replaced whole); a
     /// failure is a warning naming what the next runs lose.
-    pub fn save(&self, labels: &[&str]) {
+    pub(crate) fn save(&self, labels: &[&str]) {
         let kept: BTreeMap<&String, &NameState> = self
             .by_label
             .iter()

@@ -11,7 +11,7 @@ use crate::day::Day;
 
 impl Event {
     /// The line written for this event, `\n` included: printable ASCII
-    /// only, each string field at most [`MAX_FIELD`] characters.
+    /// only, each string field at most 512 characters (`MAX_FIELD`).
     pub fn line(&self) -> Vec<u8> {
         let mut event = self.clone();
         for field in [
@@ -81,7 +81,7 @@ impl serde_json::ser::Formatter for AsciiFormatter {
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

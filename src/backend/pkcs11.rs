@@ -2,27 +2,27 @@
 //!
 //! One context per module per process (`context`), one read-write
 //! session per backend, one login. The token is found by label or serial
-//! ([`token_selection`]), never by slot number alone.
+//! (`TokenSelector`), never by slot number alone.
 
-pub mod capacity;
+pub(crate) mod capacity;
 mod context;
 mod dates;
 mod deliver;
 pub mod id;
-pub mod inventory;
+pub(crate) mod inventory;
 mod keygen;
 mod learned;
 mod lookup;
-pub mod mark;
-pub mod orphans;
+pub(crate) mod mark;
+pub(crate) mod orphans;
 pub mod pool;
 mod process;
 mod relabel;
 mod sign;
-pub mod softhsm_conf;
-pub mod sweep;
-pub mod token_selection;
-pub mod uri;
+pub(crate) mod softhsm_conf;
+pub(crate) mod sweep;
+pub(crate) mod token_selection;
+pub(crate) mod uri;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use crate::backend::{GeneratedKey, KeyBackend, KeySpec};
 use crate::error::{Error, Result};
 use deliver::Unsettled;
 
-pub use lookup::MOST_CERTIFICATES;
+pub(crate) use lookup::MOST_CERTIFICATES;
 pub use token_selection::TokenSelector;
 
 /// A logged-in session on one token.
@@ -139,7 +139,7 @@ impl Pkcs11Backend {
         })
     }
 
-    /// Holds this token to `max_objects` ([`capacity`]): counts what it
+    /// Holds this token to `max_objects` (`capacity`): counts what it
     /// holds now (one search), and shares the budget with the sessions
     /// opened from this one later.
     ///

@@ -28,7 +28,7 @@ use crate::algorithm::ID_ED25519;
 use crate::error::{Error, Result};
 
 /// Allowed difference between this host's clock and the CA's, in seconds.
-pub const CLOCK_SKEW_S: u64 = 300;
+pub(super) const CLOCK_SKEW_S: u64 = 300;
 
 impl ParsedCertificate {
     /// Fails unless the certificate may be stored (see the module docs);

@@ -25,10 +25,10 @@ use crate::error::{Error, Result};
 
 /// The most bytes of certificate text read: a leaf and a long chain fit in
 /// a quarter of this.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_TEXT_BYTES: usize = 64 * 1024;
 
 /// The most certificates in a chain (the leaf included).
-pub const MAX_CERTIFICATES: usize = 8;
+pub(crate) const MAX_CERTIFICATES: usize = 8;
 
 const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -40,7 +40,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// # Errors
 /// As the module says; `Certificate.MissingParameter` when `bytes` hold
 /// only whitespace.
-pub fn certificates(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Certificate)>> {
+pub(super) fn certificates(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Certificate)>> {
     if bytes.len() > MAX_TEXT_BYTES {
         return Err(Error::CertificateFormat(format!(
             "{} bytes, over the limit of {MAX_TEXT_BYTES}",

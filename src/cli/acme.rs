@@ -1,7 +1,7 @@
-//! `hsm-csr acme issue|renew`: flags to [`hsm_csr::acme`] calls, the chain
+//! `hsm-csr acme issue|renew`: flags to [`crate::acme`] calls, the chain
 //! file, and the JSON report. The work is in the library.
 
-pub mod args;
+pub(crate) mod args;
 mod renew;
 mod status;
 
@@ -11,18 +11,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use hsm_csr::acme::{self, AcmeOptions, Issued, PendingCertificate, Responder, lock};
-use hsm_csr::audit::{Actor, Trail};
-use hsm_csr::backend::pkcs11::orphans;
-use hsm_csr::config::Config;
-use hsm_csr::{CsrRequest, Error, Result};
+use crate::acme::{self, AcmeOptions, Issued, PendingCertificate, Responder, lock};
+use crate::audit::{Actor, Trail};
+use crate::backend::pkcs11::orphans;
+use crate::config::Config;
+use crate::{CsrRequest, Error, Result};
 
 use super::create::out_file::OutFile;
 use super::{AcmeArgs, AcmeCommand, AcmeIssueArgs, output, token};
 
 /// How a successful run ended, for the exit code (`src/main.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Something was issued or renewed.
     Done,
     /// `renew` found nothing due.
@@ -30,7 +30,7 @@ pub enum Outcome {
 }
 
 /// Runs an `acme` subcommand.
-pub fn run(command: &AcmeCommand, request_id: &str) -> Result<Outcome> {
+pub(crate) fn run(command: &AcmeCommand, request_id: &str) -> Result<Outcome> {
     match command {
         AcmeCommand::Issue(args) => issue(args, request_id).map(|()| Outcome::Done),
         AcmeCommand::Renew(args) => renew::renew(args, request_id),
@@ -126,7 +126,7 @@ pub(super) fn options(args: &AcmeArgs) -> Result<AcmeOptions> {
     })
 }
 
-fn key_options(config: &Config, args: &AcmeIssueArgs) -> Result<hsm_csr::ValidKeyOptions> {
+fn key_options(config: &Config, args: &AcmeIssueArgs) -> Result<crate::ValidKeyOptions> {
     let mut key = config.key.clone();
     if let Some(t) = args.key_type {
         key.key_type = t.into();
@@ -145,7 +145,7 @@ fn key_options(config: &Config, args: &AcmeIssueArgs) -> Result<hsm_csr::ValidKe
     Ok(key
         .options()
         .validate()?
-        .owned_by(hsm_csr::owner::Owner::local()))
+        .owned_by(crate::owner::Owner::local()))
 }
 
 fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
@@ -262,7 +262,7 @@ pub(super) fn deploy(
         let _ = writeln!(
             std::io::stderr(),
             "{}: stored on the token, but {}: {e}",
-            hsm_csr::text::one_line(&issued.response.common_name),
+            crate::text::one_line(&issued.response.common_name),
             e.code()
         );
     })
@@ -307,7 +307,7 @@ pub(super) fn print(report: &impl Serialize) -> Result<()> {
 /// The lock of the token `backend` is open on (see [`lock::token_path`]).
 pub(super) fn token_lock(
     target: &token::Target,
-    backend: &hsm_csr::backend::pkcs11::Pkcs11Backend,
+    backend: &crate::backend::pkcs11::Pkcs11Backend,
 ) -> Result<lock::RunLock> {
     let name = format!("{}\0{}", backend.token_label(), backend.token_serial());
     lock::acquire(&lock::token_path(&target.module, &name)?)

@@ -1,22 +1,22 @@
-//! `hsm-csr attach-cert`: [`hsm_csr::attach::attach_certificate`] on the
+//! `hsm-csr attach-cert`: [`crate::attach::attach_certificate`] on the
 //! token the flags name, with its answer on stdout and, when `[audit] path`
 //! is set, a `certificate_attached` event written before it.
 
 use std::io::Write;
 
-use hsm_csr::attach::{AttachPolicy, Attached, attach_certificate};
-use hsm_csr::audit::{Actor, Trail};
-use hsm_csr::certificate::ParsedCertificate;
-use hsm_csr::owner::{Owner, Principal};
-use hsm_csr::{Error, Result};
+use crate::attach::{AttachPolicy, Attached, attach_certificate};
+use crate::audit::{Actor, Trail};
+use crate::certificate::ParsedCertificate;
+use crate::owner::{Owner, Principal};
+use crate::{Error, Result};
 
 use super::{AttachCertArgs, ListFormat, token};
 
 /// Runs `attach-cert`.
-pub fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
-    let bytes = hsm_csr::files::read_regular(
+pub(crate) fn run(args: &AttachCertArgs, request_id: &str) -> Result<()> {
+    let bytes = crate::files::read_regular(
         &args.cert,
-        hsm_csr::certificate::MAX_TEXT_BYTES as u64,
+        crate::certificate::MAX_TEXT_BYTES as u64,
         "--cert",
     )?;
     let cert = ParsedCertificate::parse(&bytes)?;

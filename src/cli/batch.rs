@@ -15,12 +15,11 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use hsm_csr::audit::{Actor, Trail};
-use hsm_csr::backend::pkcs11::orphans;
-use hsm_csr::session_pool::open_sessions;
-use hsm_csr::{
-    CsrRequest, Error, ErrorClass, PendingCsr, Result, ValidRequest, new_request_id,
-    prepare_csr_audited,
+use crate::audit::{Actor, Trail};
+use crate::backend::pkcs11::orphans;
+use crate::session_pool::open_sessions;
+use crate::{
+    CsrRequest, Error, ErrorClass, PendingCsr, Result, ValidRequest, new_request_id, prepare_csr,
 };
 
 use super::{BatchArgs, token};
@@ -42,7 +41,7 @@ struct LineError<'a> {
 /// goes on; the run then ends with exit code 2 when every failure was a bad
 /// request line, 1 otherwise. Problems with the whole run (input,
 /// output, token) stop it at once.
-pub fn run(args: &BatchArgs) -> Result<()> {
+pub(crate) fn run(args: &BatchArgs) -> Result<()> {
     let input = read_input(&args.input)?;
     // Checked and opened before any key is made, by create --out's rules: a
     // stranger's symlink in a sticky directory is refused, and a regular
@@ -106,7 +105,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
                     };
                     let request_id = new_request_id();
                     let made = parse_line(*line_no, line, defaults).and_then(|v| {
-                        prepare_csr_audited(
+                        prepare_csr(
                             &mut backend,
                             &v,
                             key_options,
@@ -239,7 +238,7 @@ fn unwritten(e: &std::io::Error, removed: usize, undelivered: &[String]) -> Erro
 fn parse_line(
     line_no: usize,
     line: &Line,
-    defaults: &hsm_csr::SubjectDefaults,
+    defaults: &crate::SubjectDefaults,
 ) -> Result<ValidRequest> {
     let line = line.as_ref().map_err(|e| {
         Error::Malformed(format!(
@@ -390,18 +389,18 @@ const MAX_INPUT_BYTES: u64 = 64 << 20;
 /// is refused, not read until memory runs out).
 fn read_input(path: &std::path::Path) -> Result<Vec<u8>> {
     if path.as_os_str() == "-" {
-        return hsm_csr::files::read_bounded(std::io::stdin().lock(), MAX_INPUT_BYTES).map_err(
-            |e| match e {
-                hsm_csr::files::Bounded::TooBig => Error::Config(format!(
+        return crate::files::read_bounded(std::io::stdin().lock(), MAX_INPUT_BYTES).map_err(|e| {
+            match e {
+                crate::files::Bounded::TooBig => Error::Config(format!(
                     "--input - (standard input) is larger than {MAX_INPUT_BYTES} bytes."
                 )),
-                hsm_csr::files::Bounded::Io(e) => {
+                crate::files::Bounded::Io(e) => {
                     Error::Config(format!("cannot read --input - (standard input): {e}"))
                 }
-            },
-        );
+            }
+        });
     }
-    hsm_csr::files::read_regular(path, MAX_INPUT_BYTES, "--input")
+    crate::files::read_regular(path, MAX_INPUT_BYTES, "--input")
 }
 
 /// `batch --output` as a stream: lines go to [`OutFile::append`].

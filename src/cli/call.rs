@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hsm_csr::service::api::ACTIONS;
-use hsm_csr::service::request_signing::timestamp_now;
-use hsm_csr::service::signer::{self, Call, Scheme};
-use hsm_csr::{Error, ErrorClass, Result};
+use crate::service::api::ACTIONS;
+use crate::service::request_signing::timestamp_now;
+use crate::service::signer::{self, Call, Scheme};
+use crate::{Error, ErrorClass, Result};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -27,7 +27,7 @@ const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// `hsm-csr call`.
 #[derive(Debug, clap::Args)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// The service: http://HOST:PORT or https://HOST:PORT.
     #[arg(long, env = "HSM_CSR_ENDPOINT", value_name = "URL")]
     pub endpoint: String,
@@ -67,7 +67,7 @@ pub struct CallArgs {
 
 /// `--signature`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SignatureArg {
+pub(crate) enum SignatureArg {
     /// ACS3-HMAC-SHA256.
     Acs3,
     /// RPC, HMAC-SHA1.
@@ -75,7 +75,7 @@ pub enum SignatureArg {
 }
 
 /// An answer: its HTTP status and body.
-pub struct Answer {
+pub(crate) struct Answer {
     /// HTTP status.
     pub status: u16,
     /// The body, as sent.
@@ -146,7 +146,7 @@ fn params(given: &[String]) -> Result<Vec<(String, String)>> {
         let value = match value.strip_prefix('@') {
             Some(file) => {
                 let bytes =
-                    hsm_csr::files::read_regular(file.as_ref(), 1 << 20, &format!("{name}=@"))?;
+                    crate::files::read_regular(file.as_ref(), 1 << 20, &format!("{name}=@"))?;
                 String::from_utf8(bytes)
                     .map_err(|_| Error::Config(format!("{name}=@{file} is not UTF-8 text.")))?
             }
@@ -162,7 +162,7 @@ fn params(given: &[String]) -> Result<Vec<(String, String)>> {
 /// # Errors
 /// `Config.Invalid` for bad arguments or an unreadable secret,
 /// `SDK.ServerUnreachable` when no answer came.
-pub fn call(args: &CallArgs) -> Result<Answer> {
+pub(crate) fn call(args: &CallArgs) -> Result<Answer> {
     let target = endpoint(&args.endpoint)?;
     let version = match &args.api_version {
         Some(v) => v.clone(),
@@ -180,7 +180,7 @@ pub fn call(args: &CallArgs) -> Result<Answer> {
             })?,
     };
     let secret = SecretString::from(
-        hsm_csr::service::config::read_secret(
+        crate::service::config::read_secret(
             args.secret_file
                 .is_none()
                 .then_some("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
@@ -343,7 +343,7 @@ where
 /// A TLS failure in plain words: most are the endpoint's certificate.
 fn tls_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
-    let hint = hsm_csr::error::tls::certificate_hint(&text, "--ca-file")
+    let hint = crate::error::tls::certificate_hint(&text, "--ca-file")
         .unwrap_or_else(|| "check that the endpoint speaks https".to_owned());
     format!("TLS handshake failed ({text}): {hint}.")
 }
@@ -354,7 +354,7 @@ fn tls_reason(e: &std::io::Error) -> String {
 ///
 /// # Errors
 /// As [`call`].
-pub fn run(args: &CallArgs) -> Result<Option<ErrorClass>> {
+pub(crate) fn run(args: &CallArgs) -> Result<Option<ErrorClass>> {
     let answer = call(args)?;
     let json: Option<serde_json::Value> = serde_json::from_str(&answer.body).ok();
     match &json {

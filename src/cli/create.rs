@@ -10,15 +10,15 @@ pub(super) mod out_file;
 use std::io::Write;
 use std::time::Instant;
 
-use hsm_csr::audit::{Actor, Trail};
-use hsm_csr::backend::pkcs11::orphans;
-use hsm_csr::{CsrRequest, Error, Result, prepare_csr_audited};
+use crate::audit::{Actor, Trail};
+use crate::backend::pkcs11::orphans;
+use crate::{CsrRequest, Error, Result, prepare_csr};
 
 use super::{CreateArgs, output, token};
 use out_file::OutFile;
 
 /// Runs `create`; the error is reported by the caller.
-pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
+pub(crate) fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
     let started = Instant::now();
     let config = token::load_config(&args.token)?;
 
@@ -105,15 +105,15 @@ pub fn run(args: &CreateArgs, request_id: &str) -> Result<()> {
 /// Makes the CSR, records its delivery in the audit trail, and delivers
 /// it (`--out`, then stdout); keeps the key pair only once all worked.
 fn issue_and_deliver(
-    backend: &mut hsm_csr::backend::pkcs11::Pkcs11Backend,
-    request: &hsm_csr::ValidRequest,
-    key_options: &hsm_csr::ValidKeyOptions,
+    backend: &mut crate::backend::pkcs11::Pkcs11Backend,
+    request: &crate::ValidRequest,
+    key_options: &crate::ValidKeyOptions,
     request_id: &str,
     out_file: Option<&mut OutFile>,
     format: super::Format,
     trail: Option<Trail<'_>>,
-) -> Result<hsm_csr::Timings> {
-    let pending = prepare_csr_audited(backend, request, key_options, request_id.to_owned(), trail)?
+) -> Result<crate::Timings> {
+    let pending = prepare_csr(backend, request, key_options, request_id.to_owned(), trail)?
         .record_delivery()?;
 
     let delivered = deliver(out_file, format, pending.response());
@@ -132,7 +132,7 @@ fn issue_and_deliver(
 fn deliver(
     out_file: Option<&mut OutFile>,
     format: super::Format,
-    response: &hsm_csr::CsrResponse,
+    response: &crate::CsrResponse,
 ) -> std::result::Result<(), String> {
     let print = || output::response(&mut std::io::stdout().lock(), format, response);
     let Some(file) = out_file else {
@@ -156,9 +156,9 @@ fn deliver(
 ///
 /// # Errors
 /// `Config.Invalid` for a name that cannot be an owner.
-pub(super) fn owner(named: Option<&str>) -> Result<hsm_csr::owner::Owner> {
+pub(super) fn owner(named: Option<&str>) -> Result<crate::owner::Owner> {
     named.map_or_else(
-        || Ok(hsm_csr::owner::Owner::local()),
-        hsm_csr::owner::Owner::new,
+        || Ok(crate::owner::Owner::local()),
+        crate::owner::Owner::new,
     )
 }

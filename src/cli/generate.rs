@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
+use crate::{Error, Result};
 use clap::CommandFactory;
-use hsm_csr::{Error, Result};
 
 use super::{Cli, GenerateCommand};
 
 /// Writes what `command` asks for and prints the paths written.
-pub fn run(command: &GenerateCommand) -> Result<()> {
+pub(crate) fn run(command: &GenerateCommand) -> Result<()> {
     match command {
         GenerateCommand::Man { dir } => {
             create_dir(dir)?;

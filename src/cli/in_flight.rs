@@ -30,20 +30,20 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use hsm_csr::backend::pkcs11::Pkcs11Backend;
-use hsm_csr::backend::pkcs11::id::{self, KIND_PROCESS, Owner};
-use hsm_csr::backend::pkcs11::mark::{self, InProcess, Liveness};
-use hsm_csr::fingerprint::hex;
+use crate::backend::pkcs11::Pkcs11Backend;
+use crate::backend::pkcs11::id::{self, KIND_PROCESS, Owner};
+use crate::backend::pkcs11::mark::{self, InProcess, Liveness};
+use crate::fingerprint::hex;
 
 /// This run's note; removed by [`Note::done`].
 #[derive(Debug)]
-pub struct Note {
+pub(crate) struct Note {
     path: Option<PathBuf>,
 }
 
 impl Note {
     /// The run ended with every key it made delivered or removed.
-    pub fn done(self) {
+    pub(crate) fn done(self) {
         if let Some(path) = &self.path {
             let _ = std::fs::remove_file(path);
         }
@@ -53,7 +53,7 @@ impl Note {
 /// Sweeps `backend` for keys labelled `<prefix>undelivered` if an earlier
 /// run on this token stopped before it was done (or that cannot be told),
 /// then leaves this run's note.
-pub fn sweep_if_needed(backend: &mut Pkcs11Backend, prefix: &str) -> Note {
+pub(crate) fn sweep_if_needed(backend: &mut Pkcs11Backend, prefix: &str) -> Note {
     let token = token_digest(backend, prefix);
     let Some(dir) = notes_dir() else {
         super::token::sweep(backend, prefix);

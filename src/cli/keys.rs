@@ -2,14 +2,14 @@
 
 use std::io::Write;
 
-use hsm_csr::audit::{Actor, EventKind, Trail};
-use hsm_csr::backend::pkcs11::inventory::{self, KeyEntry};
-use hsm_csr::{Error, Result};
+use crate::audit::{Actor, EventKind, Trail};
+use crate::backend::pkcs11::inventory::{self, KeyEntry};
+use crate::{Error, Result};
 
 use super::{KeyArgs, KeysCommand, ListFormat, token};
 
 /// The output format and token flags of a `keys` subcommand.
-pub fn parts(command: &KeysCommand) -> (ListFormat, &super::TokenArgs) {
+pub(crate) fn parts(command: &KeysCommand) -> (ListFormat, &super::TokenArgs) {
     match command {
         KeysCommand::List(a) => (a.format, &a.token),
         KeysCommand::Show(a) => (a.format, &a.token),
@@ -19,7 +19,7 @@ pub fn parts(command: &KeysCommand) -> (ListFormat, &super::TokenArgs) {
 }
 
 /// Runs a `keys` subcommand; `request_id` names a deletion in the audit trail.
-pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
+pub(crate) fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
     if let KeysCommand::Prune(args) = command {
         return super::prune::run(args, request_id);
     }
@@ -34,7 +34,7 @@ pub fn run(command: &KeysCommand, request_id: &str) -> Result<()> {
     let mut keys = opened.backend.list_keys()?;
     if let KeysCommand::List(a) = command {
         if let Some(owner) = &a.owner {
-            let owner = hsm_csr::owner::Owner::new(owner)?;
+            let owner = crate::owner::Owner::new(owner)?;
             keys.retain(|k| k.is_owned_by(&owner));
         }
     }

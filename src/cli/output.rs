@@ -5,14 +5,14 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use hsm_csr::{CsrResponse, Error, Result};
+use crate::{CsrResponse, Error, Result};
 
 use super::Format;
 
 /// The error for an answer that could not be written (`detail`) after its
 /// key pair was made: what `rollback` did to the key decides whether the
 /// caller must remove it by hand (`key_uri`).
-pub fn undelivered(detail: String, rollback: Result<()>, key_uri: String) -> Error {
+pub(crate) fn undelivered(detail: String, rollback: Result<()>, key_uri: String) -> Error {
     match rollback {
         Ok(()) => Error::Output {
             detail,
@@ -39,7 +39,11 @@ struct ErrorBody<'a> {
 }
 
 /// Writes the response to `out`.
-pub fn response(out: &mut impl Write, format: Format, r: &CsrResponse) -> std::io::Result<()> {
+pub(crate) fn response(
+    out: &mut impl Write,
+    format: Format,
+    r: &CsrResponse,
+) -> std::io::Result<()> {
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, r)?;
@@ -51,7 +55,7 @@ pub fn response(out: &mut impl Write, format: Format, r: &CsrResponse) -> std::i
 }
 
 /// Reports `e` on stderr, and on stdout as JSON when `json`.
-pub fn error(json: bool, request_id: &str, e: &Error) {
+pub(crate) fn error(json: bool, request_id: &str, e: &Error) {
     let _ = writeln!(std::io::stderr(), "{}: {e}", e.code());
     if json {
         let body = ErrorBody {
@@ -68,11 +72,15 @@ pub fn error(json: bool, request_id: &str, e: &Error) {
 /// Prints `rows` under `head` in aligned columns, two spaces apart. A
 /// control character in a cell (a label read from the token, a CA's
 /// message) is escaped: a cell cannot start a line of its own.
-pub fn table(out: &mut impl Write, head: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+pub(crate) fn table(
+    out: &mut impl Write,
+    head: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
     let head: Vec<String> = head.iter().map(|h| (*h).to_owned()).collect();
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| hsm_csr::text::one_line(c)).collect())
+        .map(|r| r.iter().map(|c| crate::text::one_line(c)).collect())
         .collect();
     let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for row in &rows {

@@ -1,20 +1,20 @@
 //! `hsm-csr keys prune`: retiring key pairs by policy
-//! ([`hsm_csr::retention`]). A dry run by default: it
+//! ([`crate::retention`]). A dry run by default: it
 //! lists what would go and why; `--yes` removes them, each removal an
 //! audit event (`deleted`, cause `Retired...`) when `[audit] path` is set.
 
 use std::io::Write;
 
-use hsm_csr::audit::{Actor, Trail};
-use hsm_csr::owner::Owner;
-use hsm_csr::retention::Policy;
-use hsm_csr::retention::Pruned;
-use hsm_csr::{Error, Result};
+use crate::audit::{Actor, Trail};
+use crate::owner::Owner;
+use crate::retention::Policy;
+use crate::retention::Pruned;
+use crate::{Error, Result};
 
 use super::{KeysPruneArgs, ListFormat, token};
 
 /// Runs `keys prune`.
-pub fn run(args: &KeysPruneArgs, request_id: &str) -> Result<()> {
+pub(crate) fn run(args: &KeysPruneArgs, request_id: &str) -> Result<()> {
     let policy = Policy {
         never_certified_after_days: args.never_certified_after,
         replaced_after_days: args.replaced_after,
@@ -35,7 +35,7 @@ pub fn run(args: &KeysPruneArgs, request_id: &str) -> Result<()> {
         actor: Actor::local_user(),
     });
     let mut opened = token::open(&target, &args.token)?;
-    let pruned = hsm_csr::retention::prune(
+    let pruned = crate::retention::prune(
         &mut opened.backend,
         &policy,
         &config.key.label_prefix,

@@ -1,15 +1,15 @@
 //! `hsm-csr serve`: log in once, then answer the cloud's RPC API. This
 //! reads the flags and opens the tokens; the service is assembled and run
-//! by the library ([`hsm_csr::service::builder`]).
+//! by the library ([`crate::service::builder`]).
 
-use hsm_csr::Result;
-use hsm_csr::service::builder::{OpenedToken, ServiceBuilder};
-use hsm_csr::session_pool::Reconnect;
+use crate::Result;
+use crate::service::builder::{OpenedToken, ServiceBuilder};
+use crate::session_pool::Reconnect;
 
 use super::{ServeArgs, token};
 
 /// Runs the service until SIGINT/SIGTERM.
-pub fn run(args: &ServeArgs) -> Result<()> {
+pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let config = token::load_config(&args.token)?;
     // The whole configuration, secrets included, is checked before the
     // token is opened: a mistake there must not cost a login.

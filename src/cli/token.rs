@@ -5,16 +5,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hsm_csr::backend::pkcs11::uri::{self, Pkcs11Uri};
-use hsm_csr::backend::pkcs11::{Pkcs11Backend, TokenSelector};
-use hsm_csr::config::{Config, TokenConfig};
-use hsm_csr::pin::{self, PinSources};
-use hsm_csr::{Error, Result};
+use crate::backend::pkcs11::uri::{self, Pkcs11Uri};
+use crate::backend::pkcs11::{Pkcs11Backend, TokenSelector};
+use crate::config::{Config, TokenConfig};
+use crate::pin::{self, PinSources};
+use crate::{Error, Result};
 
 use super::TokenArgs;
 
 /// Reads `--config` (or `HSM_CSR_CONFIG`), or gives the defaults.
-pub fn load_config(args: &TokenArgs) -> Result<Config> {
+pub(crate) fn load_config(args: &TokenArgs) -> Result<Config> {
     match &args.config {
         Some(path) => Config::load(path),
         None => Ok(Config::default()),
@@ -22,7 +22,7 @@ pub fn load_config(args: &TokenArgs) -> Result<Config> {
 }
 
 /// A logged-in backend, and how long getting there took.
-pub struct Opened {
+pub(crate) struct Opened {
     pub backend: Pkcs11Backend,
     /// The PIN used, for callers that must log in again later (`serve`).
     #[cfg_attr(not(feature = "service"), allow(dead_code))]
@@ -32,7 +32,7 @@ pub struct Opened {
 }
 
 /// What `--token` and the config say, before the token is touched.
-pub struct Target {
+pub(crate) struct Target {
     /// The module.
     pub module: PathBuf,
     /// Which token.
@@ -47,7 +47,7 @@ impl Target {
     /// The token as `/healthz` and `/metrics` name it: the configured label
     /// (or serial), else what `--token` says.
     #[cfg_attr(not(feature = "service"), allow(dead_code))]
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         let named = TokenConfig {
             label: self.selector.label.clone(),
             serial: self.selector.serial.clone(),
@@ -62,7 +62,7 @@ impl Target {
 /// finish their own checks first. With `[[tokens]]`, `--token` picks one
 /// of them (their module and pin file apply); without it this fails, as
 /// only `serve` works on several tokens ([`targets`]).
-pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
+pub(crate) fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
     if config.tokens.is_empty() {
         return target_of(args, &config.token);
     }
@@ -91,10 +91,10 @@ pub fn target(args: &TokenArgs, config: &Config) -> Result<Target> {
     target_of(args, &table)
 }
 
-/// Every token `serve` works on: the one of [`target`], or each table of
-/// `[[tokens]]` when `--token` is not given.
-#[cfg(feature = "service")]
-pub fn targets(args: &TokenArgs, config: &Config) -> Result<Vec<Target>> {
+/// Every token `serve` (and `acme renew`, `acme status`) works on: the one
+/// of [`target`], or each table of `[[tokens]]` when `--token` is not given.
+#[cfg(any(feature = "service", feature = "acme"))]
+pub(crate) fn targets(args: &TokenArgs, config: &Config) -> Result<Vec<Target>> {
     if config.tokens.is_empty() || args.token.is_some() {
         return Ok(vec![target(args, config)?]);
     }
@@ -162,7 +162,7 @@ fn target_of(args: &TokenArgs, table: &TokenConfig) -> Result<Target> {
 /// only those: no PIN was checked in any of them) make hsm-csr open the
 /// token again from scratch, module finalized and re-initialized, a few
 /// times. Every other failure, above all a wrong PIN, ends it at once.
-pub fn open(target: &Target, args: &TokenArgs) -> Result<Opened> {
+pub(crate) fn open(target: &Target, args: &TokenArgs) -> Result<Opened> {
     let mut attempt = 1;
     // Asked for (or read) once, however many times the token is reopened.
     let mut pin = None;
@@ -245,10 +245,10 @@ fn open_once(
 
 /// Removes what processes that stopped mid-call left undelivered under
 /// `prefix` (keys labelled `<prefix>undelivered` whose owner no longer
-/// runs: [`hsm_csr::backend::pkcs11::sweep`]), so that a site that uses only
+/// runs: [`crate::backend::pkcs11::sweep`]), so that a site that uses only
 /// the command line keeps no interrupted key either. One search by label;
 /// a failure is reported, never fatal. Whether it worked.
-pub fn sweep(backend: &mut Pkcs11Backend, prefix: &str) -> bool {
+pub(crate) fn sweep(backend: &mut Pkcs11Backend, prefix: &str) -> bool {
     match backend.sweep_undelivered(true, Some(&format!("{prefix}undelivered"))) {
         Ok(_) => true,
         Err(e) => {

@@ -15,7 +15,7 @@ use super::{Config, TokenConfig};
 
 /// More tokens than this in one process is a configuration mistake (and
 /// would multiply the metrics series and threads without bound).
-pub const MAX_TOKENS: usize = 16;
+pub(crate) const MAX_TOKENS: usize = 16;
 
 impl TokenConfig {
     /// The token as `/healthz` and `/metrics` name it: its configured label,

@@ -5,7 +5,14 @@
 /// What to do about a certificate error whose text is `text`, naming the
 /// flag that gives a root to trust (`--ca-root`, `--ca-file`); None when
 /// the text is not a certificate error.
-pub fn certificate_hint(text: &str, trust_flag: &str) -> Option<String> {
+#[cfg_attr(
+    not(all(feature = "cli", feature = "service", feature = "acme")),
+    allow(
+        dead_code,
+        reason = "only the command line's acme and call make TLS connections it explains"
+    )
+)]
+pub(crate) fn certificate_hint(text: &str, trust_flag: &str) -> Option<String> {
     let hint = if text.contains("CaUsedAsEndEntity") {
         "the server presents a CA certificate as its own TLS certificate; it needs a \
          certificate issued by a CA for its host name (scripts/acme-demo.sh makes one for \

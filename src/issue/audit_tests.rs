@@ -1,4 +1,4 @@
-//! The audit trail of [`super::prepare_csr_audited`]: every key made has
+//! The audit trail of [`super::prepare_csr`]: every key made has
 //! its events, and a key whose event cannot be written is removed.
 
 use super::*;
@@ -44,7 +44,7 @@ fn break_log(path: &std::path::Path) {
 fn a_delivered_key_has_created_then_delivered() {
     let (_dir, path, log) = setup();
     let mut b = MockBackend::default();
-    let r = issue_csr_audited(
+    let r = issue_csr(
         &mut b,
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
@@ -72,7 +72,7 @@ fn a_failed_request_records_its_rollback() {
         fail_sign: true,
         ..Default::default()
     };
-    let e = issue_csr_audited(
+    let e = issue_csr(
         &mut b,
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
@@ -89,7 +89,7 @@ fn a_failed_request_records_its_rollback() {
 
     // Not taken: dropped or rolled back.
     let mut b = MockBackend::default();
-    let pending = prepare_csr_audited(
+    let pending = prepare_csr(
         &mut b,
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
@@ -111,7 +111,7 @@ fn an_unwritable_log_before_delivery_removes_the_key() {
     let (_dir, path, log) = setup();
     let mut b = MockBackend::default();
     let settles = std::sync::Arc::clone(&b.settles);
-    let pending = prepare_csr_audited(
+    let pending = prepare_csr(
         &mut b,
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
@@ -146,7 +146,7 @@ fn an_unwritable_log_at_creation_removes_the_key() {
     let (_dir, path, log) = setup();
     break_log(&path);
     let mut b = MockBackend::default();
-    let e = issue_csr_audited(
+    let e = issue_csr(
         &mut b,
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
@@ -163,7 +163,7 @@ fn an_unwritable_log_at_creation_removes_the_key() {
         fail_destroy: true,
         ..Default::default()
     };
-    let e = issue_csr_audited(
+    let e = issue_csr(
         &mut b,
         &ValidRequest::example(),
         &ValidKeyOptions::default(),

@@ -10,6 +10,7 @@ fn success_keeps_the_key_and_fills_the_response() {
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
+        None,
     )
     .unwrap();
     assert_eq!(b.live.len(), 1);
@@ -42,6 +43,7 @@ fn sign_failure_rolls_back() {
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
+        None,
     )
     .unwrap_err();
     assert_eq!(e.code(), "Internal.CreateCSRError");
@@ -60,6 +62,7 @@ fn a_signature_that_does_not_verify_rolls_back() {
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
+        None,
     )
     .unwrap_err();
     assert_eq!(e.code(), "Internal.CreateCSRError");
@@ -79,6 +82,7 @@ fn failed_rollback_keeps_the_first_code_and_names_the_key() {
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
+        None,
     )
     .unwrap_err();
     assert_eq!(e.code(), "Internal.CreateCSRError");
@@ -96,6 +100,7 @@ fn undelivered_response_rolls_back() {
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
+        None,
     )
     .unwrap();
     drop(pending);
@@ -105,6 +110,7 @@ fn undelivered_response_rolls_back() {
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
+        None,
     )
     .unwrap();
     pending.rollback().unwrap();
@@ -121,6 +127,7 @@ fn delivered_keys_are_forgotten_so_a_session_holds_only_requests_in_flight() {
             &ValidRequest::example(),
             &ValidKeyOptions::default(),
             format!("ID{i}"),
+            None,
         )
         .unwrap();
         assert!(b.tracked.is_empty(), "after CSR {i}: {:?}", b.tracked);
@@ -132,6 +139,7 @@ fn delivered_keys_are_forgotten_so_a_session_holds_only_requests_in_flight() {
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
+        None,
     )
     .unwrap();
     drop(pending);
@@ -140,6 +148,7 @@ fn delivered_keys_are_forgotten_so_a_session_holds_only_requests_in_flight() {
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
+        None,
     )
     .unwrap();
     pending.rollback().unwrap();
@@ -156,7 +165,7 @@ fn bad_key_size_is_refused_before_keygen() {
     };
     let e = opts
         .validate()
-        .and_then(|opts| issue_csr(&mut b, &ValidRequest::example(), &opts, "ID".into()))
+        .and_then(|opts| issue_csr(&mut b, &ValidRequest::example(), &opts, "ID".into(), None))
         .unwrap_err();
     assert_eq!(e.code(), "Config.Invalid");
     assert_eq!(b.generated, 0);

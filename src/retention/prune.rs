@@ -39,13 +39,13 @@ pub struct Pruned {
 }
 
 /// Key pairs and certificates per owner (`""` for none), as the last
-/// [`Inventory`] pass found them.
+/// `Inventory` pass found them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnerCounts(pub std::collections::BTreeMap<String, (usize, usize)>);
 
 /// `serve`'s periodic pass over every key of a token (`[retention]`).
 #[derive(Debug)]
-pub struct Inventory {
+pub(crate) struct Inventory {
     /// How often.
     pub every: std::time::Duration,
     /// What it retires (possibly nothing).
@@ -63,7 +63,7 @@ pub struct Inventory {
 
 /// The keys among `keys` that `policy` retires on `today`; only `owner`'s
 /// when given. `state` says what the store's marks make of each key.
-pub fn select(
+pub(crate) fn select(
     keys: &[KeyEntry],
     policy: &Policy,
     today: Day,
@@ -125,7 +125,7 @@ fn dated(key: &KeyEntry, policy: &Policy, today: Day) -> Option<Reason> {
     }
 }
 
-/// Lists `store` and retires what `policy` says (see [`select`]),
+/// Lists `store` and retires what `policy` says (see `select`),
 /// `owner`'s keys only when given; with `act` false, a dry run that
 /// removes nothing. Each removal is recorded in `audit` (event `deleted`,
 /// cause `Retired...`) once it is done.
@@ -224,7 +224,7 @@ fn prune_listed(
 ///
 /// # Errors
 /// A store error when it cannot be listed.
-pub fn inventory_pass(
+pub(crate) fn inventory_pass(
     store: &mut dyn KeyInventory,
     pass: &Inventory,
     at_start: bool,

@@ -12,7 +12,7 @@ use crate::issue::CsrResponse;
 /// The operations, with the API version and product each belongs to:
 /// the two CSR calls, and their companions that attach the signed
 /// certificate (`companion`).
-pub const ACTIONS: [(&str, &str, &str); 4] = [
+pub(crate) const ACTIONS: [(&str, &str, &str); 4] = [
     ("CreateCdnCertificateSigningRequest", "2018-05-10", "cdn"),
     ("CreateDcdnCertificateSigningRequest", "2018-01-15", "dcdn"),
     ("SetCdnDomainCSRCertificate", "2018-05-10", "cdn"),
@@ -21,7 +21,7 @@ pub const ACTIONS: [(&str, &str, &str); 4] = [
 
 /// Errors of the protocol layer, with the cloud's codes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// A required common parameter is absent.
     MissingParameter(&'static str),
     /// Signature parts missing or not in the expected form.
@@ -91,7 +91,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// (HTTP status, code, message).
-    pub fn parts(&self) -> (u16, &'static str, String) {
+    pub(crate) fn parts(&self) -> (u16, &'static str, String) {
         match self {
             ApiError::MissingParameter(p) => (
                 400,
@@ -173,7 +173,7 @@ impl ApiError {
 /// HTTP status of a library error: the API's 400 for bad requests, 500 for
 /// everything the caller cannot fix (the token's state is the operator's
 /// business, and its details stay in the server log).
-pub fn http_status(e: &Error) -> u16 {
+pub(crate) fn http_status(e: &Error) -> u16 {
     match e.class() {
         ErrorClass::Request => 400,
         ErrorClass::Token | ErrorClass::Internal => 500,
@@ -231,7 +231,7 @@ struct ErrorBody<'a> {
 }
 
 /// A rendered response: status, content type, body.
-pub struct Rendered {
+pub(crate) struct Rendered {
     /// HTTP status.
     pub status: u16,
     /// Content-Type.
@@ -271,7 +271,7 @@ struct SuccessBody<'a> {
 
 /// Renders a successful response for `action` in `format`; `KeyUri` (the
 /// token's label and serial and the key's CKA_ID) only `with_key_uri`.
-pub fn success(action: &str, format: &str, r: &CsrResponse, with_key_uri: bool) -> Rendered {
+pub(crate) fn success(action: &str, format: &str, r: &CsrResponse, with_key_uri: bool) -> Rendered {
     let body = SuccessBody {
         request_id: &r.request_id,
         pub_md5: &r.pub_md5,
@@ -302,7 +302,7 @@ pub fn success(action: &str, format: &str, r: &CsrResponse, with_key_uri: bool) 
 
 /// Renders the answer of a companion call: only its `RequestId`, as the
 /// cloud's.
-pub fn attached(action: &str, format: &str, request_id: &str) -> Rendered {
+pub(crate) fn attached(action: &str, format: &str, request_id: &str) -> Rendered {
     if format == "XML" {
         return Rendered {
             status: 200,
@@ -318,7 +318,7 @@ pub fn attached(action: &str, format: &str, request_id: &str) -> Rendered {
 }
 
 /// Renders an error in `format`.
-pub fn error(format: &str, request_id: &str, host_id: &str, e: &ApiError) -> Rendered {
+pub(crate) fn error(format: &str, request_id: &str, host_id: &str, e: &ApiError) -> Rendered {
     let (status, code, message) = e.parts();
     let recommend = "";
     if format == "XML" {

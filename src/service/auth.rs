@@ -17,7 +17,7 @@ use super::request_signing::{self, Acs3Authorization};
 
 /// A request as received, before anything is trusted.
 #[derive(Debug)]
-pub struct RawRequest<'a> {
+pub(crate) struct RawRequest<'a> {
     /// `GET` or `POST`.
     pub method: &'a str,
     /// The path, `/`.
@@ -62,7 +62,7 @@ fn is_form(content_type: &str) -> bool {
 
 /// What a verified request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verified {
+pub(crate) struct Verified {
     /// The caller's access key id.
     pub access_key_id: String,
     /// Action and Version.
@@ -83,7 +83,7 @@ pub struct Verified {
 /// ASCII but `%`, `"` and `\` as is, every other byte as `%XX`, cut after
 /// 64 bytes. It cannot break the message, its JSON or XML, or a log
 /// line.
-pub fn shown(name: &[u8]) -> String {
+pub(crate) fn shown(name: &[u8]) -> String {
     let mut out = String::new();
     for &b in name.iter().take(64) {
         if (b' '..=b'~').contains(&b) && !b"%\"\\".contains(&b) {
@@ -101,7 +101,7 @@ pub fn shown(name: &[u8]) -> String {
 /// The access key id a request claims, whether or not its signature
 /// holds, as [`shown`] prints it (escaped, at most 64 bytes): for the log
 /// line of a request that failed to authenticate. Empty when it names none.
-pub fn claimed_access_key_id(req: &RawRequest<'_>) -> String {
+pub(crate) fn claimed_access_key_id(req: &RawRequest<'_>) -> String {
     if let Ok(Some(auth)) = req.header("authorization") {
         return request_signing::parse_acs3(auth)
             .map(|a| shown(a.access_key_id.as_bytes()))
@@ -172,7 +172,7 @@ fn get<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
 ///
 /// # Errors
 /// The cloud's error for each way a request can fail to authenticate.
-pub fn authenticate<'s>(
+pub(crate) fn authenticate<'s>(
     req: &RawRequest<'_>,
     secret_of: impl Fn(&str) -> Option<&'s str>,
 ) -> Result<Verified, ApiError> {

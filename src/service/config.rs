@@ -27,7 +27,7 @@ pub(super) struct AccessKey {
 pub(super) const ALL_KEYS: &str = "hsm-csr:AllKeys";
 
 /// The callers, with their secrets read from the environment or files.
-pub struct AccessKeys(pub(super) HashMap<String, AccessKey>);
+pub(crate) struct AccessKeys(pub(super) HashMap<String, AccessKey>);
 
 impl AccessKeys {
     /// Reads every configured secret, before anything else starts, so that
@@ -36,7 +36,7 @@ impl AccessKeys {
     /// # Errors
     /// `Config.Invalid` when a secret cannot be read or is empty, or no
     /// access key is configured.
-    pub fn load(
+    pub(crate) fn load(
         configured: &[AccessKeyConfig],
         max_certificates_per_key: usize,
     ) -> Result<AccessKeys> {
@@ -82,7 +82,7 @@ impl AccessKeys {
 /// # Errors
 /// `Config.Invalid` when neither or both are given, the source cannot be
 /// read, or the secret is empty.
-pub fn read_secret(
+pub(crate) fn read_secret(
     env: Option<&str>,
     file: Option<&Path>,
     what: &str,

@@ -32,18 +32,18 @@ use crate::backend::pkcs11::mark::{Coordinator, Liveness};
 use crate::error::{Error, Result};
 
 /// How long a pool claim stands.
-pub const CLAIM_TTL: Duration = Duration::from_secs(600);
+pub(crate) const CLAIM_TTL: Duration = Duration::from_secs(600);
 /// How long a lease lives without a refresh.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(15);
 /// A replica delivers only while its last lease refresh is this recent.
-pub const DELIVER_WITHIN: Duration = Duration::from_secs(10);
+pub(crate) const DELIVER_WITHIN: Duration = Duration::from_secs(10);
 /// Connect, read and write timeout of each Redis call.
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// How long calls fail at once after one failed.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// Pool claims and leases in Redis.
-pub struct RedisCoordinator {
+pub(crate) struct RedisCoordinator {
     client: redis::Client,
     prefix: String,
     owner: Owner,
@@ -75,7 +75,7 @@ fn unavailable(e: &redis::RedisError) -> Error {
 impl RedisCoordinator {
     /// A coordinator for `client`'s Redis under `prefix`; this process
     /// marks its keys as a leased owner.
-    pub fn new(client: redis::Client, prefix: &str) -> Self {
+    pub(crate) fn new(client: redis::Client, prefix: &str) -> Self {
         RedisCoordinator {
             client,
             prefix: prefix.to_owned(),
@@ -145,7 +145,7 @@ impl RedisCoordinator {
     ///
     /// # Errors
     /// When Redis cannot be reached.
-    pub fn refresh_lease(&self) -> Result<()> {
+    pub(crate) fn refresh_lease(&self) -> Result<()> {
         let lease = self.lease_key(&self.owner);
         let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
         let before = Instant::now();
@@ -171,7 +171,10 @@ impl RedisCoordinator {
     }
 
     /// Keeps the lease alive until `stop`, on a thread of its own.
-    pub fn keep_lease(self: &Arc<Self>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    pub(crate) fn keep_lease(
+        self: &Arc<Self>,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
         let me = Arc::clone(self);
         std::thread::spawn(move || {
             let mut failing = false;

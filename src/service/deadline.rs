@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The connection timeouts of `[service]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
+pub(super) struct Timeouts {
     /// From the accept, or from a request's first byte, until its head is in.
     pub header: Duration,
     /// From the end of a response until the next request's first byte; also
@@ -54,11 +54,11 @@ enum Phase {
 /// How long a connection is left alone after it is accepted before it may be
 /// closed to make room for another: time for a client that means it to send
 /// its request, TLS handshake included.
-pub const SHED_AFTER: Duration = Duration::from_secs(2);
+pub(super) const SHED_AFTER: Duration = Duration::from_secs(2);
 
 /// The phase of one connection, shared by its I/O and its service.
 #[derive(Debug)]
-pub struct Clock {
+pub(super) struct Clock {
     phase: Mutex<Phase>,
     timeouts: Timeouts,
     accepted: Instant,
@@ -67,7 +67,7 @@ pub struct Clock {
 impl Clock {
     /// A connection accepted at `accepted`: its first head is due by
     /// `accepted + timeouts.header`.
-    pub fn new(accepted: Instant, timeouts: Timeouts) -> Arc<Clock> {
+    pub(super) fn new(accepted: Instant, timeouts: Timeouts) -> Arc<Clock> {
         Arc::new(Clock {
             phase: Mutex::new(Phase::Head(after(accepted, timeouts.header))),
             timeouts,
@@ -82,7 +82,7 @@ impl Clock {
 
     /// A request head is complete and goes to the handler; `body_follows`
     /// when the client has a body still to send.
-    pub fn request_started(&self, body_follows: bool) {
+    pub(super) fn request_started(&self, body_follows: bool) {
         let now = Instant::now();
         self.set(|_| {
             if body_follows {
@@ -95,7 +95,7 @@ impl Clock {
 
     /// The whole body is in (or the client broke it off): the request is
     /// the handler's alone.
-    pub fn body_received(&self) {
+    pub(super) fn body_received(&self) {
         self.set(|phase| match phase {
             Phase::Body(_) => Phase::Busy,
             other => other,
@@ -103,7 +103,7 @@ impl Clock {
     }
 
     /// The handler has answered: the connection is idle once it is written.
-    pub fn response_ready(&self) {
+    pub(super) fn response_ready(&self) {
         let deadline = after(Instant::now(), self.timeouts.idle);
         self.set(|_| Phase::Idle(deadline));
     }
@@ -118,7 +118,7 @@ impl Clock {
 
     /// When reading must have got somewhere; None while the handler has the
     /// request (it bounds the body and its own work).
-    pub fn read_deadline(&self) -> Option<Instant> {
+    pub(super) fn read_deadline(&self) -> Option<Instant> {
         match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
             Phase::Head(d) | Phase::Idle(d) => Some(d),
             Phase::Body(_) | Phase::Busy => None,
@@ -129,7 +129,7 @@ impl Clock {
     /// if so, from when it has waited for its client (the earliest goes
     /// first): one waiting for a request head, idle, or waiting for a body,
     /// once it is [`SHED_AFTER`] old; never one whose request is being served.
-    pub fn waiting_since(&self, now: Instant) -> Option<Instant> {
+    pub(super) fn waiting_since(&self, now: Instant) -> Option<Instant> {
         if now.saturating_duration_since(self.accepted) < SHED_AFTER {
             return None;
         }
@@ -145,7 +145,7 @@ impl Clock {
 /// A stream whose reads fail with `TimedOut` once the [`Clock`]'s deadline
 /// has passed, and whose writes fail once the client has taken none of the
 /// pending bytes for the idle timeout. hyper then closes the connection.
-pub struct Watched<S> {
+pub(super) struct Watched<S> {
     inner: S,
     clock: Arc<Clock>,
     read_timer: Pin<Box<Sleep>>,
@@ -155,7 +155,7 @@ pub struct Watched<S> {
 
 impl<S> Watched<S> {
     /// Watches `inner` with `clock`.
-    pub fn new(inner: S, clock: Arc<Clock>) -> Watched<S> {
+    pub(super) fn new(inner: S, clock: Arc<Clock>) -> Watched<S> {
         let first = clock.read_deadline().unwrap_or_else(Instant::now);
         Watched {
             inner,

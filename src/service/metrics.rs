@@ -39,7 +39,7 @@ const BUCKETS: [f64; 12] = [
 
 /// The `action` label: the operation, never the caller's bytes.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum ActionLabel {
+pub(crate) enum ActionLabel {
     /// CreateCdnCertificateSigningRequest.
     Cdn,
     /// CreateDcdnCertificateSigningRequest.
@@ -56,7 +56,7 @@ pub enum ActionLabel {
 
 impl ActionLabel {
     /// The label for what a caller sent as `Action`.
-    pub fn of(action: &str) -> ActionLabel {
+    pub(crate) fn of(action: &str) -> ActionLabel {
         match action {
             "" => ActionLabel::None,
             "CreateCdnCertificateSigningRequest" => ActionLabel::Cdn,
@@ -68,7 +68,7 @@ impl ActionLabel {
     }
 
     /// As written in the exposition and the log.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActionLabel::Cdn => "CreateCdnCertificateSigningRequest",
             ActionLabel::Dcdn => "CreateDcdnCertificateSigningRequest",
@@ -178,7 +178,7 @@ pub struct SharedStateMetrics {
 
 /// The service's counters.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<ActionOnly, Histogram, fn() -> Histogram>,
@@ -243,7 +243,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts a request and its duration.
-    pub fn observe_request(&self, action: ActionLabel, code: &'static str, d: Duration) {
+    pub(crate) fn observe_request(&self, action: ActionLabel, code: &'static str, d: Duration) {
         self.requests
             .get_or_create(&RequestLabels { action, code })
             .inc();
@@ -253,7 +253,7 @@ impl Metrics {
     }
 
     /// Adds the shared state's gauge and counter to the exposition.
-    pub fn register_shared_state(&mut self) -> SharedStateMetrics {
+    pub(crate) fn register_shared_state(&mut self) -> SharedStateMetrics {
         let m = SharedStateMetrics::default();
         self.registry.register(
             "hsm_csr_shared_state_reachable",
@@ -269,7 +269,7 @@ impl Metrics {
     }
 
     /// Records the phases of a CSR that was made.
-    pub fn observe_phases(&self, t: Timings) {
+    pub(crate) fn observe_phases(&self, t: Timings) {
         self.keygen.observe(t.keygen.as_secs_f64());
         self.sign.observe(t.sign.as_secs_f64());
     }
@@ -308,12 +308,12 @@ impl Metrics {
     }
 
     /// Each token's figures, for the next [`Self::render`].
-    pub fn set_tokens(&self, tokens: Vec<TokenStats>) {
+    pub(crate) fn set_tokens(&self, tokens: Vec<TokenStats>) {
         *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) = tokens;
     }
 
     /// The text exposition, with the session and pool figures of now.
-    pub fn render(&self, busy: usize, workers: usize, pool: Option<PoolStats>) -> String {
+    pub(crate) fn render(&self, busy: usize, workers: usize, pool: Option<PoolStats>) -> String {
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Snapshot {
             busy,
             workers,

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// # Errors
 /// `Config.Invalid` when the URL cannot be used or the password cannot be
 /// read.
-pub fn client(config: &ServiceConfig) -> Result<Option<redis::Client>> {
+pub(crate) fn client(config: &ServiceConfig) -> Result<Option<redis::Client>> {
     let Some(url) = &config.redis_url else {
         return Ok(None);
     };
@@ -43,7 +43,7 @@ pub fn client(config: &ServiceConfig) -> Result<Option<redis::Client>> {
 /// The Redis key for `parts` under the configured prefix, each part
 /// hex-encoded where it comes from a caller, so that no caller value can
 /// reach another key's name.
-pub fn key(prefix: &str, kind: &str, parts: &[&[u8]]) -> String {
+pub(crate) fn key(prefix: &str, kind: &str, parts: &[&[u8]]) -> String {
     let mut key = format!("{prefix}:{kind}");
     for part in parts {
         key.push(':');

@@ -96,7 +96,7 @@ pub struct Acs3Authorization {
 
 /// Parses the Authorization header; None when it is not a complete ACS3
 /// one, or names a field twice.
-pub fn parse_acs3(header: &str) -> Option<Acs3Authorization> {
+pub(crate) fn parse_acs3(header: &str) -> Option<Acs3Authorization> {
     let rest = header.strip_prefix("ACS3-HMAC-SHA256 ")?;
     let (mut id, mut signed, mut sig) = (None, None, None);
     for part in rest.split(',') {
@@ -159,12 +159,12 @@ pub fn acs3_signature(secret: &str, canonical_request: &str) -> String {
 }
 
 /// Lowercase hex SHA-256.
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     crate::fingerprint::hex(digest::digest(&digest::SHA256, data).as_ref())
 }
 
 /// Constant-time comparison of two signatures.
-pub fn matches(expected: &str, given: &str) -> bool {
+pub(crate) fn matches(expected: &str, given: &str) -> bool {
     let (a, b) = (expected.as_bytes(), given.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -183,7 +183,7 @@ const TIMESTAMP: &[BorrowedFormatItem<'_>] =
 /// (`time-second = 2DIGIT ; 00-58, 00-59, 00-60 based on leap second
 /// rules`) and `time` does not: it is read as the first second of the next
 /// minute.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
     if s.len() != 20 {
         return None;
     }
@@ -198,7 +198,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 /// `secs` since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`, as a caller
 /// writes Timestamp and x-acs-date: the inverse of [`parse_timestamp`]. None
 /// outside the years 0000 to 9999.
-pub fn format_timestamp(secs: i64) -> Option<String> {
+pub(crate) fn format_timestamp(secs: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
     if !(0..=9999).contains(&t.year()) {
         return None;
@@ -206,7 +206,7 @@ pub fn format_timestamp(secs: i64) -> Option<String> {
     t.format(TIMESTAMP).ok()
 }
 
-/// Now, as [`format_timestamp`] writes it.
+/// Now, as `format_timestamp` writes it.
 pub fn timestamp_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

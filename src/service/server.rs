@@ -51,7 +51,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How serving ended after the stop signal.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Stopped {
+pub(crate) enum Stopped {
     /// Every connection finished within the grace period.
     Drained,
     /// The grace period ran out with connections still open; they are cut
@@ -83,7 +83,7 @@ fn connection_limit(max_connections: usize, sessions: usize) -> (usize, Option<u
 /// # Errors
 /// `Config.Invalid` when the address cannot be bound or the TLS files
 /// cannot be used.
-pub async fn run(
+pub(crate) async fn run(
     config: &ServiceConfig,
     sessions: usize,
     router: Router,

@@ -15,7 +15,7 @@ use crate::session_pool::SessionPool;
 
 /// Sessions to make key pairs and CSRs on. Every method but the counters
 /// may block: the service calls them on blocking threads.
-pub trait Sessions: Send + Sync + 'static {
+pub(crate) trait Sessions: Send + Sync + 'static {
     /// How many requests can be on the token at once.
     fn total(&self) -> usize;
 

@@ -22,7 +22,7 @@ use super::request_signing::{
 
 /// Which signature to send.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Scheme {
+pub(crate) enum Scheme {
     /// ACS3-HMAC-SHA256 in the Authorization header (the new SDKs' default).
     #[default]
     Acs3,
@@ -32,7 +32,7 @@ pub enum Scheme {
 
 /// One call: what to ask, of which host, with which credentials.
 #[derive(Clone, Copy, Debug)]
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     /// `CreateCdnCertificateSigningRequest`, ...
     pub action: &'a str,
     /// The API version of the action (`2018-05-10`, ...).
@@ -50,7 +50,7 @@ pub struct Call<'a> {
 /// A signed request, ready to send: method, `/?query`, headers (lowercase
 /// names; `host` among them) and an empty body.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Signed {
+pub(crate) struct Signed {
     /// `GET` or `POST`.
     pub method: &'static str,
     /// `/?name=value&...`, every name and value percent-encoded.
@@ -71,7 +71,7 @@ fn query_string(params: &[(String, String)]) -> String {
 /// Signs `call` with `scheme`, using `nonce` (unique per call: a UUID) and
 /// `timestamp` (`YYYY-MM-DDTHH:MM:SSZ`, now: see
 /// [`super::request_signing::timestamp_now`]).
-pub fn sign(scheme: Scheme, call: &Call<'_>, nonce: &str, timestamp: &str) -> Signed {
+pub(crate) fn sign(scheme: Scheme, call: &Call<'_>, nonce: &str, timestamp: &str) -> Signed {
     match scheme {
         Scheme::Rpc => {
             let mut params: Vec<(String, String)> = [

@@ -27,7 +27,7 @@ fn explain(e: &pem::Error, wanted: &str) -> String {
 /// # Errors
 /// `Config.Invalid` naming the file that cannot be read, holds no
 /// certificate or key, or when the key does not belong to the certificate.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
     let bad_cert = |why: String| {
         Error::Config(format!(
             "[service] tls_cert {}: {why}. Give the server's certificate chain in PEM, leaf first.",

@@ -52,7 +52,7 @@ impl<S: Sessions> Lane<S> {
 
 /// What the metrics and `/healthz` say of one token.
 #[derive(Clone, Debug, Default)]
-pub struct TokenStats {
+pub(crate) struct TokenStats {
     /// Its place in the configuration, from 0.
     pub index: usize,
     /// Its configured label (or `serial:` and its serial).

@@ -37,12 +37,12 @@ use crate::error::Error;
 /// gaps between calls leaves the refiller nearly all of them (a longer
 /// wait drained the pool of a 5 calls/s soak with RSA-2048: 2.6 keys made
 /// a second against 4.0).
-pub const QUIET: Duration = Duration::from_millis(5);
+pub(super) const QUIET: Duration = Duration::from_millis(5);
 
 /// Who is using the token's worker sessions: counted where requests take
 /// and give back a session ([`super::SessionPool::on_session`]).
 #[derive(Debug)]
-pub struct Callers {
+pub(super) struct Callers {
     sessions: usize,
     busy: AtomicUsize,
     last: Mutex<Instant>,
@@ -50,7 +50,7 @@ pub struct Callers {
 
 impl Callers {
     /// Requests on `sessions` worker sessions.
-    pub fn new(sessions: usize) -> Self {
+    pub(super) fn new(sessions: usize) -> Self {
         Callers {
             sessions: sessions.max(1),
             busy: AtomicUsize::new(0),
@@ -60,14 +60,14 @@ impl Callers {
 
     /// A caller took a session; it gives it back when the guard drops
     /// (a panicking request too).
-    pub fn enter(&self) -> Busy<'_> {
+    pub(super) fn enter(&self) -> Busy<'_> {
         self.busy.fetch_add(1, Ordering::SeqCst);
         Busy(self)
     }
 
     /// Whether a worker session is free for the next caller, and no
     /// request has ended for `quiet`.
-    pub fn idle_for(&self, quiet: Duration) -> bool {
+    pub(super) fn idle_for(&self, quiet: Duration) -> bool {
         self.busy.load(Ordering::SeqCst) < self.sessions
             && self
                 .last
@@ -78,7 +78,7 @@ impl Callers {
     }
 
     /// Waits until [`Self::idle_for`] [`QUIET`], or `stop`; false when stopped.
-    pub fn wait_idle(&self, stop: &AtomicBool) -> bool {
+    pub(super) fn wait_idle(&self, stop: &AtomicBool) -> bool {
         while !self.idle_for(QUIET) {
             if stop.load(Ordering::Relaxed) {
                 return false;
@@ -91,7 +91,7 @@ impl Callers {
 
 /// A caller holding a session.
 #[derive(Debug)]
-pub struct Busy<'a>(&'a Callers);
+pub(super) struct Busy<'a>(&'a Callers);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
@@ -102,7 +102,7 @@ impl Drop for Busy<'_> {
 
 /// Keeps `pool` at its target on a session of its own, until `stop`,
 /// yielding to `callers`.
-pub fn spawn(
+pub(super) fn spawn(
     pool: Arc<KeyPool>,
     mut backend: Pkcs11Backend,
     key_options: ValidKeyOptions,

@@ -24,6 +24,7 @@ fn issue_retrying(
             &ValidRequest::example(),
             &ValidKeyOptions::default(),
             "ID".into(),
+            None,
         )
     })
 }

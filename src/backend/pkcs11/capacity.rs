@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::error::{Error, Result};
 
 /// The `max_objects` of a token that is only counted.
-pub const UNLIMITED: usize = usize::MAX;
+pub(crate) const UNLIMITED: usize = usize::MAX;
 
 /// The token's object budget, shared by every session on it.
 #[derive(Debug)]

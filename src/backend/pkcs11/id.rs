@@ -78,7 +78,7 @@ pub fn mark(owner: &Owner, r: &[u8]) -> Vec<u8> {
 }
 
 /// A marked CKA_ID, decoded: its owner and random part.
-pub fn decode(id: &[u8]) -> Option<(Owner, &[u8])> {
+pub(crate) fn decode(id: &[u8]) -> Option<(Owner, &[u8])> {
     if id.len() != MARK_LEN || !id.starts_with(&MARK_PREFIX) {
         return None;
     }

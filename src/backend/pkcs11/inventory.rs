@@ -16,7 +16,7 @@ use x509_cert::Certificate;
 use super::dates::{date_of, day_of};
 use super::{Pkcs11Backend, describe, keygen, uri};
 use crate::algorithm::KeyType;
-pub use crate::backend::KeyEntry;
+pub(crate) use crate::backend::KeyEntry;
 use crate::backend::key_entry::{id_of_locator, locator};
 use crate::day::Day;
 use crate::error::{Error, Result};
@@ -414,7 +414,14 @@ impl Pkcs11Backend {
 ///
 /// # Errors
 /// `Key.NotFound` or `Key.Ambiguous`.
-pub fn find_key<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
+#[cfg_attr(
+    not(feature = "cli"),
+    expect(
+        dead_code,
+        reason = "only the command line finds a key by what an operator typed"
+    )
+)]
+pub(crate) fn find_key<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
     // Shown in errors without its query part, which may carry a PIN.
     let shown = query.split('?').next().unwrap_or_default();
     let matches: Vec<&KeyEntry> = if query.starts_with("pkcs11:") {

@@ -35,7 +35,7 @@ const MOST_MATCHES: usize = 8;
 /// Most certificates read for one key. hsm-csr keeps at most
 /// `max_certificates_per_key` (at most 64); a key another tool loaded up
 /// is read this far.
-pub const MOST_CERTIFICATES: usize = 64;
+pub(crate) const MOST_CERTIFICATES: usize = 64;
 
 /// Most handles one C_FindObjects returns.
 const SEARCH_BATCH: usize = 1024;

@@ -60,7 +60,7 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
 /// Nothing shared: claims always succeed (the pool's own lock makes them
 /// exclusive within the process), owners on other hosts are unknown.
 #[derive(Debug, Default)]
-pub struct InProcess;
+pub(crate) struct InProcess;
 
 impl Coordinator for InProcess {
     fn owner(&self) -> Owner {
@@ -79,7 +79,7 @@ impl Coordinator for InProcess {
 
 /// Whether `owner` runs: on this host from `/proc`, elsewhere from its
 /// lease through `coordinator` (when it has one).
-pub fn liveness(owner: &Owner, coordinator: &dyn Coordinator) -> Liveness {
+pub(crate) fn liveness(owner: &Owner, coordinator: &dyn Coordinator) -> Liveness {
     if owner.host == this_host() {
         return match start_of(owner.pid) {
             Some(start) if start == owner.start => Liveness::Alive,

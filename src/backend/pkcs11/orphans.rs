@@ -21,7 +21,7 @@ use crate::fingerprint;
 
 /// Names, for the operator, the CKA_IDs of orphans no session could check.
 /// `context` (e.g. `"line 3: "`) starts each line.
-pub fn report(ids: &[Vec<u8>], context: &str) {
+pub(crate) fn report(ids: &[Vec<u8>], context: &str) {
     for id in ids {
         log::warn!(
             "{context}a key pair with CKA_ID {} may be on the token although no CSR was delivered for it; check `hsm-csr keys list`",
@@ -33,16 +33,16 @@ pub fn report(ids: &[Vec<u8>], context: &str) {
 /// The CKA_IDs of orphans that no session could check yet, shared by the
 /// sessions of one process.
 #[derive(Debug, Default)]
-pub struct Orphans(Mutex<Vec<Vec<u8>>>);
+pub(crate) struct Orphans(Mutex<Vec<Vec<u8>>>);
 
 impl Orphans {
     /// Takes every CKA_ID out of the list.
-    pub fn take(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn take(&self) -> Vec<Vec<u8>> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Adds CKA_IDs to the list.
-    pub fn keep(&self, mut ids: Vec<Vec<u8>>) {
+    pub(crate) fn keep(&self, mut ids: Vec<Vec<u8>>) {
         if !ids.is_empty() {
             self.0
                 .lock()
@@ -54,7 +54,7 @@ impl Orphans {
     /// Destroys, on `backend`, the orphans of its failed calls together
     /// with those in this list; what it cannot reach goes (back) into the
     /// list, for the next request or the reconnect.
-    pub fn destroy_on(&self, backend: &mut Pkcs11Backend) {
+    pub(crate) fn destroy_on(&self, backend: &mut Pkcs11Backend) {
         backend.adopt_orphans(self.take());
         self.keep(backend.destroy_orphans());
     }

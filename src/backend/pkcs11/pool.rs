@@ -6,19 +6,19 @@
 //! **What marks a pool key is its CKA_ID**: `POOL_ID_PREFIX` followed by
 //! 16 random bytes, the same on both objects of the pair.
 //! Every delivered key has a CKA_ID of exactly 16 random bytes (and one
-//! not yet delivered a 32-byte [`mark`](super::mark)), and nothing a caller sends (common name, label prefix, any parameter)
+//! not yet delivered a 32-byte `mark`), and nothing a caller sends (common name, label prefix, any parameter)
 //! chooses a CKA_ID, so no request can make a key that looks unassigned.
 //! The CKA_LABEL, `<label_prefix>pool:unassigned`, is for people; it also
 //! keeps apart the pools of `serve` processes that use different label
 //! prefixes on one token, but a label alone never makes a pool key.
 //!
 //! **Assignment is a claim, then a mark, then a relabel at delivery.** A
-//! request takes a ready key; the [`Coordinator`](super::mark::Coordinator)
+//! request takes a ready key; the `Coordinator`
 //! claims it (in-process: always; with Redis: an atomic `SET NX` that one
 //! replica wins, the others drop the key and take another); the winner
 //! (with replicas sharing Redis) checks the key still carries its pool
 //! CKA_ID, then gives its private key its own "not yet delivered"
-//! [`mark`](super::mark) over the pool ID's 16 random bytes `R` (`claim`):
+//! `mark` over the pool ID's 16 random bytes `R` (`claim`):
 //! from then on nothing adopts it again (adoption wants both halves under
 //! one pool ID), and should the process die, a sweep removes both halves.
 //! At delivery ([`KeyBackend::settle`]) both objects get CKA_ID `R` and the
@@ -68,7 +68,7 @@ use crate::error::Result;
 
 /// A pre-generated key pair, not yet given to any request.
 #[derive(Debug)]
-pub struct PooledKey {
+pub(crate) struct PooledKey {
     pair: Pair,
     key: GeneratedKey,
 }

@@ -11,10 +11,10 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 /// The environment variable SoftHSM2 reads.
-pub const VAR: &str = "SOFTHSM2_CONF";
+pub(crate) const VAR: &str = "SOFTHSM2_CONF";
 
 /// Whether `module` is SoftHSM2, by its file name (`libsofthsm2.so`).
-pub fn is_softhsm(module: &Path) -> bool {
+pub(crate) fn is_softhsm(module: &Path) -> bool {
     module
         .file_name()
         .is_some_and(|n| n.to_string_lossy().to_ascii_lowercase().contains("softhsm"))
@@ -22,7 +22,7 @@ pub fn is_softhsm(module: &Path) -> bool {
 
 /// What went wrong, as far as the hint is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// C_Initialize failed.
     Initialize,
     /// No token matched; `any_present` tells whether other tokens did show.
@@ -36,7 +36,7 @@ pub enum Failure {
 /// when there is nothing to add.
 /// `conf` is the value of `SOFTHSM2_CONF` (None when unset); it is quoted
 /// with escapes, so it cannot break the message or a log line.
-pub fn hint(module: &Path, conf: Option<&OsStr>, failure: Failure) -> String {
+pub(crate) fn hint(module: &Path, conf: Option<&OsStr>, failure: Failure) -> String {
     if !is_softhsm(module) {
         return String::new();
     }
@@ -65,7 +65,7 @@ pub fn hint(module: &Path, conf: Option<&OsStr>, failure: Failure) -> String {
 }
 
 /// [`hint`] with the process's own `SOFTHSM2_CONF`.
-pub fn hint_from_env(module: &Path, failure: Failure) -> String {
+pub(crate) fn hint_from_env(module: &Path, failure: Failure) -> String {
     hint(module, std::env::var_os(VAR).as_deref(), failure)
 }
 

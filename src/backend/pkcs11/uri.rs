@@ -24,7 +24,7 @@ use super::token_selection::TokenSelector;
 use crate::error::{Error, Result};
 
 /// The URI of a private key: `pkcs11:token=..;serial=..;object=..;id=..;type=private`.
-pub fn private_key_uri(token: &str, serial: &str, object: &str, id: &[u8]) -> String {
+pub(crate) fn private_key_uri(token: &str, serial: &str, object: &str, id: &[u8]) -> String {
     let mut uri = format!("pkcs11:token={}", encode(token.as_bytes(), false));
     if !serial.is_empty() {
         let _ = write!(uri, ";serial={}", encode(serial.as_bytes(), false));
@@ -51,8 +51,12 @@ fn encode(bytes: &[u8], all: bool) -> String {
 }
 
 /// A parsed `pkcs11:` URI.
+#[cfg_attr(
+    not(feature = "cli"),
+    allow(dead_code, reason = "only the command line reads pkcs11: URIs")
+)]
 #[derive(Debug, Default)]
-pub struct Pkcs11Uri {
+pub(crate) struct Pkcs11Uri {
     /// Which token.
     pub token: TokenSelector,
     /// `object=`: the object label.
@@ -73,7 +77,11 @@ pub struct Pkcs11Uri {
 ///
 /// # Errors
 /// `Config.Invalid` naming the attribute that is wrong.
-pub fn parse(uri: &str) -> Result<Pkcs11Uri> {
+#[cfg_attr(
+    not(feature = "cli"),
+    allow(dead_code, reason = "only the command line reads pkcs11: URIs")
+)]
+pub(crate) fn parse(uri: &str) -> Result<Pkcs11Uri> {
     let bad = |what: String| Error::Config(format!("{what} in pkcs11 URI"));
     let rest = uri
         .strip_prefix("pkcs11:")

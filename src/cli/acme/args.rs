@@ -8,7 +8,7 @@ use crate::cli::{HashArg, KeyTypeArg, ListFormat, TokenArgs};
 
 /// `acme issue|renew`.
 #[derive(Debug, Subcommand)]
-pub enum AcmeCommand {
+pub(crate) enum AcmeCommand {
     /// Make a key pair on the token, order a certificate for it, store the
     /// certificate beside the key and write the chain.
     Issue(Box<AcmeIssueArgs>),
@@ -24,7 +24,7 @@ pub enum AcmeCommand {
 
 /// `acme issue`.
 #[derive(Debug, clap::Args)]
-pub struct AcmeIssueArgs {
+pub(crate) struct AcmeIssueArgs {
     /// Common name (required); a DNS name or IP address the CA validates.
     #[arg(long, value_name = "CN")]
     pub common_name: Option<String>,
@@ -51,7 +51,7 @@ pub struct AcmeIssueArgs {
     /// in meta.profiles; Let's Encrypt: classic, tlsserver, shortlived);
     /// renew asks for it again. Refused before any key is made unless the
     /// CA offers it.
-    #[arg(long, value_name = "NAME", value_parser = hsm_csr::acme::profile::valid_name)]
+    #[arg(long, value_name = "NAME", value_parser = crate::acme::profile::valid_name)]
     pub profile: Option<String>,
     /// The CA, the account and the challenges.
     #[command(flatten)]
@@ -63,7 +63,7 @@ pub struct AcmeIssueArgs {
 
 /// `acme renew`.
 #[derive(Debug, clap::Args)]
-pub struct AcmeRenewArgs {
+pub(crate) struct AcmeRenewArgs {
     /// Renew certificates that expire within this many days [default: in
     /// the CA's renewal window (RFC 9773), else once at most a third of a
     /// certificate's lifetime is left, each moved earlier by its own share
@@ -84,7 +84,7 @@ pub struct AcmeRenewArgs {
     pub chain_dir: Option<PathBuf>,
     /// Order the renewals with this profile, and keep it for the next
     /// [default: the profile each certificate was issued with].
-    #[arg(long, value_name = "NAME", value_parser = hsm_csr::acme::profile::valid_name)]
+    #[arg(long, value_name = "NAME", value_parser = crate::acme::profile::valid_name)]
     pub profile: Option<String>,
     /// Renewals at once on each token, each on a session of its own (the
     /// http-01 address is shared); 1: one at a time. openCryptoki's soft
@@ -112,7 +112,7 @@ pub struct AcmeRenewArgs {
 
 /// `acme status`.
 #[derive(Debug, clap::Args)]
-pub struct AcmeStatusArgs {
+pub(crate) struct AcmeStatusArgs {
     /// The account whose renewal windows and names' states are shown.
     #[arg(
         long,
@@ -140,7 +140,7 @@ pub struct AcmeStatusArgs {
 
 /// The flags `acme issue` and `acme renew` share.
 #[derive(Debug, clap::Args)]
-pub struct AcmeArgs {
+pub(crate) struct AcmeArgs {
     /// The CA's ACME directory URL (https://...).
     #[arg(long, value_name = "URL")]
     pub directory: String,

@@ -10,9 +10,9 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hsm_csr::acme::{self, lock};
-use hsm_csr::backend::pkcs11::Pkcs11Backend;
-use hsm_csr::{Error, Result};
+use crate::acme::{self, lock};
+use crate::backend::pkcs11::Pkcs11Backend;
+use crate::{Error, Result};
 
 use super::super::token;
 use super::args::AcmeRenewArgs;
@@ -26,7 +26,7 @@ struct TokenRun {
     name: String,
     opened: token::Opened,
     note: super::super::in_flight::Note,
-    keys: Vec<hsm_csr::backend::pkcs11::inventory::KeyEntry>,
+    keys: Vec<crate::backend::pkcs11::inventory::KeyEntry>,
     _lock: lock::RunLock,
 }
 
@@ -207,7 +207,7 @@ fn renew_tokens(
 
 /// The label prefix of the keys to renew (never empty: renew only keys
 /// hsm-csr made), once `--chain-dir`, if given, is known to be a directory.
-fn checked_prefix(args: &AcmeRenewArgs, config: &hsm_csr::config::Config) -> Result<String> {
+fn checked_prefix(args: &AcmeRenewArgs, config: &crate::config::Config) -> Result<String> {
     let prefix = args
         .label_prefix
         .clone()
@@ -259,7 +259,7 @@ fn open_tokens(
                 let _ = writeln!(
                     std::io::stderr(),
                     "token {}: {}: {e}; its certificates are left for the next run",
-                    hsm_csr::text::one_line(&target.display_name()),
+                    crate::text::one_line(&target.display_name()),
                     e.code()
                 );
                 token_error.get_or_insert(e);
@@ -365,7 +365,7 @@ fn left_for_next_run(not_tried: usize, deferred: usize, rate_limit_wait: u64) ->
             deferred
         );
         return Some(Error::Acme {
-            kind: hsm_csr::error::AcmeFailure::RateLimited,
+            kind: crate::error::AcmeFailure::RateLimited,
             step: "new order",
             detail: "the CA's rate limit outlasted --rate-limit-wait".into(),
         });

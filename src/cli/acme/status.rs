@@ -6,8 +6,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use hsm_csr::acme;
-use hsm_csr::{Error, Result};
+use crate::acme;
+use crate::{Error, Result};
 
 use super::super::{ListFormat, output, token};
 use super::args::AcmeStatusArgs;

@@ -27,7 +27,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hsm_csr::{Error, Result};
+use crate::{Error, Result};
 use tempfile::NamedTempFile;
 
 /// How long a FIFO's or device's reader may take no data before the write
@@ -38,7 +38,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 const MAX_LINKS: usize = 40;
 
 /// Where `--out` goes, checked and opened before any key is made.
-pub struct OutFile {
+pub(crate) struct OutFile {
     /// The flag that named it (`--out`, `--chain-out`), for messages.
     flag: &'static str,
     /// What the user named, for messages.
@@ -64,12 +64,12 @@ enum Dest {
 
 impl OutFile {
     /// Checks `--out shown` and opens what will be written.
-    pub fn open(shown: &Path) -> Result<OutFile> {
+    pub(crate) fn open(shown: &Path) -> Result<OutFile> {
         Self::open_as("--out", shown)
     }
 
     /// As [`Self::open`], for the file another flag names.
-    pub fn open_as(flag: &'static str, shown: &Path) -> Result<OutFile> {
+    pub(crate) fn open_as(flag: &'static str, shown: &Path) -> Result<OutFile> {
         let mut out = Self::open_checked(flag, shown)?;
         out.flag = flag;
         Ok(out)
@@ -133,7 +133,7 @@ impl OutFile {
     }
 
     /// Delivers `data`: a regular file is in place when this returns.
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
         let shown = format!("{} {}", self.flag, self.shown.display());
         let context = |e: io::Error| io::Error::new(e.kind(), format!("{shown}: {e}"));
         match &mut self.dest {
@@ -176,7 +176,7 @@ impl OutFile {
     /// Streams `data` to the output (`batch --output`): a regular file's
     /// new content goes to its temporary file and replaces it only at
     /// [`Self::commit`]; a FIFO or device gets it at once.
-    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(crate) fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let shown = format!("{} {}", self.flag, self.shown.display());
         let context = |e: io::Error| io::Error::new(e.kind(), format!("{shown}: {e}"));
         match &mut self.dest {
@@ -190,7 +190,7 @@ impl OutFile {
 
     /// After the last [`Self::append`]: puts a regular file in place
     /// (fsync'ed, renamed over the old one, which is dropped).
-    pub fn commit(&mut self) -> io::Result<()> {
+    pub(crate) fn commit(&mut self) -> io::Result<()> {
         if let Dest::Replace { tmp, .. } = &self.dest {
             if tmp.is_some() {
                 self.write(&[])?;
@@ -202,7 +202,7 @@ impl OutFile {
 
     /// After stdout failed: puts back what `--out` named before. Returns
     /// what the user should know about the file.
-    pub fn take_back(&mut self) -> Option<String> {
+    pub(crate) fn take_back(&mut self) -> Option<String> {
         let shown = format!("{} {}", self.flag, self.shown.display());
         match &mut self.dest {
             Dest::InPlace { kind, .. } => Some(format!(
@@ -233,7 +233,7 @@ impl OutFile {
     }
 
     /// After stdout has the response: drops the previous file.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Dest::Replace { backup, .. } = &mut self.dest {
             if let Some(b) = backup.take() {
                 let _ = fs::remove_file(b);

@@ -57,7 +57,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The most a call waits on Redis in all: a connection attempt, the
 /// script, and loading it once more after Redis restarted empty.
-pub const CALL_BUDGET: Duration = Duration::from_millis(1000);
+pub(super) const CALL_BUDGET: Duration = Duration::from_millis(1000);
 
 /// How often Redis is checked while it answers, and while it does not.
 const WATCH_UP: Duration = Duration::from_secs(1);

@@ -2,7 +2,7 @@
 //! index and its configured label (or serial), both from the configuration
 //! file, never from a caller; the label value is escaped by the encoder.
 //! So the exposition grows with the tokens configured (at most
-//! [`crate::config::MAX_TOKENS`]), never with requests.
+//! `MAX_TOKENS`), never with requests.
 
 use std::sync::{Arc, Mutex};
 

@@ -18,7 +18,7 @@ use crate::audit::Trail;
 use crate::backend::mock::MockBackend;
 use crate::backend::pkcs11::pool::PoolStats;
 use crate::certificate::ParsedCertificate;
-use crate::issue::{CsrResponse, Timings, ValidKeyOptions, hand_over, prepare_csr_audited};
+use crate::issue::{CsrResponse, Timings, ValidKeyOptions, hand_over, prepare_csr};
 use crate::owner::{Owner, Principal};
 use crate::quota::KeyQuota;
 use crate::quota::{Caller, Reserved};
@@ -107,7 +107,7 @@ impl Sessions for MockSessions {
             reservation,
         };
         let id = request_id.to_owned();
-        let pending = prepare_csr_audited(&mut source, request, &options, id, audit.cloned())?;
+        let pending = prepare_csr(&mut source, request, &options, id, audit.cloned())?;
         hand_over(pending, deliver).map(Some)
     }
 

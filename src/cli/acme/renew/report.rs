@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use hsm_csr::Error;
-use hsm_csr::acme;
+use crate::Error;
+use crate::acme;
 
 use super::super::{CertificateReport, rfc3339};
 use super::name_key;

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hsm_csr::acme::{self, AcmeOptions, Issued};
-use hsm_csr::audit::{Actor, AuditLog, EventKind, Trail};
-use hsm_csr::backend::pkcs11::{Pkcs11Backend, orphans};
-use hsm_csr::config::Config;
-use hsm_csr::{CsrRequest, Error, KeyOptions, Result};
+use crate::acme::{self, AcmeOptions, Issued};
+use crate::audit::{Actor, AuditLog, EventKind, Trail};
+use crate::backend::pkcs11::{Pkcs11Backend, orphans};
+use crate::config::Config;
+use crate::{CsrRequest, Error, KeyOptions, Result};
 
 use super::super::super::create::out_file::OutFile;
 use super::super::args::AcmeRenewArgs;
@@ -147,7 +147,7 @@ pub(super) fn renew_due(
 ) -> Done {
     let mut opts = run.opts.clone();
     opts.profile = profile;
-    let name = hsm_csr::text::one_line(&due.common_name);
+    let name = crate::text::one_line(&due.common_name);
     let mut attempts = 0;
     loop {
         if !run.limit.wait_turn() {
@@ -235,10 +235,10 @@ fn renew_one(
     // --key-type moves a fleet; an RSA key keeps its size, or gets 2048.
     let key_type = run.args.key_type.map_or(due.key_type, |t| {
         let bits = match due.key_type {
-            hsm_csr::KeyType::Rsa { bits } => bits,
+            crate::KeyType::Rsa { bits } => bits,
             _ => 2048,
         };
-        hsm_csr::config::KeyTypeName::from(t).with_bits(bits)
+        crate::config::KeyTypeName::from(t).with_bits(bits)
     });
     let key_options = KeyOptions {
         key_type,
@@ -247,7 +247,7 @@ fn renew_one(
         label_prefix: run.prefix.to_owned(),
     }
     .validate()?
-    .owned_by(hsm_csr::owner::Owner::local());
+    .owned_by(crate::owner::Owner::local());
     let chain = chain_dir.map(|dir| dir.join(chain_file_name(&due.common_name)));
     let mut chain_out = chain
         .as_deref()

@@ -19,7 +19,7 @@ pub(super) struct Req {
 }
 
 impl Req {
-    pub fn raw(&self) -> RawRequest<'_> {
+    pub(super) fn raw(&self) -> RawRequest<'_> {
         RawRequest {
             method: &self.method,
             path: "/",
@@ -33,16 +33,16 @@ impl Req {
         }
     }
 
-    pub fn authenticate(&self) -> Result<Verified, ApiError> {
+    pub(super) fn authenticate(&self) -> Result<Verified, ApiError> {
         authenticate(&self.raw(), |id| (id == "AKID").then_some("SECRET"))
     }
 
-    pub fn with(mut self, name: &str, value: &[u8]) -> Req {
+    pub(super) fn with(mut self, name: &str, value: &[u8]) -> Req {
         self.headers.push((name.to_owned(), value.to_vec()));
         self
     }
 
-    pub fn without(mut self, name: &str) -> Req {
+    pub(super) fn without(mut self, name: &str) -> Req {
         self.headers.retain(|(n, _)| n != name);
         self
     }

@@ -65,7 +65,7 @@ fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-pub fn init() {
+pub(super) fn init() {
     let level = match std::env::var("HSM_CSR_LOG").as_deref() {
         Ok("debug") | Ok("trace") => LevelFilter::Debug,
         Ok("info") => LevelFilter::Info,
