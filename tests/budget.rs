@@ -147,11 +147,10 @@ fn split(calls: Vec<Call>) -> (Vec<Call>, Vec<Call>) {
 fn serve_calls(spied: &Spied, top: &str, pooled: bool) -> Vec<(Vec<Call>, Vec<Call>)> {
     let server = Server::launch_on(
         &spied.token,
+        &Server::config(&spied.token, spied.key_type(), "workers = 1")
+            .module(SPY)
+            .extra(top),
         &Launch {
-            key_type: spied.key_type(),
-            extra: "workers = 1",
-            top,
-            module: Some(SPY),
             env: &spied.env(),
             ..Launch::default()
         },

@@ -39,10 +39,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 fn start(token: &Token, extra: &str) -> Server {
     Server::launch_on(
         token,
+        &Server::config(token, token.ec_or_rsa(), extra).extra(ACCESS_KEY),
         &Launch {
-            key_type: token.ec_or_rsa(),
-            extra,
-            top: ACCESS_KEY,
             env: &[("EXPLORER_SECRET", SECRET)],
             ..Launch::default()
         },
