@@ -1,6 +1,7 @@
 //! The round-trip budget: on a network HSM every PKCS#11 call
 //! is a round trip, so the calls a CSR makes are counted, through OpenSC's
-//! pkcs11-spy, on every path, and held to a budget. Runs on a private
+//! pkcs11-spy, on three paths (serve on demand, serve from the pool,
+//! create), and held to a budget. Runs on a private
 //! SoftHSM2 token and on the shared tokens of `scripts/test.sh` (the
 //! p11-kit path among them).
 //!
