@@ -1,6 +1,7 @@
 //! The round-trip budget: on a network HSM every PKCS#11 call
 //! is a round trip, so the calls a CSR makes are counted, through OpenSC's
-//! pkcs11-spy, on every path, and held to a budget. Runs on a private
+//! pkcs11-spy, on three paths (serve on demand, serve from the pool,
+//! create), and held to a budget. Runs on a private
 //! SoftHSM2 token and on the shared tokens of `scripts/test.sh` (the
 //! p11-kit path among them).
 //!
@@ -147,11 +148,10 @@ fn split(calls: Vec<Call>) -> (Vec<Call>, Vec<Call>) {
 fn serve_calls(spied: &Spied, top: &str, pooled: bool) -> Vec<(Vec<Call>, Vec<Call>)> {
     let server = Server::launch_on(
         &spied.token,
+        &Server::config(&spied.token, spied.key_type(), "workers = 1")
+            .module(SPY)
+            .extra(top),
         &Launch {
-            key_type: spied.key_type(),
-            extra: "workers = 1",
-            top,
-            module: Some(SPY),
             env: &spied.env(),
             ..Launch::default()
         },

@@ -2,21 +2,24 @@
 //! every case below names a module that does not exist, so
 //! a command that reached the token would answer Token.ModuleNotLoadable.
 
-use crate::common::{Run, Token};
+use crate::common::serve_config::ServeConfig;
+use crate::common::{PIN, Run, Token};
 
-const ACCESS_KEY: &str = "[[service.access_keys]]\nid = \"K\"\nsecret_env = \"HSM_CSR_TEST_SECRET\"\nactions = [\"*\"]\n";
+/// A config that would be right but for its module, which does not exist;
+/// with no access key.
+fn base(token: &Token) -> ServeConfig {
+    std::fs::write(token.dir().join("pin"), format!("{PIN}\n")).unwrap();
+    let missing = token.dir().join("no-such-module.so");
+    ServeConfig::for_token(token).module(&missing.display().to_string())
+}
 
-fn run(token: &Token, command: &str, config: &str, secret_set: bool) -> Run {
-    let path = token.dir().join("checked.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[token]\nmodule = \"{}\"\nlabel = \"{}\"\n{config}",
-            token.dir().join("no-such-module.so").display(),
-            token.label
-        ),
-    )
-    .unwrap();
+/// `base` with one access key, its secret in HSM_CSR_TEST_SECRET.
+fn with_key(token: &Token) -> ServeConfig {
+    base(token).access_key("K", "HSM_CSR_TEST_SECRET", "[\"*\"]")
+}
+
+fn run(token: &Token, command: &str, config: &ServeConfig, secret_set: bool) -> Run {
+    let path = config.write(token.dir());
     let mut cmd = token.hsm_csr();
     cmd.arg(command).arg("--config").arg(&path);
     if command == "create" {
@@ -54,7 +57,7 @@ fn numbers_at_their_limits_are_refused_before_the_token() {
         ("header_timeout_ms", "1"),
         ("max_connections", "0"),
     ] {
-        let config = format!("[service]\n{setting} = {value}\n{ACCESS_KEY}");
+        let config = with_key(&token).service(&format!("{setting} = {value}"));
         for command in ["serve", "create"] {
             refused(&run(&token, command, &config, true), setting);
         }
@@ -64,7 +67,7 @@ fn numbers_at_their_limits_are_refused_before_the_token() {
 #[test]
 fn serve_checks_subject_defaults_and_secrets_before_the_token() {
     let token = Token::new();
-    let bad_defaults = format!("[subject.defaults]\ncountry = \"CHN\"\n{ACCESS_KEY}");
+    let bad_defaults = with_key(&token).extra("[subject.defaults]\ncountry = \"CHN\"");
     refused(
         &run(&token, "serve", &bad_defaults, true),
         "[subject.defaults]",
@@ -74,25 +77,25 @@ fn serve_checks_subject_defaults_and_secrets_before_the_token() {
         "[subject.defaults]",
     );
     refused(
-        &run(&token, "serve", ACCESS_KEY, false),
+        &run(&token, "serve", &with_key(&token), false),
         "environment variable HSM_CSR_TEST_SECRET is not set",
     );
     refused(
-        &run(&token, "serve", "", true),
+        &run(&token, "serve", &base(&token), true),
         "no [[service.access_keys]] configured",
     );
-    let missing_tls = format!(
-        "[service]\ntls_cert = \"{0}/no-cert.pem\"\ntls_key = \"{0}/no-key.pem\"\n{ACCESS_KEY}",
-        token.dir().display()
+    let missing_tls = with_key(&token).tls(
+        &token.dir().join("no-cert.pem"),
+        &token.dir().join("no-key.pem"),
     );
     refused(&run(&token, "serve", &missing_tls, true), "no-cert.pem");
     let mut cmd = token.hsm_csr();
     cmd.args(["serve", "--listen", "not-an-address", "--config"])
-        .arg(token.dir().join("checked.toml"))
+        .arg(with_key(&token).write(token.dir()))
         .env("HSM_CSR_TEST_SECRET", "s3cret");
     refused(&Run::of(&mut cmd), "--listen");
     // With the configuration right, the same command does reach the token.
-    let reached = run(&token, "serve", ACCESS_KEY, true);
+    let reached = run(&token, "serve", &with_key(&token), true);
     assert!(
         reached.stderr.contains("Token.ModuleNotLoadable"),
         "{}",

@@ -8,7 +8,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::server::{Server, self_signed};
+use crate::common::serve_config::ServeConfig;
+use crate::common::server::{Launch, Server, self_signed};
 use crate::common::{Run, Token, python, repo};
 
 /// How long a test waits for something the server should do within a
@@ -259,18 +260,15 @@ fn only_get_and_post_reach_the_rpc_endpoint_over_http_1_1() {
     assert!(token.keys().is_empty());
 }
 
-/// A self-signed certificate for 127.0.0.1 and its key, in the token's directory.
-
 #[test]
 fn https_has_the_same_limits_and_serves_http_1_1_only() {
     let token = Token::new();
     let (cert, key) = self_signed(&token);
-    let extra = format!(
-        "tls_cert = \"{}\"\ntls_key = \"{}\"\nheader_timeout_ms = 1000",
-        cert.display(),
-        key.display()
+    let server = Server::launch_on(
+        &token,
+        &Server::config(&token, token.ec_or_rsa(), "header_timeout_ms = 1000").tls(&cert, &key),
+        &Launch::default(),
     );
-    let server = Server::start(&token, token.ec_or_rsa(), &extra);
 
     // A TLS handshake that never starts.
     let mut s = TcpStream::connect(&server.addr).unwrap();
@@ -334,18 +332,10 @@ fn unusable_tls_files_are_named_in_the_error() {
         (&key, &cert, &key),
         (&cert, &other, &other),
     ] {
-        let config = token.dir().join("serve.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{}\n[service]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-                 [[service.access_keys]]\nid = \"K\"\nsecret_env = \"S\"\nactions = [\"*\"]\n",
-                token.config_token_table("pin"),
-                c.display(),
-                k.display()
-            ),
-        )
-        .unwrap();
+        let config = ServeConfig::for_token(&token)
+            .tls(c, k)
+            .access_key("K", "S", "[\"*\"]")
+            .write(token.dir());
         let mut cmd = token.hsm_csr();
         cmd.current_dir(token.dir())
             .env_remove("HSM_CSR_PIN")

@@ -118,9 +118,12 @@ fn the_readme_calls_get_a_csr_from_serve() {
     let env = [("HSM_CSR_SECRET_OPS", "ops-s3cret")];
     let server = Server::launch_on(
         &token,
+        &Server::config(&token, "ec-p256", "").access_key(
+            "LTAI-ops",
+            "HSM_CSR_SECRET_OPS",
+            "[\"cdn:CreateCdnCertificateSigningRequest\"]",
+        ),
         &Launch {
-            top: "[[service.access_keys]]\nid = \"LTAI-ops\"\nsecret_env = \"HSM_CSR_SECRET_OPS\"\n\
-                  actions = [\"cdn:CreateCdnCertificateSigningRequest\"]\n",
             env: &env,
             ..Launch::default()
         },

@@ -20,10 +20,6 @@ use crate::companion::Ca;
 /// A secret long and odd enough that finding it anywhere is no accident.
 const SECRET: &str = "explorer-Secret-7f3a9c1e5b2d4f60a8c7e9d1";
 
-/// An access key that may call every action, its secret in EXPLORER_SECRET.
-const ACCESS_KEY: &str = "[[service.access_keys]]\nid = \"ExplorerKey\"\n\
-     secret_env = \"EXPLORER_SECRET\"\nactions = [\"*\"]\n";
-
 /// The explorer's page and the files beside it.
 const PATHS: [&str; 4] = [
     "/explorer",
@@ -36,13 +32,17 @@ const PATHS: [&str; 4] = [
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The service tests' server with `extra` in `[service]`, and an access key
+/// `ExplorerKey` that may call every action, its secret in EXPLORER_SECRET.
 fn start(token: &Token, extra: &str) -> Server {
     Server::launch_on(
         token,
+        &Server::config(token, token.ec_or_rsa(), extra).access_key(
+            "ExplorerKey",
+            "EXPLORER_SECRET",
+            "[\"*\"]",
+        ),
         &Launch {
-            key_type: token.ec_or_rsa(),
-            extra,
-            top: ACCESS_KEY,
             env: &[("EXPLORER_SECRET", SECRET)],
             ..Launch::default()
         },

@@ -2,10 +2,11 @@
 //! (examples/load.rs) keeps calling, and comes back: SoftHSM2 behind
 //! `p11-kit server`, whose server processes are killed and restarted.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::server::ServeLog;
+use crate::common::serve_config::ServeConfig;
+use crate::common::server::{Launch, Server};
 use crate::common::spy::{self, SPY};
 use crate::common::{SOFTHSM, Token, python, wait_until};
 
@@ -42,32 +43,26 @@ pub(crate) fn kill_p11kit(pid: &str) {
     let _ = Command::new("kill").args(["-KILL", pid]).status();
 }
 
-/// `hsm-csr serve` on a port of its choosing (it logs which), with
-/// pkcs11-spy in front of p11-kit's client (its log: `spy.log`).
-fn serve(token: &Token, address: &str) -> Child {
-    let config = token.dir().join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[token]\nmodule = \"{SPY}\"\nlabel = \"test-token\"\n[key]\ntype = \"ec-p256\"\nlabel_prefix = \"{}\"\n\
-             [service]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
-             [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n",
-            token.prefix
-        ),
+/// `hsm-csr serve` with pkcs11-spy in front of p11-kit's client (its
+/// log: `spy.log`), which reaches the token through the p11-kit server at
+/// `address`.
+fn serve(token: &Token, address: &str) -> Server {
+    let spy_log = token.dir().join("spy.log");
+    Server::launch_on(
+        token,
+        &ServeConfig::for_token(token)
+            .module(SPY)
+            .service("workers = 2")
+            .access_key("MainKey", "MAIN_SECRET", "[\"*\"]"),
+        &Launch {
+            env: &[
+                ("P11_KIT_SERVER_ADDRESS", address),
+                ("PKCS11SPY", CLIENT_MODULE),
+                ("PKCS11SPY_OUTPUT", spy_log.to_str().unwrap()),
+            ],
+            ..Launch::default()
+        },
     )
-    .unwrap();
-    token
-        .hsm_csr()
-        .env("P11_KIT_SERVER_ADDRESS", address)
-        .env("PKCS11SPY", CLIENT_MODULE)
-        .env("PKCS11SPY_OUTPUT", token.dir().join("spy.log"))
-        .env("MAIN_SECRET", "s3cret")
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// One request through the SDK: Ok(PubMd5) or Err(code).
@@ -97,17 +92,13 @@ fn one(addr: &str) -> Result<String, String> {
     }
 }
 
-/// Kills what a failed assertion would leave running.
-struct Cleanup {
-    server: Option<Child>,
-    p11kit: Vec<String>,
+/// Kills the p11-kit servers a failed assertion would leave running.
+pub(crate) struct Cleanup {
+    pub(crate) p11kit: Vec<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(s) = &mut self.server {
-            let _ = s.kill();
-        }
         for pid in &self.p11kit {
             kill_p11kit(pid);
         }
@@ -180,12 +171,10 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
     };
     let (address, pid) = start_p11kit(&token);
     let mut cleanup = Cleanup {
-        server: None,
         p11kit: vec![pid.clone()],
     };
-    let server = cleanup.server.insert(serve(&token, &address));
-    let log = ServeLog::follow(server.stderr.take().unwrap());
-    let addr = log.listening_addr();
+    let server = serve(&token, &address);
+    let addr = server.addr.clone();
     wait_until("serve did not come up", || healthy(&addr));
     let mut delivered = vec![one(&addr).expect("before the fault")];
 
@@ -239,13 +228,8 @@ fn token_lost_under_serve_fails_clearly_and_recovers_without_restart() {
         "the load saw the token before, during and after the outage: {summary}"
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let status = server.wait().unwrap();
-    let log = log.finish();
+    let log = server.stop();
     kill_p11kit(&pid);
-    assert!(status.success(), "{log}");
     assert!(log.contains("is back: sessions reopened"), "{log}");
     for line in log.lines().filter(|l| l.contains("removed")) {
         eprintln!("serve: {line}");

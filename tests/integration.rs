@@ -24,7 +24,8 @@ macro_rules! on_a_token {
 }
 
 on_a_token! {
-    /// Shared helpers: tokens, a running `serve`, pebble, Redis, pkcs11-spy.
+    /// Shared helpers: tokens, a running `serve` and the config it runs on
+    /// (`ServeConfig`), pebble, Redis, pkcs11-spy.
     common;
 
     // --- A CSR from the command line ---

@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use crate::common::serve_config::ServeConfig;
 use crate::common::server::{Server, call, call_in_flight, metric, wait_for};
 use crate::common::{Token, python, repo, skip_part};
 
@@ -118,16 +119,11 @@ fn wrong_pin_stops_the_start_without_retrying() {
     else {
         return;
     };
-    let config = token.dir().join("serve.toml");
+    let config = ServeConfig::for_token(&token)
+        .access_key("K", "S", "[\"*\"]")
+        .write(token.dir());
+    // The config's pin file holds a wrong PIN.
     std::fs::write(token.dir().join("pin"), "9999\n").unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[service]\nlisten = \"127.0.0.1:0\"\n[[service.access_keys]]\nid = \"K\"\nsecret_env = \"S\"\nactions = [\"*\"]\n",
-            token.config_token_table("pin")
-        ),
-    )
-    .unwrap();
     let mut cmd = token.hsm_csr();
     cmd.current_dir(token.dir())
         .env_remove("HSM_CSR_PIN")

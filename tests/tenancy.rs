@@ -280,12 +280,10 @@ fn a_full_token_answers_503_and_says_nothing_of_the_token() {
     let top = format!("{}[audit]\npath = \"audit.jsonl\"\n", t.config);
     let server = Server::launch_on(
         &token,
-        &Launch {
-            key_type: "ec-p256",
-            top: &top,
-            token_extra: "max_objects = 9\n",
-            ..Launch::default()
-        },
+        &Server::config(&token, "ec-p256", "")
+            .token_lines("max_objects = 9")
+            .extra(&top),
+        &Launch::default(),
     );
     let answers: Vec<Answer> = (0..3)
         .map(|i| csr(&server, &t.b, &format!("f{i}.example.com")))
@@ -346,11 +344,10 @@ fn calls_of_one_set(keys: usize) -> Option<Vec<String>> {
     ];
     let server = Server::launch_on(
         &token,
+        &Server::config(&token, "ec-p256", "workers = 1")
+            .module(SPY)
+            .extra(&t.config),
         &Launch {
-            key_type: "ec-p256",
-            top: &t.config,
-            extra: "workers = 1",
-            module: Some(SPY),
             env: &env,
             ..Launch::default()
         },
@@ -461,15 +458,12 @@ fn health_and_metrics_can_leave_the_api_port_and_name_no_token_label() {
     let t = tenants(&token);
     let server = Server::launch_on(
         &token,
-        &Launch {
-            // RSA: every token the suite runs on makes it (openCryptoki
-            // has no EC).
-            key_type: "rsa-2048",
-            top: &t.config,
-            extra: "admin_listen = \"127.0.0.1:0\"",
-            token_extra: "name = \"hsm-a\"\n",
-            ..Launch::default()
-        },
+        // RSA: every token the suite runs on makes it (openCryptoki has
+        // no EC).
+        &Server::config(&token, "rsa-2048", "admin_listen = \"127.0.0.1:0\"")
+            .token_lines("name = \"hsm-a\"")
+            .extra(&t.config),
+        &Launch::default(),
     );
     let admin = server.admin_addr();
     // The API port answers the API only.

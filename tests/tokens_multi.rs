@@ -5,30 +5,14 @@
 //! served by the second token; the first rejoins once its server is back.
 //! Each key is on the token its KeyUri names, and only there.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::rpc;
-use crate::common::server::ServeLog;
+use crate::common::serve_config::ServeConfig;
+use crate::common::server::{Launch, Server};
 use crate::common::{PIN, SOFTHSM, Token, repo, wait_until};
-use crate::faults::{CLIENT_MODULE, kill_p11kit, load_client, start_p11kit};
-
-/// Kills what a failed assertion would leave running.
-struct Cleanup {
-    server: Option<Child>,
-    p11kit: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(s) = &mut self.server {
-            let _ = s.kill();
-        }
-        for pid in &self.p11kit {
-            kill_p11kit(pid);
-        }
-    }
-}
+use crate::faults::{CLIENT_MODULE, Cleanup, kill_p11kit, load_client, start_p11kit};
 
 /// A second private SoftHSM2 token, labelled `token-b`, in `dir`; its
 /// SOFTHSM2_CONF.
@@ -137,38 +121,24 @@ fn two_tokens_one_killed_under_load_only_its_calls_fail_and_it_rejoins() {
     let b_conf = second_token(a.dir());
     let (address, pid) = start_p11kit(&a);
     let mut cleanup = Cleanup {
-        server: None,
         p11kit: vec![pid.clone()],
     };
-    std::fs::write(a.dir().join("pin"), format!("{PIN}\n")).unwrap();
-    let config = a.dir().join("two-tokens.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[tokens]]\nmodule = \"{CLIENT_MODULE}\"\nlabel = \"test-token\"\npin_file = \"pin\"\n\
-             [[tokens]]\nmodule = \"{SOFTHSM}\"\nlabel = \"token-b\"\npin_file = \"pin\"\n\
-             [key]\ntype = \"ec-p256\"\nlabel_prefix = \"{}\"\n\
-             [service]\nlisten = \"127.0.0.1:0\"\nworkers = 4\nkey_uri = true\n\
-             [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n",
-            a.prefix
-        ),
-    )
-    .unwrap();
-    let server = cleanup.server.insert(
-        a.hsm_csr()
-            .env_remove("HSM_CSR_PIN")
-            .env("SOFTHSM2_CONF", &b_conf)
-            .env("P11_KIT_SERVER_ADDRESS", &address)
-            .env("MAIN_SECRET", "s3cret")
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let server = Server::launch_on(
+        &a,
+        &ServeConfig::for_token(&a)
+            .token(CLIENT_MODULE, "test-token")
+            .token(SOFTHSM, "token-b")
+            .service("workers = 4\nkey_uri = true")
+            .access_key("MainKey", "MAIN_SECRET", "[\"*\"]"),
+        &Launch {
+            env: &[
+                ("SOFTHSM2_CONF", b_conf.to_str().unwrap()),
+                ("P11_KIT_SERVER_ADDRESS", &address),
+            ],
+            ..Launch::default()
+        },
     );
-    let log = ServeLog::follow(server.stderr.take().unwrap());
-    let addr = log.listening_addr();
+    let addr = server.addr.clone();
     wait_until("serve did not come up", || get(&addr, "/healthz").0 == 200);
     for token in [0, 1] {
         assert_eq!(token_series(&addr, "hsm_csr_token_up", token, None), 1.0);
@@ -250,12 +220,7 @@ fn two_tokens_one_killed_under_load_only_its_calls_fail_and_it_rejoins() {
     );
 
     let served = (served_on(&addr, 0) as usize, served_on(&addr, 1) as usize);
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let status = server.wait().unwrap();
-    let log = log.finish();
-    assert!(status.success(), "{log}");
+    let log = server.stop();
     assert!(log.contains("is back: sessions reopened"), "{log}");
 
     // Each key is on the token its KeyUri names, and only there.
@@ -305,22 +270,12 @@ fn a_pool_on_each_token_and_one_token_per_command() {
     };
     add_token(&a, "token-b");
     std::fs::write(a.dir().join("pin"), format!("{PIN}\n")).unwrap();
-    let tables = format!(
-        "[[tokens]]\nmodule = \"{SOFTHSM}\"\nlabel = \"test-token\"\npin_file = \"pin\"\n\
-         [[tokens]]\nmodule = \"{SOFTHSM}\"\nlabel = \"token-b\"\npin_file = \"pin\"\n"
-    );
-    let write = |name: &str, text: &str| {
-        let path = a.dir().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let key = format!(
-        "[key]\ntype = \"ec-p256\"\nlabel_prefix = \"{}\"\n",
-        a.prefix
-    );
-    let service = "[service]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nkey_uri = true\n\
-                   [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\nactions = [\"*\"]\n";
-    let config = write("c.toml", &format!("{tables}{key}{service}"));
+    let two = ServeConfig::for_token(&a)
+        .token(SOFTHSM, "test-token")
+        .token(SOFTHSM, "token-b")
+        .service("workers = 2\nkey_uri = true")
+        .access_key("MainKey", "MAIN_SECRET", "[\"*\"]");
+    let config = two.write(a.dir());
     let run = |args: &[&str]| {
         let mut cmd = a.hsm_csr();
         cmd.env_remove("HSM_CSR_PIN")
@@ -377,12 +332,13 @@ fn a_pool_on_each_token_and_one_token_per_command() {
         "{}",
         e.stderr
     );
-    let twice = write(
-        "twice.toml",
-        &format!(
-            "{tables}[[tokens]]\nmodule = \"{SOFTHSM}\"\nserial = \"{serial_b}\"\npin_file = \"pin\"\n{key}{service}"
-        ),
-    );
+    // The third table names token-b again, by its serial.
+    let twice = two
+        .clone()
+        .token_table(&format!(
+            "module = \"{SOFTHSM}\"\nserial = \"{serial_b}\"\npin_file = \"pin\"\n"
+        ))
+        .write(a.dir());
     let mut cmd = a.hsm_csr();
     cmd.env_remove("HSM_CSR_PIN")
         .env("MAIN_SECRET", "s3cret")
@@ -398,27 +354,8 @@ fn a_pool_on_each_token_and_one_token_per_command() {
     );
 
     // A pool on each token; pooled keys are handed out from both.
-    let serve_config = write(
-        "serve.toml",
-        &format!("{tables}{key}{service}[pool]\nsize = 2\n"),
-    );
-    let mut cleanup = Cleanup {
-        server: None,
-        p11kit: Vec::new(),
-    };
-    let server = cleanup.server.insert(
-        a.hsm_csr()
-            .env_remove("HSM_CSR_PIN")
-            .env("MAIN_SECRET", "s3cret")
-            .args(["serve", "--config"])
-            .arg(&serve_config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let log = ServeLog::follow(server.stderr.take().unwrap());
-    let addr = log.listening_addr();
+    let server = Server::launch_on(&a, &two.pool(2), &Launch::default());
+    let addr = server.addr.clone();
     wait_until("both pools did not fill", || {
         token_series(&addr, "hsm_csr_token_pool_depth", 0, None) == 2.0
             && token_series(&addr, "hsm_csr_token_pool_depth", 1, None) == 2.0
@@ -429,11 +366,7 @@ fn a_pool_on_each_token_and_one_token_per_command() {
         metrics.contains("\nhsm_csr_pool_hits_total 4\n"),
         "all four calls from the pools: {metrics}"
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    assert!(server.wait().unwrap().success());
-    let log = log.finish();
+    let log = server.stop();
     let on_a = private_key_ids(&a.conf(), "test-token");
     let on_b = private_key_ids(&a.conf(), "token-b");
     for (token, id) in &calls {

@@ -11,6 +11,7 @@ pub mod pebble;
 pub mod ports;
 pub mod redis;
 pub mod rpc;
+pub mod serve_config;
 pub mod server;
 pub mod spy;
 mod token;

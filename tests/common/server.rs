@@ -4,11 +4,11 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::serve_config::ServeConfig;
 use super::{Token, python, repo};
 
 /// A running `hsm-csr serve`, stopped with SIGTERM when dropped.
@@ -99,21 +99,12 @@ impl ServeLog {
     }
 }
 
-/// How [`Server::launch_on`] starts a server.
-#[derive(Clone, Copy)]
+/// How [`Server::launch_on`] runs `hsm-csr serve` (what it runs on is
+/// the [`ServeConfig`]).
+#[derive(Clone, Copy, Default)]
 pub struct Launch<'a> {
-    /// `rsa-2048`, `ec-p256`, ...
-    pub key_type: &'a str,
-    /// Lines of `[service]`.
-    pub extra: &'a str,
-    /// Tables appended to the config.
-    pub top: &'a str,
     /// `prlimit --nofile`.
     pub nofile: Option<u64>,
-    /// Lines of `[token]`.
-    pub token_extra: &'a str,
-    /// Another module in place of the token's (e.g. pkcs11-spy in front of it).
-    pub module: Option<&'a str>,
     /// More environment.
     pub env: &'a [(&'a str, &'a str)],
     /// A command that runs `hsm-csr serve` (its arguments, then hsm-csr's),
@@ -121,96 +112,57 @@ pub struct Launch<'a> {
     pub wrapper: &'a [String],
 }
 
-impl Default for Launch<'_> {
-    fn default() -> Self {
-        Launch {
-            key_type: "ec-p256",
-            extra: "",
-            top: "",
-            nofile: None,
-            token_extra: "",
-            module: None,
-            env: &[],
-            wrapper: &[],
-        }
-    }
-}
-
 impl Server {
+    /// A server on `token` making `key_type` keys, with `extra` lines in
+    /// `[service]` and the access keys of
+    /// [`ServeConfig::server_access_keys`].
     pub fn start(token: &Token, key_type: &str, extra: &str) -> Server {
         Server::start_with(token, key_type, extra, "")
     }
 
     /// As `start`, with `top` appended to the config (e.g. a `[pool]` table).
     pub fn start_with(token: &Token, key_type: &str, extra: &str, top: &str) -> Server {
-        Server::launch(token, key_type, extra, top, None)
+        Server::launch_on(
+            token,
+            &Server::config(token, key_type, extra).extra(top),
+            &Launch::default(),
+        )
     }
 
     /// As `start`, under `prlimit`: at most `nofile` open file descriptors.
     pub fn start_limited(token: &Token, key_type: &str, extra: &str, nofile: u64) -> Server {
-        Server::launch(token, key_type, extra, "", Some(nofile))
-    }
-
-    fn launch(
-        token: &Token,
-        key_type: &str,
-        extra: &str,
-        top: &str,
-        nofile: Option<u64>,
-    ) -> Server {
         Server::launch_on(
             token,
+            &Server::config(token, key_type, extra),
             &Launch {
-                key_type,
-                extra,
-                top,
-                nofile,
+                nofile: Some(nofile),
                 ..Launch::default()
             },
         )
     }
 
-    /// A server as `how` says.
-    pub fn launch_on(token: &Token, how: &Launch<'_>) -> Server {
+    /// The config `start` runs on, to change further before
+    /// [`Server::launch_on`].
+    pub fn config(token: &Token, key_type: &str, extra: &str) -> ServeConfig {
+        ServeConfig::for_token(token)
+            .key_type(key_type)
+            .service(extra)
+            .server_access_keys()
+    }
+
+    /// A server on `config`, run as `how` says, in the token's directory,
+    /// once it answers: the PIN in the file `pin`, `MAIN_SECRET`,
+    /// `BURST_SECRET` and the file `cdn-secret` set for
+    /// [`ServeConfig::server_access_keys`].
+    pub fn launch_on(token: &Token, config: &ServeConfig, how: &Launch<'_>) -> Server {
         let Launch {
-            key_type,
-            extra,
-            top,
             nofile,
-            token_extra,
-            module,
             env,
             wrapper,
         } = *how;
-        // The server binds port 0 and logs the port it got.
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, Ordering::Relaxed);
         std::fs::write(token.dir().join("pin"), "1234\n").unwrap();
-        // "rsa-4096" is type rsa with bits = 4096.
-        let key_table = match key_type.split_once('-') {
-            Some(("rsa", bits)) => format!("type = \"rsa\"\nbits = {bits}"),
-            _ => format!("type = \"{key_type}\""),
-        };
-        let config = token.dir().join(format!("serve-{n}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "{}\n[key]\n{key_table}\nlabel_prefix = \"{}\"\n\n[service]\nlisten = \"127.0.0.1:0\"\n{extra}\n\
-                 [[service.access_keys]]\nid = \"MainKey\"\nsecret_env = \"MAIN_SECRET\"\n\
-                 actions = [\"cdn:CreateCdnCertificateSigningRequest\", \"dcdn:CreateDcdnCertificateSigningRequest\"]\n\
-                 [[service.access_keys]]\nid = \"CdnOnly\"\nsecret_file = \"cdn-secret\"\nactions = [\"cdn:CreateCdnCertificateSigningRequest\"]\n\
-                 [[service.access_keys]]\nid = \"Burst\"\nsecret_env = \"BURST_SECRET\"\nactions = [\"*\"]\n{top}\n",
-                {
-                    let mut table = token.config_token_table("pin");
-                    if let Some(m) = module {
-                        table = table.replacen(&format!("module = \"{}\"", token.module), &format!("module = \"{m}\""), 1);
-                    }
-                    table + token_extra
-                },
-                token.prefix
-            ),
-        )
-        .unwrap();
+        let tls = config.has_tls();
+        let config = config.write(token.dir());
         std::fs::write(token.dir().join("cdn-secret"), "cdn-s3cret\n").unwrap();
         let limit = nofile.map(|n| {
             [
@@ -242,7 +194,6 @@ impl Server {
         };
         server.addr = server.log.listening_addr();
         let deadline = Instant::now() + Duration::from_secs(20);
-        let tls = extra.contains("tls_cert");
         while if tls {
             TcpStream::connect(&server.addr).is_err()
         } else {

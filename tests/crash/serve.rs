@@ -22,9 +22,8 @@ fn killed(mode: &str, pool: &str) {
         let wrapper = if slowed { slowing(&audit) } else { Vec::new() };
         let server = Server::launch_on(
             &token,
+            &Server::config(&token, "ec-p256", "workers = 3").extra(&top),
             &Launch {
-                extra: "workers = 3\n",
-                top: &top,
                 wrapper: &wrapper,
                 ..Launch::default()
             },
@@ -41,14 +40,7 @@ fn killed(mode: &str, pool: &str) {
         tally.ran(sig, slowed, &token_object);
         tally.received(answered);
     }
-    Server::launch_on(
-        &token,
-        &Launch {
-            top: &top,
-            ..Launch::default()
-        },
-    )
-    .stop();
+    Server::start_with(&token, "ec-p256", "", &top).stop();
     tally.check(mode, &plan, &token, &audit);
 }
 
