@@ -12,8 +12,8 @@ use serde::Deserialize;
 mod prune;
 
 pub use crate::day::Day;
+pub use prune::{Held, OwnerCounts, Pruned, Retiring, prune};
 pub(crate) use prune::{Inventory, inventory_pass};
-pub use prune::{OwnerCounts, Pruned, Retiring, prune};
 
 /// Which key pairs go.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

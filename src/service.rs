@@ -71,7 +71,7 @@ impl<S: Sessions> Service<S> {
     /// Answers calls from `keys` with CSRs made on several tokens, each
     /// named (for `/healthz` and `/metrics`) as the configuration names it.
     pub(crate) fn with_tokens(
-        tokens: Vec<(Arc<S>, String)>,
+        tokens: Vec<tokens::NamedSessions<S>>,
         config: ServiceConfig,
         keys: AccessKeys,
         defaults: SubjectDefaults,
@@ -207,15 +207,15 @@ impl<S: Sessions> Service<S> {
             })
             .collect();
         for lane in self.tokens.lanes() {
-            for (owner, (keys, certificates)) in lane.sessions.owners().0 {
+            for (owner, held) in lane.sessions.owners().0 {
                 let label = if self.keys.contains_key(&owner) {
                     owner
                 } else {
                     metrics::OTHER_OWNER.to_owned()
                 };
                 let s = stats.entry(label).or_default();
-                s.keys += keys;
-                s.certificates += certificates;
+                s.keys += held.key_pairs;
+                s.certificates += held.certificates;
             }
         }
         stats
@@ -228,7 +228,7 @@ impl<S: Sessions> Service<S> {
             .lanes()
             .iter()
             .filter(|l| l.index != lane)
-            .filter_map(|l| l.sessions.owners().0.get(id).map(|c| c.0))
+            .filter_map(|l| l.sessions.owners().0.get(id).map(|held| held.key_pairs))
             .sum()
     }
 

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use crate::audit::{Actor, EventKind, Trail};
 use crate::backend::pkcs11::inventory::{self, KeyEntry};
+use crate::retention::Held;
 use crate::{Error, Result};
 
 use super::{KeyArgs, KeysCommand, ListFormat, token};
@@ -165,17 +166,17 @@ fn print(out: &mut impl Write, format: ListFormat, keys: &[KeyEntry]) -> std::io
 
 /// One line: key pairs and certificates per owner, and in all.
 fn summary(keys: &[KeyEntry]) -> String {
-    let mut owners: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    let mut owners: std::collections::BTreeMap<&str, Held> = Default::default();
     for k in keys.iter().filter(|k| k.has_private_key) {
         let counts = owners.entry(k.owner.as_deref().unwrap_or("-")).or_default();
-        counts.0 += 1;
-        counts.1 += k.certificates().len();
+        counts.key_pairs += 1;
+        counts.certificates += k.certificates().len();
     }
-    let pairs: usize = owners.values().map(|c| c.0).sum();
+    let pairs: usize = owners.values().map(|c| c.key_pairs).sum();
     let certificates: usize = keys.iter().map(|k| k.certificates().len()).sum();
     let per_owner: Vec<String> = owners
         .iter()
-        .map(|(owner, (n, c))| format!("{owner} {n} ({c} cert)"))
+        .map(|(owner, held)| format!("{owner} {} ({} cert)", held.key_pairs, held.certificates))
         .collect();
     format!(
         "{pairs} key pair(s), {certificates} certificate(s); by owner: {}",

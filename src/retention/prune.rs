@@ -38,10 +38,19 @@ pub struct Pruned {
     pub removed: Option<std::result::Result<(), String>>,
 }
 
-/// Key pairs and certificates per owner (`""` for none), as the last
-/// `Inventory` pass found them.
+/// What each owner (`""` for none) holds, as the last `Inventory` pass
+/// found it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OwnerCounts(pub std::collections::BTreeMap<String, (usize, usize)>);
+pub struct OwnerCounts(pub std::collections::BTreeMap<String, Held>);
+
+/// What one owner holds on a token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Delivered key pairs.
+    pub key_pairs: usize,
+    /// Certificates stored beside them.
+    pub certificates: usize,
+}
 
 /// `serve`'s periodic pass over every key of a token (`[retention]`).
 #[derive(Debug)]
@@ -239,8 +248,8 @@ pub(crate) fn inventory_pass(
             .0
             .entry(k.owner.clone().unwrap_or_default())
             .or_default();
-        counts.0 += 1;
-        counts.1 += k.certificates().len();
+        counts.key_pairs += 1;
+        counts.certificates += k.certificates().len();
     }
     *pass.owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
     let expiries = keys

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use super::coordination::RedisCoordinator;
+use super::tokens::NamedSessions;
 use super::{AccessKeys, Service};
 use crate::audit::AuditLog;
 use crate::backend::pkcs11::Pkcs11Backend;
@@ -109,7 +110,8 @@ impl ServiceBuilder {
                 return Err(e);
             }
         };
-        let sessions: Vec<Arc<SessionPool>> = pools.iter().map(|(s, _)| Arc::clone(s)).collect();
+        let sessions: Vec<Arc<SessionPool>> =
+            pools.iter().map(|p| Arc::clone(&p.sessions)).collect();
         let mut service = Service::with_tokens(
             pools,
             self.service,
@@ -137,7 +139,7 @@ impl ServiceBuilder {
         &self,
         tokens: Vec<OpenedToken>,
         lease: Option<&Lease>,
-    ) -> Result<Vec<(Arc<SessionPool>, String)>> {
+    ) -> Result<Vec<NamedSessions<SessionPool>>> {
         let workers = match self.service.workers {
             0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             n => n,
@@ -159,10 +161,13 @@ impl ServiceBuilder {
                 key_pool(&self.config, &self.key_options)?,
             )?;
             sessions.keep_inventory(&self.config.retention, self.audit.clone());
-            pools.push((Arc::new(sessions), token.name));
+            pools.push(NamedSessions {
+                sessions: Arc::new(sessions),
+                name: token.name,
+            });
         }
-        for (sessions, _) in &pools {
-            sessions.start_key_pool()?;
+        for pool in &pools {
+            pool.sessions.start_key_pool()?;
         }
         Ok(pools)
     }

@@ -119,14 +119,22 @@ pub(super) struct Tokens<S> {
 /// case a token changed state without a permit being given back.
 const RECHECK: Duration = Duration::from_millis(250);
 
+/// A token's sessions and the name the configuration gives it (shown by
+/// the metrics and `/healthz`).
+pub(crate) struct NamedSessions<S> {
+    /// The token's sessions.
+    pub(crate) sessions: Arc<S>,
+    /// Its `[[tokens]]` name, or its label.
+    pub(crate) name: String,
+}
+
 impl<S: Sessions> Tokens<S> {
-    /// The tokens, in configuration order, each with the name the metrics
-    /// and `/healthz` give it.
-    pub(super) fn new(tokens: Vec<(Arc<S>, String)>) -> Tokens<S> {
+    /// The tokens, in configuration order.
+    pub(super) fn new(tokens: Vec<NamedSessions<S>>) -> Tokens<S> {
         let lanes = tokens
             .into_iter()
             .enumerate()
-            .map(|(index, (sessions, name))| {
+            .map(|(index, NamedSessions { sessions, name })| {
                 let total = sessions.total();
                 Lane {
                     permits: Arc::new(Semaphore::new(total)),

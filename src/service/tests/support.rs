@@ -24,6 +24,7 @@ use crate::quota::KeyQuota;
 use crate::quota::{Caller, Reserved};
 use crate::request::{SubjectDefaults, ValidRequest};
 use crate::service::config::{ALL_KEYS, AccessKey, AccessKeys};
+use crate::service::tokens::NamedSessions;
 use crate::service::{Service, ServiceConfig, Sessions, request_signing};
 
 /// [`Sessions`] on one mock backend.
@@ -187,7 +188,10 @@ pub(super) fn service_over(
     let tokens = tokens
         .into_iter()
         .enumerate()
-        .map(|(i, s)| (Arc::new(s), format!("t{i}")))
+        .map(|(i, s)| NamedSessions {
+            sessions: Arc::new(s),
+            name: format!("t{i}"),
+        })
         .collect();
     Arc::new(Service::with_tokens(
         tokens,

@@ -76,10 +76,14 @@ impl Sessions for Counted {
 }
 
 fn two(a: &Arc<Counted>, b: &Arc<Counted>) -> Tokens<Counted> {
-    Tokens::new(vec![
-        (Arc::clone(a), "a".into()),
-        (Arc::clone(b), "b".into()),
-    ])
+    Tokens::new(vec![named(a, "a"), named(b, "b")])
+}
+
+fn named(sessions: &Arc<Counted>, name: &str) -> NamedSessions<Counted> {
+    NamedSessions {
+        sessions: Arc::clone(sessions),
+        name: name.to_owned(),
+    }
 }
 
 fn soon() -> Instant {
@@ -146,7 +150,7 @@ async fn no_token_in_rotation_is_unavailable_at_once() {
         tokens.acquire(("k", 1), far).await.err(),
         Some(NoSession::Unavailable)
     );
-    let one = Tokens::new(vec![(Arc::clone(&a), "a".into())]);
+    let one = Tokens::new(vec![named(&a, "a")]);
     assert_eq!(
         one.acquire(("k", 1), far).await.err(),
         Some(NoSession::Unavailable)
