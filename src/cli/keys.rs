@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use crate::audit::{Actor, EventKind, Trail};
-use crate::backend::pkcs11::inventory::{self, KeyEntry};
+use crate::backend::pkcs11::inventory::KeyEntry;
+use crate::backend::pkcs11::uri;
 use crate::retention::Held;
 use crate::{Error, Result};
 
@@ -114,11 +115,11 @@ fn deleted_line(k: &KeyEntry) -> String {
 /// The key `query` names; when none matches, the key whose label is
 /// `prefix` (`[key] label_prefix`) and `query` as a bare common name.
 fn find<'k>(keys: &'k [KeyEntry], query: &str, token: &str, prefix: &str) -> Result<&'k KeyEntry> {
-    match inventory::find_key(keys, query, token) {
+    match find_key(keys, query, token) {
         Err(not_found @ Error::KeyNotFound { .. })
             if !query.starts_with("pkcs11:") && !query.starts_with(prefix) =>
         {
-            match inventory::find_key(keys, &format!("{prefix}{query}"), token) {
+            match find_key(keys, &format!("{prefix}{query}"), token) {
                 Err(Error::KeyNotFound { .. }) => Err(not_found),
                 other => other,
             }
@@ -186,4 +187,52 @@ fn summary(keys: &[KeyEntry]) -> String {
             per_owner.join(", ")
         }
     )
+}
+
+/// Finds the one key `query` names: a `pkcs11:` URI (by `id` and/or
+/// `object`), a PubMd5, a CKA_ID in hex, or a label.
+///
+/// # Errors
+/// `Key.NotFound` or `Key.Ambiguous`.
+fn find_key<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
+    // Shown in errors without its query part, which may carry a PIN.
+    let shown = query.split('?').next().unwrap_or_default();
+    let matches: Vec<&KeyEntry> = if query.starts_with("pkcs11:") {
+        let u = uri::parse(query)?;
+        if u.id.is_none() && u.object.is_none() {
+            return Err(Error::Config(format!(
+                "{shown:?} names no key: add id= or object="
+            )));
+        }
+        if u.token.label.as_deref().is_some_and(|l| l != token) {
+            return Err(Error::Config(format!(
+                "{shown:?} names another token than the open one ({token:?}); pass it as --token too."
+            )));
+        }
+        keys.iter()
+            .filter(|k| u.id.as_ref().is_none_or(|id| *id == k.id_bytes))
+            .filter(|k| u.object.as_ref().is_none_or(|o| *o == k.label))
+            .collect()
+    } else {
+        let q = query.to_ascii_lowercase();
+        keys.iter()
+            .filter(|k| k.pub_md5.as_deref() == Some(q.as_str()) || k.id == q || k.label == query)
+            .collect()
+    };
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::KeyNotFound {
+            token: token.to_owned(),
+            key: shown.to_owned(),
+        }),
+        many => Err(Error::KeyAmbiguous {
+            key: shown.to_owned(),
+            count: many.len(),
+            uris: many
+                .iter()
+                .map(|k| k.key_uri.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }

@@ -409,61 +409,6 @@ impl Pkcs11Backend {
     }
 }
 
-/// Finds the one key `query` names: a `pkcs11:` URI (by `id` and/or
-/// `object`), a PubMd5, a CKA_ID in hex, or a label.
-///
-/// # Errors
-/// `Key.NotFound` or `Key.Ambiguous`.
-#[cfg_attr(
-    not(feature = "cli"),
-    expect(
-        dead_code,
-        reason = "only the command line finds a key by what an operator typed"
-    )
-)]
-pub(crate) fn find_key<'k>(keys: &'k [KeyEntry], query: &str, token: &str) -> Result<&'k KeyEntry> {
-    // Shown in errors without its query part, which may carry a PIN.
-    let shown = query.split('?').next().unwrap_or_default();
-    let matches: Vec<&KeyEntry> = if query.starts_with("pkcs11:") {
-        let u = uri::parse(query)?;
-        if u.id.is_none() && u.object.is_none() {
-            return Err(Error::Config(format!(
-                "{shown:?} names no key: add id= or object="
-            )));
-        }
-        if u.token.label.as_deref().is_some_and(|l| l != token) {
-            return Err(Error::Config(format!(
-                "{shown:?} names another token than the open one ({token:?}); pass it as --token too."
-            )));
-        }
-        keys.iter()
-            .filter(|k| u.id.as_ref().is_none_or(|id| *id == k.id_bytes))
-            .filter(|k| u.object.as_ref().is_none_or(|o| *o == k.label))
-            .collect()
-    } else {
-        let q = query.to_ascii_lowercase();
-        keys.iter()
-            .filter(|k| k.pub_md5.as_deref() == Some(q.as_str()) || k.id == q || k.label == query)
-            .collect()
-    };
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => Err(Error::KeyNotFound {
-            token: token.to_owned(),
-            key: shown.to_owned(),
-        }),
-        many => Err(Error::KeyAmbiguous {
-            key: shown.to_owned(),
-            count: many.len(),
-            uris: many
-                .iter()
-                .map(|k| k.key_uri.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
-}
-
 /// The key type and SPKI of a key object, from its public attributes.
 pub(super) fn public_key(
     session: &cryptoki::session::Session,
