@@ -23,7 +23,8 @@ use std::sync::{Condvar, Mutex};
 use serde::Serialize;
 
 use crate::backend::{KeyInventory, StoredKey};
-use crate::certificate::ParsedCertificate;
+/// A certificate read once (PEM or DER), as [`attach_certificate`] takes it.
+pub use crate::certificate::ParsedCertificate;
 use crate::error::{Error, Result};
 use crate::owner::Principal;
 

@@ -157,7 +157,11 @@ impl SessionPool {
     }
 
     /// The token's object budget, when `max_objects` is set.
-    pub fn capacity(&self) -> Option<&crate::backend::pkcs11::capacity::Capacity> {
+    #[cfg_attr(
+        not(feature = "service"),
+        allow(dead_code, reason = "only serve's /metrics and /healthz read it")
+    )]
+    pub(crate) fn capacity(&self) -> Option<&crate::backend::pkcs11::capacity::Capacity> {
         self.capacity.as_deref()
     }
 

@@ -145,7 +145,7 @@ impl Pkcs11Backend {
     ///
     /// # Errors
     /// A token error when the count fails.
-    pub fn limit_objects(&mut self, max_objects: usize) -> Result<Arc<capacity::Capacity>> {
+    pub(crate) fn limit_objects(&mut self, max_objects: usize) -> Result<Arc<capacity::Capacity>> {
         let objects = self.count_objects(max_objects)?;
         let budget = Arc::new(capacity::Capacity::new(max_objects, objects));
         self.capacity = Some(Arc::clone(&budget));
@@ -166,12 +166,12 @@ impl Pkcs11Backend {
     }
 
     /// The token's object budget, when it has one.
-    pub fn capacity(&self) -> Option<&Arc<capacity::Capacity>> {
+    pub(crate) fn capacity(&self) -> Option<&Arc<capacity::Capacity>> {
         self.capacity.as_ref()
     }
 
     /// Holds this session (one opened anew for the same token) to `budget`.
-    pub fn share_capacity(&mut self, budget: Option<Arc<capacity::Capacity>>) {
+    pub(crate) fn share_capacity(&mut self, budget: Option<Arc<capacity::Capacity>>) {
         self.capacity = budget;
     }
 
@@ -203,12 +203,12 @@ impl Pkcs11Backend {
 
     /// Shares pool claims and owner liveness through `coordinator` (this
     /// session and those opened from it later).
-    pub fn set_coordinator(&mut self, coordinator: Arc<dyn mark::Coordinator>) {
+    pub(crate) fn set_coordinator(&mut self, coordinator: Arc<dyn mark::Coordinator>) {
         self.coordinator = coordinator;
     }
 
     /// The coordinator this session uses.
-    pub fn coordinator(&self) -> Arc<dyn mark::Coordinator> {
+    pub(crate) fn coordinator(&self) -> Arc<dyn mark::Coordinator> {
         Arc::clone(&self.coordinator)
     }
 

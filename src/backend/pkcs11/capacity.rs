@@ -21,7 +21,7 @@ pub(crate) const UNLIMITED: usize = usize::MAX;
 
 /// The token's object budget, shared by every session on it.
 #[derive(Debug)]
-pub struct Capacity {
+pub(crate) struct Capacity {
     max_objects: usize,
     reserve: AtomicUsize,
     objects: AtomicUsize,
@@ -32,7 +32,7 @@ pub struct Capacity {
 impl Capacity {
     /// A token that holds at most `max_objects` ([`UNLIMITED`]: counted
     /// only), of which it holds `objects` now.
-    pub fn new(max_objects: usize, objects: usize) -> Capacity {
+    pub(crate) fn new(max_objects: usize, objects: usize) -> Capacity {
         Capacity {
             max_objects,
             reserve: AtomicUsize::new(0),
@@ -42,27 +42,31 @@ impl Capacity {
     }
 
     /// `max_objects`; None for a token counted for `/metrics` only.
-    pub fn max_objects(&self) -> Option<usize> {
+    #[cfg_attr(
+        not(feature = "service"),
+        allow(dead_code, reason = "only serve's /metrics and /healthz read it")
+    )]
+    pub(crate) fn max_objects(&self) -> Option<usize> {
         (self.max_objects != UNLIMITED).then_some(self.max_objects)
     }
 
     /// Up to how many objects to count: `max_objects`, or all of them.
-    pub fn count_limit(&self) -> usize {
+    pub(crate) fn count_limit(&self) -> usize {
         self.max_objects
     }
 
     /// Objects on the token, as last counted and moved since.
-    pub fn objects(&self) -> usize {
+    pub(crate) fn objects(&self) -> usize {
         self.objects.load(Ordering::Relaxed)
     }
 
     /// Keeps `reserve` objects free of pool keys.
-    pub fn set_reserve(&self, reserve: usize) {
+    pub(crate) fn set_reserve(&self, reserve: usize) {
         self.reserve.store(reserve, Ordering::Relaxed);
     }
 
     /// A new count read from the token.
-    pub fn counted(&self, objects: usize) {
+    pub(crate) fn counted(&self, objects: usize) {
         self.objects.store(objects, Ordering::Relaxed);
     }
 
@@ -72,7 +76,7 @@ impl Capacity {
     /// # Errors
     /// `ServiceUnavailable` ([`Error::TokenFull`]) when there is none;
     /// nothing is taken then.
-    pub fn take(&self, n: usize, for_pool: bool, token: &str) -> Result<()> {
+    pub(crate) fn take(&self, n: usize, for_pool: bool, token: &str) -> Result<()> {
         let limit = if for_pool {
             self.max_objects
                 .saturating_sub(self.reserve.load(Ordering::Relaxed))
@@ -119,7 +123,7 @@ impl Capacity {
     }
 
     /// `n` objects were removed (or never made).
-    pub fn give_back(&self, n: usize) {
+    pub(crate) fn give_back(&self, n: usize) {
         let _ = self
             .objects
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |have| {

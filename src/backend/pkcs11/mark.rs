@@ -11,7 +11,7 @@ use crate::error::Result;
 
 /// Whether an owner runs, as far as this process can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Liveness {
+pub(crate) enum Liveness {
     /// Running: its keys are left alone.
     Alive,
     /// Gone: its undelivered keys may be removed.
@@ -23,7 +23,7 @@ pub enum Liveness {
 
 /// What replicas share: pool claims and owner leases. The default,
 /// [`InProcess`], shares nothing (one process per pool and token).
-pub trait Coordinator: Send + Sync + std::fmt::Debug {
+pub(crate) trait Coordinator: Send + Sync + std::fmt::Debug {
     /// How this process marks its keys.
     fn owner(&self) -> Owner;
 

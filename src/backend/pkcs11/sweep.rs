@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 
 /// What one sweep found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Swept {
+pub(crate) struct Swept {
     /// Undelivered pairs of dead owners, destroyed.
     pub removed: usize,
     /// Undelivered pairs of running owners, left alone.
@@ -110,7 +110,7 @@ impl Pkcs11Backend {
     ///
     /// # Errors
     /// A token error when the objects cannot be listed or destroyed.
-    pub fn sweep_undelivered(&mut self, report: bool, label: Option<&str>) -> Result<Swept> {
+    pub(crate) fn sweep_undelivered(&mut self, report: bool, label: Option<&str>) -> Result<Swept> {
         let mut swept = Swept::default();
         let mut judged: BTreeMap<Owner, Liveness> = BTreeMap::new();
         for (id, owner) in self.marks(label)? {
