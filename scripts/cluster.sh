@@ -72,6 +72,25 @@ keys_on() {  # keys_on NAME LABEL-SUBSTRING: private keys on token NAME whose la
   SOFTHSM2_CONF=$work/$1/softhsm2.conf pkcs11-tool --module "$SOFTHSM_MODULE" --token-label "cluster-$1" \
     --login --pin 1234 --list-objects --type privkey 2>/dev/null | grep -c "label:.*$2" || true
 }
+token_a_keys() {  # token_a_keys: "ALL UNASSIGNED UNDELIVERED", token A's private keys classified from one listing
+  # One listing, so that no key is counted in one class and missed in the
+  # other (three listings in a row raced the refillers). Unassigned: the
+  # pool's label and a pool CKA_ID ("hsm-pool" and 16 bytes); undelivered:
+  # the undelivered label or a mark as CKA_ID ("hsm", 29 bytes).
+  { SOFTHSM2_CONF=$work/A/softhsm2.conf pkcs11-tool --module "$SOFTHSM_MODULE" --token-label cluster-A \
+      --login --pin 1234 --list-objects --type privkey 2>/dev/null || true; } | awk '
+    function flush() {
+      if (!seen) return
+      all++
+      if (label ~ /pool:unassigned$/ && id ~ /^68736d2d706f6f6c/ && length(id) == 48) unassigned++
+      else if (label ~ /undelivered/ || (id ~ /^68736d/ && length(id) == 64)) undelivered++
+      seen = 0
+    }
+    /^Private Key Object/ { flush(); seen = 1; label = ""; id = ""; next }
+    /^[[:space:]]+label:/ { sub(/^[[:space:]]+label:[[:space:]]*/, ""); label = $0; next }
+    /^[[:space:]]+ID:/ { id = $2; next }
+    END { flush(); print all + 0, unassigned + 0, undelivered + 0 }'
+}
 
 # --- redis
 redis_port=$(free_port)
@@ -193,8 +212,15 @@ check_token_a() {  # check_token_a WHEN [UNANSWERED]: token A holds the delivere
   # delivered as far as any server can tell, though the client never read
   # it: at most UNANSWERED such keys (calls that got no answer) are allowed;
   # a key still marked undelivered never is.
-  local all unassigned undelivered delivered_n other allowed=${2:-0}
-  all=$(keys_on A '') unassigned=$(keys_on A 'pool:unassigned') undelivered=$(keys_on A 'undelivered')
+  # Counted once the token is still: a refiller makes a key (under the
+  # undelivered label and a mark) only while its pool is below its size,
+  # and no call runs here, so with every pool full nothing changes keys.
+  local all unassigned undelivered delivered_n other allowed=${2:-0} i
+  fill_pools 1 2 3
+  for i in 1 2 3; do
+    [ "$(pool_depth "$i")" -ge "$pool" ] || fail "token A $1: replica $i's pool not full after 120 s (the count below may be off)"
+  done
+  read -r all unassigned undelivered <<<"$(token_a_keys)"
   delivered_n=$(cut -f3 "$delivered" | sort -u | wc -l)
   other=$((all - delivered_n - unassigned))
   printf '    token A %s: %s key pairs = %s delivered + %s unassigned + %s answered but unread (at most %s calls went unanswered); %s marked undelivered\n' \

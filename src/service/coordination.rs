@@ -2,11 +2,16 @@
 //! pool key, and which replicas still run (see
 //! [`crate::backend::pkcs11::mark`]).
 //!
-//! - A pool claim is `SET <prefix>:claim:<serial>:<pool id> <owner> NX PX`
-//!   ([`CLAIM_TTL`]): one replica wins, and only the winner relabels the
-//!   key. The claim outlives the relabel by far; a replica that still holds
-//!   the key in memory afterwards loses the claim, or (once it expired)
-//!   finds the key no longer carries its pool ID.
+//! - A pool claim sets `<prefix>:claim:<serial>:<pool id>` to the owner,
+//!   if unset, for [`CLAIM_TTL`] ([`CLAIM`]): one replica wins, and only the
+//!   winner relabels the key. The claim outlives the relabel by far; a
+//!   replica that still holds the key in memory afterwards loses the claim,
+//!   or (once it expired) finds the key no longer carries its pool ID. A
+//!   claim its owner makes again is won again: a claim whose answer was
+//!   lost (a timeout, a dropped connection) puts the key back in the pool
+//!   unclaimed as far as the owner knows, and a plain `SET NX` would have it
+//!   lose the key to its own claim, leaving an unassigned key that no pool
+//!   lists and none adopts (the claim stands) until a restart.
 //! - Each `serve` holds `<prefix>:lease:<owner>` with `SET PX`
 //!   ([`LEASE_TTL`]), refreshed every [`LEASE_TTL`] / 5. Any replica may
 //!   sweep the undelivered keys of an owner whose lease is gone, once this
@@ -37,6 +42,15 @@ pub(crate) const CLAIM_TTL: Duration = Duration::from_secs(600);
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(15);
 /// A replica delivers only while its last lease refresh is this recent.
 pub(crate) const DELIVER_WITHIN: Duration = Duration::from_secs(10);
+/// The claim: sets KEYS[1] to ARGV[1] (the owner) for ARGV[2] ms when it
+/// is unset; 1 when it is (now or already) the owner's, 0 when another's.
+const CLAIM: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return 1 end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
 /// Connect, read and write timeout of each Redis call.
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// How long calls fail at once after one failed.
@@ -53,6 +67,8 @@ pub(crate) struct RedisCoordinator {
     retry_at: Mutex<Option<Instant>>,
     /// When the lease was last refreshed.
     leased_at: Mutex<Option<Instant>>,
+    /// [`CLAIM`].
+    claim: redis::Script,
 }
 
 impl std::fmt::Debug for RedisCoordinator {
@@ -83,6 +99,7 @@ impl RedisCoordinator {
             connection: Mutex::new(None),
             retry_at: Mutex::new(None),
             leased_at: Mutex::new(None),
+            claim: redis::Script::new(CLAIM),
         }
     }
 
@@ -211,16 +228,14 @@ impl Coordinator for RedisCoordinator {
     fn claim(&self, serial: &str, pool_id: &[u8]) -> Result<bool> {
         let claim = self.claim_key(serial, pool_id);
         let ttl = u64::try_from(CLAIM_TTL.as_millis()).unwrap_or(u64::MAX);
-        let won: Option<String> = self.with(|c| {
-            redis::cmd("SET")
-                .arg(&claim)
+        let won: i64 = self.with(|c| {
+            self.claim
+                .key(&claim)
                 .arg(&self.owner.bytes()[..])
-                .arg("NX")
-                .arg("PX")
                 .arg(ttl)
-                .query(c)
+                .invoke(c)
         })?;
-        Ok(won.is_some())
+        Ok(won == 1)
     }
 
     fn claimed(&self, serial: &str, pool_id: &[u8]) -> Result<bool> {
@@ -262,5 +277,76 @@ impl Coordinator for RedisCoordinator {
 
     fn is_shared(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A private redis-server on 127.0.0.1, killed when dropped.
+    struct Server(Child, u16);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn server() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (the redis-server package) to start");
+        let server = Server(child, port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// A claim whose answer was lost (recorded in Redis, reported as an
+    /// error) puts the key back in the pool; taking it again must win,
+    /// or the key stays unassigned on the token, in no pool, claimed.
+    #[test]
+    fn a_claim_made_again_by_its_owner_is_won_again_and_only_by_it() {
+        let redis = server();
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.1)).unwrap();
+        let mine = RedisCoordinator::new(client.clone(), "t");
+        let mut theirs = RedisCoordinator::new(client, "t");
+        theirs.owner.pid ^= 1;
+        let pool_id = b"hsm-pool0123456789abcdef";
+        assert!(!mine.claimed("serial", pool_id).unwrap());
+        assert!(
+            mine.claim("serial", pool_id).unwrap(),
+            "the first claim wins"
+        );
+        assert!(mine.claimed("serial", pool_id).unwrap());
+        assert!(
+            mine.claim("serial", pool_id).unwrap(),
+            "its owner's second claim (the first one's answer lost) wins again"
+        );
+        assert!(
+            !theirs.claim("serial", pool_id).unwrap(),
+            "another replica's claim loses"
+        );
+        assert!(
+            theirs.claim("serial", b"hsm-poolfedcba9876543210").unwrap(),
+            "another key is free"
+        );
+        assert!(!mine.claim("serial", b"hsm-poolfedcba9876543210").unwrap());
+        assert!(mine.claim("other serial", pool_id).unwrap(), "per token");
     }
 }

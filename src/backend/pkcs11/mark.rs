@@ -28,10 +28,13 @@ pub(crate) trait Coordinator: Send + Sync + std::fmt::Debug {
     fn owner(&self) -> Owner;
 
     /// Claims pool key `pool_id` of token `serial` for this process,
-    /// atomically across replicas: true for the one winner.
+    /// atomically across replicas: true for the one winner, and for it
+    /// again should it ask again.
     ///
     /// # Errors
-    /// When the claim cannot be recorded: nobody may take the key then.
+    /// When the claim cannot be recorded, or its answer was lost: nobody
+    /// may take the key then. It goes back to this process's pool, and a
+    /// claim recorded all the same is this process's next claim of it.
     fn claim(&self, serial: &str, pool_id: &[u8]) -> Result<bool>;
 
     /// Whether another process holds a claim on `pool_id`: adoption skips it.

@@ -14,7 +14,7 @@
 //!
 //! **Assignment is a claim, then a mark, then a relabel at delivery.** A
 //! request takes a ready key; the `Coordinator`
-//! claims it (in-process: always; with Redis: an atomic `SET NX` that one
+//! claims it (in-process: always; with Redis: an atomic set-if-unset that one
 //! replica wins, the others drop the key and take another); the winner
 //! (with replicas sharing Redis) checks the key still carries its pool
 //! CKA_ID, then gives its private key its own "not yet delivered"

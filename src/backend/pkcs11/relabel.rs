@@ -19,7 +19,7 @@
 //!
 //! It is not a compare-and-swap: between replicas, who may take a pool key
 //! is decided first by the [`Coordinator`](super::mark::Coordinator)
-//! (an atomic `SET NX` in Redis), and the winner checks the key still
+//! (an atomic set-if-unset in Redis), and the winner checks the key still
 //! carries its pool ID.
 
 use cryptoki::error::{Error as P11Error, RvError};
