@@ -321,6 +321,10 @@ mod tests {
     /// error) puts the key back in the pool; taking it again must win,
     /// or the key stays unassigned on the token, in no pool, claimed.
     #[test]
+    #[cfg_attr(
+        hsm_csr_no_redis_server,
+        ignore = "needs redis-server on the PATH (apt install redis-server; scripts/test.sh installs it)"
+    )]
     fn a_claim_made_again_by_its_owner_is_won_again_and_only_by_it() {
         let redis = server();
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.1)).unwrap();
