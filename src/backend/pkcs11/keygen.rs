@@ -38,12 +38,11 @@ const PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 /// `Internal.KeyError` when the RNG fails.
 pub(super) fn new_id(prefix: &[u8]) -> Result<Vec<u8>> {
     use ring::rand::SecureRandom;
-    let mut id = vec![0u8; prefix.len() + ID_LEN];
-    id[..prefix.len()].copy_from_slice(prefix);
+    let mut r = [0u8; ID_LEN];
     ring::rand::SystemRandom::new()
-        .fill(&mut id[prefix.len()..])
+        .fill(&mut r)
         .map_err(|_| Error::KeyGen("the host's RNG failed to give a CKA_ID".into()))?;
-    Ok(id)
+    Ok([prefix, &r].concat())
 }
 
 /// Makes the key pair `spec` asks for and returns it with its objects and
@@ -79,7 +78,9 @@ pub(super) fn generate(
     let marked = !backend.learned.marks_refused();
     let id = new_id(id_prefix)?;
     let (on_token, label) = if marked {
-        let r = &id[id_prefix.len()..];
+        let r = id
+            .get(id_prefix.len()..)
+            .ok_or_else(|| Error::Internal("a CKA_ID shorter than its prefix".into()))?;
         (
             super::id::mark(&owner, r),
             spec.undelivered_label.as_bytes().to_vec(),
