@@ -32,7 +32,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "a test (or example) that cannot go on fails on the spot"
+    clippy::indexing_slicing,
+    reason = "a test (or example) that cannot go on fails on the spot, an index out of range included"
 )]
 
 use std::collections::BTreeMap;

@@ -51,11 +51,11 @@ pub struct Reconnect {
 /// # Errors
 /// A token error when a session cannot be opened.
 pub(crate) fn open_sessions(first: Pkcs11Backend, count: usize) -> Result<Vec<Pkcs11Backend>> {
-    let mut sessions = vec![first];
+    let mut others = Vec::with_capacity(count);
     for _ in 1..count {
-        sessions.push(sessions[0].another_session()?);
+        others.push(first.another_session()?);
     }
-    Ok(sessions)
+    Ok(std::iter::once(first).chain(others).collect())
 }
 
 /// Runs `attempt` on `backend`; when it fails because the session was lost
@@ -134,11 +134,9 @@ impl SessionPool {
             // Room for a key pair per worker, which the pool leaves free.
             budget.set_reserve(2 * total);
         }
+        let label = first.token_label().to_owned();
         let sessions = open_sessions(first, total)?;
-        log::info!(
-            "{total} worker session(s) on token {:?}",
-            sessions[0].token_label()
-        );
+        log::info!("{total} worker session(s) on token {label:?}");
         Ok(SessionPool {
             idle: Mutex::new(sessions),
             total,

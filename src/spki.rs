@@ -82,7 +82,7 @@ pub(crate) fn ec_spki_der(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>>
                 )
             })?
     };
-    if key_type != KeyType::Ed25519 && point[0] != 0x04 {
+    if key_type != KeyType::Ed25519 && point.first() != Some(&0x04) {
         return Err(Error::EncodeKey(
             "CKA_EC_POINT is not an uncompressed point".into(),
         ));
@@ -217,5 +217,10 @@ mod known_answer {
         let mut ed_wrapped = vec![0x04, 32];
         ed_wrapped.extend([9u8; 32]);
         assert_eq!(ed, ec_spki_der(KeyType::Ed25519, &ed_wrapped).unwrap());
+        // What a token may return instead: nothing, an empty OCTET STRING,
+        // a compressed point.
+        for bad in [&[][..], &[0x04, 0x00], &[0x02; 65]] {
+            assert!(ec_spki_der(KeyType::EcP256, bad).is_err(), "{bad:02x?}");
+        }
     }
 }

@@ -13,7 +13,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::too_many_lines,
-    reason = "a test that cannot go on fails on the spot; a black-box test runs one scenario end to end"
+    clippy::indexing_slicing,
+    reason = "a test that cannot go on fails on the spot (an index out of range included); a black-box test runs one scenario end to end"
 )]
 
 /// Declares the suite's modules, compiled only where there is a token.

@@ -24,8 +24,8 @@ use md5::{Digest, Md5};
 /// certificates of one fleet differ at least in their serial numbers).
 pub(crate) fn share_of(cert_der: &[u8]) -> f64 {
     let digest = Md5::digest(cert_der);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
+    // The first 8 of MD5's 16 bytes.
+    let first: [u8; 8] = digest.first_chunk().copied().unwrap_or_default();
     // The top 53 bits, exactly representable: the share is below 1.
     (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -64,19 +64,22 @@ impl serde_json::ser::Formatter for AsciiFormatter {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if c.is_ascii() && c != '\x7f' {
-                continue;
+        let escaped = |c: char| !c.is_ascii() || c == '\x7f';
+        // Each piece: ASCII, then at most one character to escape.
+        for piece in fragment.split_inclusive(escaped) {
+            let mut chars = piece.chars();
+            match chars.next_back() {
+                Some(c) if escaped(c) => {
+                    writer.write_all(chars.as_str().as_bytes())?;
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        write!(writer, "\\u{unit:04x}")?;
+                    }
+                }
+                _ => writer.write_all(piece.as_bytes())?,
             }
-            writer.write_all(&fragment.as_bytes()[start..i])?;
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                write!(writer, "\\u{unit:04x}")?;
-            }
-            start = i + c.len_utf8();
         }
-        writer.write_all(&fragment.as_bytes()[start..])
+        Ok(())
     }
 }
 

@@ -228,10 +228,13 @@ fn issue(args: &AcmeIssueArgs, request_id: &str) -> Result<()> {
     let mut report =
         serde_json::to_value(CertificateReport::of(&issued, args.chain_out.as_deref()))
             .map_err(|e| Error::Internal(e.to_string()))?;
-    report["RequestId"] = request_id.into();
+    let fields = report
+        .as_object_mut()
+        .ok_or_else(|| Error::Internal("a certificate report that is not an object".into()))?;
+    fields.insert("RequestId".into(), request_id.into());
     let deployed = deploy(&args.acme, &issued, args.chain_out.as_deref(), None);
     if let Err(e) = &deployed {
-        report["DeployHookError"] = e.to_string().into();
+        fields.insert("DeployHookError".into(), e.to_string().into());
     }
     print(&report)?;
     deployed

@@ -78,8 +78,10 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
                 ));
             }
         }
-        if let Some(m) = config.tokens[..i]
+        if let Some(m) = config
+            .tokens
             .iter()
+            .take(i)
             .position(|earlier| earlier == t || same_token(earlier, t))
         {
             return Err(format!(

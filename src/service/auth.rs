@@ -144,10 +144,9 @@ fn decode(s: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     };
     let mut params = Vec::new();
     for piece in s.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-        let (name, value) = match piece.iter().position(|&b| b == b'=') {
-            Some(i) => (&piece[..i], &piece[i + 1..]),
-            None => (piece, &[][..]),
-        };
+        let mut halves = piece.splitn(2, |&b| b == b'=');
+        let name = halves.next().unwrap_or_default();
+        let value = halves.next().unwrap_or_default();
         let name = text(name).map_err(|e| ApiError::NotUtf8(shown(e.as_bytes())))?;
         let value = text(value).map_err(|_| ApiError::NotUtf8(shown(name.as_bytes())))?;
         params.push((name, value));

@@ -182,8 +182,9 @@ fn check_distinct(tokens: &[OpenedToken]) -> Result<()> {
         )
     };
     for (i, token) in tokens.iter().enumerate() {
-        if let Some(earlier) = tokens[..i]
+        if let Some(earlier) = tokens
             .iter()
+            .take(i)
             .position(|t| identity(t) == identity(token))
         {
             let (label, serial) = identity(token);

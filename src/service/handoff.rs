@@ -53,7 +53,10 @@ where
             let sent = resp_tx.take().is_some_and(|tx| tx.send(Ok(answer)).is_ok());
             sent && ack_rx.recv().is_ok()
         };
-        let lane = &worker.tokens.lanes()[lane];
+        let Some(lane) = worker.tokens.lanes().get(lane) else {
+            // Never offered: dropping the sender tells the handler.
+            return;
+        };
         let worked = work(&worker, lane, &mut offer);
         lane.observe(matches!(worked, Ok(Some(()))));
         let verdict = match worked {

@@ -266,7 +266,9 @@ impl<S: Sessions> Tokens<S> {
         who: (&str, u32),
         deadline: Instant,
     ) -> Result<Permit, NoSession> {
-        let lane = &self.lanes[index];
+        let Some(lane) = self.lanes.get(index) else {
+            return Err(NoSession::Unavailable);
+        };
         if lane.sessions.is_broken() {
             return Err(NoSession::Unavailable);
         }
@@ -291,8 +293,12 @@ impl<S: Sessions> Tokens<S> {
     fn try_acquire(&self) -> Result<(usize, Permit), NoSession> {
         let n = self.lanes.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut candidates: Vec<&Lane<S>> = (0..n)
-            .map(|i| &self.lanes[(start + i) % n])
+        let mut candidates: Vec<&Lane<S>> = self
+            .lanes
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(n)
             .filter(|l| !l.sessions.is_broken())
             .collect();
         if candidates.is_empty() {
@@ -327,7 +333,9 @@ impl<S: Sessions> Tokens<S> {
     /// it again, holding all of its session permits (and only its own) so
     /// that no call is using one of its sessions.
     async fn reconnect_loop(self: Arc<Self>, index: usize) {
-        let lane = &self.lanes[index];
+        let Some(lane) = self.lanes.get(index) else {
+            return;
+        };
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if !lane.sessions.is_broken() {

@@ -18,7 +18,13 @@ pub(super) fn day_of(date: &cryptoki::types::Date) -> Option<Day> {
 /// The CK_DATE of `day`.
 pub(super) fn date_of(day: Day) -> cryptoki::types::Date {
     let (y, m, d) = day.ymd();
-    let text = format!("{:04}{m:02}{d:02}", y.clamp(0, 9999));
-    let b = text.as_bytes();
-    cryptoki::types::Date::new([b[0], b[1], b[2], b[3]], [b[4], b[5]], [b[6], b[7]])
+    let y = y.clamp(0, 9999).unsigned_abs();
+    let (m, d) = (u64::from(m), u64::from(d));
+    // The decimal digit of `n` worth `place`.
+    let digit = |n: u64, place: u64| b'0' + (n / place % 10) as u8;
+    cryptoki::types::Date::new(
+        [digit(y, 1000), digit(y, 100), digit(y, 10), digit(y, 1)],
+        [digit(m, 10), digit(m, 1)],
+        [digit(d, 10), digit(d, 1)],
+    )
 }

@@ -32,7 +32,7 @@ impl Pkcs11Backend {
     /// [`KeyBackend::settle`]: gives `key`, if it is still unsettled, the
     /// identity its response names; public key first, when it needs one.
     pub(super) fn deliver(&mut self, key: &GeneratedKey) -> Result<()> {
-        let Some(at) = self.unsettled.iter().position(|u| u.is(key)) else {
+        let Some((at, pending)) = self.unsettled.iter().enumerate().find(|(_, u)| u.is(key)) else {
             return Ok(());
         };
         if !self.coordinator.may_deliver() {
@@ -44,7 +44,6 @@ impl Pkcs11Backend {
                     .into(),
             });
         }
-        let pending = &self.unsettled[at];
         // Public first: cut off in between, the private key still carries
         // its mark, and a sweep finds both halves.
         let renames: Vec<relabel::Rename> = pending

@@ -82,18 +82,20 @@ pub(crate) fn decode(id: &[u8]) -> Option<(Owner, &[u8])> {
     if id.len() != MARK_LEN || !id.starts_with(&MARK_PREFIX) {
         return None;
     }
-    let kind = id[3];
+    let (&[_, _, _, kind], rest) = id.split_first_chunk::<4>()?;
+    let (&host, rest) = rest.split_first_chunk::<4>()?;
+    let (&pid, rest) = rest.split_first_chunk::<4>()?;
+    let (&start, r) = rest.split_first_chunk::<4>()?;
     if kind != KIND_PROCESS && kind != KIND_LEASED {
         return None;
     }
-    let field = |at: usize| -> [u8; 4] { [id[at], id[at + 1], id[at + 2], id[at + 3]] };
     let owner = Owner {
         kind,
-        host: field(4),
-        pid: u32::from_be_bytes(field(8)),
-        start: field(12),
+        host,
+        pid: u32::from_be_bytes(pid),
+        start,
     };
-    Some((owner, &id[16..]))
+    Some((owner, r))
 }
 
 /// Every CKA_ID a pair marked `id` may carry: the mark, the delivered ID
@@ -108,6 +110,21 @@ pub(crate) fn every_form(id: &[u8]) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CKA_ID comes from the token: any length or kind is only not a mark.
+    #[test]
+    fn what_is_not_a_whole_mark_decodes_to_none() {
+        let id = mark(&Owner::this_process(KIND_LEASED), &[3u8; ID_LEN]);
+        assert!(decode(&id).is_some());
+        for n in 0..id.len() {
+            assert_eq!(decode(&id[..n]), None, "the first {n} bytes");
+        }
+        assert_eq!(decode(&[&id[..], &[0]].concat()), None);
+        let mut other_kind = id.clone();
+        other_kind[3] = b'x';
+        assert_eq!(decode(&other_kind), None);
+        assert_eq!(every_form(&id[..5]), [id[..5].to_vec()]);
+    }
 
     #[test]
     fn a_mark_names_its_owner_and_every_form_of_the_key() {

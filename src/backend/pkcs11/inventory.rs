@@ -75,7 +75,7 @@ fn join_halves_in_flight(groups: &mut BTreeMap<Vec<u8>, Group>) {
         .collect();
     for mark_locator in marked {
         let forms = super::id::every_form(id_of_locator(&mark_locator));
-        for form in &forms[1..] {
+        for form in forms.iter().skip(1) {
             let half = locator(form, "");
             let lone_public = groups.get(&half).is_some_and(|g| {
                 !g.private && g.public_handle.is_some() && g.certificate_objects.is_empty()

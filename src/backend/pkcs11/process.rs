@@ -54,9 +54,12 @@ fn sha256_4(parts: &[&[u8]]) -> [u8; 4] {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part);
     }
-    let d = ctx.finish();
-    let d = d.as_ref();
-    [d[0], d[1], d[2], d[3]]
+    // The first 4 of SHA-256's 32 bytes.
+    ctx.finish()
+        .as_ref()
+        .first_chunk()
+        .copied()
+        .unwrap_or_default()
 }
 
 fn read_trimmed(path: &str) -> Option<String> {

@@ -75,8 +75,11 @@ impl Pkcs11Backend {
     /// (whoever planted a mark over its CKA_ID must not get it destroyed).
     pub(super) fn destroy_marked(&mut self, id: &[u8]) -> Result<()> {
         let forms = id::every_form(id);
-        self.destroy_by_id(&forms[..1])?;
-        for form in &forms[1..] {
+        let Some((mark, others)) = forms.split_first() else {
+            return Ok(());
+        };
+        self.destroy_by_id(std::slice::from_ref(mark))?;
+        for form in others {
             if self.key_objects(form)? == 1 {
                 self.destroy_by_id(std::slice::from_ref(form))?;
             }

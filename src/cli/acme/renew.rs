@@ -126,7 +126,10 @@ pub(super) fn renew(args: &AcmeRenewArgs, request_id: &str) -> Result<Outcome> {
 /// The key under which what is remembered of a key's renewals is kept:
 /// its token (the `t`th of this run) and label.
 fn name_key(token_ids: &[(String, String)], t: usize, label: &str) -> String {
-    let (token, serial) = &token_ids[t];
+    // `t` is one of this run's tokens, which `token_ids` lists.
+    let (token, serial) = token_ids.get(t).map_or(("", ""), |(token, serial)| {
+        (token.as_str(), serial.as_str())
+    });
     acme::state::key(token, serial, label)
 }
 
@@ -174,7 +177,12 @@ fn renew_tokens(
     let mut done: Vec<Option<Done>> = due.iter().map(|_| None).collect();
     let mut worker_error = None;
     for (t, token) in tokens.iter_mut().enumerate() {
-        let mine: VecDeque<usize> = (0..due.len()).filter(|i| due[*i].0 == t).collect();
+        let mine: VecDeque<usize> = due
+            .iter()
+            .enumerate()
+            .filter(|(_, (on, _))| *on == t)
+            .map(|(i, _)| i)
+            .collect();
         if mine.is_empty() {
             continue;
         }
@@ -195,7 +203,9 @@ fn renew_tokens(
             asks,
         );
         for (i, outcome) in outcomes {
-            done[i] = Some(outcome);
+            if let Some(slot) = done.get_mut(i) {
+                *slot = Some(outcome);
+            }
         }
         if let Some(e) = panicked {
             let _ = writeln!(std::io::stderr(), "{e}");
@@ -407,11 +417,14 @@ fn renew_on(
         let Some(i) = next else {
             return;
         };
-        let (replaces, profile) = &asks[i];
+        // `i` indexes `due`, and `asks` has one entry for each.
+        let (Some((replaces, profile)), Some((_, this))) = (asks.get(i), due.get(i)) else {
+            continue;
+        };
         let outcome = renew_due(
             backend,
             run,
-            (&due[i].1, chain_dir),
+            (this, chain_dir),
             (*replaces, profile.clone()),
         );
         done.lock()

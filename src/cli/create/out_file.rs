@@ -410,7 +410,8 @@ fn write_stream(file: &File, mut data: &[u8]) -> io::Result<()> {
         match file.write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => {
-                data = &data[n..];
+                // `write` wrote at most what it was given.
+                data = data.get(n..).unwrap_or_default();
                 deadline = Instant::now() + STALL_LIMIT;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}

@@ -67,7 +67,10 @@ impl Pkcs11Backend {
                 return Ok(Taken::Lost);
             }
         }
-        let final_id = pool_id[POOL_ID_PREFIX.len()..].to_vec();
+        let final_id = pool_id
+            .strip_prefix(&POOL_ID_PREFIX[..])
+            .unwrap_or(&pool_id)
+            .to_vec();
         let marked = id::mark(&self.coordinator.owner(), &final_id);
         // The private key alone takes the mark: its public half keeps the
         // pool ID, so the pair is no pool key any more (adoption wants both
