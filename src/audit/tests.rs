@@ -59,6 +59,22 @@ fn a_line_is_one_json_object_of_printable_ascii() {
     assert_eq!(back["outcome"], "ok");
 }
 
+/// Only what is not ASCII (and DEL) is written as `\uXXXX`; the rest as
+/// serde_json writes it, so a line stays greppable for a name as typed.
+#[test]
+fn only_what_is_not_ascii_is_escaped() {
+    let mut e = event();
+    e.common_name = Some("café.example\u{7f}x \u{1F600}".into());
+    e.actor = Actor::access_key("AK-plain");
+    let line = String::from_utf8(e.line()).unwrap();
+    assert!(
+        line.contains(r#""common_name":"caf\u00e9.example\u007fx \ud83d\ude00""#),
+        "{line}"
+    );
+    assert!(line.contains(r#""access_key":"AK-plain""#), "{line}");
+    assert!(line.contains(r#""key_uri":"pkcs11:object=x""#), "{line}");
+}
+
 #[test]
 fn long_fields_are_cut_and_marked() {
     let mut e = event();
