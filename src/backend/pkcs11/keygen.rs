@@ -32,17 +32,17 @@ use crate::spki;
 /// F4, the exponent everyone uses (and the only one some HSMs accept).
 const PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 
-/// `prefix` followed by [`ID_LEN`] bytes from the host's RNG.
+/// [`ID_LEN`] bytes from the host's RNG: a CKA_ID's random part.
 ///
 /// # Errors
 /// `Internal.KeyError` when the RNG fails.
-pub(super) fn new_id(prefix: &[u8]) -> Result<Vec<u8>> {
+fn random_part() -> Result<[u8; ID_LEN]> {
     use ring::rand::SecureRandom;
     let mut r = [0u8; ID_LEN];
     ring::rand::SystemRandom::new()
         .fill(&mut r)
         .map_err(|_| Error::KeyGen("the host's RNG failed to give a CKA_ID".into()))?;
-    Ok([prefix, &r].concat())
+    Ok(r)
 }
 
 /// Makes the key pair `spec` asks for and returns it with its objects and
@@ -76,13 +76,11 @@ pub(super) fn generate(
     let serial = backend.token_serial().to_owned();
     let owner = backend.coordinator.owner();
     let marked = !backend.learned.marks_refused();
-    let id = new_id(id_prefix)?;
+    let r = random_part()?;
+    let id = [id_prefix, &r].concat();
     let (on_token, label) = if marked {
-        let r = id
-            .get(id_prefix.len()..)
-            .ok_or_else(|| Error::Internal("a CKA_ID shorter than its prefix".into()))?;
         (
-            super::id::mark(&owner, r),
+            super::id::mark(&owner, &r),
             spec.undelivered_label.as_bytes().to_vec(),
         )
     } else {
