@@ -26,6 +26,15 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Lowercase hex of the first 16 bytes of a SHA-256 `digest`: the digest
+/// part of a file name (the acme lock, the in-flight note).
+#[cfg(feature = "cli")]
+pub(crate) fn hex_128(digest: &ring::digest::Digest) -> String {
+    let bytes = digest.as_ref();
+    // SHA-256 gives 32 bytes: the whole digest is never what is written.
+    hex(bytes.get(..16).unwrap_or(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,9 +69,7 @@ fn token_path_in(dir: &Path, module: &Path, token: &str) -> Result<PathBuf> {
     ctx.update(module.as_os_str().as_encoded_bytes());
     ctx.update(&[0]);
     ctx.update(token.as_bytes());
-    let digest = ctx.finish();
-    // The first 16 of SHA-256's 32 bytes.
-    let digest = crate::fingerprint::hex(digest.as_ref().get(..16).unwrap_or(digest.as_ref()));
+    let digest = crate::fingerprint::hex_128(&ctx.finish());
     Ok(dir.join(format!("token-{digest}.lock")))
 }
 

@@ -165,9 +165,7 @@ fn token_digest(backend: &Pkcs11Backend, prefix: &str) -> String {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part);
     }
-    let digest = ctx.finish();
-    // The first 16 of SHA-256's 32 bytes.
-    hex(digest.as_ref().get(..16).unwrap_or(digest.as_ref()))
+    crate::fingerprint::hex_128(&ctx.finish())
 }
 
 #[cfg(test)]
