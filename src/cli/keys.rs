@@ -169,9 +169,10 @@ fn print(out: &mut impl Write, format: ListFormat, keys: &[KeyEntry]) -> std::io
 fn summary(keys: &[KeyEntry]) -> String {
     let mut owners: std::collections::BTreeMap<&str, Held> = Default::default();
     for k in keys.iter().filter(|k| k.has_private_key) {
-        let counts = owners.entry(k.owner.as_deref().unwrap_or("-")).or_default();
-        counts.key_pairs += 1;
-        counts.certificates += k.certificates().len();
+        owners
+            .entry(k.owner.as_deref().unwrap_or("-"))
+            .or_default()
+            .add(k);
     }
     let pairs: usize = owners.values().map(|c| c.key_pairs).sum();
     let certificates: usize = keys.iter().map(|k| k.certificates().len()).sum();

@@ -52,6 +52,14 @@ pub struct Held {
     pub certificates: usize,
 }
 
+impl Held {
+    /// Counts `key`, a key pair, and the certificates stored beside it.
+    pub(crate) fn add(&mut self, key: &KeyEntry) {
+        self.key_pairs += 1;
+        self.certificates += key.certificates().len();
+    }
+}
+
 /// `serve`'s periodic pass over every key of a token (`[retention]`).
 #[derive(Debug)]
 pub(crate) struct Inventory {
@@ -244,12 +252,11 @@ pub(crate) fn inventory_pass(
         .iter()
         .filter(|k| k.has_private_key && store.state_of(k) == KeyState::Delivered)
     {
-        let counts = owners
+        owners
             .0
             .entry(k.owner.clone().unwrap_or_default())
-            .or_default();
-        counts.key_pairs += 1;
-        counts.certificates += k.certificates().len();
+            .or_default()
+            .add(k);
     }
     *pass.owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
     let expiries = keys
