@@ -1,6 +1,7 @@
 //! The audit trail of [`super::prepare_csr`]: every key made has
 //! its events, and a key whose event cannot be written is removed.
 
+use super::tests::{issue, prepare};
 use super::*;
 use crate::audit::{Actor, AuditLog};
 use crate::backend::mock::MockBackend;
@@ -44,14 +45,7 @@ fn break_log(path: &std::path::Path) {
 fn a_delivered_key_has_created_then_delivered() {
     let (_dir, path, log) = setup();
     let mut b = MockBackend::default();
-    let r = issue_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        trail(&log),
-    )
-    .unwrap();
+    let r = issue(&mut b, trail(&log)).unwrap();
     assert_eq!(kinds(&path), ["created", "delivered"]);
     for e in events(&path) {
         assert_eq!(e["request_id"], "ID");
@@ -72,14 +66,7 @@ fn a_failed_request_records_its_rollback() {
         fail_sign: true,
         ..Default::default()
     };
-    let e = issue_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        trail(&log),
-    )
-    .unwrap_err();
+    let e = issue(&mut b, trail(&log)).unwrap_err();
     assert_eq!(e.code(), "Internal.CreateCSRError");
     assert_eq!(kinds(&path), ["created", "rolled_back"]);
     let rolled = &events(&path)[1];
@@ -111,14 +98,7 @@ fn an_unwritable_log_before_delivery_removes_the_key() {
     let (_dir, path, log) = setup();
     let mut b = MockBackend::default();
     let settles = std::sync::Arc::clone(&b.settles);
-    let pending = prepare_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        trail(&log),
-    )
-    .unwrap();
+    let pending = prepare(&mut b, trail(&log)).unwrap();
     // Not settled yet: until its delivery is recorded the key keeps its
     // "not yet delivered" mark, so a crash here leaves a key a sweep
     // removes, never one with only a `created` event.
@@ -146,14 +126,7 @@ fn an_unwritable_log_at_creation_removes_the_key() {
     let (_dir, path, log) = setup();
     break_log(&path);
     let mut b = MockBackend::default();
-    let e = issue_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        trail(&log),
-    )
-    .unwrap_err();
+    let e = issue(&mut b, trail(&log)).unwrap_err();
     assert_eq!(e.code(), "Internal.Error");
     assert!(e.to_string().contains("was removed"), "{e}");
     assert_eq!((b.generated, b.live.len()), (1, 0));
@@ -163,14 +136,7 @@ fn an_unwritable_log_at_creation_removes_the_key() {
         fail_destroy: true,
         ..Default::default()
     };
-    let e = issue_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        trail(&log),
-    )
-    .unwrap_err();
+    let e = issue(&mut b, trail(&log)).unwrap_err();
     assert!(e.key_left_behind(), "{e}");
     assert!(
         e.to_string().contains("pkcs11:object=hsm-csr:example.com"),

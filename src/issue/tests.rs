@@ -2,17 +2,35 @@ use super::*;
 use crate::algorithm::KeyType;
 use crate::backend::mock::MockBackend;
 
-#[test]
-fn success_keeps_the_key_and_fills_the_response() {
-    let mut b = MockBackend::default();
-    let r = issue_csr(
-        &mut b,
+/// The example request with the default options, as request "ID".
+pub(super) fn issue(b: &mut MockBackend, audit: Option<Trail<'_>>) -> Result<CsrResponse> {
+    issue_csr(
+        b,
         &ValidRequest::example(),
         &ValidKeyOptions::default(),
         "ID".into(),
-        None,
+        audit,
     )
-    .unwrap();
+}
+
+/// [`issue`]'s call, prepared and not yet kept.
+pub(super) fn prepare<'b>(
+    b: &'b mut MockBackend,
+    audit: Option<Trail<'b>>,
+) -> Result<PendingCsr<'b>> {
+    prepare_csr(
+        b,
+        &ValidRequest::example(),
+        &ValidKeyOptions::default(),
+        "ID".into(),
+        audit,
+    )
+}
+
+#[test]
+fn success_keeps_the_key_and_fills_the_response() {
+    let mut b = MockBackend::default();
+    let r = issue(&mut b, None).unwrap();
     assert_eq!(b.live.len(), 1);
     assert_eq!(r.request_id, "ID");
     assert_eq!(r.common_name, "example.com");
@@ -38,14 +56,7 @@ fn sign_failure_rolls_back() {
         fail_sign: true,
         ..Default::default()
     };
-    let e = issue_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        None,
-    )
-    .unwrap_err();
+    let e = issue(&mut b, None).unwrap_err();
     assert_eq!(e.code(), "Internal.CreateCSRError");
     assert_eq!(b.generated, 1);
     assert!(b.live.is_empty());
@@ -57,14 +68,7 @@ fn a_signature_that_does_not_verify_rolls_back() {
         corrupt_signature: true,
         ..Default::default()
     };
-    let e = issue_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        None,
-    )
-    .unwrap_err();
+    let e = issue(&mut b, None).unwrap_err();
     assert_eq!(e.code(), "Internal.CreateCSRError");
     assert!(e.to_string().contains("does not verify"), "{e}");
     assert!(b.live.is_empty());
@@ -77,14 +81,7 @@ fn failed_rollback_keeps_the_first_code_and_names_the_key() {
         fail_destroy: true,
         ..Default::default()
     };
-    let e = issue_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        None,
-    )
-    .unwrap_err();
+    let e = issue(&mut b, None).unwrap_err();
     assert_eq!(e.code(), "Internal.CreateCSRError");
     assert!(
         e.to_string().contains("pkcs11:object=hsm-csr:example.com"),
@@ -95,24 +92,10 @@ fn failed_rollback_keeps_the_first_code_and_names_the_key() {
 #[test]
 fn undelivered_response_rolls_back() {
     let mut b = MockBackend::default();
-    let pending = prepare_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        None,
-    )
-    .unwrap();
+    let pending = prepare(&mut b, None).unwrap();
     drop(pending);
     assert!(b.live.is_empty());
-    let pending = prepare_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        None,
-    )
-    .unwrap();
+    let pending = prepare(&mut b, None).unwrap();
     pending.rollback().unwrap();
     assert!(b.live.is_empty());
     assert_eq!(b.generated, 2);
@@ -134,23 +117,9 @@ fn delivered_keys_are_forgotten_so_a_session_holds_only_requests_in_flight() {
     }
     assert_eq!(b.live.len(), 100, "every delivered key stays on the token");
 
-    let pending = prepare_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        None,
-    )
-    .unwrap();
+    let pending = prepare(&mut b, None).unwrap();
     drop(pending);
-    let pending = prepare_csr(
-        &mut b,
-        &ValidRequest::example(),
-        &ValidKeyOptions::default(),
-        "ID".into(),
-        None,
-    )
-    .unwrap();
+    let pending = prepare(&mut b, None).unwrap();
     pending.rollback().unwrap();
     assert!(b.tracked.is_empty());
     assert_eq!(b.live.len(), 100);
