@@ -13,8 +13,14 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
 
+case "${1:-}" in
+  "") list= ;;
+  --list) list=all ;;
+  *) die "usage: scripts/public-api.sh [--list]" ;;
+esac
+
 rustup toolchain list 2>/dev/null | grep -q '^nightly' ||
   die "no nightly toolchain: rustdoc's JSON output is unstable (rustup toolchain install nightly)"
 target=$REPO_ROOT/target/public-api
 CARGO_TARGET_DIR=$target cargo +nightly rustdoc -q --lib -- -Z unstable-options --output-format json
-python3 scripts/lib/public_api.py "$target/doc/hsm_csr.json" ${1:+all}
+python3 scripts/lib/public_api.py "$target/doc/hsm_csr.json" $list
