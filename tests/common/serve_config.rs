@@ -59,10 +59,7 @@ impl ServeConfig {
 
     /// Lines added to the `[token]` table (e.g. `max_objects = 9`).
     pub fn token_lines(mut self, lines: &str) -> ServeConfig {
-        self.token.push_str(lines);
-        if !lines.ends_with('\n') {
-            self.token.push('\n');
-        }
+        push_lines(&mut self.token, lines);
         self
     }
 
@@ -88,10 +85,7 @@ impl ServeConfig {
 
     /// Lines added to `[service]` (e.g. `workers = 2`).
     pub fn service(mut self, lines: &str) -> ServeConfig {
-        self.service.push_str(lines);
-        if !lines.ends_with('\n') {
-            self.service.push('\n');
-        }
+        push_lines(&mut self.service, lines);
         self
     }
 
@@ -142,10 +136,7 @@ impl ServeConfig {
     /// TOML appended as it is, for what only one test needs (`[audit]`,
     /// `[subject.defaults]`, tenants, ...).
     pub fn extra(mut self, toml: &str) -> ServeConfig {
-        self.extra.push_str(toml);
-        if !toml.ends_with('\n') {
-            self.extra.push('\n');
-        }
+        push_lines(&mut self.extra, toml);
         self
     }
 
@@ -178,5 +169,13 @@ impl ServeConfig {
         let path = dir.join(format!("serve-{n}.toml"));
         std::fs::write(&path, self.text()).unwrap();
         path
+    }
+}
+
+/// Appends `lines` to a table's text, ending them with a newline.
+fn push_lines(table: &mut String, lines: &str) {
+    table.push_str(lines);
+    if !lines.ends_with('\n') {
+        table.push('\n');
     }
 }
