@@ -4,7 +4,8 @@
 //! live process's marked key is kept, a dead one's removed, and a mark
 //! planted over a delivered key's CKA_ID removes only the planted pair.
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use super::{Load, only_delivered_and_unassigned, pairs, plant, sigkill};
 use crate::common::server::{Server, metric};
-use crate::common::{PIN, Token, interrupted_create, python, repo};
+use crate::common::{Token, interrupted_create};
 
 #[test]
 fn serve_killed_under_load_leaves_only_the_delivered_keys_after_a_restart() {
@@ -52,46 +53,73 @@ fn serve_killed_under_load_leaves_only_the_delivered_keys_after_a_restart() {
     );
 }
 
-/// The first private key object that appears on `token`, as PyKCS11 sees
-/// it (tests/tools/p11watch.py), while `serve` makes one RSA-4096 key
-/// after another for a single caller.
-fn catch_a_key(token: &Token) -> Option<(Server, Load, String)> {
-    let server = Server::start(token, "rsa-4096", "workers = 1\n");
-    let mut watch = Command::new(python())
-        .arg(repo().join("tests/tools/p11watch.py"))
-        .args([&token.module, &token.label])
-        .env("HSM_CSR_PIN", PIN)
-        .env("SOFTHSM2_CONF", token.conf())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            if tx.send(line.unwrap_or_default()).is_err() {
-                break;
+/// The private SoftHSM token's object files (`<uuid>.object` in its
+/// token directory, beside `token.object`).
+fn object_files(token: &Token) -> BTreeSet<PathBuf> {
+    let mut files = BTreeSet::new();
+    let store = token.dir().join("store/tokens");
+    for dir in std::fs::read_dir(store).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            let path = file.path();
+            let name = file.file_name();
+            if name != "token.object" && path.extension().is_some_and(|e| e == "object") {
+                files.insert(path);
             }
         }
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(30));
-    assert_eq!(ready.as_deref(), Ok("ready"));
+    }
+    files
+}
+
+/// The marks (64 hex digits after "hsm") of the undelivered private keys
+/// on `token` that `known` does not list.
+fn new_marks(token: &Token, known: &BTreeSet<String>) -> Vec<String> {
+    let mark_prefix = hsm_csr::fingerprint::hex(b"hsm");
+    token
+        .keys()
+        .iter()
+        .filter(|o| o["class"] == "private")
+        .filter_map(|o| o["id"].as_str())
+        .filter(|id| id.len() == 64 && id.starts_with(&mark_prefix) && !known.contains(*id))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `serve` making one RSA-4096 key after another for a single caller,
+/// frozen (SIGSTOP) the moment a new object file holds a private key (an
+/// RSA-4096 private key's file is some 3.5 KB, its public key's 1.2 KB,
+/// and SoftHSM writes each in one go): its C_GenerateKeyPair has just
+/// written it, and its delivery is still a signature away. Watched
+/// through the file system, never through PKCS #11: SoftHSM 2.6.1's
+/// C_GetAttributeValue in a second process can load an object whose file
+/// is still being written and write that partial view back (SoftHSM
+/// issue #573, fixed in 2.7.0), corrupting the key it watches.
+fn catch_a_key(token: &Token) -> Option<(Server, Load)> {
+    let server = Server::start(token, "rsa-4096", "workers = 1\n");
+    let before = object_files(token);
     let load = Load::start(std::slice::from_ref(&server.addr), 1, usize::MAX);
-    let caught = rx.recv_timeout(Duration::from_secs(60)).ok();
-    // Frozen at once: the key's call is on its way, or answered already.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let private_key_written = || {
+        object_files(token)
+            .difference(&before)
+            .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 2500))
+    };
+    while !private_key_written() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     Command::new("kill")
         .args(["-STOP", &server.pid().to_string()])
         .status()
         .unwrap();
-    let _ = watch.kill();
-    let _ = watch.wait();
-    Some((server, load, caught?))
+    Some((server, load))
 }
 
 #[test]
 fn a_key_caught_before_its_delivery_is_gone_after_a_sigkill_and_a_restart() {
     let Some(token) = Token::private_softhsm(
-        "catches the first new private key with PyKCS11, so no other test's key may appear",
+        "watches the token's object files, which only a private SoftHSM2 token shows",
     ) else {
         return;
     };
@@ -99,7 +127,12 @@ fn a_key_caught_before_its_delivery_is_gone_after_a_sigkill_and_a_restart() {
     // file tears it, and a torn object is gone whatever the code does.
     let mut caught_twice = 0;
     for _ in 0..12 {
-        let Some((server, load, caught)) = catch_a_key(&token) else {
+        let known: BTreeSet<String> = token
+            .keys()
+            .iter()
+            .filter_map(|o| o["id"].as_str().map(str::to_owned))
+            .collect();
+        let Some((server, load)) = catch_a_key(&token) else {
             continue;
         };
         // The serve log says whether the call was handed over (the access
@@ -107,25 +140,29 @@ fn a_key_caught_before_its_delivery_is_gone_after_a_sigkill_and_a_restart() {
         let handed_over = server.log_text().contains("code=OK");
         sigkill(server.pid());
         let delivered = load.finish();
-        if handed_over || !delivered.is_empty() {
-            // Caught too late: that key was delivered. Again, from a
-            // token with only delivered keys.
-            let restart = Server::start(&token, "rsa-4096", "");
-            restart.stop();
-            continue;
-        }
+        // Read once nothing writes: the pairs the frozen process had made
+        // and not delivered.
+        let caught = new_marks(&token, &known);
         let restart = Server::start(&token, "rsa-4096", "");
         restart.stop();
+        if handed_over || !delivered.is_empty() || caught.is_empty() {
+            // Caught too late (that key was delivered), or torn: again,
+            // from a token with only delivered keys.
+            continue;
+        }
         let (pairs, lone) = pairs(&token);
-        // Caught undelivered: its private key's mark, and its public key
-        // under the mark's last 16 bytes.
-        let public = &caught[caught.len().saturating_sub(32)..];
-        for id in [caught.as_str(), public] {
-            assert!(
-                !pairs.contains_key(id) && !lone.iter().any(|l| l == id),
-                "the key pair {caught}, made for a call that was never answered, \
-                 is still on the token after a restart: {pairs:#?} {lone:?}"
-            );
+        // Caught undelivered (on the token when the restart began): its
+        // private key's mark, and its public key under the mark's last 16
+        // bytes.
+        for mark in &caught {
+            let public = &mark[mark.len() - 32..];
+            for id in [mark.as_str(), public] {
+                assert!(
+                    !pairs.contains_key(id) && !lone.iter().any(|l| l == id),
+                    "the key pair {mark}, made for a call that was never answered, \
+                     is still on the token after a restart: {pairs:#?} {lone:?}"
+                );
+            }
         }
         caught_twice += 1;
         if caught_twice == 2 {
