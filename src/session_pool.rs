@@ -135,8 +135,12 @@ impl SessionPool {
             budget.set_reserve(2 * total);
         }
         let label = first.token_label().to_owned();
+        let shared_store = first.shared_store_warning();
         let sessions = open_sessions(first, total)?;
         log::info!("{total} worker session(s) on token {label:?}");
+        if let Some(warning) = shared_store {
+            log::warn!("token {label:?}: {warning}");
+        }
         Ok(SessionPool {
             idle: Mutex::new(sessions),
             total,

@@ -54,7 +54,8 @@ on_a_token! {
     config_checks;
     /// Small things users trip on: each message names the fix.
     trips;
-    /// SoftHSM2 without SOFTHSM2_CONF: the error says so.
+    /// SoftHSM2 without SOFTHSM2_CONF: the error says so; SoftHSM2 2.6
+    /// under `serve`: a warning of other processes.
     softhsm_conf;
 
     // --- The service ---

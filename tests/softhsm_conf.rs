@@ -1,6 +1,7 @@
 //! The quick start's trap: SoftHSM2 finds a private token store only through
 //! SOFTHSM2_CONF. Without it (or with a wrong one) the error must say so,
-//! instead of a bare "tokens present: none".
+//! instead of a bare "tokens present: none". And SoftHSM2 before 2.7.0
+//! spoils keys a second process reads: `serve` says so at start.
 
 use crate::common::{Run, Token};
 
@@ -114,4 +115,25 @@ fn a_wrong_label_in_the_right_store_gets_no_softhsm2_conf_hint() {
         run.stderr
     );
     assert!(!run.stderr.contains("SOFTHSM2_CONF"), "{}", run.stderr);
+}
+
+/// `serve` on SoftHSM2 before 2.7.0 says once, at start, that another
+/// process reading the token can spoil keys being made (SoftHSM issue
+/// #573); the version is what `softhsm2-util --version` prints.
+#[test]
+fn serve_on_softhsm_before_2_7_warns_of_other_processes_once() {
+    let Some(token) = Token::private_softhsm("reads the installed SoftHSM2's own version") else {
+        return;
+    };
+    let version = std::process::Command::new("softhsm2-util")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let before_2_7 = (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (2, 7);
+    let server = crate::common::server::Server::start(&token, token.ec_or_rsa(), "");
+    let log = server.stop();
+    let warned = log.matches("issue #573").count();
+    assert_eq!(warned, usize::from(before_2_7), "SoftHSM {version}: {log}");
 }

@@ -217,6 +217,18 @@ impl Pkcs11Backend {
         &self.label
     }
 
+    /// A warning for an operator who may run other processes on this
+    /// token, when its module is a version known to corrupt keys then
+    /// ([`softhsm_conf::shared_store_warning`]).
+    pub(crate) fn shared_store_warning(&self) -> Option<String> {
+        let info = self.ctx.pkcs11.get_library_info().ok()?;
+        let version = info.library_version();
+        softhsm_conf::shared_store_warning(
+            info.manufacturer_id(),
+            (version.major(), version.minor()),
+        )
+    }
+
     /// The token's serial number (empty when the module cannot report it).
     pub fn token_serial(&self) -> &str {
         &self.serial

@@ -440,7 +440,7 @@ pub(super) fn public_key(
         Some(t) if t == P11KeyType::EC_EDWARDS => KeyType::Ed25519,
         _ => return Err(Error::EncodeKey("unsupported key type".into())),
     };
-    let spki = keygen::read_public_key(session, h, key_type)?;
+    let spki = keygen::read_public_key(session, h, key_type, None)?;
     let key_type = match key_type {
         KeyType::Rsa { .. } => KeyType::Rsa {
             bits: crate::spki::rsa_modulus_bits(&spki)?,

@@ -117,7 +117,7 @@ pub(super) fn generate(
         public: pub_h,
     };
 
-    match check_made(session, &pair, spec.key_type) {
+    match check_made(session, &pair, spec.key_type, &id) {
         Ok(spki_der) => Ok((
             GeneratedKey {
                 handles,
@@ -217,10 +217,11 @@ fn templates(
 
 /// What a made pair must show before it is handed on: a private key that
 /// is sensitive, not extractable and on the token, and a readable public
-/// key of the size asked for. Returns its SubjectPublicKeyInfo; only reads.
-fn check_made(session: &Session, pair: &Pair, key_type: KeyType) -> Result<Vec<u8>> {
+/// key of the size asked for, still under the CKA_ID `id` it was made
+/// with. Returns its SubjectPublicKeyInfo; only reads.
+fn check_made(session: &Session, pair: &Pair, key_type: KeyType, id: &[u8]) -> Result<Vec<u8>> {
     check_private_attributes(session, pair.private)?;
-    let spki_der = read_public_key(session, pair.public, key_type)?;
+    let spki_der = read_public_key(session, pair.public, key_type, Some(id))?;
     if let KeyType::Rsa { bits: want } = key_type {
         let bits = spki::rsa_modulus_bits(&spki_der)?;
         if bits != want {
@@ -305,26 +306,41 @@ fn check_private_attributes(session: &Session, key: ObjectHandle) -> Result<()> 
 /// The public object's key as a DER SubjectPublicKeyInfo: CKA_MODULUS and
 /// CKA_PUBLIC_EXPONENT (RSA) or CKA_EC_POINT (EC, Ed25519). Public material
 /// is read from the public object, since some tokens expose none on the
-/// private one.
+/// private one. With `made_with`, in the same call, its CKA_ID must still
+/// be that one: a token that lost it (SoftHSM 2.6 under a second process,
+/// see [`super::softhsm_conf::shared_store_warning`]) would leave a key
+/// without its public half once delivered.
 pub(super) fn read_public_key(
     session: &Session,
     key: ObjectHandle,
     key_type: KeyType,
+    made_with: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    let wanted: &[AttributeType] = match key_type {
-        KeyType::Rsa { .. } => &[AttributeType::Modulus, AttributeType::PublicExponent],
-        _ => &[AttributeType::EcPoint],
+    let mut wanted = match key_type {
+        KeyType::Rsa { .. } => vec![AttributeType::Modulus, AttributeType::PublicExponent],
+        _ => vec![AttributeType::EcPoint],
     };
+    if made_with.is_some() {
+        wanted.push(AttributeType::Id);
+    }
     let attrs = session
-        .get_attributes(key, wanted)
+        .get_attributes(key, &wanted)
         .map_err(|e| Error::EncodeKey(describe(&e).context("reading the public key")))?;
-    let (mut modulus, mut exponent, mut point) = (None, None, None);
+    let (mut modulus, mut exponent, mut point, mut id) = (None, None, None, None);
     for a in attrs {
         match a {
             Attribute::Modulus(m) => modulus = Some(m),
             Attribute::PublicExponent(e) => exponent = Some(e),
             Attribute::EcPoint(p) => point = Some(p),
+            Attribute::Id(i) => id = Some(i),
             _ => {}
+        }
+    }
+    if let Some(want) = made_with {
+        if id.as_deref() != Some(want) {
+            return Err(Error::EncodeKey(
+                "the token returned the new public key without the CKA_ID it was made with".into(),
+            ));
         }
     }
     match (key_type, modulus, exponent, point) {

@@ -1,4 +1,5 @@
-//! What to tell a SoftHSM2 user whose token cannot be found.
+//! What to tell a SoftHSM2 user whose token cannot be found, and one who
+//! runs a version that corrupts keys shared between processes.
 //!
 //! SoftHSM2 reads the token store's location from the file named by the
 //! `SOFTHSM2_CONF` environment variable, else from its built-in default
@@ -18,6 +19,28 @@ pub(crate) fn is_softhsm(module: &Path) -> bool {
     module
         .file_name()
         .is_some_and(|n| n.to_string_lossy().to_ascii_lowercase().contains("softhsm"))
+}
+
+/// For `serve` on SoftHSM2 before 2.7.0 (Debian 12 ships 2.6.1), None for
+/// any other module or version, from C_GetInfo's manufacturerID and
+/// libraryVersion. Its file store lets a process that reads an object
+/// while another process writes it load a partial copy and write that
+/// back with defaults for what it missed (SoftHSM issue #573, fixed in
+/// 2.7.0 by pull requests #576 and #578): a key being made loses its
+/// CKA_ID or comes back with CKA_SENSITIVE false. The warning names only
+/// the version, never what the module says of itself.
+pub(crate) fn shared_store_warning(manufacturer: &str, version: (u8, u8)) -> Option<String> {
+    if manufacturer.trim() != "SoftHSM" || version >= (2, 7) {
+        return None;
+    }
+    let (major, minor) = version;
+    Some(format!(
+        "SoftHSM {major}.{minor} can corrupt a key being made while another process reads \
+         the token (SoftHSM issue #573, fixed in 2.7.0): keep other processes (replicas, \
+         `hsm-csr create` or `keys`, pkcs11-tool) off this token while `serve` makes keys, \
+         or upgrade SoftHSM; a key the token spoils is refused and removed, but one spoiled \
+         after its delivery shows in `keys list` as a lone half"
+    ))
 }
 
 /// What went wrong, as far as the hint is concerned.
@@ -83,6 +106,17 @@ mod tests {
             assert!(hint(Path::new(SOFTHSM), None, failure).contains("export SOFTHSM2_CONF="));
         }
         assert!(is_softhsm(Path::new("/opt/x/libSoftHSM2.so")));
+    }
+
+    #[test]
+    fn only_softhsm_before_2_7_is_warned_of() {
+        assert!(shared_store_warning("SoftHSM", (2, 6)).is_some());
+        assert!(shared_store_warning("SoftHSM                         ", (2, 5)).is_some());
+        assert!(shared_store_warning("SoftHSM", (1, 9)).is_some());
+        assert_eq!(shared_store_warning("SoftHSM", (2, 7)), None);
+        assert_eq!(shared_store_warning("SoftHSM", (3, 0)), None);
+        assert_eq!(shared_store_warning("OpenSC Project", (0, 23)), None);
+        assert_eq!(shared_store_warning("", (2, 6)), None);
     }
 
     #[test]
