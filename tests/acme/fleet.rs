@@ -29,12 +29,12 @@ const MOST_IN_ONE_RUN: f64 = 0.25;
 
 /// What the token holds under the test's prefix: pairs per label, the
 /// whole pairs without a certificate, and the lone halves (a SIGKILL
-/// between SoftHSM2's two object writes leaves one; `keys prune --orphans`
-/// removes it).
+/// during SoftHSM2's object writes leaves one; `keys prune --orphans`
+/// removes a lone public half, and leaves a delivered private one).
 struct Held {
     per_label: BTreeMap<String, usize>,
     without_certificate: Vec<Value>,
-    lone: usize,
+    lone: Vec<Value>,
 }
 
 fn held(token: &Token) -> Held {
@@ -45,7 +45,7 @@ fn held(token: &Token) -> Held {
     let mut held = Held {
         per_label: BTreeMap::new(),
         without_certificate: Vec::new(),
-        lone: 0,
+        lone: Vec::new(),
     };
     for k in keys.as_array().unwrap() {
         let label = k["Label"].as_str().unwrap_or("");
@@ -53,7 +53,7 @@ fn held(token: &Token) -> Held {
             continue;
         }
         if k["HasPrivateKey"] != true || k["HasPublicKey"] != true {
-            held.lone += 1;
+            held.lone.push(k.clone());
             continue;
         }
         *held.per_label.entry(label.to_owned()).or_insert(0) += 1;
@@ -168,7 +168,7 @@ fn a_fleet_renews_in_the_cas_windows_spread_and_retires_what_it_replaced() {
             "pairs without a certificate: {:?}",
             now_held.without_certificate
         );
-        lone_seen = lone_seen.max(now_held.lone);
+        lone_seen = lone_seen.max(now_held.lone.len());
         peak_pairs = peak_pairs.max(now_held.per_label.values().copied().max().unwrap_or(0));
         // No name's newest certificate has ended.
         let status = token
@@ -199,7 +199,21 @@ fn a_fleet_renews_in_the_cas_windows_spread_and_retires_what_it_replaced() {
             )
             .ok();
         let pruned = held(&token);
-        assert_eq!(pruned.lone, 0);
+        // What `--orphans` leaves by design (docs/tenancy.md): a delivered
+        // private key whose public half a crash tore, here the SIGKILLed
+        // run's rewrite of a replaced key's public object; its caller may
+        // hold its CSR. At most the one the kill can tear, and only after it.
+        let (kept, removable): (Vec<&Value>, Vec<&Value>) =
+            pruned.lone.iter().partition(|k| {
+                k["HasPrivateKey"] == true
+                    && k["HasPublicKey"] != true
+                    && k["Id"].as_str().is_some_and(|id| id.len() == 32)
+            });
+        assert!(removable.is_empty(), "lone after keys prune: {removable:?}");
+        assert!(
+            kept.is_empty() || (killed && kept.len() == 1),
+            "private keys without their public half: {kept:?}"
+        );
         assert!(
             pruned.per_label.values().all(|n| *n <= 2),
             "{:?}",
