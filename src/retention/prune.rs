@@ -194,11 +194,23 @@ fn prune_listed(
         matches!(r.reason, Reason::Lone | Reason::Torn)
             && !matches!(store.state_of(&r.key), KeyState::Undelivered { .. })
     };
+    // So can the public half of a pair another process is making: its
+    // token writes the public object before the private one, and only the
+    // private one's mark joins them in a listing. Hence a second listing
+    // after the pause, where such a half has found its marked private key.
     if retiring.iter().any(|r| orphaned(store, r)) {
         std::thread::sleep(ORPHAN_SETTLE);
+        let again = store.list_keys()?;
+        let still_alone = |key: &KeyEntry| {
+            again.iter().any(|k| {
+                k.locator() == key.locator()
+                    && k.has_private_key == key.has_private_key
+                    && k.has_public_key == key.has_public_key
+            })
+        };
         let mut confirmed = Vec::new();
         for r in retiring {
-            if !orphaned(store, &r) || store.confirm_orphan(&r.key)? {
+            if !orphaned(store, &r) || (still_alone(&r.key) && store.confirm_orphan(&r.key)?) {
                 confirmed.push(r);
             }
         }

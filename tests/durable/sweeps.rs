@@ -375,3 +375,65 @@ fn serve_removes_a_torn_pool_key_and_lone_public_halves_at_start() {
     assert_eq!(ids(), kept, "the delivered key stays");
     server.stop();
 }
+
+/// `keys prune --orphans` on a token where another process is making a key
+/// pair: the token writes the public object (under its final CKA_ID)
+/// before the marked private one, so the first listing shows a lone public
+/// half. The private key that appears during the prune's pause joins it,
+/// and it stays; a control whose private key carries another pair's mark
+/// shows the pause really saw it lone, and that public half goes.
+#[test]
+fn keys_prune_spares_the_public_half_of_a_pair_another_process_is_making() {
+    let Some(token) = Token::private_softhsm("plants halves with pkcs11-tool at set moments") else {
+        return;
+    };
+    let live = Owner::of_process(std::process::id(), KIND_PROCESS).unwrap();
+    let key_type = if token.lacks("ec-p256") {
+        "rsa:2048"
+    } else {
+        "EC:prime256v1"
+    };
+    // A public half under `r`, alone; then, while a prune pauses, a private
+    // half marked by `live` over `joins`.
+    let raced = |r: [u8; 16], joins: [u8; 16]| -> bool {
+        let public_id = hsm_csr::fingerprint::hex(&r);
+        token.pkcs11_tool(&[
+            "--keypairgen", "--key-type", key_type, "--id", &public_id,
+            "--label", "hsm-csr:made.example.com",
+        ]);
+        token.pkcs11_tool(&["--delete-object", "--type", "privkey", "--id", &public_id]);
+        let mut prune = token.hsm_csr();
+        prune
+            .args(["keys", "prune", "--orphans", "--yes"])
+            .args(token.token_flags())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let prune = prune.spawn().unwrap();
+        // Its listing takes well under this; its pause is 2 s.
+        std::thread::sleep(Duration::from_millis(700));
+        let mark = hsm_csr::fingerprint::hex(&hsm_csr::backend::pkcs11::id::mark(&live, &joins));
+        token.pkcs11_tool(&[
+            "--keypairgen", "--key-type", key_type, "--id", &mark,
+            "--label", "hsm-csr:undelivered",
+        ]);
+        token.pkcs11_tool(&["--delete-object", "--type", "pubkey", "--id", &mark]);
+        let out = prune.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let kept = token
+            .pkcs11_tool(&["--list-objects", "--type", "pubkey"])
+            .contains(&public_id);
+        token.pkcs11_tool(&["--delete-object", "--type", "privkey", "--id", &mark]);
+        if kept {
+            token.pkcs11_tool(&["--delete-object", "--type", "pubkey", "--id", &public_id]);
+        }
+        kept
+    };
+    assert!(
+        !raced([0x11; 16], [0x22; 16]),
+        "control: a public half that stayed alone through the pause was kept"
+    );
+    assert!(
+        raced([0x33; 16], [0x33; 16]),
+        "the public half of a pair being made was pruned as a lone half"
+    );
+}
