@@ -411,11 +411,7 @@ fn keys_prune_spares_the_public_half_of_a_pair_another_process_is_making() {
         let prune = prune.spawn().unwrap();
         // Its listing takes well under this; its pause is 2 s.
         std::thread::sleep(Duration::from_millis(700));
-        let mark = hsm_csr::fingerprint::hex(&hsm_csr::backend::pkcs11::id::mark(&live, &joins));
-        token.pkcs11_tool(&[
-            "--keypairgen", "--key-type", key_type, "--id", &mark,
-            "--label", "hsm-csr:undelivered",
-        ]);
+        let mark = plant(&token, &live, &joins);
         token.pkcs11_tool(&["--delete-object", "--type", "pubkey", "--id", &mark]);
         let out = prune.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
